@@ -1,0 +1,385 @@
+"""Payment gateway: mirror a finalized invoice into Stripe and (for auto-pay) charge it.
+
+``StripeGateway.sync_invoice`` is safe to re-run at any point (a crashed run, a retried
+step, a re-executed backfill):
+
+1. customer: found by search ``metadata['org_id']`` (or, while search lags, by listing
+   customers with the billing e-mail), else created with idempotency key ``cus-{org_id}``;
+   name/e-mail updated when they changed;
+2. invoice: found by search ``metadata['invoice_id']`` *and*, because Stripe search is
+   eventually consistent (new objects can take ~1 min to appear), by listing the
+   customer's invoices; open/paid -> returned as is, draft -> reused, else created with
+   key ``inv-{number}``;
+3. one invoice item per line (key ``ii-{number}-{i}``, metadata ``line_index``) plus one for
+   tax (``ii-{number}-tax``); items already on the draft are skipped, so a crash half-way
+   resumes cleanly. Tax is an explicit item (not a Stripe TaxRate) so Stripe adds exactly
+   our rounded amounts;
+4. Stripe's total is compared with ours in minor units *before* finalizing and after;
+   any difference raises ``GatewayTotalMismatch``;
+5. finalize with key ``fin-{number}`` (``auto_advance=False``: Stripe sends no e-mail and
+   attempts no charge on its own; charging is ``charge``).
+
+Idempotency keys are derived from our own ids (``{idempotency_prefix}-`` + the keys above).
+Stripe keeps them 24 h; after that the metadata lookups are what prevent duplicates.
+Errors are wrapped: ``TransientGatewayError`` (connection, timeout, rate limit, 5xx,
+lock timeouts) vs ``PermanentGatewayError``; messages carry Stripe's request id, never
+the API key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import stripe
+
+from billing_pipeline.clients.errors import (
+    DeliveryError,
+    GatewayTotalMismatch,
+    PermanentGatewayError,
+    TransientGatewayError,
+)
+from billing_pipeline.domain.model import Invoice, InvoiceStatus, Organization
+from billing_pipeline.domain.money import to_minor
+
+__all__ = [
+    "GatewayInvoice",
+    "ChargeResult",
+    "PaymentGateway",
+    "NullGateway",
+    "StripeGateway",
+    "translate_stripe_error",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GatewayInvoice:
+    external_id: str | None
+    number: str | None  # the gateway's own number (Stripe assigns one at finalization)
+    status: str  # Stripe's status ("open", "paid", ...) or "skipped"
+    total_minor: int
+    currency: str  # upper-case ISO 4217
+    hosted_url: str | None
+
+
+@dataclass(frozen=True)
+class ChargeResult:
+    status: Literal["paid", "failed", "pending", "skipped"]  # pending: async method (e.g. bank debit)
+    external_id: str | None
+    decline_code: str | None = None
+    message: str | None = None
+
+
+@runtime_checkable
+class PaymentGateway(Protocol):
+    def sync_invoice(
+        self, invoice: Invoice, org: Organization, *, idempotency_prefix: str
+    ) -> GatewayInvoice: ...
+
+    def charge(self, invoice_external_id: str, idempotency_key: str) -> ChargeResult: ...
+
+
+class NullGateway:
+    """No payment provider: records nothing, every call reports ``skipped``."""
+
+    def sync_invoice(
+        self, invoice: Invoice, org: Organization, *, idempotency_prefix: str
+    ) -> GatewayInvoice:
+        return GatewayInvoice(
+            external_id=None,
+            number=invoice.number,
+            status="skipped",
+            total_minor=to_minor(invoice.total, invoice.currency),
+            currency=invoice.currency,
+            hosted_url=None,
+        )
+
+    def charge(self, invoice_external_id: str, idempotency_key: str) -> ChargeResult:
+        return ChargeResult(status="skipped", external_id=invoice_external_id or None)
+
+
+# --- error translation -------------------------------------------------------------------
+_SECRET_RE = re.compile(r"\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9*]+|\bwhsec_[A-Za-z0-9*]+|Bearer\s+\S+")
+
+
+def _redact(text: str) -> str:
+    return _SECRET_RE.sub("[redacted]", text)
+
+
+def _stripe_message(exc: stripe.StripeError) -> str:
+    raw = getattr(exc, "_message", None) or type(exc).__name__
+    rid = f" (request {exc.request_id})" if getattr(exc, "request_id", None) else ""
+    return _redact(f"Stripe {type(exc).__name__}: {raw}{rid}")
+
+
+def translate_stripe_error(exc: BaseException) -> DeliveryError:
+    """Map a stripe (or network) exception to Transient/PermanentGatewayError."""
+    if isinstance(exc, stripe.StripeError):
+        status = exc.http_status
+        code = exc.code
+        transient = (
+            isinstance(exc, (stripe.APIConnectionError, stripe.RateLimitError))
+            or (isinstance(exc, stripe.APIError) and (status is None or status >= 500))
+            or status == 429
+            or (status is not None and status >= 500)
+            or code == "lock_timeout"  # 409: another request holds the object's lock
+        )
+        if isinstance(exc, (stripe.CardError, stripe.AuthenticationError, stripe.IdempotencyError)):
+            transient = False
+        cls = TransientGatewayError if transient else PermanentGatewayError
+        err = cls(_stripe_message(exc), code=code, status=status)
+        err.request_id = getattr(exc, "request_id", None)  # type: ignore[attr-defined]
+        return err
+    if isinstance(exc, (TimeoutError, ConnectionError)):
+        return TransientGatewayError(f"network error talking to Stripe: {type(exc).__name__}")
+    return PermanentGatewayError(_redact(f"unexpected gateway error: {type(exc).__name__}: {exc}"))
+
+
+@contextlib.contextmanager
+def _stripe_errors() -> Iterator[None]:
+    try:
+        yield
+    except DeliveryError:
+        raise
+    except (stripe.StripeError, TimeoutError, ConnectionError) as exc:
+        # 'from None': the original stripe exception can carry headers and bodies we do
+        # not want in Dagster's event log; the request id is kept on the new error.
+        raise translate_stripe_error(exc) from None
+
+
+# --- helpers -------------------------------------------------------------------------------
+def _get(obj: Any, key: str, default: Any = None) -> Any:
+    if obj is None:
+        return default
+    try:
+        value = obj[key]
+    except (KeyError, TypeError, AttributeError):
+        return default
+    return default if value is None else value
+
+
+def _iterate(list_obj: Any) -> Iterator[Any]:
+    if hasattr(list_obj, "auto_paging_iter"):
+        yield from list_obj.auto_paging_iter()
+    else:
+        yield from _get(list_obj, "data", [])
+
+
+def _quote(value: str) -> str:
+    """A value inside a Stripe search query string literal."""
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+class StripeGateway:
+    """Stripe through a ``stripe.StripeClient`` (``client.v1.*`` services).
+
+    Build the client with retries and a timeout, e.g.
+    ``stripe.StripeClient(api_key, max_network_retries=2, http_client=stripe.RequestsClient(timeout=30))``.
+    """
+
+    def __init__(self, client: Any, *, use_search: bool = True) -> None:
+        self.client = client
+        self.use_search = use_search
+
+    @property
+    def _v1(self) -> Any:
+        return self.client.v1
+
+    @staticmethod
+    def _key(prefix: str, key: str) -> str:
+        return f"{prefix}-{key}" if prefix else key
+
+    # customers -----------------------------------------------------------------------
+    def _find_customer(self, org: Organization) -> Any | None:
+        """By search on ``metadata.org_id``; while search lags, by listing the billing e-mail."""
+        matches: list[Any] = []
+        if self.use_search:
+            found = self._v1.customers.search(
+                params={"query": f"metadata['org_id']:'{_quote(org.id)}'", "limit": 10}
+            )
+            matches = [c for c in _get(found, "data", []) if self._is_org(c, org.id)]
+        if not matches:
+            listed = self._v1.customers.list(params={"email": org.billing_email, "limit": 100})
+            matches = [c for c in _iterate(listed) if self._is_org(c, org.id)]
+        if len(matches) > 1:
+            log.warning("org %s has %d Stripe customers; using the oldest", org.id, len(matches))
+        return min(matches, key=lambda c: _get(c, "created", 0)) if matches else None
+
+    @staticmethod
+    def _is_org(customer: Any, org_id: str) -> bool:
+        return _get(_get(customer, "metadata"), "org_id") == org_id and not _get(customer, "deleted", False)
+
+    def upsert_customer(self, org: Organization, *, idempotency_prefix: str = "") -> Any:
+        with _stripe_errors():
+            customer = self._find_customer(org)
+            if customer is None:
+                return self._v1.customers.create(
+                    params={"name": org.name, "email": org.billing_email, "metadata": {"org_id": org.id}},
+                    options={"idempotency_key": self._key(idempotency_prefix, f"cus-{org.id}")},
+                )
+            changes = {}
+            if _get(customer, "email") != org.billing_email:
+                changes["email"] = org.billing_email
+            if _get(customer, "name") != org.name:
+                changes["name"] = org.name
+            if changes:
+                customer = self._v1.customers.update(customer["id"], params=changes)
+            return customer
+
+    # invoices ------------------------------------------------------------------------
+    def find_invoice(self, customer_id: str, number: str) -> Any | None:
+        """Our invoice in Stripe by ``metadata.invoice_id``: search, then the customer's list."""
+        with _stripe_errors():
+            candidates: list[Any] = []
+            if self.use_search:
+                found = self._v1.invoices.search(
+                    params={"query": f"metadata['invoice_id']:'{_quote(number)}'", "limit": 10}
+                )
+                candidates = list(_get(found, "data", []))
+            if not any(self._is_ours(c, number) for c in candidates):
+                listed = self._v1.invoices.list(params={"customer": customer_id, "limit": 100})
+                candidates = [c for c in _iterate(listed) if self._is_ours(c, number)]
+            ours = [c for c in candidates if self._is_ours(c, number)]
+            # Prefer a live invoice over a voided leftover.
+            ours.sort(key=lambda c: (_get(c, "status") in ("void", "uncollectible"), _get(c, "created", 0)))
+            return ours[0] if ours else None
+
+    @staticmethod
+    def _is_ours(stripe_invoice: Any, number: str) -> bool:
+        return _get(_get(stripe_invoice, "metadata"), "invoice_id") == number
+
+    def sync_invoice(
+        self, invoice: Invoice, org: Organization, *, idempotency_prefix: str
+    ) -> GatewayInvoice:
+        if not invoice.number or invoice.status not in (InvoiceStatus.FINALIZED, InvoiceStatus.PAID):
+            raise ValueError("only finalized invoices (with a number) are synced to the gateway")
+        number = invoice.number
+        currency = invoice.currency.lower()
+        ours = to_minor(invoice.total, invoice.currency)
+        key = lambda k: self._key(idempotency_prefix, k)  # noqa: E731
+
+        with _stripe_errors():
+            customer = self.upsert_customer(org, idempotency_prefix=idempotency_prefix)
+            customer_id = customer["id"]
+            existing = self.find_invoice(customer_id, number)
+            status = _get(existing, "status")
+            if existing is not None and status in ("open", "paid"):
+                return self._checked(existing, number, ours, invoice.currency)
+            if existing is not None and status != "draft":
+                raise PermanentGatewayError(
+                    f"invoice {number} exists in Stripe as {existing['id']} with status {status!r}",
+                    code="unexpected_status",
+                )
+            if existing is None:
+                params: dict[str, Any] = {
+                    "customer": customer_id,
+                    "currency": currency,
+                    "auto_advance": False,
+                    "pending_invoice_items_behavior": "exclude",
+                    "metadata": {
+                        "invoice_id": number,
+                        "org_id": org.id,
+                        "period": f"{invoice.period_start:%Y-%m-%d}/{invoice.period_end:%Y-%m-%d}",
+                    },
+                }
+                if org.auto_pay:
+                    params["collection_method"] = "charge_automatically"
+                else:
+                    params["collection_method"] = "send_invoice"
+                    params["days_until_due"] = org.payment_terms_days
+                draft = self._v1.invoices.create(
+                    params=params, options={"idempotency_key": key(f"inv-{number}")}
+                )
+            else:
+                draft = existing
+            draft_id = draft["id"]
+
+            present = {
+                _get(_get(item, "metadata"), "line_index")
+                for item in _iterate(self._v1.invoice_items.list(params={"invoice": draft_id, "limit": 100}))
+            }
+            items = [
+                (str(i), line.description, line.amount) for i, line in enumerate(invoice.lines)
+            ]
+            if invoice.tax:
+                rate = f"{(invoice.tax_rate * 100).normalize():f}%"
+                items.append(("tax", f"Tax ({rate})", invoice.tax))
+            period = {
+                "start": int(invoice.period_start.timestamp()),
+                "end": int(invoice.period_end.timestamp()),
+            }
+            for index, description, amount in items:
+                if index in present:
+                    continue
+                self._v1.invoice_items.create(
+                    params={
+                        "customer": customer_id,
+                        "invoice": draft_id,
+                        "currency": currency,
+                        "amount": to_minor(amount, invoice.currency),
+                        "description": description[:500],
+                        "period": period,
+                        "metadata": {"invoice_id": number, "line_index": index},
+                    },
+                    options={"idempotency_key": key(f"ii-{number}-{index}")},
+                )
+            # Refuse to finalize an invoice whose total is not ours.
+            self._checked(self._v1.invoices.retrieve(draft_id), number, ours, invoice.currency)
+            final = self._v1.invoices.finalize_invoice(
+                draft_id,
+                params={"auto_advance": False},
+                options={"idempotency_key": key(f"fin-{number}")},
+            )
+            return self._checked(final, number, ours, invoice.currency)
+
+    @staticmethod
+    def _checked(stripe_invoice: Any, number: str, ours: int, currency: str) -> GatewayInvoice:
+        theirs = int(_get(stripe_invoice, "total", 0))
+        their_currency = str(_get(stripe_invoice, "currency", "")).upper()
+        if theirs != ours or their_currency != currency.upper():
+            raise GatewayTotalMismatch(number, ours, theirs, f"{currency}/{their_currency}")
+        return GatewayInvoice(
+            external_id=stripe_invoice["id"],
+            number=_get(stripe_invoice, "number"),
+            status=_get(stripe_invoice, "status", ""),
+            total_minor=theirs,
+            currency=their_currency,
+            hosted_url=_get(stripe_invoice, "hosted_invoice_url"),
+        )
+
+    # charging ------------------------------------------------------------------------
+    def charge(self, invoice_external_id: str, idempotency_key: str) -> ChargeResult:
+        """``POST /v1/invoices/:id/pay``. A declined card is a ``failed`` result, not an error.
+
+        Already paid (e.g. a retried step whose first attempt succeeded) -> ``paid``.
+        """
+        with _stripe_errors():
+            try:
+                paid = self._v1.invoices.pay(
+                    invoice_external_id, options={"idempotency_key": idempotency_key}
+                )
+            except stripe.CardError as exc:
+                error = getattr(exc, "error", None)
+                decline = _get(error, "decline_code") or exc.code
+                return ChargeResult(
+                    status="failed",
+                    external_id=invoice_external_id,
+                    decline_code=decline,
+                    message=_stripe_message(exc),
+                )
+            except stripe.InvalidRequestError:
+                current = self._v1.invoices.retrieve(invoice_external_id)
+                if _get(current, "status") == "paid":
+                    return ChargeResult(status="paid", external_id=invoice_external_id)
+                raise
+            status = _get(paid, "status")
+            return ChargeResult(
+                status="paid" if status == "paid" else "pending",
+                external_id=invoice_external_id,
+            )

@@ -1,0 +1,909 @@
+"""Usage-event import: one CSV / JSON Lines file in; events, quarantine and dirty hours out.
+
+``import_events(engine, path, metrics=...)`` streams the file in batches (constant memory),
+validates every line with ``domain.events.validate_event``, converts values with
+``domain.quantity.to_micros`` and writes each batch in one transaction: new events,
+quarantined lines, the hours they touched (``dirty_hours``) and the running counts of
+the ``event_imports`` row. A crash loses at most the batch in flight; re-running the
+same file then completes it, because events are idempotent on ``(org_id, event_id)``:
+
+* same id, same ``payload_fingerprint`` -> a duplicate, ignored (a replay);
+* same id, different payload -> quarantined as ``conflicting_duplicate``; the payload
+  already stored (or the first occurrence in the file) wins.
+
+Every non-blank line is counted once: ``read == accepted + duplicates + quarantined``.
+
+Speed (PostgreSQL): rows that are already clean (known org and metric, plain decimal
+value, ``...Z`` timestamp) take a string-only fast path that produces exactly what
+``validate_event`` + ``payload_fingerprint`` + ``to_micros`` would (a unit test checks
+the two paths agree); anything else goes through the domain functions. Batches are
+COPYed as preformatted text, straight into ``usage_events`` while no key collides
+(a savepoint catches the unique violation) and otherwise through a temporary staging
+table with set-based SQL. Parsing the next batch overlaps the database work on the
+current one (a writer thread; psycopg releases the GIL while it waits). SQLite takes
+the same batches through plain executemany.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import re
+import time
+from collections import Counter
+from collections.abc import Collection, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TextIO
+
+from sqlalchemy import Engine, func, insert, select, tuple_, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from billing_pipeline.db import event_files
+from billing_pipeline.db.event_files import EventFormat, MalformedLine
+from billing_pipeline.db.schema import (
+    catalog_versions,
+    dirty_hours,
+    event_imports,
+    organizations,
+    quarantined_events,
+    usage_events,
+)
+from billing_pipeline.domain.catalog import Metric, parse_catalog
+from billing_pipeline.domain.events import (
+    Rejection,
+    UsageEvent,
+    payload_fingerprint,
+    validate_event,
+)
+from billing_pipeline.domain.quantity import MAX_ABS_VALUE, QuantityError, to_micros
+
+log = logging.getLogger(__name__)
+
+UTC = dt.timezone.utc
+
+# Quarantine reasons added by the import (the rest are ``domain.events.RejectReason``).
+MALFORMED_LINE = "malformed_line"
+TOO_PRECISE = "too_precise"
+VALUE_OUT_OF_RANGE = "value_out_of_range"
+CONFLICTING_DUPLICATE = "conflicting_duplicate"
+
+#: Column limits of ``usage_events`` / ``quarantined_events`` (see ``db.schema``).
+MAX_METRIC_CODE = 64
+MAX_QUARANTINE_ID = 255
+MAX_SOURCE = 1024
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    import_id: int
+    source: str
+    read: int
+    accepted: int
+    duplicates: int
+    quarantined: int
+    by_reason: dict[str, int]
+    seconds: float
+
+    @property
+    def events_per_second(self) -> float:
+        return self.read / self.seconds if self.seconds > 0 else 0.0
+
+
+def load_latest_metrics(engine: Engine) -> dict[str, Metric]:
+    """The metrics of the newest catalog version (max ``catalog_versions.version``)."""
+    with engine.connect() as conn:
+        document = conn.execute(
+            select(catalog_versions.c.document).order_by(catalog_versions.c.version.desc()).limit(1)
+        ).scalar_one_or_none()
+    if document is None:
+        raise LookupError("no catalog loaded: catalog_versions is empty")
+    if isinstance(document, str):
+        document = json.loads(document)
+    return dict(parse_catalog(document).metrics)
+
+
+def load_org_ids(engine: Engine) -> frozenset[str]:
+    with engine.connect() as conn:
+        return frozenset(conn.execute(select(organizations.c.id)).scalars())
+
+
+def import_events(
+    engine: Engine,
+    path: Path | str,
+    *,
+    metrics: Mapping[str, Metric] | None = None,
+    known_orgs: Collection[str] | None = None,
+    now: dt.datetime | None = None,
+    batch_size: int = 50_000,
+    source_name: str | None = None,
+    max_future: dt.timedelta = dt.timedelta(hours=1),
+    fmt: EventFormat | None = None,
+) -> ImportSummary:
+    """Import the events of ``path`` (``.csv``, ``.jsonl``/``.ndjson``, optionally ``.gz``;
+    ``-`` reads stdin, format sniffed) and return what happened to its lines.
+
+    ``metrics`` defaults to the latest catalog, ``known_orgs`` to every organization id,
+    ``now`` (the clock for future-timestamp checks and ``ingested_at``) to the current
+    time. Raises ``event_files.EventFileError`` before writing anything if the file type
+    or CSV header is unusable; bad lines never raise, they are quarantined.
+    """
+    started = time.perf_counter()
+    now = now or dt.datetime.now(UTC)
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be timezone-aware")
+    if batch_size < 1:
+        raise ValueError("batch_size must be positive")
+    if metrics is None:
+        metrics = load_latest_metrics(engine)
+    too_long = [code for code in metrics if len(code) > MAX_METRIC_CODE]
+    if too_long:
+        raise ValueError(f"metric codes longer than {MAX_METRIC_CODE} characters: {too_long}")
+    if known_orgs is None:
+        known_orgs = load_org_ids(engine)
+    if fmt is None and str(path) != "-":
+        fmt = event_files.detect_format(path)
+    source = (source_name or str(path))[:MAX_SOURCE]
+    classifier = _Classifier(known_orgs=known_orgs, metrics=metrics, now=now,
+                             max_future=max_future)
+    totals = _Counts()
+    with event_files.open_event_file(path) as stream:
+        reader = _BatchReader(stream, fmt, classifier, batch_size)
+        reader.read_header()
+        import_id = _start_import(engine, source, now)
+        postgres = engine.dialect.name == "postgresql"
+        writer: _Writer = (
+            _PostgresWriter(engine, import_id, source, now) if postgres
+            else _SqliteWriter(engine, import_id, source, now)
+        )
+        try:
+            if postgres:
+                # One batch in the database while the next is parsed.
+                with ThreadPoolExecutor(1, thread_name_prefix="ingest-writer") as pool:
+                    pending = None
+                    for batch in reader:
+                        if pending is not None:
+                            totals.add(pending.result())
+                        pending = pool.submit(writer.write, batch)
+                    if pending is not None:
+                        totals.add(pending.result())
+            else:
+                for batch in reader:
+                    totals.add(writer.write(batch))
+        finally:
+            writer.close()
+    _finish_import(engine, import_id)
+    assert totals.read == totals.accepted + totals.duplicates + totals.quarantined, totals
+    summary = ImportSummary(
+        import_id=import_id,
+        source=source,
+        read=totals.read,
+        accepted=totals.accepted,
+        duplicates=totals.duplicates,
+        quarantined=totals.quarantined,
+        by_reason=dict(sorted(totals.by_reason.items())),
+        seconds=time.perf_counter() - started,
+    )
+    log.info("imported %s: %s", source, summary)
+    return summary
+
+
+# --- bookkeeping ----------------------------------------------------------------------
+
+
+@dataclass
+class _Counts:
+    read: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    by_reason: Counter = field(default_factory=Counter)
+
+    def add(self, other: "_Counts") -> None:
+        self.read += other.read
+        self.accepted += other.accepted
+        self.duplicates += other.duplicates
+        self.quarantined += other.quarantined
+        self.by_reason.update(other.by_reason)
+
+
+def _start_import(engine: Engine, source: str, now: dt.datetime) -> int:
+    with engine.begin() as conn:
+        return conn.execute(
+            insert(event_imports)
+            .values(source=source, started_at=now, read=0, accepted=0, duplicates=0, quarantined=0)
+            .returning(event_imports.c.id)
+        ).scalar_one()
+
+
+def _finish_import(engine: Engine, import_id: int) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            update(event_imports)
+            .where(event_imports.c.id == import_id)
+            .values(finished_at=dt.datetime.now(UTC))
+        )
+
+
+# --- validation -----------------------------------------------------------------------
+
+#: An accepted event, backend-neutral: (org_id, event_id, metric_code, value_micros text,
+#: canonical properties JSON or None, occurred_at as ISO UTC with microseconds, sha256).
+Row = tuple
+
+_VALUE_RE = re.compile(r"-?(?:0|[1-9][0-9]{0,11})(?:\.[0-9]{1,6})?")
+_TS_RE = re.compile(
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2})T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+    r"(?:\.([0-9]{1,6}))?(?:Z|\+00:00)"
+)
+#: Ids the fast path takes: printable ASCII without space or backslash (COPY-safe).
+_PLAIN_ID_RE = re.compile(r"[!-\[\]-~]{1,255}")
+_COPY_SPECIALS = re.compile(r"[\\\t\n\r]")
+_ZEROS = "000000"
+_PROPS_CACHE_LIMIT = 100_000
+
+
+def _storable(text: str) -> bool:
+    """PostgreSQL text holds no NUL, and the wire needs valid UTF-8."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _canonical_properties(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False)
+
+
+class _Classifier:
+    """Turns one line's fields into a ``Row`` or a quarantine reason.
+
+    ``fast`` handles the common clean shape with string operations only and returns
+    ``None`` whenever it is not sure; ``slow`` is the reference (the domain functions).
+    Both must give identical rows for every input ``fast`` accepts.
+    """
+
+    def __init__(self, *, known_orgs: Collection[str], metrics: Mapping[str, Metric],
+                 now: dt.datetime, max_future: dt.timedelta) -> None:
+        self.known_orgs = known_orgs
+        self.metrics = metrics
+        self.now = now
+        self.max_future = max_future
+        self.org_json = {
+            org: json.dumps(org, ensure_ascii=False)
+            for org in known_orgs
+            if isinstance(org, str) and _PLAIN_ID_RE.fullmatch(org)
+        }
+        self.metric_info = {
+            code: (json.dumps(code, ensure_ascii=False), metric.allow_negative)
+            for code, metric in metrics.items()
+            if _PLAIN_ID_RE.fullmatch(code)
+        }
+        self.future_limit = (now + max_future).astimezone(UTC).isoformat(timespec="microseconds")
+        self._props: dict[str, str | None] = {}
+        self._dates: dict[str, bool] = {}
+
+    def fast(self, org_id: Any, event_id: Any, metric: Any, value: Any, occurred_at: Any,
+             properties: Any) -> Row | None:
+        org_json = self.org_json.get(org_id)
+        info = self.metric_info.get(metric)
+        if org_json is None or info is None:
+            return None
+        if type(value) is not str:
+            if type(value) is int:
+                value = str(value)
+            elif type(value) is float:
+                value = repr(value)
+            else:
+                return None
+        if _VALUE_RE.fullmatch(value) is None:
+            return None
+        if "." in value:
+            whole, _, fraction = value.partition(".")
+            micros = whole + fraction + _ZEROS[len(fraction):]
+            value = value.rstrip("0").rstrip(".")
+        else:
+            micros = value + _ZEROS
+        if value[0] == "-":
+            if value == "-0":
+                value = "0"
+            elif not info[1]:
+                return None
+        stamp = _TS_RE.fullmatch(occurred_at)
+        if stamp is None:
+            return None
+        date = stamp.group(1)
+        ok = self._dates.get(date)
+        if ok is None:
+            ok = self._dates[date] = _valid_date(date)
+        if not ok:
+            return None
+        fraction = stamp.group(2) or ""
+        occurred = f"{occurred_at[:19]}.{fraction}{_ZEROS[len(fraction):]}+00:00"
+        if occurred > self.future_limit:
+            return None
+        if not properties:
+            props = None
+            props_json = "null"
+        elif type(properties) is str:
+            cache = self._props
+            if properties in cache:
+                props = cache[properties]
+            else:
+                props = _properties_from_text(properties)
+                if len(cache) >= _PROPS_CACHE_LIMIT:
+                    cache.clear()
+                cache[properties] = props
+            if props is None:
+                return None
+            props_json = props
+        elif type(properties) is dict:
+            try:
+                props = props_json = _canonical_properties(properties)
+            except (TypeError, ValueError):
+                return None
+        else:
+            return None
+        if type(event_id) is not str or _PLAIN_ID_RE.fullmatch(event_id) is None:
+            return None
+        fingerprint = (
+            f'{{"metric":{info[0]},"occurred_at":"{occurred}","org_id":{org_json},'
+            f'"properties":{props_json},"value":"{value}"}}'
+        )
+        try:
+            sha = hashlib.sha256(fingerprint.encode("utf-8")).hexdigest()
+        except UnicodeEncodeError:
+            return None
+        return (org_id, event_id, metric, micros, props, occurred, sha)
+
+    def slow(self, raw: Mapping[str, object]) -> Row | tuple[str, str]:
+        """The reference path: a ``Row``, or ``(reason, detail)`` to quarantine."""
+        result = validate_event(raw, known_orgs=self.known_orgs, metrics=self.metrics,
+                                now=self.now, max_future=self.max_future)
+        if isinstance(result, Rejection):
+            return (result.reason.value, result.detail)
+        event: UsageEvent = result
+        try:
+            micros = to_micros(event.value)
+        except QuantityError as exc:
+            reason = VALUE_OUT_OF_RANGE if abs(event.value) >= MAX_ABS_VALUE else TOO_PRECISE
+            return (reason, str(exc))
+        for name in ("org_id", "event_id", "metric_code"):
+            if not _storable(getattr(event, name)):
+                return (MALFORMED_LINE, f"{name} contains a NUL character or invalid UTF-8")
+        try:
+            sha = payload_fingerprint(event)
+            props = None
+            if event.properties is not None:
+                props = _canonical_properties(event.properties)
+                props.encode("utf-8")
+        except UnicodeEncodeError:
+            return (MALFORMED_LINE, "properties contain invalid UTF-8 (lone surrogates)")
+        occurred = event.occurred_at.astimezone(UTC).isoformat(timespec="microseconds")
+        return (event.org_id, event.event_id, event.metric_code, str(micros), props,
+                occurred, sha)
+
+
+def _valid_date(text: str) -> bool:
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _properties_from_text(text: str) -> str | None:
+    if text[0] != "{":
+        return None
+    try:
+        value = json.loads(text)
+        if type(value) is not dict:
+            return None
+        return _canonical_properties(value)
+    except (ValueError, RecursionError):
+        return None
+
+
+# --- reading --------------------------------------------------------------------------
+
+
+@dataclass
+class _Batch:
+    """Up to ``batch_size`` lines, classified. ``rows[i]`` came from ``lines[i]``/``raws[i]``
+    and is the first occurrence of its key in the batch; later occurrences are
+    ``repeats`` ``(first index, sha, line number, raw)``, settled once the database has
+    said which payload won."""
+
+    rows: list[Row] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    raws: list[str] = field(default_factory=list)
+    repeats: list[tuple[int, str, int, str]] = field(default_factory=list)
+    quarantine: list[tuple[int, Any, Any, str, str, str]] = field(default_factory=list)
+    read: int = 0
+
+
+class _BatchReader:
+    def __init__(self, stream: TextIO, fmt: EventFormat | None, classifier: _Classifier,
+                 batch_size: int) -> None:
+        self._stream = stream
+        self._lines = enumerate(stream, start=1)
+        self.fmt = fmt
+        self.classifier = classifier
+        self.batch_size = batch_size
+        self.layout: event_files.CsvLayout | None = None
+        self._pending: tuple[int, str] | None = None
+
+    def read_header(self) -> None:
+        """Settle the format (sniffed on stdin) and read the CSV header, before any write."""
+        for number, line in self._lines:
+            if not line.strip():
+                continue
+            if self.fmt is None:
+                self.fmt = event_files.sniff_format(line)
+            if self.fmt is EventFormat.CSV:
+                self.layout = event_files.parse_csv_header(line)
+            else:
+                self._pending = (number, line)
+            return
+        self.fmt = self.fmt or EventFormat.CSV
+
+    def __iter__(self) -> Iterator[_Batch]:
+        lines = self._lines
+        if self._pending is not None:
+            first = self._pending
+            self._pending = None
+            lines = _chain_one(first, lines)
+        if self.fmt is EventFormat.JSONL:
+            yield from self._batches(lines, self._jsonl_fields)
+        elif self.layout is not None:
+            yield from self._batches(lines, self._csv_splitter(self.layout))
+
+    @staticmethod
+    def _jsonl_fields(text: str):
+        obj = event_files.jsonl_object(text)
+        return (obj.get("org_id"), obj.get("event_id"), obj.get("metric"), obj.get("value"),
+                obj.get("occurred_at"), obj.get("properties")), obj
+
+    @staticmethod
+    def _csv_splitter(layout: event_files.CsvLayout):
+        columns = layout.columns
+        positions = layout.positions
+        canonical = columns == 6 and positions == (0, 1, 2, 3, 4, 5)
+        props_last = positions[5] == columns - 1
+        pick = None
+        if not canonical:
+            missing = columns  # index of the '' appended to each row
+            indices = [missing if p is None else p for p in positions]
+
+            def pick(parts: list[str]) -> tuple:
+                parts.append("")
+                return tuple([parts[i] for i in indices])
+
+        def split(text: str):
+            if '"' in text:
+                parts = None
+                if props_last:
+                    parts = text.split(",", columns - 1)
+                    last = parts[-1]
+                    if (
+                        len(parts) == columns
+                        and len(last) >= 2
+                        and last[0] == '"'
+                        and last[-1] == '"'
+                        and text.find('"') == len(text) - len(last)
+                        and '"' not in last[1:-1].replace('""', "")
+                    ):
+                        parts[-1] = last[1:-1].replace('""', '"')
+                    else:
+                        parts = None
+                if parts is None:
+                    parts = event_files.split_csv_line(text, columns)
+            else:
+                parts = text.split(",")
+                if len(parts) != columns:
+                    raise MalformedLine(f"expected {columns} fields, got {len(parts)}")
+            fields = parts if pick is None else pick(parts)
+            return fields, None
+
+        return split
+
+    def _batches(self, lines, split) -> Iterator[_Batch]:
+        classifier = self.classifier
+        fast = classifier.fast
+        slow = classifier.slow
+        batch_size = self.batch_size
+        batch = _Batch()
+        rows, numbers, raws, repeats, quarantine = (
+            batch.rows, batch.lines, batch.raws, batch.repeats, batch.quarantine)
+        seen: dict[tuple[str, str], int] = {}
+        read = 0
+        for number, line in lines:
+            text = line.rstrip("\r\n")
+            if not text or text.isspace():
+                continue
+            read += 1
+            try:
+                fields, obj = split(text)
+            except MalformedLine as exc:
+                quarantine.append((number, None, None, MALFORMED_LINE, str(exc), line))
+            else:
+                try:
+                    row = fast(*fields)
+                except (TypeError, ValueError):
+                    row = None
+                if row is None:
+                    row = slow(obj if obj is not None else event_files.as_raw_event(fields))
+                    if len(row) == 2:
+                        quarantine.append((number, fields[0], fields[1], row[0], row[1], line))
+                        row = None
+                if row is not None:
+                    key = (row[0], row[1])
+                    first = seen.get(key)
+                    if first is None:
+                        seen[key] = len(rows)
+                        rows.append(row)
+                        numbers.append(number)
+                        raws.append(line)
+                    else:
+                        repeats.append((first, row[6], number, line))
+            if read >= batch_size:
+                batch.read = read
+                yield batch
+                batch = _Batch()
+                rows, numbers, raws, repeats, quarantine = (
+                    batch.rows, batch.lines, batch.raws, batch.repeats, batch.quarantine)
+                seen = {}
+                read = 0
+        if read:
+            batch.read = read
+            yield batch
+
+
+def _chain_one(first, rest):
+    yield first
+    yield from rest
+
+
+# --- writing --------------------------------------------------------------------------
+
+
+def _settle(batch: _Batch, counts: _Counts, stored: Mapping[int, str]) -> list[tuple]:
+    """Counts for in-batch repeats and the quarantine rows of the whole batch.
+
+    ``stored`` maps a row index to the payload hash already in the database when it
+    differs from the row's (the row was a conflicting duplicate)."""
+    quarantine = [
+        (number, org, event, reason, detail, raw)
+        for number, org, event, reason, detail, raw in batch.quarantine
+    ]
+    for index, stored_sha in stored.items():
+        row = batch.rows[index]
+        quarantine.append((
+            batch.lines[index], row[0], row[1], CONFLICTING_DUPLICATE,
+            f"event {row[1]!r} of {row[0]!r} was already imported with a different payload "
+            f"(stored sha256 {stored_sha[:12]}..., this one {row[6][:12]}...)",
+            batch.raws[index],
+        ))
+    for first, sha, number, raw in batch.repeats:
+        row = batch.rows[first]
+        winner = stored.get(first, row[6])
+        if sha == winner:
+            counts.duplicates += 1
+        else:
+            quarantine.append((
+                number, row[0], row[1], CONFLICTING_DUPLICATE,
+                f"event {row[1]!r} of {row[0]!r} appears earlier (line {batch.lines[first]}) "
+                f"with a different payload",
+                raw,
+            ))
+    counts.quarantined = len(quarantine)
+    counts.by_reason.update(entry[3] for entry in quarantine)
+    counts.read = batch.read
+    return quarantine
+
+
+def _quarantine_text(value: Any, limit: int) -> str | None:
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    text = event_files.printable_raw(text)
+    return text[:limit]
+
+
+class _Writer:
+    def write(self, batch: _Batch) -> _Counts:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+def _copy_escape(text: str) -> str:
+    return (text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+            .replace("\r", "\\r"))
+
+
+def _copy_lines(rows: list[Row], suffix: str, with_index: bool) -> bytes:
+    """Rows as COPY text: ``[index\\t]org\\tevent\\tmetric\\tmicros\\tprops\\tts{suffix}``."""
+    out = []
+    append = out.append
+    specials = _COPY_SPECIALS.search
+    for index, (org, event, metric, micros, props, occurred, sha) in enumerate(rows):
+        if props is None:
+            props = "\\N"
+        elif "\\" in props:
+            props = props.replace("\\", "\\\\")
+        if specials(org) or specials(event) or specials(metric):
+            org, event, metric = _copy_escape(org), _copy_escape(event), _copy_escape(metric)
+        if with_index:
+            append(f"{index}\t{org}\t{event}\t{metric}\t{micros}\t{props}\t{occurred}\t{sha}\n")
+        else:
+            append(f"{org}\t{event}\t{metric}\t{micros}\t{props}\t{occurred}{suffix}\t{sha}\n")
+    return "".join(out).encode("utf-8")
+
+
+_STAGING_DDL = """
+CREATE TEMPORARY TABLE IF NOT EXISTS ingest_staging (
+    idx integer NOT NULL,
+    org_id text NOT NULL,
+    event_id text NOT NULL,
+    metric_code text NOT NULL,
+    value_micros bigint NOT NULL,
+    properties json,
+    occurred_at timestamptz NOT NULL,
+    payload_sha256 text NOT NULL
+) ON COMMIT DELETE ROWS
+"""
+
+_COPY_EVENTS = (
+    "COPY usage_events (org_id, event_id, metric_code, value_micros, properties, occurred_at,"
+    " ingested_at, payload_sha256) FROM STDIN"
+)
+_COPY_STAGING = (
+    "COPY ingest_staging (idx, org_id, event_id, metric_code, value_micros, properties,"
+    " occurred_at, payload_sha256) FROM STDIN"
+)
+_COPY_QUARANTINE = (
+    "COPY quarantined_events (import_id, source, line_number, org_id, event_id, reason, detail,"
+    " raw, quarantined_at) FROM STDIN"
+)
+
+# Rows whose key is already stored leave the staging table; the conflicting ones come
+# back with the stored hash, the replays only as a count (idx -1).
+_TAKE_EXISTING = """
+WITH existing AS (
+    DELETE FROM ingest_staging s USING usage_events u
+    WHERE u.org_id = s.org_id AND u.event_id = s.event_id
+    RETURNING s.idx, s.payload_sha256 = u.payload_sha256 AS same, u.payload_sha256 AS stored
+)
+SELECT idx, stored FROM existing WHERE NOT same
+UNION ALL
+SELECT -1, count(*)::text FROM existing WHERE same
+"""
+
+_INSERT_NEW = """
+WITH inserted AS (
+    INSERT INTO usage_events (org_id, event_id, metric_code, value_micros, properties,
+                              occurred_at, ingested_at, payload_sha256)
+    SELECT org_id, event_id, metric_code, value_micros, properties, occurred_at,
+           %(ingested_at)s, payload_sha256
+    FROM ingest_staging
+    ORDER BY org_id, event_id
+    ON CONFLICT (org_id, event_id) DO NOTHING
+    RETURNING occurred_at
+), hours AS (
+    INSERT INTO dirty_hours (hour, marked_at)
+    SELECT DISTINCT date_trunc('hour', occurred_at, 'UTC'), %(marked_at)s FROM inserted
+    ON CONFLICT (hour) DO UPDATE SET marked_at = EXCLUDED.marked_at
+)
+SELECT count(*) FROM inserted
+"""
+
+# After a lost race with a concurrent import: which of the rows we could not insert differ.
+_RACE_CONFLICTS = """
+SELECT s.idx, u.payload_sha256 FROM ingest_staging s
+JOIN usage_events u ON u.org_id = s.org_id AND u.event_id = s.event_id
+WHERE u.payload_sha256 <> s.payload_sha256
+"""
+
+_MARK_HOURS = """
+INSERT INTO dirty_hours (hour, marked_at)
+SELECT unnest(%(hours)s::timestamptz[]), %(marked_at)s
+ON CONFLICT (hour) DO UPDATE SET marked_at = EXCLUDED.marked_at
+"""
+
+_COUNT_IMPORT = """
+UPDATE event_imports SET read = read + %(read)s, accepted = accepted + %(accepted)s,
+    duplicates = duplicates + %(duplicates)s, quarantined = quarantined + %(quarantined)s
+WHERE id = %(id)s
+"""
+
+
+class _PostgresWriter(_Writer):
+    """COPY-based batches. While no key of a batch exists yet, it is COPYed straight into
+    ``usage_events`` (a savepoint turns a unique violation into the staged path); otherwise
+    it goes through ``ingest_staging`` and set-based SQL."""
+
+    def __init__(self, engine: Engine, import_id: int, source: str, now: dt.datetime) -> None:
+        import psycopg  # the PostgreSQL driver; only needed here
+
+        self._errors = psycopg.errors
+        self.import_id = import_id
+        self.source = source
+        self.ingested_at = now
+        self._ingested_text = "\t" + now.astimezone(UTC).isoformat(timespec="microseconds")
+        self._dbapi = engine.raw_connection()
+        self.conn = self._dbapi.driver_connection
+        self.direct = True
+        with self.conn.transaction():
+            self.conn.execute(_STAGING_DDL)
+
+    def close(self) -> None:
+        try:
+            if not self.conn.closed:
+                self.conn.rollback()
+                with self.conn.transaction():
+                    self.conn.execute("DROP TABLE IF EXISTS ingest_staging")
+        finally:
+            self._dbapi.close()
+
+    def _marked_at(self) -> dt.datetime:
+        return max(self.ingested_at, dt.datetime.now(UTC))
+
+    def write(self, batch: _Batch) -> _Counts:
+        conn = self.conn
+        counts = _Counts()
+        stored: dict[int, str] = {}
+        with conn.transaction():
+            cur = conn.cursor()
+            done = not batch.rows
+            if not done and self.direct:
+                try:
+                    with conn.transaction():
+                        with cur.copy(_COPY_EVENTS) as copy:
+                            copy.write(_copy_lines(batch.rows, self._ingested_text, False))
+                    done = True
+                    counts.accepted = len(batch.rows)
+                    hours = sorted({row[5][:13] + ":00:00+00:00" for row in batch.rows})
+                    cur.execute(_MARK_HOURS, {"hours": hours, "marked_at": self._marked_at()})
+                except self._errors.UniqueViolation:
+                    self.direct = False
+            if not done:
+                with cur.copy(_COPY_STAGING) as copy:
+                    copy.write(_copy_lines(batch.rows, "", True))
+                replays = 0
+                for idx, value in cur.execute(_TAKE_EXISTING).fetchall():
+                    if idx == -1:
+                        replays = int(value)
+                    else:
+                        stored[idx] = value
+                remaining = len(batch.rows) - replays - len(stored)
+                inserted = 0
+                if remaining:
+                    inserted = cur.execute(
+                        _INSERT_NEW,
+                        {"ingested_at": self.ingested_at, "marked_at": self._marked_at()},
+                    ).fetchone()[0]
+                    if inserted < remaining:  # a concurrent import stored some keys first
+                        raced = dict(cur.execute(_RACE_CONFLICTS).fetchall())
+                        stored.update(raced)
+                        replays += remaining - inserted - len(raced)
+                counts.accepted = inserted
+                counts.duplicates = replays
+                # Back to direct COPY once batches stop meeting stored keys.
+                self.direct = replays == 0 and not stored
+            quarantine = _settle(batch, counts, stored)
+            if quarantine:
+                now = dt.datetime.now(UTC)
+                with cur.copy(_COPY_QUARANTINE) as copy:
+                    for number, org, event, reason, detail, raw in quarantine:
+                        copy.write_row((
+                            self.import_id, self.source, number,
+                            _quarantine_text(org, MAX_QUARANTINE_ID),
+                            _quarantine_text(event, MAX_QUARANTINE_ID),
+                            reason, event_files.printable_raw(detail),
+                            event_files.printable_raw(raw), now,
+                        ))
+            cur.execute(_COUNT_IMPORT, {
+                "read": counts.read, "accepted": counts.accepted,
+                "duplicates": counts.duplicates, "quarantined": counts.quarantined,
+                "id": self.import_id,
+            })
+        return counts
+
+
+class _SqliteWriter(_Writer):
+    """The same batches through SQLAlchemy Core; correct, not fast."""
+
+    _CHUNK = 400  # keys per lookup (two bound parameters each)
+
+    def __init__(self, engine: Engine, import_id: int, source: str, now: dt.datetime) -> None:
+        self.engine = engine
+        self.import_id = import_id
+        self.source = source
+        self.ingested_at = now
+
+    def write(self, batch: _Batch) -> _Counts:
+        counts = _Counts()
+        stored: dict[int, str] = {}
+        rows = batch.rows
+        with self.engine.begin() as conn:
+            # Write first: the transaction then holds SQLite's write lock, so the lookups
+            # below cannot go stale before the inserts.
+            conn.execute(
+                update(event_imports).where(event_imports.c.id == self.import_id)
+                .values(read=event_imports.c.read + 0)
+            )
+            existing: dict[tuple[str, str], str] = {}
+            for start in range(0, len(rows), self._CHUNK):
+                keys = [(row[0], row[1]) for row in rows[start:start + self._CHUNK]]
+                result = conn.execute(
+                    select(usage_events.c.org_id, usage_events.c.event_id,
+                           usage_events.c.payload_sha256)
+                    .where(tuple_(usage_events.c.org_id, usage_events.c.event_id).in_(keys))
+                )
+                existing.update(((org, event), sha) for org, event, sha in result)
+            new = []
+            for index, row in enumerate(rows):
+                sha = existing.get((row[0], row[1]))
+                if sha is None:
+                    new.append(row)
+                elif sha == row[6]:
+                    counts.duplicates += 1
+                else:
+                    stored[index] = sha
+            if new:
+                conn.execute(
+                    sqlite_insert(usage_events).on_conflict_do_nothing(
+                        index_elements=["org_id", "event_id"]),
+                    [
+                        {
+                            "org_id": org, "event_id": event, "metric_code": metric,
+                            "value_micros": int(micros),
+                            "properties": None if props is None else json.loads(props),
+                            "occurred_at": dt.datetime.fromisoformat(occurred),
+                            "ingested_at": self.ingested_at, "payload_sha256": sha,
+                        }
+                        for org, event, metric, micros, props, occurred, sha in new
+                    ],
+                )
+                counts.accepted = len(new)
+                marked_at = max(self.ingested_at, dt.datetime.now(UTC))
+                hours = sorted({row[5][:13] + ":00:00+00:00" for row in new})
+                statement = sqlite_insert(dirty_hours)
+                conn.execute(
+                    statement.on_conflict_do_update(
+                        index_elements=["hour"], set_={"marked_at": statement.excluded.marked_at}
+                    ),
+                    [{"hour": dt.datetime.fromisoformat(h), "marked_at": marked_at} for h in hours],
+                )
+            quarantine = _settle(batch, counts, stored)
+            if quarantine:
+                now = dt.datetime.now(UTC)
+                conn.execute(insert(quarantined_events), [
+                    {
+                        "import_id": self.import_id, "source": self.source, "line_number": number,
+                        "org_id": _quarantine_text(org, MAX_QUARANTINE_ID),
+                        "event_id": _quarantine_text(event, MAX_QUARANTINE_ID),
+                        "reason": reason, "detail": event_files.printable_raw(detail),
+                        "raw": event_files.printable_raw(raw), "quarantined_at": now,
+                    }
+                    for number, org, event, reason, detail, raw in quarantine
+                ])
+            conn.execute(
+                update(event_imports).where(event_imports.c.id == self.import_id).values(
+                    read=event_imports.c.read + counts.read,
+                    accepted=event_imports.c.accepted + counts.accepted,
+                    duplicates=event_imports.c.duplicates + counts.duplicates,
+                    quarantined=event_imports.c.quarantined + counts.quarantined,
+                )
+            )
+        return counts

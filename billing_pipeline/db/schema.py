@@ -1,0 +1,247 @@
+"""The billing database: every table, in one SQLAlchemy ``MetaData``.
+
+Money is stored as integer minor units (``*_minor``) with the currency beside it;
+usage quantities as integer micro-units (``*_micros``, see ``domain.quantity``).
+Migrations in ``db/migrations`` create exactly these tables.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from billing_pipeline.db.types import UTCDateTime
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+organizations = Table(
+    "organizations",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("billing_email", String(320), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("tax_rate", Numeric(7, 6), nullable=False),
+    Column("billing_interval", String(16), nullable=False),
+    Column("auto_pay", Boolean, nullable=False),
+    Column("payment_terms_days", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint("status IN ('active', 'suspended', 'closed')", name="status"),
+    CheckConstraint("billing_interval IN ('monthly', 'weekly')", name="interval"),
+)
+
+catalog_versions = Table(
+    "catalog_versions",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("document", JSON, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("source", String(1024), nullable=False),
+    Column("loaded_at", UTCDateTime, nullable=False),
+)
+
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("org_id", String(64), ForeignKey("organizations.id"), nullable=False),
+    Column("plan_code", String(64), nullable=False),
+    Column("starts_at", UTCDateTime, nullable=False),
+    Column("ends_at", UTCDateTime, nullable=True),
+    UniqueConstraint("org_id", "starts_at", name="uq_subscriptions_org_start"),
+)
+
+usage_events = Table(
+    "usage_events",
+    metadata,
+    Column("org_id", String(64), primary_key=True),
+    Column("event_id", String(255), primary_key=True),
+    Column("metric_code", String(64), nullable=False),
+    Column("value_micros", BigInteger, nullable=False),
+    Column("properties", JSON, nullable=True),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("ingested_at", UTCDateTime, nullable=False),
+    Column("payload_sha256", String(64), nullable=False),
+    Index("ix_usage_events_occurred_at", "occurred_at"),
+)
+
+quarantined_events = Table(
+    "quarantined_events",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("import_id", Integer, ForeignKey("event_imports.id"), nullable=True),
+    Column("source", String(1024), nullable=False),
+    Column("line_number", BigInteger, nullable=False),
+    Column("org_id", String(255), nullable=True),
+    Column("event_id", String(255), nullable=True),
+    Column("reason", String(64), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("raw", Text, nullable=False),
+    Column("quarantined_at", UTCDateTime, nullable=False),
+    Index("ix_quarantined_events_reason", "reason"),
+)
+
+event_imports = Table(
+    "event_imports",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(1024), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Column("read", BigInteger, nullable=False, default=0),
+    Column("accepted", BigInteger, nullable=False, default=0),
+    Column("duplicates", BigInteger, nullable=False, default=0),
+    Column("quarantined", BigInteger, nullable=False, default=0),
+)
+
+# Hours that received events since they were last aggregated: the late-event sensor's input.
+dirty_hours = Table(
+    "dirty_hours",
+    metadata,
+    Column("hour", UTCDateTime, primary_key=True),
+    Column("marked_at", UTCDateTime, nullable=False),
+)
+
+aggregated_hours = Table(
+    "aggregated_hours",
+    metadata,
+    Column("hour", UTCDateTime, primary_key=True),
+    Column("aggregated_at", UTCDateTime, nullable=False),
+    Column("event_count", BigInteger, nullable=False),
+    Column("row_count", BigInteger, nullable=False),
+)
+
+hourly_usage = Table(
+    "hourly_usage",
+    metadata,
+    Column("hour", UTCDateTime, primary_key=True),
+    Column("org_id", String(64), primary_key=True),
+    Column("metric_code", String(64), primary_key=True),
+    Column("event_count", BigInteger, nullable=False),
+    Column("value_sum_micros", BigInteger, nullable=False),
+    Column("value_max_micros", BigInteger, nullable=False),
+    Column("latest_value_micros", BigInteger, nullable=True),
+    Column("latest_at", UTCDateTime, nullable=True),
+    Column("latest_event_id", String(255), nullable=True),
+    Index("ix_hourly_usage_org_hour", "org_id", "hour"),
+)
+
+invoices = Table(
+    "invoices",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("org_id", String(64), ForeignKey("organizations.id"), nullable=False),
+    Column("interval", String(16), nullable=False),
+    Column("period_key", String(10), nullable=False),
+    Column("period_start", UTCDateTime, nullable=False),
+    Column("period_end", UTCDateTime, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("number", String(32), nullable=True, unique=True),
+    Column("currency", String(3), nullable=False),
+    Column("plan_code", String(64), nullable=False),
+    Column("catalog_version", Integer, nullable=False),
+    Column("subtotal_minor", BigInteger, nullable=False),
+    Column("tax_rate", Numeric(7, 6), nullable=False),
+    Column("tax_minor", BigInteger, nullable=False),
+    Column("total_minor", BigInteger, nullable=False),
+    Column("usage", JSON, nullable=False),
+    Column("issued_at", UTCDateTime, nullable=True),
+    Column("due_at", UTCDateTime, nullable=True),
+    Column("finalized_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("org_id", "interval", "period_key", name="uq_invoices_org_period"),
+    CheckConstraint(
+        "status IN ('draft', 'finalized', 'paid', 'void', 'uncollectible')", name="status"
+    ),
+    CheckConstraint("total_minor = subtotal_minor + tax_minor", name="total"),
+)
+
+invoice_lines = Table(
+    "invoice_lines",
+    metadata,
+    Column("invoice_id", Integer, ForeignKey("invoices.id", ondelete="CASCADE"), primary_key=True),
+    Column("line_number", Integer, primary_key=True),
+    Column("charge_code", String(64), nullable=False),
+    Column("description", String(512), nullable=False),
+    Column("metric_code", String(64), nullable=True),
+    Column("quantity", String(64), nullable=False),  # exact Decimal text
+    Column("unit_price", String(64), nullable=True),  # exact Decimal text
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("tiers", JSON, nullable=False),
+)
+
+# One gapless counter per series (e.g. "INV-2026"), bumped in the finalizing transaction.
+invoice_number_sequences = Table(
+    "invoice_number_sequences",
+    metadata,
+    Column("series", String(32), primary_key=True),
+    Column("last_value", BigInteger, nullable=False),
+)
+
+# Why an organization's invoice could not be produced for a period (cleared on success).
+invoice_errors = Table(
+    "invoice_errors",
+    metadata,
+    Column("org_id", String(64), primary_key=True),
+    Column("interval", String(16), primary_key=True),
+    Column("period_key", String(10), primary_key=True),
+    Column("stage", String(32), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("recorded_at", UTCDateTime, nullable=False),
+)
+
+# The delivery ledger: one row per (invoice, channel) makes every channel exactly-once.
+invoice_deliveries = Table(
+    "invoice_deliveries",
+    metadata,
+    Column("invoice_id", Integer, ForeignKey("invoices.id"), primary_key=True),
+    Column("channel", String(16), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("external_id", String(1024), nullable=True),
+    Column("checksum", String(64), nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime, nullable=True),
+    CheckConstraint("channel IN ('pdf', 's3', 'stripe', 'email')", name="channel"),
+    CheckConstraint("status IN ('pending', 'succeeded', 'failed', 'skipped')", name="status"),
+)
+
+# The payments ledger (collections build on it): append-only, one row per money movement.
+payments = Table(
+    "payments",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("invoice_id", Integer, ForeignKey("invoices.id"), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("method", String(32), nullable=False),
+    Column("external_id", String(255), nullable=True, unique=True),
+    Column("status", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)

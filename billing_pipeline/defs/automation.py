@@ -1,0 +1,95 @@
+"""Invoice schedules and the organization sensor."""
+
+
+import datetime as dt
+
+import dagster as dg
+
+from billing_pipeline.db import reference
+from billing_pipeline.defs.partitions import ORGANIZATION_PARTITIONS, billing_key
+from billing_pipeline.defs.resources import BillingDatabaseResource
+from billing_pipeline.domain.model import BillingInterval
+from billing_pipeline.domain.periods import previous_period
+
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+def period_run_requests(
+    instance: dg.DagsterInstance,
+    interval: BillingInterval,
+    period_key: str,
+    batch_size: int,
+    *,
+    run_key_prefix: str,
+    tags: dict[str, str] | None = None,
+) -> list[dg.RunRequest]:
+    """One RunRequest per batch of organizations: a contiguous key range of one period."""
+    orgs = instance.get_dynamic_partitions(ORGANIZATION_PARTITIONS[interval].name)
+    requests = []
+    for i in range(0, len(orgs), batch_size):
+        chunk = orgs[i : i + batch_size]
+        requests.append(
+            dg.RunRequest(
+                run_key=f"{run_key_prefix}-{period_key}-{i // batch_size}",
+                tags={
+                    RANGE_START_TAG: str(billing_key(interval, period_key, chunk[0])),
+                    RANGE_END_TAG: str(billing_key(interval, period_key, chunk[-1])),
+                    "billing/period": period_key,
+                    **(tags or {}),
+                },
+            )
+        )
+    return requests
+
+
+def build_invoice_schedule(
+    interval: BillingInterval,
+    job,
+    cron: str,
+    *,
+    first_period: dt.date,
+    batch_size: int,
+    running: bool,
+) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        name=f"{job.name}_schedule",
+        # defaults: monthly "0 0 1 * *" (1st of month, 00:00 UTC); weekly "0 0 * * 1" (Monday 00:00 UTC)
+        cron_schedule=cron,
+        job=job,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED,
+        description=f"Invoices the last closed {interval.value} period for every organization, in batches.",
+    )
+    def invoice_schedule(context: dg.ScheduleEvaluationContext):
+        period = previous_period(interval, context.scheduled_execution_time.astimezone(dt.timezone.utc))
+        if period.start.date() < first_period:
+            return dg.SkipReason(f"{period.key} is before the first billing period {first_period}")
+        requests = period_run_requests(
+            context.instance, interval, period.key, batch_size, run_key_prefix=f"{interval.value}-schedule"
+        )
+        return requests or dg.SkipReason(f"no {interval.value}-billed organizations yet")
+
+    return invoice_schedule
+
+
+@dg.sensor(name="organizations_sensor", minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+def organizations_sensor(context: dg.SensorEvaluationContext, billing_db: BillingDatabaseResource):
+    """Adds every organization in the billing database to its interval's partitions.
+
+    Organizations are never removed: closed ones keep their history and are skipped.
+    """
+    by_interval = reference.organization_ids_by_interval(billing_db.engine())
+    requests = []
+    added = 0
+    for interval, ids in by_interval.items():
+        partitions = ORGANIZATION_PARTITIONS[interval]
+        existing = set(context.instance.get_dynamic_partitions(partitions.name))
+        new = [org for org in ids if org not in existing]
+        if new:
+            requests.append(partitions.build_add_request(new))
+            added += len(new)
+    if not requests:
+        return dg.SkipReason("organization partitions are up to date")
+    context.log.info(f"adding {added} organization partition(s)")
+    return dg.SensorResult(dynamic_partitions_requests=requests)

@@ -1,0 +1,209 @@
+"""Invoice assets for one billing interval: drafts -> blocking reconciliation -> invoices.
+
+Partitions are period × organization. A run carries a batch of organizations (a key
+range); each organization is priced and finalized on its own, and reported on its
+own partition: successes as materializations, failures by raising ``Failure`` at the
+end naming them, so the UI shows exactly those as failed and the rest as materialized.
+"""
+
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Sequence
+
+import dagster as dg
+
+from billing_pipeline.defs.partitions import billing_key, split_key
+from billing_pipeline.defs.resources import BillingDatabaseResource
+from billing_pipeline.defs.usage import HOURLY_USAGE_KEY
+from billing_pipeline.domain import money
+from billing_pipeline.domain.model import BillingInterval
+from billing_pipeline.domain.periods import period_from_key
+from billing_pipeline.services import invoicing
+from billing_pipeline.services.invoicing import BatchResult, Outcome
+
+DRY_RUN_TAG = "billing/dry_run"
+
+
+class InvoiceRunConfig(dg.Config):
+    """Run options, the same for drafts and invoices (set them on both, or use the tag)."""
+
+    dry_run: bool = False
+    """Compute and report everything, write nothing. The run tag billing/dry_run=true does the same."""
+    organizations: list[str] = []
+    """Limit the run to these organization ids (within its partitions); empty means all."""
+
+
+def is_dry_run(context, config: InvoiceRunConfig | None, default: bool) -> bool:
+    tag = (context.run.tags.get(DRY_RUN_TAG) or "").strip().lower()
+    return default or (config is not None and config.dry_run) or tag in {"1", "true", "yes"}
+
+
+def batches(
+    keys: Sequence, interval: BillingInterval, only: Sequence[str] = ()
+) -> dict[str, list[str]]:
+    """Partition keys -> {period key: [org ids]}, optionally restricted to ``only``."""
+    wanted = set(only)
+    grouped: dict[str, list[str]] = defaultdict(list)
+    for key in keys:
+        period_key, org = split_key(key, interval)
+        if not wanted or org in wanted:
+            grouped[period_key].append(org)
+    return dict(sorted(grouped.items()))
+
+
+def _money(result) -> str:
+    return money.format_amount(result.total, result.currency) if result.total is not None else "-"
+
+
+def _org_metadata(result) -> dict:
+    meta = {"outcome": result.outcome.value, "organization": result.org_id}
+    if result.number:
+        meta["invoice_number"] = result.number
+    if result.total is not None:
+        meta["total"] = _money(result)
+        meta["currency"] = result.currency
+        meta["lines"] = result.lines
+    if result.message:
+        meta["message"] = result.message
+    return meta
+
+
+def summary_metadata(batches_done: Sequence[BatchResult]) -> dict:
+    results = [r for b in batches_done for r in b.results]
+    revenue: dict[str, object] = {}
+    for b in batches_done:
+        for currency, amount in b.revenue_by_currency().items():
+            revenue[currency] = revenue.get(currency, 0) + amount
+    counts = {o.value: sum(1 for r in results if r.outcome is o) for o in Outcome}
+    return {
+        "organizations": len(results),
+        **{k: v for k, v in counts.items()},
+        "revenue": ", ".join(money.format_amount(v, c) for c, v in sorted(revenue.items())) or "none",
+        "failures": dg.MetadataValue.md(
+            "\n".join([f"- `{r.org_id}`: {r.message}" for r in results if r.outcome is Outcome.FAILED][:20])
+            or "none"
+        ),
+    }
+
+
+def build_invoice_assets(
+    interval: BillingInterval,
+    partitions_def: dg.MultiPartitionsDefinition,
+    *,
+    batch_size: int,
+    dry_run_default: bool,
+) -> tuple[dg.AssetsDefinition, dg.AssetsDefinition, dg.AssetChecksDefinition]:
+    name = interval.value
+    drafts_key = dg.AssetKey(f"{name}_invoice_drafts")
+    invoices_key = dg.AssetKey(f"{name}_invoices")
+    policy = dg.BackfillPolicy.multi_run(max_partitions_per_run=batch_size)
+
+    @dg.asset(
+        key=drafts_key,
+        partitions_def=partitions_def,
+        deps=[HOURLY_USAGE_KEY],
+        backfill_policy=policy,
+        group_name="invoicing",
+        kinds={"sql"},
+        description=(
+            f"Draft {name} invoices: usage from hourly_usage priced with the catalog, per "
+            "organization and period. Drafts are replaced on every run until finalized."
+        ),
+    )
+    def drafts(context: dg.AssetExecutionContext, config: InvoiceRunConfig, billing_db: BillingDatabaseResource):
+        dry_run = is_dry_run(context, config, dry_run_default)
+        engine = billing_db.engine()
+        done = []
+        for period_key, org_ids in batches(context.partition_keys, interval, config.organizations).items():
+            batch = invoicing.draft_batch(engine, period_from_key(interval, period_key), org_ids, dry_run=dry_run)
+            done.append(batch)
+            for r in batch.results:
+                context.log_event(
+                    dg.AssetObservation(
+                        asset_key=drafts_key,
+                        partition=billing_key(interval, period_key, r.org_id),
+                        metadata=_org_metadata(r),
+                    )
+                )
+                if r.outcome is Outcome.FAILED:
+                    context.log.warning(f"{r.org_id} {period_key}: {r.message}")
+        context.log.info("\n" + "\n".join(invoicing.format_summary(b) for b in done))
+        return dg.MaterializeResult(metadata={"dry_run": dry_run, **summary_metadata(done)})
+
+    @dg.asset_check(
+        asset=drafts_key,
+        name="usage_reconciles_with_hourly_usage",
+        blocking=True,
+        description=(
+            "Before finalization: every draft's quantities equal hourly usage now, hourly usage "
+            "equals the raw events, and no hour of the period has events not yet aggregated."
+        ),
+    )
+    def reconcile(context: dg.AssetCheckExecutionContext, billing_db: BillingDatabaseResource):
+        engine = billing_db.engine()
+        problems: list[str] = []
+        checked = 0
+        for period_key, org_ids in batches(context.partition_keys, interval).items():
+            rec = invoicing.reconcile_batch(engine, period_from_key(interval, period_key), org_ids)
+            checked += rec.checked
+            if rec.stale_hours:
+                problems.append(
+                    f"{period_key}: {len(rec.stale_hours)} hour(s) have events not yet aggregated, first "
+                    f"{rec.stale_hours[0].isoformat()} (late_usage_sensor re-aggregates them; or "
+                    "materialize hourly_usage for those hours)"
+                )
+            for org, items in sorted(rec.mismatches.items()):
+                problems.append(f"{period_key} {org}: " + "; ".join(items))
+        return dg.AssetCheckResult(
+            passed=not problems,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={
+                "drafts_checked": checked,
+                "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems[:200]) or "none"),
+            },
+        )
+
+    @dg.asset(
+        key=invoices_key,
+        partitions_def=partitions_def,
+        deps=[drafts_key],
+        backfill_policy=policy,
+        output_required=False,
+        group_name="invoicing",
+        kinds={"sql"},
+        description=(
+            f"Finalized {name} invoices: each draft gets a gapless number and becomes immutable. "
+            "Re-materializing a finalized invoice changes nothing and says so."
+        ),
+    )
+    def finalized(context: dg.AssetExecutionContext, config: InvoiceRunConfig, billing_db: BillingDatabaseResource):
+        dry_run = is_dry_run(context, config, dry_run_default)
+        engine = billing_db.engine()
+        now = dt.datetime.now(dt.timezone.utc)
+        done = []
+        for period_key, org_ids in batches(context.partition_keys, interval, config.organizations).items():
+            batch = invoicing.finalize_batch(
+                engine, period_from_key(interval, period_key), org_ids,
+                prefix=billing_db.invoice_number_prefix, now=now, dry_run=dry_run,
+            )
+            done.append(batch)
+            for r in batch.results:
+                key = billing_key(interval, period_key, r.org_id)
+                if dry_run:
+                    context.log_event(dg.AssetObservation(asset_key=invoices_key, partition=key,
+                                                          metadata=_org_metadata(r)))
+                elif r.ok:  # skipped organizations too: nothing to invoice is a final answer
+                    context.log_event(dg.AssetMaterialization(asset_key=invoices_key, partition=key,
+                                                              metadata=_org_metadata(r)))
+        context.log.info("\n" + "\n".join(invoicing.format_summary(b) for b in done))
+        failed = [r for b in done for r in b.failed]
+        if failed and not dry_run:
+            raise dg.Failure(
+                description=f"{len(failed)} organization(s) failed: "
+                + "; ".join(f"{r.org_id}: {r.message}" for r in failed[:50]),
+                metadata={"failed_organizations": [r.org_id for r in failed]},
+            )
+        yield from ()
+
+    return drafts, finalized, reconcile

@@ -1,0 +1,143 @@
+"""Hourly usage: the asset, its job, its schedule and the late-event sensor."""
+
+
+import datetime as dt
+
+import dagster as dg
+
+from billing_pipeline.db import reference, usage
+from billing_pipeline.defs.partitions import hour_key, hour_of
+from billing_pipeline.defs.resources import BillingDatabaseResource
+
+HOURLY_USAGE_KEY = dg.AssetKey("hourly_usage")
+MAX_HOURS_PER_RUN = 24 * 31
+
+
+def build_hourly_usage(partitions_def: dg.HourlyPartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=HOURLY_USAGE_KEY,
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=MAX_HOURS_PER_RUN),
+        output_required=False,
+        group_name="usage",
+        kinds={"sql"},
+    )
+    def hourly_usage(context: dg.AssetExecutionContext, billing_db: BillingDatabaseResource):
+        """Usage per organization and metric for one UTC hour: event count, sum, max and latest value.
+
+        Aggregated inside the database with one GROUP BY over the hour's raw events;
+        re-materializing an hour replaces it exactly. A range run reports each hour.
+        """
+        engine = billing_db.engine()
+        catalog = reference.latest_catalog(engine)
+        metrics = catalog.metrics if catalog else {}
+        failed: dict[str, str] = {}
+        total_events = 0
+        for key in context.partition_keys:
+            try:
+                result = usage.aggregate_hour(engine, hour_of(key), metrics)
+            except Exception as exc:  # noqa: BLE001 - report the hour, go on with the others
+                context.log.error(f"hour {key} failed: {exc}")
+                failed[key] = str(exc)
+                continue
+            total_events += result.event_count
+            context.log_event(
+                dg.AssetMaterialization(
+                    asset_key=HOURLY_USAGE_KEY,
+                    partition=key,
+                    metadata={
+                        "events": result.event_count,
+                        "rows": result.row_count,
+                        "seconds": round(result.seconds, 4),
+                    },
+                )
+            )
+        context.log.info(
+            f"aggregated {len(context.partition_keys) - len(failed)} hour(s), {total_events} events"
+        )
+        if failed:
+            raise dg.Failure(
+                description=f"{len(failed)} hour(s) failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items()),
+                metadata={"failed_hours": sorted(failed)},
+            )
+        yield from ()
+
+    return hourly_usage
+
+
+hourly_usage_job = dg.define_asset_job(
+    name="hourly_usage_job",
+    selection=dg.AssetSelection.assets(HOURLY_USAGE_KEY),
+    description="Aggregate usage events for UTC hours (partition = hour).",
+)
+
+
+def build_hourly_usage_schedule(cron: str, running: bool) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        name="hourly_usage_job_schedule",
+        cron_schedule=cron,  # default "5 * * * *": five past every hour, UTC
+        job=hourly_usage_job,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED,
+    )
+    def hourly_usage_job_schedule(context: dg.ScheduleEvaluationContext):
+        """Aggregates the last closed hour before the tick."""
+        tick = context.scheduled_execution_time.astimezone(dt.timezone.utc)
+        hour = tick.replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=1)
+        key = hour_key(hour)
+        return dg.RunRequest(run_key=key, partition_key=key)
+
+    return hourly_usage_job_schedule
+
+
+def contiguous_ranges(hours: list[dt.datetime], limit: int = MAX_HOURS_PER_RUN) -> list[list[dt.datetime]]:
+    """Group sorted hours into runs of consecutive hours, at most ``limit`` each."""
+    groups: list[list[dt.datetime]] = []
+    for hour in sorted(set(hours)):
+        if groups and hour - groups[-1][-1] == dt.timedelta(hours=1) and len(groups[-1]) < limit:
+            groups[-1].append(hour)
+        else:
+            groups.append([hour])
+    return groups
+
+
+def build_late_usage_sensor(partitions_def: dg.HourlyPartitionsDefinition, interval_seconds: int = 60):
+    @dg.sensor(
+        name="late_usage_sensor",
+        job=hourly_usage_job,
+        minimum_interval_seconds=interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+    def late_usage_sensor(context: dg.SensorEvaluationContext, billing_db: BillingDatabaseResource):
+        """Re-aggregates hours that received events after they were aggregated, and closed
+        hours (older than 2 h) whose events were imported but never aggregated."""
+        engine = billing_db.engine()
+        now = dt.datetime.now(dt.timezone.utc)
+        first = partitions_def.start.astimezone(dt.timezone.utc)
+        current_hour = now.replace(minute=0, second=0, microsecond=0)
+        aggregated = {h for h, _ in usage.late_hours(engine, limit=5000)}
+        marks = usage.dirty_marks(engine, limit=5000)
+        due = [
+            h for h, _ in marks
+            if first <= h < current_hour and (h in aggregated or h < current_hour - dt.timedelta(hours=2))
+        ]
+        if not due:
+            return dg.SkipReason("no hour has events waiting for aggregation")
+        stamp = max(m for h, m in marks if h in set(due)).isoformat()
+        requests = []
+        for group in contiguous_ranges(due):
+            start, end = hour_key(group[0]), hour_key(group[-1])
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"late-{start}-{end}-{stamp}",
+                    tags={
+                        "dagster/asset_partition_range_start": start,
+                        "dagster/asset_partition_range_end": end,
+                        "billing/trigger": "late_usage_sensor",
+                    },
+                )
+            )
+        context.log.info(f"{len(due)} hour(s) to re-aggregate in {len(requests)} run(s)")
+        return requests
+
+    return late_usage_sensor

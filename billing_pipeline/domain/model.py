@@ -1,0 +1,111 @@
+"""Value objects shared by every layer: customers, invoice lines, invoices.
+
+These are plain frozen dataclasses. Amounts are ``Decimal`` already rounded to the
+currency's minor unit (see ``domain.money``); quantities and unit prices are exact
+``Decimal`` values and are never rounded for storage.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+
+class OrganizationStatus(str, enum.Enum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    CLOSED = "closed"
+
+
+class BillingInterval(str, enum.Enum):
+    MONTHLY = "monthly"
+    WEEKLY = "weekly"
+
+
+class InvoiceStatus(str, enum.Enum):
+    """Invoice lifecycle. Only ``DRAFT`` may change its lines or totals."""
+
+    DRAFT = "draft"
+    FINALIZED = "finalized"
+    PAID = "paid"
+    VOID = "void"
+    UNCOLLECTIBLE = "uncollectible"
+
+
+#: Allowed lifecycle moves (from -> allowed targets).
+INVOICE_TRANSITIONS: dict[InvoiceStatus, frozenset[InvoiceStatus]] = {
+    InvoiceStatus.DRAFT: frozenset({InvoiceStatus.FINALIZED, InvoiceStatus.VOID}),
+    InvoiceStatus.FINALIZED: frozenset(
+        {InvoiceStatus.PAID, InvoiceStatus.VOID, InvoiceStatus.UNCOLLECTIBLE}
+    ),
+    InvoiceStatus.UNCOLLECTIBLE: frozenset({InvoiceStatus.PAID, InvoiceStatus.VOID}),
+    InvoiceStatus.PAID: frozenset(),
+    InvoiceStatus.VOID: frozenset(),
+}
+
+
+class InvalidTransition(ValueError):
+    pass
+
+
+def check_transition(current: InvoiceStatus, target: InvoiceStatus) -> None:
+    """Raise ``InvalidTransition`` unless ``current -> target`` is allowed."""
+    if target not in INVOICE_TRANSITIONS[current]:
+        raise InvalidTransition(f"invoice cannot go from {current.value} to {target.value}")
+
+
+@dataclass(frozen=True)
+class Organization:
+    id: str
+    name: str
+    billing_email: str
+    status: OrganizationStatus
+    currency: str
+    tax_rate: Decimal  # fraction: Decimal("0.20") is 20 %
+    billing_interval: BillingInterval
+    auto_pay: bool
+    payment_terms_days: int = 30
+
+
+@dataclass(frozen=True)
+class TierLine:
+    """One tier's share of a tiered charge, printed under its invoice line."""
+
+    first_unit: Decimal
+    last_unit: Decimal | None  # None: unbounded
+    quantity: Decimal
+    unit_price: Decimal
+    flat_fee: Decimal
+    amount: Decimal  # exact (not rounded): the line amount is rounded once
+
+
+@dataclass(frozen=True)
+class InvoiceLine:
+    charge_code: str
+    description: str
+    metric_code: str | None
+    quantity: Decimal
+    unit_price: Decimal | None  # None where a single unit price does not apply (tiers, %)
+    amount: Decimal  # rounded to the currency's minor unit
+    tiers: tuple[TierLine, ...] = ()
+
+
+@dataclass(frozen=True)
+class Invoice:
+    organization_id: str
+    period_start: dt.datetime  # inclusive, UTC
+    period_end: dt.datetime  # exclusive, UTC
+    interval: BillingInterval
+    currency: str
+    lines: tuple[InvoiceLine, ...]
+    subtotal: Decimal
+    tax_rate: Decimal
+    tax: Decimal
+    total: Decimal
+    status: InvoiceStatus = InvoiceStatus.DRAFT
+    number: str | None = None  # set when finalized
+    issued_at: dt.datetime | None = None
+    due_at: dt.datetime | None = None
+    usage: dict[str, Decimal] = field(default_factory=dict)  # metric code -> billed quantity

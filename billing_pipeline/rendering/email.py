@@ -1,0 +1,139 @@
+"""Invoice e-mails: multipart/alternative (text + HTML) with the PDF attached.
+
+Header safety: every piece of user data that reaches a header (organization name, seller
+name, invoice number, the subject) is first collapsed to one line (CR, LF and every other
+line break become a space), then set through ``email.policy.SMTP`` which refuses raw
+newlines anyway; addresses go through ``email.headerregistry.Address``, which rejects an
+``addr_spec`` that is not exactly one address. The HTML body is autoescaped.
+
+Message-IDs are deterministic (``invoice_message_id``) so a re-run produces the same ID and
+the outbox / delivery ledger can recognise a message it already sent. Each distinct e-mail
+needs a distinct ``kind``: ``"invoice"``, ``"receipt"``, and for dunning a numbered variant
+such as ``"reminder-1"``, ``"reminder-2"``, ``"overdue-1"``, ``"final_notice"``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.policy
+import email.utils
+import re
+from email.headerregistry import Address
+from email.message import EmailMessage
+
+from billing_pipeline.domain.model import Invoice, Organization
+from billing_pipeline.rendering.context import environment, invoice_reference, invoice_view, one_line
+from billing_pipeline.rendering.seller import Seller
+
+__all__ = ["KINDS", "build_invoice_email", "invoice_message_id", "invoice_subject"]
+
+#: Base kinds (a ``-suffix`` such as ``reminder-2`` is allowed for uniqueness).
+KINDS = ("invoice", "reminder", "overdue", "final_notice", "receipt")
+
+_KIND_RE = re.compile(r"^(?P<base>[a-z_]+)(?:-[a-z0-9]{1,20})?$")
+_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def _base_kind(kind: str) -> str:
+    m = _KIND_RE.match(kind)
+    if not m or m["base"] not in KINDS:
+        raise ValueError(f"unknown e-mail kind {kind!r}; expected one of {KINDS} (optionally '-N')")
+    return m["base"]
+
+
+def invoice_message_id(invoice: Invoice, kind: str = "invoice", *, domain: str) -> str:
+    """``<invoice-{number or draft reference}.{kind}@{domain}>``: same inputs, same ID."""
+    _base_kind(kind)
+    if not _DOMAIN_RE.match(domain):
+        raise ValueError(f"invalid message-id domain {domain!r}")
+    ref = _ID_UNSAFE.sub("_", invoice_reference(invoice))
+    return f"<invoice-{ref}.{kind}@{domain}>"
+
+
+def invoice_subject(invoice: Invoice, org: Organization, seller: Seller, kind: str = "invoice") -> str:
+    """One-line subject, e.g. ``Invoice INV-2026-000042 from Seller — 1,234.50 USD due 2026-11-30``."""
+    view = invoice_view(invoice, org, seller)
+    number, who, due = view["number"], seller.name, view["due"]
+    due_part = f" due {due}" if due else ""
+    subject = {
+        "invoice": f"Invoice {number} from {who} — {view['amount_due']}{due_part}",
+        "reminder": f"Reminder: invoice {number} from {who} — {view['amount_due']}{due_part}",
+        "overdue": f"Overdue: invoice {number} from {who} — {view['amount_due']} was{due_part}",
+        "final_notice": f"Final notice: invoice {number} from {who} — {view['amount_due']} overdue",
+        "receipt": f"Receipt for invoice {number} from {who} — {view['total']} paid",
+    }[_base_kind(kind)]
+    return one_line(subject)
+
+
+def _intro(kind: str, view: dict) -> str:
+    period = f"{view['period_start']} to {view['period_end']}"
+    due = view["due"] or "on receipt"
+    return {
+        "invoice": f"Your invoice {view['number']} for the service period {period} is ready. "
+        f"The amount due is {view['amount_due']}, payable by {due}.",
+        "reminder": f"This is a friendly reminder that invoice {view['number']} "
+        f"({view['amount_due']}) is due by {due}.",
+        "overdue": f"Invoice {view['number']} ({view['amount_due']}) was due on {due} and is now overdue. "
+        "Please arrange payment as soon as possible.",
+        "final_notice": f"Invoice {view['number']} ({view['amount_due']}) remains unpaid after its due "
+        f"date of {due}. Please pay now to avoid interruption of service.",
+        "receipt": f"Thank you: invoice {view['number']} ({view['total']}) has been paid.",
+    }[kind]
+
+
+def build_invoice_email(
+    invoice: Invoice,
+    org: Organization,
+    seller: Seller,
+    *,
+    kind: str = "invoice",
+    pdf: bytes | None,
+    pdf_url: str | None,
+    from_addr: str,
+    message_id_domain: str,
+    date: dt.datetime | None = None,
+) -> EmailMessage:
+    """The e-mail for ``invoice``; the PDF (if given) is attached as ``<number>.pdf``.
+
+    ``from_addr`` is either a bare address (the seller's name becomes its display name)
+    or a full ``"Name <addr>"``. ``date`` defaults to now (UTC).
+    Raises ``ValueError`` for an unusable address, kind, domain or URL.
+    """
+    base = _base_kind(kind)
+    if pdf_url is not None and not re.match(r"^(https?|file)://", pdf_url):
+        raise ValueError("pdf_url must be an http(s) or file URL")
+    view = invoice_view(invoice, org, seller)
+    subject = invoice_subject(invoice, org, seller, kind)
+    context = {
+        **view,
+        "kind": base,
+        "subject": subject,
+        "greeting": f"Hello {one_line(org.name)},",
+        "intro": _intro(base, view),
+        "pdf_url": pdf_url,
+        "has_pdf": pdf is not None,
+    }
+    env = environment()
+    text = env.get_template("email_invoice.txt.j2").render(context)
+    html = env.get_template("email_invoice.html.j2").render(context)
+
+    msg = EmailMessage(policy=email.policy.SMTP)
+    from_line = one_line(from_addr)
+    if "<" in from_line:
+        msg["From"] = from_line
+    else:
+        msg["From"] = Address(display_name=one_line(seller.name), addr_spec=from_line)
+    msg["To"] = Address(display_name=one_line(org.name), addr_spec=one_line(org.billing_email))
+    msg["Reply-To"] = Address(display_name=one_line(seller.name), addr_spec=one_line(seller.email))
+    msg["Subject"] = subject
+    msg["Date"] = email.utils.format_datetime(
+        (date or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc)
+    )
+    msg["Message-ID"] = invoice_message_id(invoice, kind, domain=message_id_domain)
+    msg.set_content(text)
+    msg.add_alternative(html, subtype="html")
+    if pdf is not None:
+        filename = _ID_UNSAFE.sub("_", invoice_reference(invoice)) + ".pdf"
+        msg.add_attachment(pdf, maintype="application", subtype="pdf", filename=filename)
+    return msg

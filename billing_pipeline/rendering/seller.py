@@ -1,0 +1,15 @@
+"""Who issues the invoices: printed on every PDF and e-mail."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Seller:
+    name: str
+    address_lines: tuple[str, ...]
+    tax_id: str | None
+    email: str
+    payment_instructions: str  # free text, printed as-is (escaped), newlines kept
+    website: str | None = None

@@ -1,0 +1,303 @@
+"""Draft, reconcile and finalize the invoices of one period for a batch of organizations.
+
+Each organization is handled on its own: one that fails is recorded with the stage and
+the reason (``invoice_errors``) and never stops the others. ``dry_run`` computes
+everything and writes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from sqlalchemy import Engine
+
+from billing_pipeline.db import invoices as invoice_rows
+from billing_pipeline.db import reference, usage
+from billing_pipeline.domain import money
+from billing_pipeline.domain.catalog import Catalog
+from billing_pipeline.domain.invoices import PricingError, build_invoice, reconcile_usage
+from billing_pipeline.domain.model import BillingInterval, Invoice, InvoiceStatus, OrganizationStatus
+from billing_pipeline.domain.periods import BillingPeriod
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(str, enum.Enum):
+    DRAFTED = "drafted"
+    FINALIZED = "finalized"
+    ALREADY_FINALIZED = "already_finalized"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class OrgResult:
+    org_id: str
+    outcome: Outcome
+    message: str = ""
+    invoice_id: int | None = None
+    number: str | None = None
+    currency: str | None = None
+    total: Decimal | None = None
+    lines: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is not Outcome.FAILED
+
+
+@dataclass
+class BatchResult:
+    period: BillingPeriod
+    dry_run: bool
+    results: list[OrgResult] = field(default_factory=list)
+
+    def by_outcome(self, outcome: Outcome) -> list[OrgResult]:
+        return [r for r in self.results if r.outcome is outcome]
+
+    @property
+    def failed(self) -> list[OrgResult]:
+        return self.by_outcome(Outcome.FAILED)
+
+    def revenue_by_currency(self) -> dict[str, Decimal]:
+        """Totals of the invoices this batch produced or confirmed, per currency."""
+        totals: dict[str, Decimal] = {}
+        for r in self.results:
+            if r.ok and r.total is not None and r.currency:
+                totals[r.currency] = totals.get(r.currency, Decimal(0)) + r.total
+        return dict(sorted(totals.items()))
+
+
+class CatalogMissing(RuntimeError):
+    pass
+
+
+def _catalog(engine: Engine) -> Catalog:
+    catalog = reference.latest_catalog(engine)
+    if catalog is None:
+        raise CatalogMissing("no catalog loaded: run `billing-pipeline load-catalog FILE` first")
+    return catalog
+
+
+def compute_drafts(
+    engine: Engine, period: BillingPeriod, org_ids: Sequence[str]
+) -> tuple[Catalog, list[OrgResult], dict[str, tuple[Invoice, str]]]:
+    """Price every organization's period; nothing is written.
+
+    Returns the catalog used, one result per org (DRAFTED, SKIPPED, ALREADY_FINALIZED or
+    FAILED) and the drafts by org id with their plan code.
+    """
+    catalog = _catalog(engine)
+    orgs = reference.get_organizations(engine, org_ids)
+    states = invoice_rows.get_invoice_states(engine, period.interval, period.key, org_ids)
+    plans = reference.plans_for_period(engine, org_ids, period.start, period.end)
+    billable = [
+        o for o in org_ids
+        if o in orgs and orgs[o].status is OrganizationStatus.ACTIVE
+        and orgs[o].billing_interval is period.interval
+    ]
+    usage_by_org = usage.period_usage(engine, billable, period.start, period.end, catalog.metrics)
+    results: list[OrgResult] = []
+    drafts: dict[str, tuple[Invoice, str]] = {}
+    for org_id in org_ids:
+        org = orgs.get(org_id)
+        state = states.get(org_id)
+        if org is None:
+            results.append(OrgResult(org_id, Outcome.FAILED, f"organization {org_id!r} does not exist"))
+            continue
+        if state is not None and state[1] != InvoiceStatus.DRAFT.value:
+            results.append(
+                OrgResult(org_id, Outcome.ALREADY_FINALIZED, f"invoice {state[2]} is {state[1]}; left unchanged",
+                          invoice_id=state[0], number=state[2])
+            )
+            continue
+        if org.status is not OrganizationStatus.ACTIVE:
+            results.append(OrgResult(org_id, Outcome.SKIPPED, f"organization is {org.status.value}"))
+            continue
+        if org.billing_interval is not period.interval:
+            results.append(OrgResult(org_id, Outcome.SKIPPED, f"organization is billed {org.billing_interval.value}"))
+            continue
+        plan_code = plans.get(org_id)
+        if plan_code is None:
+            results.append(OrgResult(org_id, Outcome.FAILED,
+                                     f"no subscription covers {period.key} ({period.label})"))
+            continue
+        plan = catalog.plans.get(plan_code)
+        if plan is None:
+            results.append(OrgResult(org_id, Outcome.FAILED,
+                                     f"plan {plan_code!r} is not in catalog version {catalog.version}"))
+            continue
+        try:
+            invoice = build_invoice(org, plan, period, usage_by_org.get(org_id, {}))
+        except (PricingError, ArithmeticError, ValueError) as exc:
+            results.append(OrgResult(org_id, Outcome.FAILED, f"pricing failed: {exc}"))
+            continue
+        drafts[org_id] = (invoice, plan_code)
+        results.append(OrgResult(org_id, Outcome.DRAFTED, "", currency=invoice.currency,
+                                 total=invoice.total, lines=len(invoice.lines)))
+    return catalog, results, drafts
+
+
+def draft_batch(engine: Engine, period: BillingPeriod, org_ids: Sequence[str], *, dry_run: bool) -> BatchResult:
+    """Compute and (unless ``dry_run``) store drafts; failures are recorded per organization."""
+    catalog, results, drafts = compute_drafts(engine, period, org_ids)
+    batch = BatchResult(period, dry_run)
+    for result in results:
+        if dry_run:
+            batch.results.append(result)
+            continue
+        try:
+            with engine.begin() as conn:
+                if result.outcome is Outcome.DRAFTED:
+                    invoice, plan_code = drafts[result.org_id]
+                    invoice_id = invoice_rows.save_draft(conn, invoice, plan_code=plan_code,
+                                                         catalog_version=catalog.version)
+                    invoice_rows.clear_error(conn, result.org_id, period.interval, period.key)
+                    result = OrgResult(**{**result.__dict__, "invoice_id": invoice_id})
+                elif result.outcome is Outcome.FAILED:
+                    invoice_rows.record_error(conn, result.org_id, period.interval, period.key, "draft",
+                                              result.message)
+                else:
+                    invoice_rows.clear_error(conn, result.org_id, period.interval, period.key)
+        except invoice_rows.FinalizedInvoiceError as exc:  # finalized meanwhile
+            result = OrgResult(result.org_id, Outcome.ALREADY_FINALIZED, str(exc))
+        except Exception as exc:  # noqa: BLE001 - isolate one organization's storage failure
+            log.exception("storing the draft for %s failed", result.org_id)
+            result = OrgResult(result.org_id, Outcome.FAILED, f"storing the draft failed: {exc}")
+        batch.results.append(result)
+    return batch
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    checked: int
+    stale_hours: list[dt.datetime]
+    mismatches: dict[str, list[str]]
+
+    @property
+    def ok(self) -> bool:
+        return not self.stale_hours and not self.mismatches
+
+
+def reconcile_batch(engine: Engine, period: BillingPeriod, org_ids: Sequence[str]) -> Reconciliation:
+    """Compare stored drafts with hourly usage, and hourly usage with the raw events.
+
+    Fails on: hours in the period holding events not yet aggregated (late events), a
+    draft whose quantities differ from hourly usage now, or hourly totals that differ
+    from the raw events (an hour never aggregated).
+    """
+    catalog = _catalog(engine)
+    states = invoice_rows.get_invoice_states(engine, period.interval, period.key, org_ids)
+    draft_ids = {org: s[0] for org, s in states.items() if s[1] == InvoiceStatus.DRAFT.value}
+    stored = invoice_rows.load_invoices(engine, list(draft_ids.values()))
+    orgs = sorted(draft_ids)
+    recomputed = usage.period_usage(engine, orgs, period.start, period.end, catalog.metrics)
+    raw = usage.raw_totals(engine, orgs, period.start, period.end)
+    hourly = usage.hourly_totals(engine, orgs, period.start, period.end)
+    mismatches: dict[str, list[str]] = {}
+    for org in orgs:
+        invoice = stored[draft_ids[org]].invoice
+        now_usage = {code: u.quantity for code, u in recomputed.get(org, {}).items()
+                     if code in invoice.usage}
+        problems = reconcile_usage(invoice.usage, {**{c: Decimal(0) for c in invoice.usage}, **now_usage})
+        for key in sorted({k for k in raw if k[0] == org} | {k for k in hourly if k[0] == org}):
+            if raw.get(key) != hourly.get(key):
+                r_count, _ = raw.get(key, (0, 0))
+                h_count, _ = hourly.get(key, (0, 0))
+                problems.append(
+                    f"{key[1]}: hourly_usage has {h_count} events, raw events {r_count} (hours not aggregated)"
+                )
+        if problems:
+            mismatches[org] = problems
+    stale = usage.unaggregated_hours(engine, period.start, period.end)
+    return Reconciliation(len(orgs), stale, mismatches)
+
+
+def finalize_batch(
+    engine: Engine,
+    period: BillingPeriod,
+    org_ids: Sequence[str],
+    *,
+    prefix: str,
+    now: dt.datetime,
+    dry_run: bool,
+) -> BatchResult:
+    """Number and freeze every organization's draft; idempotent, isolated per organization."""
+    batch = BatchResult(period, dry_run)
+    if dry_run:
+        _, results, _ = compute_drafts(engine, period, org_ids)
+        for r in results:
+            if r.outcome is Outcome.DRAFTED:
+                r = OrgResult(**{**r.__dict__, "outcome": Outcome.FINALIZED,
+                                 "message": "dry run: would be finalized"})
+            batch.results.append(r)
+        return batch
+    orgs = reference.get_organizations(engine, org_ids)
+    errors = invoice_rows.get_errors(engine, period.interval, period.key, org_ids)
+    for org_id in org_ids:
+        org = orgs.get(org_id)
+        if org_id in errors:
+            stage, message = errors[org_id]
+            batch.results.append(OrgResult(org_id, Outcome.FAILED, f"{stage}: {message}"))
+            continue
+        if org is None:
+            batch.results.append(OrgResult(org_id, Outcome.FAILED, f"organization {org_id!r} does not exist"))
+            continue
+        try:
+            with engine.begin() as conn:
+                outcome, invoice_id, number = invoice_rows.finalize(
+                    conn, org_id, period.interval, period.key, prefix=prefix,
+                    issued_at=now, terms_days=org.payment_terms_days,
+                )
+        except Exception as exc:  # noqa: BLE001 - isolate one organization
+            log.exception("finalizing %s failed", org_id)
+            batch.results.append(OrgResult(org_id, Outcome.FAILED, f"finalize failed: {exc}"))
+            continue
+        if outcome is invoice_rows.FinalizeOutcome.NO_DRAFT:
+            if org.status is not OrganizationStatus.ACTIVE or org.billing_interval is not period.interval:
+                reason = (f"organization is {org.status.value}" if org.status is not OrganizationStatus.ACTIVE
+                          else f"organization is billed {org.billing_interval.value}")
+                batch.results.append(OrgResult(org_id, Outcome.SKIPPED, reason))
+            else:
+                batch.results.append(OrgResult(org_id, Outcome.FAILED, "no draft to finalize (drafting did not run)"))
+            continue
+        batch.results.append(
+            OrgResult(
+                org_id,
+                Outcome.FINALIZED if outcome is invoice_rows.FinalizeOutcome.FINALIZED else Outcome.ALREADY_FINALIZED,
+                "" if outcome is invoice_rows.FinalizeOutcome.FINALIZED else f"invoice {number} was already final; no change",
+                invoice_id=invoice_id,
+                number=number,
+            )
+        )
+    _attach_totals(engine, batch)
+    return batch
+
+
+def _attach_totals(engine: Engine, batch: BatchResult) -> None:
+    ids = [r.invoice_id for r in batch.results if r.invoice_id is not None]
+    stored = invoice_rows.load_invoices(engine, ids)
+    for i, r in enumerate(batch.results):
+        if r.invoice_id in stored:
+            inv = stored[r.invoice_id].invoice
+            batch.results[i] = OrgResult(**{**r.__dict__, "currency": inv.currency, "total": inv.total,
+                                            "lines": len(inv.lines)})
+
+
+def format_summary(batch: BatchResult) -> str:
+    """Human-readable per-organization summary with revenue per currency and failures."""
+    out = [f"{batch.period.interval.value} invoices for {batch.period.label}"
+           + (" (DRY RUN: nothing written)" if batch.dry_run else "")]
+    for r in sorted(batch.results, key=lambda r: r.org_id):
+        total = money.format_amount(r.total, r.currency) if r.total is not None and r.currency else "-"
+        out.append(f"  {r.org_id:<20} {r.outcome.value:<18} {r.number or '-':<18} {total:>16}  {r.message}")
+    counts = {o.value: len(batch.by_outcome(o)) for o in Outcome if batch.by_outcome(o)}
+    out.append("  " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
+    revenue = batch.revenue_by_currency()
+    out.append("  revenue: " + (", ".join(money.format_amount(v, c) for c, v in revenue.items()) or "none"))
+    return "\n".join(out)

@@ -1,0 +1,194 @@
+"""Every environment variable the project reads, validated in one place.
+
+``Settings.from_env()`` runs when the Dagster definitions load (and in the CLI). A bad
+value fails right there with the variable's name, e.g.
+``INVOICE_BATCH_SIZE: must be an integer from 1 to 10000, got 'lots'``.
+Secrets (STRIPE_API_KEY, SMTP_PASSWORD, AWS keys) are never stored here: resources
+read them through ``dagster.EnvVar`` at run time, so they never reach the UI or logs.
+Defaults are the embedded mode: SQLite and local folders under BILLING_HOME.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    """A configuration value is invalid; the message starts with the variable name."""
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _cron_ok(expr: str) -> bool:
+    # The same check Dagster applies to schedules, so a value accepted here loads there.
+    from dagster._utils.schedules import is_valid_cron_string
+
+    return is_valid_cron_string(expr)
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]):
+        self.env = env
+
+    def str(self, name: str, default: str) -> str:
+        return self.env.get(name, default).strip() or default
+
+    def optional(self, name: str) -> str | None:
+        value = self.env.get(name, "").strip()
+        return value or None
+
+    def bool(self, name: str, default: bool) -> bool:
+        raw = self.env.get(name)
+        if raw is None:
+            return default
+        value = raw.strip().lower()
+        if value in _TRUE:
+            return True
+        if value in _FALSE:
+            return False
+        raise SettingsError(f"{name}: must be true or false, got {raw!r}")
+
+    def int(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self.env.get(name)
+        if raw is None or not raw.strip():
+            return default
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise SettingsError(f"{name}: must be an integer from {low} to {high}, got {raw!r}") from None
+        if not low <= value <= high:
+            raise SettingsError(f"{name}: must be an integer from {low} to {high}, got {raw!r}")
+        return value
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.str(name, default).lower()
+        if value not in choices:
+            raise SettingsError(f"{name}: must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    def cron(self, name: str, default: str) -> str:
+        value = self.str(name, default)
+        if not _cron_ok(value):
+            raise SettingsError(f"{name}: not a valid cron expression: {value!r}")
+        return value
+
+    def date(self, name: str, default: str) -> dt.date:
+        raw = self.str(name, default)
+        try:
+            return dt.date.fromisoformat(raw)
+        except ValueError:
+            raise SettingsError(f"{name}: must be a date YYYY-MM-DD, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url: str
+    partitions_start: dt.date
+    invoice_batch_size: int
+    invoice_number_prefix: str
+    hourly_usage_cron: str
+    monthly_invoice_cron: str
+    weekly_invoice_cron: str
+    schedules_running: bool
+    dry_run: bool
+    enable_pdf: bool
+    enable_s3: bool
+    enable_stripe: bool
+    enable_email: bool
+    document_store: str  # local | s3
+    documents_dir: Path
+    s3_bucket: str | None
+    s3_prefix: str
+    s3_endpoint_url: str | None
+    s3_region: str
+    presigned_url_expiry_seconds: int
+    payment_gateway: str  # none | stripe
+    stripe_api_base: str | None
+    mailer: str  # outbox | smtp
+    outbox_dir: Path
+    smtp_host: str
+    smtp_port: int
+    smtp_username: str | None
+    smtp_security: str  # starttls | ssl | none
+    smtp_timeout_seconds: int
+    email_from: str
+    seller: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        r = _Reader(env)
+        home = Path(r.str("BILLING_HOME", str(Path.cwd() / ".billing_home"))).expanduser().resolve()
+        database_url = r.str("BILLING_DATABASE_URL", f"sqlite:///{home / 'billing.db'}")
+        if not database_url.startswith(("sqlite", "postgresql", "postgres")):
+            raise SettingsError(
+                f"BILLING_DATABASE_URL: must be a sqlite:/// or postgresql:// URL, got {database_url.split(':')[0]!r}"
+            )
+        document_store = r.choice("DOCUMENT_STORE", "local", ("local", "s3"))
+        s3_bucket = r.optional("S3_BUCKET")
+        if document_store == "s3" and not s3_bucket:
+            raise SettingsError("S3_BUCKET: required when DOCUMENT_STORE=s3")
+        payment_gateway = r.choice("PAYMENT_GATEWAY", "none", ("none", "stripe"))
+        if payment_gateway == "stripe" and not r.optional("STRIPE_API_KEY"):
+            raise SettingsError("STRIPE_API_KEY: required when PAYMENT_GATEWAY=stripe")
+        mailer = r.choice("MAILER", "outbox", ("outbox", "smtp"))
+        smtp_security = r.choice("SMTP_SECURITY", "starttls", ("starttls", "ssl", "none"))
+        if mailer == "smtp" and not r.optional("SMTP_HOST"):
+            raise SettingsError("SMTP_HOST: required when MAILER=smtp")
+        email_from = r.str("EMAIL_FROM", "billing@example.com")
+        if "@" not in email_from or any(c in email_from for c in "\r\n"):
+            raise SettingsError(f"EMAIL_FROM: must be an email address, got {email_from!r}")
+        prefix = r.str("INVOICE_NUMBER_PREFIX", "INV")
+        if not prefix.replace("-", "").isalnum() or len(prefix) > 12:
+            raise SettingsError(
+                f"INVOICE_NUMBER_PREFIX: letters, digits and '-' only, at most 12, got {prefix!r}"
+            )
+        return cls(
+            home=home,
+            database_url=database_url,
+            partitions_start=r.date("BILLING_PARTITIONS_START", "2026-01-01"),
+            invoice_batch_size=r.int("INVOICE_BATCH_SIZE", 1000, 1, 10_000),
+            invoice_number_prefix=prefix,
+            hourly_usage_cron=r.cron("HOURLY_USAGE_CRON", "5 * * * *"),
+            monthly_invoice_cron=r.cron("MONTHLY_INVOICE_CRON", "0 0 1 * *"),
+            weekly_invoice_cron=r.cron("WEEKLY_INVOICE_CRON", "0 0 * * 1"),
+            schedules_running=r.bool("SCHEDULES_RUNNING", True),
+            dry_run=r.bool("DRY_RUN", False),
+            enable_pdf=r.bool("INVOICE_ENABLE_PDF", True),
+            enable_s3=r.bool("INVOICE_ENABLE_S3", True),
+            enable_stripe=r.bool("INVOICE_ENABLE_STRIPE", True),
+            enable_email=r.bool("INVOICE_ENABLE_EMAIL", True),
+            document_store=document_store,
+            documents_dir=Path(r.str("DOCUMENTS_DIR", str(home / "documents"))).resolve(),
+            s3_bucket=s3_bucket,
+            s3_prefix=r.str("S3_PREFIX", ""),
+            s3_endpoint_url=r.optional("S3_ENDPOINT_URL"),
+            s3_region=r.str("S3_REGION", "us-east-1"),
+            presigned_url_expiry_seconds=r.int("PRESIGNED_URL_EXPIRY_SECONDS", 7 * 24 * 3600, 60, 7 * 24 * 3600),
+            payment_gateway=payment_gateway,
+            stripe_api_base=r.optional("STRIPE_API_BASE"),
+            mailer=mailer,
+            outbox_dir=Path(r.str("OUTBOX_DIR", str(home / "outbox"))).resolve(),
+            smtp_host=r.str("SMTP_HOST", "localhost"),
+            smtp_port=r.int("SMTP_PORT", 465 if smtp_security == "ssl" else 587, 1, 65535),
+            smtp_username=r.optional("SMTP_USERNAME"),
+            smtp_security=smtp_security,
+            smtp_timeout_seconds=r.int("SMTP_TIMEOUT_SECONDS", 30, 1, 600),
+            email_from=email_from,
+            seller={
+                "name": r.str("SELLER_NAME", "Example Cloud Ltd"),
+                "address": r.str("SELLER_ADDRESS", "1 Example Street, London EC1A 1AA"),
+                "email": r.str("SELLER_EMAIL", email_from),
+                "tax_id": r.str("SELLER_TAX_ID", ""),
+                "payment_instructions": r.str(
+                    "SELLER_PAYMENT_INSTRUCTIONS", "Pay by bank transfer, quoting the invoice number."
+                ),
+            },
+        )

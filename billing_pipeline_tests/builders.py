@@ -1,0 +1,58 @@
+"""Test data builders shared by the orchestration, integration and e2e tests."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from decimal import Decimal
+from pathlib import Path
+
+import yaml
+from sqlalchemy import insert
+
+from billing_pipeline.db import reference
+from billing_pipeline.db.engine import get_engine, migrate
+from billing_pipeline.db.schema import dirty_hours, usage_events
+from billing_pipeline.domain.model import BillingInterval, Organization, OrganizationStatus
+from billing_pipeline.domain.quantity import to_micros
+
+UTC = dt.timezone.utc
+CATALOG_FILE = Path(__file__).parents[1] / "billing_pipeline" / "catalog" / "plans.yaml"
+
+
+def org(org_id: str, *, currency: str = "USD", status: str = "active", interval: str = "monthly",
+        tax_rate: str = "0.20", auto_pay: bool = False) -> Organization:
+    return Organization(org_id, f"{org_id.title()} Inc", f"billing@{org_id}.test", OrganizationStatus(status),
+                        currency, Decimal(tax_rate), BillingInterval(interval), auto_pay, 30)
+
+
+def setup_database(url: str) -> None:
+    migrate(url)
+    engine = get_engine(url)
+    reference.save_catalog(engine, yaml.safe_load(CATALOG_FILE.read_text()), str(CATALOG_FILE))
+
+
+def subscribe(url: str, org_id: str, plan: str, since: dt.datetime) -> None:
+    reference.add_subscription(get_engine(url), org_id, plan, since)
+
+
+def add_events(url: str, rows: list[tuple[str, str, str, str, dt.datetime]], props: dict | None = None) -> None:
+    """rows: (org_id, event_id, metric, value, occurred_at). Marks their hours dirty like an import."""
+    engine = get_engine(url)
+    now = dt.datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(usage_events),
+            [
+                {
+                    "org_id": o, "event_id": e, "metric_code": m, "value_micros": to_micros(Decimal(v)),
+                    "properties": props, "occurred_at": ts, "ingested_at": now,
+                    "payload_sha256": hashlib.sha256(f"{o}{e}{m}{v}{ts}".encode()).hexdigest(),
+                }
+                for o, e, m, v, ts in rows
+            ],
+        )
+        hours = {ts.replace(minute=0, second=0, microsecond=0) for *_, ts in rows}
+        for h in hours:
+            conn.execute(dirty_hours.delete().where(dirty_hours.c.hour == h))
+            conn.execute(insert(dirty_hours).values(hour=h, marked_at=now))

@@ -1,0 +1,112 @@
+"""Invoice assets in process on SQLite: batched runs, per-organization status, idempotency."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import pytest
+from sqlalchemy import func, select
+
+from billing_pipeline.db.engine import get_engine
+from billing_pipeline.db.schema import invoice_lines, invoices
+from billing_pipeline.definitions import build_definitions
+from billing_pipeline.defs.runner import run_hours, run_period, sync_organization_partitions
+from billing_pipeline.defs.partitions import billing_partitions
+from billing_pipeline.domain.model import BillingInterval
+from billing_pipeline.settings import Settings
+from billing_pipeline_tests.builders import UTC, add_events, org, setup_database, subscribe
+from billing_pipeline.db import reference
+
+OCT = dt.datetime(2026, 10, 1, tzinfo=UTC)
+MONTHLY = BillingInterval.MONTHLY
+
+
+@pytest.fixture
+def env(tmp_path):
+    url = f"sqlite:///{tmp_path / 'billing.db'}"
+    settings = Settings.from_env({"BILLING_HOME": str(tmp_path), "BILLING_DATABASE_URL": url})
+    setup_database(url)
+    engine = get_engine(url)
+    reference.upsert_organizations(engine, [org("alpha"), org("beta"), org("gamma"), org("zeta", status="suspended")])
+    for o in ("alpha", "beta", "zeta"):
+        subscribe(url, o, "starter", OCT)
+    # gamma has no subscription: it must fail alone
+    add_events(url, [
+        ("alpha", "a1", "api_calls", "1", OCT + dt.timedelta(hours=1, minutes=5)),
+        ("alpha", "a2", "api_calls", "1", OCT + dt.timedelta(days=3)),
+        ("alpha", "a3", "storage_gb", "42.5", OCT + dt.timedelta(days=4)),
+        ("beta", "b1", "storage_gb", "250", OCT + dt.timedelta(days=10, hours=3)),
+    ])
+    instance = dg.DagsterInstance.ephemeral()
+    defs = build_definitions(settings)
+    sync_organization_partitions(instance, engine)
+    assert run_hours(defs, instance, OCT, OCT + dt.timedelta(days=31) - dt.timedelta(hours=1)).success
+    return url, engine, instance, defs
+
+
+def statuses(instance, asset: str) -> dict[str, object]:
+    pdef = billing_partitions(MONTHLY, dt.date(2026, 1, 1))
+    keys = [f"2026-10-01|{o}" for o in ("alpha", "beta", "gamma", "zeta")]
+    got = instance.get_status_by_partition(dg.AssetKey(asset), keys, pdef)
+    return {k.split("|")[1]: (v.value if v else None) for k, v in got.items()}
+
+
+def test_batched_run_isolates_the_failing_organization(env):
+    url, engine, instance, defs = env
+    [outcome] = run_period(defs, instance, MONTHLY, "2026-10-01")
+    assert not outcome.success
+    assert statuses(instance, "monthly_invoices") == {
+        "alpha": "MATERIALIZED", "beta": "MATERIALIZED", "gamma": "FAILED", "zeta": "MATERIALIZED",
+    }
+    with engine.connect() as conn:
+        rows = {r.org_id: r for r in conn.execute(select(invoices))}
+    assert set(rows) == {"alpha", "beta"}
+    assert rows["alpha"].status == "finalized" and rows["alpha"].number == "INV-2026-000001"
+    # alpha: 10.00 platform + 2 calls * 0.001 = 0.002 -> 0.00 + storage max 42.5 -> (42.5-10)*0.25 = 8.13 (half-up of 8.125)
+    assert rows["alpha"].subtotal_minor == 2500  # minimum spend 25.00 true-up
+    assert rows["alpha"].total_minor == 3000
+
+
+def test_rerun_is_a_no_op_for_finalized_invoices(env):
+    url, engine, instance, defs = env
+    run_period(defs, instance, MONTHLY, "2026-10-01")
+    with engine.connect() as conn:
+        before = conn.execute(select(invoices.c.id, invoices.c.number, invoices.c.total_minor).order_by(invoices.c.id)).all()
+        lines_before = conn.execute(select(func.count()).select_from(invoice_lines)).scalar()
+    subscribe(url, "gamma", "starter", OCT)  # fix the bad data
+    outcomes = run_period(defs, instance, MONTHLY, "2026-10-01", organizations=["gamma"])
+    assert all(o.success for o in outcomes)
+    outcomes = run_period(defs, instance, MONTHLY, "2026-10-01")
+    assert all(o.success for o in outcomes)
+    with engine.connect() as conn:
+        after = conn.execute(select(invoices.c.id, invoices.c.number, invoices.c.total_minor).order_by(invoices.c.id)).all()
+        lines_after = conn.execute(select(func.count()).select_from(invoice_lines)).scalar()
+    assert after[: len(before)] == before
+    assert len(after) == 3 and after[2].number == "INV-2026-000003"
+    assert lines_after > lines_before
+    assert statuses(instance, "monthly_invoices")["gamma"] == "MATERIALIZED"
+
+
+def test_dry_run_writes_nothing(env):
+    url, engine, instance, defs = env
+    outcomes = run_period(defs, instance, MONTHLY, "2026-10-01", dry_run=True)
+    assert all(o.success for o in outcomes)
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(invoices)).scalar() == 0
+    assert statuses(instance, "monthly_invoices") == {"alpha": None, "beta": None, "gamma": None, "zeta": None}
+
+
+def test_late_events_block_finalization_until_reaggregated(env):
+    url, engine, instance, defs = env
+    add_events(url, [("beta", "late-1", "storage_gb", "900", OCT + dt.timedelta(days=20))])
+    [outcome] = run_period(defs, instance, MONTHLY, "2026-10-01")
+    assert not outcome.success
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(invoices).where(invoices.c.status == "finalized")).scalar() == 0
+    hour = OCT + dt.timedelta(days=20)
+    assert run_hours(defs, instance, hour, hour).success
+    run_period(defs, instance, MONTHLY, "2026-10-01")
+    with engine.connect() as conn:
+        beta = conn.execute(select(invoices).where(invoices.c.org_id == "beta")).one()
+    assert beta.status == "finalized" and beta.usage["storage_gb"] == "900"
