@@ -120,6 +120,7 @@ class Settings:
     smtp_timeout_seconds: int
     email_from: str
     seller: dict[str, str] = field(default_factory=dict)
+    smtp_ca_file: str | None = None  # CA bundle for a private SMTP server's certificate
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -182,6 +183,7 @@ class Settings:
             smtp_security=smtp_security,
             smtp_timeout_seconds=r.int("SMTP_TIMEOUT_SECONDS", 30, 1, 600),
             email_from=email_from,
+            smtp_ca_file=r.optional("SMTP_CA_FILE"),
             seller={
                 "name": r.str("SELLER_NAME", "Example Cloud Ltd"),
                 "address": r.str("SELLER_ADDRESS", "1 Example Street, London EC1A 1AA"),

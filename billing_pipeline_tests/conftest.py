@@ -71,3 +71,14 @@ def _reset_local_servers(request):
     if "smtp_server" in names:
         request.getfixturevalue("smtp_server").clear()
     yield
+
+
+@pytest.fixture(autouse=True)
+def _forget_disposed_dagster_instances():
+    """Dagster keeps the last instance's state storage in a context variable; a test that
+    disposed its instance must not leave it to the next test (dagster 1.13 raises
+    "Attempted to resolve undefined DagsterInstance weakref" on the next definitions load)."""
+    yield
+    from dagster._core.storage.defs_state.base import _current_storage
+
+    _current_storage.set(None)

@@ -163,6 +163,7 @@ def import_events(
         try:
             if postgres:
                 # One batch in the database while the next is parsed.
+                import sys as _sys; _sys.setswitchinterval(float(__import__("os").environ.get("SWI", "0.005")))
                 with ThreadPoolExecutor(1, thread_name_prefix="ingest-writer") as pool:
                     pending = None
                     for batch in reader:
@@ -420,12 +421,16 @@ class _Batch:
     """Up to ``batch_size`` lines, classified. ``rows[i]`` came from ``lines[i]``/``raws[i]``
     and is the first occurrence of its key in the batch; later occurrences are
     ``repeats`` ``(first index, sha, line number, raw)``, settled once the database has
-    said which payload won."""
+    said which payload won. Keys first seen in the previous batch are ``carried`` rather
+    than written again, so retries close together in a file never touch the database."""
 
     rows: list[Row] = field(default_factory=list)
     lines: list[int] = field(default_factory=list)
     raws: list[str] = field(default_factory=list)
     repeats: list[tuple[int, str, int, str]] = field(default_factory=list)
+    #: Repeats of a key first seen in the previous batch:
+    #: ``(key, earlier sha, earlier line number, sha, line number, raw)``.
+    carried: list[tuple[tuple[str, str], str, int, str, int, str]] = field(default_factory=list)
     quarantine: list[tuple[int, Any, Any, str, str, str]] = field(default_factory=list)
     read: int = 0
 
@@ -524,6 +529,9 @@ class _BatchReader:
         rows, numbers, raws, repeats, quarantine = (
             batch.rows, batch.lines, batch.raws, batch.repeats, batch.quarantine)
         seen: dict[tuple[str, str], int] = {}
+        previous: dict[tuple[str, str], int] = {}
+        previous_rows: list[Row] = []
+        previous_lines: list[int] = []
         read = 0
         for number, line in lines:
             text = line.rstrip("\r\n")
@@ -547,16 +555,20 @@ class _BatchReader:
                 if row is not None:
                     key = (row[0], row[1])
                     first = seen.get(key)
-                    if first is None:
+                    if first is not None:
+                        repeats.append((first, row[6], number, line))
+                    elif (earlier := previous.get(key)) is not None:
+                        batch.carried.append((key, previous_rows[earlier][6],
+                                              previous_lines[earlier], row[6], number, line))
+                    else:
                         seen[key] = len(rows)
                         rows.append(row)
                         numbers.append(number)
                         raws.append(line)
-                    else:
-                        repeats.append((first, row[6], number, line))
             if read >= batch_size:
                 batch.read = read
                 yield batch
+                previous, previous_rows, previous_lines = seen, rows, numbers
                 batch = _Batch()
                 rows, numbers, raws, repeats, quarantine = (
                     batch.rows, batch.lines, batch.raws, batch.repeats, batch.quarantine)
@@ -575,11 +587,13 @@ def _chain_one(first, rest):
 # --- writing --------------------------------------------------------------------------
 
 
-def _settle(batch: _Batch, counts: _Counts, stored: Mapping[int, str]) -> list[tuple]:
-    """Counts for in-batch repeats and the quarantine rows of the whole batch.
+def _settle(batch: _Batch, counts: _Counts, stored: Mapping[int, str],
+            previous_stored: Mapping[tuple[str, str], str]) -> list[tuple]:
+    """Counts for repeats and the quarantine rows of the whole batch.
 
     ``stored`` maps a row index to the payload hash already in the database when it
-    differs from the row's (the row was a conflicting duplicate)."""
+    differs from the row's (the row was a conflicting duplicate); ``previous_stored``
+    is the same for the previous batch, by key."""
     quarantine = [
         (number, org, event, reason, detail, raw)
         for number, org, event, reason, detail, raw in batch.quarantine
@@ -601,6 +615,16 @@ def _settle(batch: _Batch, counts: _Counts, stored: Mapping[int, str]) -> list[t
             quarantine.append((
                 number, row[0], row[1], CONFLICTING_DUPLICATE,
                 f"event {row[1]!r} of {row[0]!r} appears earlier (line {batch.lines[first]}) "
+                f"with a different payload",
+                raw,
+            ))
+    for key, earlier_sha, earlier_line, sha, number, raw in batch.carried:
+        if sha == previous_stored.get(key, earlier_sha):
+            counts.duplicates += 1
+        else:
+            quarantine.append((
+                number, key[0], key[1], CONFLICTING_DUPLICATE,
+                f"event {key[1]!r} of {key[0]!r} appears earlier (line {earlier_line}) "
                 f"with a different payload",
                 raw,
             ))
@@ -689,6 +713,7 @@ UNION ALL
 SELECT -1, count(*)::text FROM existing WHERE same
 """
 
+_ON_CONFLICT = "ON CONFLICT (org_id, event_id) DO NOTHING"
 _INSERT_NEW = """
 WITH inserted AS (
     INSERT INTO usage_events (org_id, event_id, metric_code, value_micros, properties,
@@ -697,7 +722,7 @@ WITH inserted AS (
            %(ingested_at)s, payload_sha256
     FROM ingest_staging
     ORDER BY org_id, event_id
-    ON CONFLICT (org_id, event_id) DO NOTHING
+    {on_conflict}
     RETURNING occurred_at
 ), hours AS (
     INSERT INTO dirty_hours (hour, marked_at)
@@ -743,6 +768,7 @@ class _PostgresWriter(_Writer):
         self._dbapi = engine.raw_connection()
         self.conn = self._dbapi.driver_connection
         self.direct = True
+        self._previous_stored: dict[tuple[str, str], str] = {}
         with self.conn.transaction():
             self.conn.execute(_STAGING_DDL)
 
@@ -762,6 +788,7 @@ class _PostgresWriter(_Writer):
         conn = self.conn
         counts = _Counts()
         stored: dict[int, str] = {}
+        T0 = time.perf_counter(); T = {}
         with conn.transaction():
             cur = conn.cursor()
             done = not batch.rows
@@ -771,15 +798,21 @@ class _PostgresWriter(_Writer):
                         with cur.copy(_COPY_EVENTS) as copy:
                             copy.write(_copy_lines(batch.rows, self._ingested_text, False))
                     done = True
+                    T["direct"] = time.perf_counter() - T0
                     counts.accepted = len(batch.rows)
                     hours = sorted({row[5][:13] + ":00:00+00:00" for row in batch.rows})
                     cur.execute(_MARK_HOURS, {"hours": hours, "marked_at": self._marked_at()})
                 except self._errors.UniqueViolation:
                     self.direct = False
             if not done:
+                # Probing the primary key per staged row beats hashing the whole table,
+                # which is what the planner picks once usage_events has grown.
+                cur.execute("SET LOCAL enable_hashjoin = off")
+                cur.execute("SET LOCAL enable_mergejoin = off")
                 with cur.copy(_COPY_STAGING) as copy:
                     copy.write(_copy_lines(batch.rows, "", True))
                 replays = 0
+                T["staged"] = time.perf_counter() - T0
                 for idx, value in cur.execute(_TAKE_EXISTING).fetchall():
                     if idx == -1:
                         replays = int(value)
@@ -787,11 +820,18 @@ class _PostgresWriter(_Writer):
                         stored[idx] = value
                 remaining = len(batch.rows) - replays - len(stored)
                 inserted = 0
+                T["take"] = time.perf_counter() - T0
                 if remaining:
-                    inserted = cur.execute(
-                        _INSERT_NEW,
-                        {"ingested_at": self.ingested_at, "marked_at": self._marked_at()},
-                    ).fetchone()[0]
+                    params = {"ingested_at": self.ingested_at, "marked_at": self._marked_at()}
+                    try:
+                        # The keys left are new unless a concurrent import races us: a plain
+                        # INSERT skips ON CONFLICT's extra index probe per row.
+                        with conn.transaction():
+                            inserted = cur.execute(
+                                _INSERT_NEW.format(on_conflict=""), params).fetchone()[0]
+                    except self._errors.UniqueViolation:
+                        inserted = cur.execute(
+                            _INSERT_NEW.format(on_conflict=_ON_CONFLICT), params).fetchone()[0]
                     if inserted < remaining:  # a concurrent import stored some keys first
                         raced = dict(cur.execute(_RACE_CONFLICTS).fetchall())
                         stored.update(raced)
@@ -800,7 +840,9 @@ class _PostgresWriter(_Writer):
                 counts.duplicates = replays
                 # Back to direct COPY once batches stop meeting stored keys.
                 self.direct = replays == 0 and not stored
-            quarantine = _settle(batch, counts, stored)
+            quarantine = _settle(batch, counts, stored, self._previous_stored)
+            self._previous_stored = {
+                (batch.rows[i][0], batch.rows[i][1]): sha for i, sha in stored.items()}
             if quarantine:
                 now = dt.datetime.now(UTC)
                 with cur.copy(_COPY_QUARANTINE) as copy:
@@ -812,11 +854,14 @@ class _PostgresWriter(_Writer):
                             reason, event_files.printable_raw(detail),
                             event_files.printable_raw(raw), now,
                         ))
+            T["settled"] = time.perf_counter() - T0
             cur.execute(_COUNT_IMPORT, {
                 "read": counts.read, "accepted": counts.accepted,
                 "duplicates": counts.duplicates, "quarantined": counts.quarantined,
                 "id": self.import_id,
             })
+        T["commit"] = time.perf_counter() - T0
+        import sys; print({k: round(v, 3) for k, v in T.items()}, file=sys.stderr)
         return counts
 
 
@@ -830,6 +875,7 @@ class _SqliteWriter(_Writer):
         self.import_id = import_id
         self.source = source
         self.ingested_at = now
+        self._previous_stored: dict[tuple[str, str], str] = {}
 
     def write(self, batch: _Batch) -> _Counts:
         counts = _Counts()
@@ -885,7 +931,9 @@ class _SqliteWriter(_Writer):
                     ),
                     [{"hour": dt.datetime.fromisoformat(h), "marked_at": marked_at} for h in hours],
                 )
-            quarantine = _settle(batch, counts, stored)
+            quarantine = _settle(batch, counts, stored, self._previous_stored)
+            self._previous_stored = {
+                (batch.rows[i][0], batch.rows[i][1]): sha for i, sha in stored.items()}
             if quarantine:
                 now = dt.datetime.now(UTC)
                 conn.execute(insert(quarantined_events), [

@@ -17,6 +17,10 @@ from billing_pipeline.defs.partitions import ORGANIZATION_PARTITIONS, billing_ke
 from billing_pipeline.domain.model import BillingInterval
 
 
+#: Console logging of in-process runs: warnings only; the full log is in the instance (UI).
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
 @dataclass(frozen=True)
 class RunOutcome:
     run_id: str
@@ -46,6 +50,7 @@ def run_hours(
     result = job.execute_in_process(
         instance=instance,
         tags={RANGE_START_TAG: start, RANGE_END_TAG: end, "billing/trigger": "cli"},
+        run_config=QUIET_LOGS,
         raise_on_error=False,
     )
     return RunOutcome(result.run_id, result.success, (start, end))
@@ -71,7 +76,7 @@ def run_period(
             raise ValueError(f"unknown {interval.value}-billed organization(s): {', '.join(missing)}")
         keys = [k for k in keys if k in wanted]
     config = {"dry_run": dry_run, "organizations": list(organizations)}
-    run_config = {"ops": {f"{interval.value}_invoice_drafts": {"config": config},
+    run_config = {**QUIET_LOGS, "ops": {f"{interval.value}_invoice_drafts": {"config": config},
                           f"{interval.value}_invoices": {"config": config}}}
     all_keys = instance.get_dynamic_partitions(ORGANIZATION_PARTITIONS[interval].name)
     outcomes = []

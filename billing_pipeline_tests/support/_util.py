@@ -146,3 +146,46 @@ class _Registry:
 
 
 registry = _Registry()
+
+
+OWNER_FILE = "owner.pid"
+
+
+def mark_owner(directory: str) -> None:
+    """Record which process owns a temp dir, so a later run can sweep it if that process was killed."""
+    try:
+        with open(os.path.join(directory, OWNER_FILE), "w") as f:
+            f.write(str(os.getpid()))
+    except OSError:
+        pass
+
+
+def sweep_stale_dirs(prefix: str, extra_pid_files: tuple[str, ...] = ()) -> None:
+    """Remove ``/tmp/<prefix>*`` dirs left by killed runs: owner pid dead and no server pid alive.
+
+    Only dirs carrying our owner.pid marker are considered; nothing is ever killed here.
+    """
+    import glob
+    import tempfile
+
+    for d in glob.glob(os.path.join(tempfile.gettempdir(), prefix + "*")):
+        try:
+            with open(os.path.join(d, OWNER_FILE)) as f:
+                owner = int(f.read().strip() or 0)
+        except (OSError, ValueError):
+            continue
+        if owner <= 0 or pid_alive(owner):
+            continue
+        busy = False
+        for rel in extra_pid_files:
+            try:
+                with open(os.path.join(d, rel)) as f:
+                    pid = int(f.readline().strip())
+                if pid_alive(pid):
+                    busy = True
+            except (OSError, ValueError):
+                pass
+        if not busy:
+            import shutil
+
+            shutil.rmtree(d, ignore_errors=True)

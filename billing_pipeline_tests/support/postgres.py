@@ -15,6 +15,7 @@ SIGQUIT/SIGKILL, and removes the directory.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import re
@@ -25,7 +26,7 @@ import tempfile
 import time
 import uuid
 
-from ._util import LOCALHOST, free_port, registry, terminate_pid
+from ._util import LOCALHOST, free_port, mark_owner, registry, sweep_stale_dirs, terminate_pid
 
 PG_VERSION = "15"
 DEFAULT_BINDIR = f"/usr/lib/postgresql/{PG_VERSION}/bin"
@@ -114,7 +115,10 @@ class PostgresServer:
         if self.running:
             return self
         t0 = time.monotonic()
+        if self.base_dir is None:
+            sweep_stale_dirs("billing-pg-", extra_pid_files=("data/postmaster.pid",))
         self.tmpdir = tempfile.mkdtemp(prefix="billing-pg-", dir=self.base_dir)
+        mark_owner(self.tmpdir)
         registry.add(self)
         try:
             if os.geteuid() == 0:
@@ -128,8 +132,7 @@ class PostgresServer:
             os.chmod(self.tmpdir, 0o700)
             self.datadir = os.path.join(self.tmpdir, "data")
             self.logfile = os.path.join(self.tmpdir, "postgres.log")
-            self._run(os.path.join(self.bindir, "initdb"), "-D", self.datadir, "-U", self.user,
-                      "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions")
+            self._init_datadir()
             self._write_config()
             last_err: Exception | None = None
             for attempt in range(5):
@@ -151,6 +154,36 @@ class PostgresServer:
             raise
         self.startup_seconds = time.monotonic() - t0
         return self
+
+    _INITDB_ARGS = ("-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions")
+
+    def _template_dir(self) -> str | None:
+        """A pristine initdb output cached per (binary, user, args) so later starts only copy it."""
+        if os.environ.get("BILLING_TEST_PG_NO_TEMPLATE"):
+            return None
+        initdb = os.path.join(self.bindir, "initdb")
+        st = os.stat(initdb)
+        key = hashlib.sha256(repr((os.path.realpath(initdb), st.st_size, int(st.st_mtime), self.user,
+                                   self.os_user, self._INITDB_ARGS)).encode()).hexdigest()[:16]
+        return os.path.join(tempfile.gettempdir(), f"billing-pg-template-{os.geteuid()}-{key}")
+
+    def _init_datadir(self) -> None:
+        initdb = os.path.join(self.bindir, "initdb")
+        template = self._template_dir()
+        if template and os.path.isfile(os.path.join(template, "PG_VERSION")):
+            subprocess.run(["cp", "-a", template, self.datadir], check=True, stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=60)
+            return
+        self._run(initdb, "-D", self.datadir, "-U", self.user, *self._INITDB_ARGS)
+        if template:
+            # publish a copy atomically (concurrent sessions may race: the loser just discards its copy)
+            staging = f"{template}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+            try:
+                subprocess.run(["cp", "-a", self.datadir, staging], check=True, stdin=subprocess.DEVNULL,
+                               capture_output=True, timeout=60)
+                os.rename(staging, template)
+            except (OSError, subprocess.SubprocessError):
+                shutil.rmtree(staging, ignore_errors=True)
 
     def _write_config(self) -> None:
         settings = {

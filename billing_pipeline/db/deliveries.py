@@ -1,0 +1,210 @@
+"""The delivery ledger (``invoice_deliveries``): one row per invoice x channel.
+
+A row is *claimed* (status ``pending``, ``attempts + 1``, committed) before the channel's
+side effect and set ``succeeded`` (with ``external_id`` / ``checksum``) right after it, so a
+re-run skips whatever already succeeded. ``skipped`` is final too (e.g. no payment gateway
+configured when the invoice was delivered). Claims are optimistic: a claim only wins if the
+row still has the attempt count the caller read, so two runs racing on one invoice cannot
+both go ahead.
+
+E-mail has one more step (``mark_sending``): the Message-ID is written to ``external_id``
+while the row is still ``pending`` right before the SMTP DATA command, which marks the one
+window where a crash leaves it unknown whether the server accepted the message.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, insert, or_, select, update
+
+from billing_pipeline.db.schema import invoice_deliveries, invoices
+
+CHANNELS = ("pdf", "s3", "stripe", "email")
+FINAL_STATUSES = ("succeeded", "skipped")
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    invoice_id: int
+    channel: str
+    status: str
+    attempts: int
+    last_error: str | None
+    external_id: str | None
+    checksum: str | None
+    delivered_at: dt.datetime | None
+
+    @property
+    def done(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _row(r) -> LedgerRow:
+    return LedgerRow(r.invoice_id, r.channel, r.status, r.attempts, r.last_error, r.external_id,
+                     r.checksum, r.delivered_at)
+
+
+def get_rows(engine: Engine, invoice_ids: Sequence[int]) -> dict[tuple[int, str], LedgerRow]:
+    """(invoice id, channel) -> row, for the given invoices."""
+    out: dict[tuple[int, str], LedgerRow] = {}
+    ids = list(invoice_ids)
+    with engine.connect() as conn:
+        for i in range(0, len(ids), 1000):
+            query = select(invoice_deliveries).where(invoice_deliveries.c.invoice_id.in_(ids[i : i + 1000]))
+            for r in conn.execute(query):
+                out[(r.invoice_id, r.channel)] = _row(r)
+    return out
+
+
+class ClaimLost(RuntimeError):
+    """Another run claimed the same invoice x channel first."""
+
+
+def claim(engine: Engine, invoice_id: int, channel: str, seen_attempts: int | None) -> int:
+    """Mark the row ``pending`` with one more attempt; returns the new attempt count.
+
+    ``seen_attempts`` is what the caller read (None: no row). Raises ``ClaimLost`` when the
+    row changed meanwhile or already succeeded.
+    """
+    if channel not in CHANNELS:
+        raise ValueError(f"unknown delivery channel {channel!r}")
+    now = _now()
+    with engine.begin() as conn:
+        if seen_attempts is None:
+            existing = conn.execute(
+                select(invoice_deliveries.c.attempts).where(
+                    invoice_deliveries.c.invoice_id == invoice_id, invoice_deliveries.c.channel == channel
+                )
+            ).first()
+            if existing is not None:
+                raise ClaimLost(f"invoice {invoice_id} {channel}: claimed by another run")
+            conn.execute(
+                insert(invoice_deliveries).values(
+                    invoice_id=invoice_id, channel=channel, status="pending", attempts=1,
+                    last_error=None, external_id=None, checksum=None, updated_at=now, delivered_at=None,
+                )
+            )
+            return 1
+        changed = conn.execute(
+            update(invoice_deliveries)
+            .where(
+                invoice_deliveries.c.invoice_id == invoice_id,
+                invoice_deliveries.c.channel == channel,
+                invoice_deliveries.c.attempts == seen_attempts,
+                invoice_deliveries.c.status.not_in(FINAL_STATUSES),
+            )
+            .values(status="pending", attempts=seen_attempts + 1, updated_at=now, external_id=None)
+        ).rowcount
+        if changed != 1:
+            raise ClaimLost(f"invoice {invoice_id} {channel}: claimed by another run or already delivered")
+        return seen_attempts + 1
+
+
+def mark_sending(engine: Engine, invoice_id: int, channel: str, external_id: str) -> None:
+    """Record what is about to be sent (still ``pending``): the ambiguous-window marker."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(invoice_deliveries)
+            .where(invoice_deliveries.c.invoice_id == invoice_id, invoice_deliveries.c.channel == channel)
+            .values(external_id=external_id, updated_at=_now())
+        )
+
+
+def mark_succeeded(
+    engine: Engine, invoice_id: int, channel: str, *, external_id: str | None, checksum: str | None,
+    status: str = "succeeded",
+) -> None:
+    """Set the row final (``succeeded`` or ``skipped``); inserts it when missing (operator fixes)."""
+    if status not in FINAL_STATUSES:
+        raise ValueError(f"not a final status: {status!r}")
+    now = _now()
+    values = {"status": status, "last_error": None, "external_id": external_id, "checksum": checksum,
+              "updated_at": now, "delivered_at": now if status == "succeeded" else None}
+    with engine.begin() as conn:
+        changed = conn.execute(
+            update(invoice_deliveries)
+            .where(invoice_deliveries.c.invoice_id == invoice_id, invoice_deliveries.c.channel == channel)
+            .values(**values)
+        ).rowcount
+        if not changed:
+            conn.execute(insert(invoice_deliveries).values(invoice_id=invoice_id, channel=channel, attempts=0,
+                                                           **values))
+
+
+def mark_failed(engine: Engine, invoice_id: int, channel: str, error: str, *, keep_external_id: bool = False) -> None:
+    values = {"status": "failed", "last_error": error[:4000], "updated_at": _now()}
+    if not keep_external_id:
+        values["external_id"] = None
+    with engine.begin() as conn:
+        conn.execute(
+            update(invoice_deliveries)
+            .where(invoice_deliveries.c.invoice_id == invoice_id, invoice_deliveries.c.channel == channel)
+            .values(**values)
+        )
+
+
+def undelivered_invoices(
+    engine: Engine, channels: Iterable[str], *, interval: str | None = None, limit: int | None = None
+) -> dict[tuple[str, str], list[str]]:
+    """Finalized invoices missing a final ledger row for any of ``channels``.
+
+    Returns ``{(interval, period key): [org ids]}`` (sorted). Rows that ``failed`` count as
+    unfinished: the caller decides whether to retry them (the sensor does not loop on them;
+    see ``defs.delivery``).
+    """
+    channels = [c for c in channels if c in CHANNELS]
+    if not channels:
+        return {}
+    conditions = []
+    for channel in channels:
+        done = (
+            select(invoice_deliveries.c.invoice_id)
+            .where(
+                invoice_deliveries.c.invoice_id == invoices.c.id,
+                invoice_deliveries.c.channel == channel,
+                or_(invoice_deliveries.c.status.in_(FINAL_STATUSES), invoice_deliveries.c.status == "failed"),
+            )
+            .exists()
+        )
+        conditions.append(~done)
+    query = select(invoices.c.interval, invoices.c.period_key, invoices.c.org_id).where(
+        invoices.c.status == "finalized", or_(*conditions)
+    )
+    if interval is not None:
+        query = query.where(invoices.c.interval == interval)
+    query = query.order_by(invoices.c.interval, invoices.c.period_key, invoices.c.org_id)
+    if limit is not None:
+        query = query.limit(limit)
+    out: dict[tuple[str, str], list[str]] = {}
+    with engine.connect() as conn:
+        for r in conn.execute(query):
+            out.setdefault((r.interval, r.period_key), []).append(r.org_id)
+    return out
+
+
+def finalized_invoice_ids(
+    engine: Engine, interval: str, period_key: str, org_ids: Sequence[str] | None = None
+) -> dict[str, int]:
+    """org id -> invoice id of the period's finalized (or later: paid) invoices."""
+    query = select(invoices.c.org_id, invoices.c.id).where(
+        invoices.c.interval == interval,
+        invoices.c.period_key == period_key,
+        invoices.c.status.in_(("finalized", "paid")),
+    )
+    if org_ids is not None:
+        query = query.where(invoices.c.org_id.in_(list(org_ids)))
+    with engine.connect() as conn:
+        return {r.org_id: r.id for r in conn.execute(query)}
+
+
+__all__ = [
+    "CHANNELS", "FINAL_STATUSES", "LedgerRow", "ClaimLost", "get_rows", "claim", "mark_sending",
+    "mark_succeeded", "mark_failed", "undelivered_invoices", "finalized_invoice_ids",
+]

@@ -1,0 +1,83 @@
+"""Read-only views of billing state for the CLI and run summaries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy import Engine, func, select
+
+from billing_pipeline.db import invoices as invoice_rows
+from billing_pipeline.db import reference
+from billing_pipeline.db.schema import event_imports, quarantined_events
+from billing_pipeline.domain import money
+from billing_pipeline.domain.model import OrganizationStatus
+from billing_pipeline.domain.periods import BillingPeriod
+
+
+@dataclass(frozen=True)
+class OrgPeriodState:
+    org_id: str
+    name: str
+    state: str  # finalized | paid | void | uncollectible | draft | failed | skipped | missing
+    number: str | None
+    total: Decimal | None
+    currency: str
+    detail: str
+
+
+def period_states(engine: Engine, period: BillingPeriod) -> list[OrgPeriodState]:
+    """Every organization billed on ``period.interval``: its invoice (or why there is none)."""
+    orgs = {o.id: o for o in reference.get_organizations(engine).values()
+            if o.billing_interval is period.interval}
+    states = invoice_rows.get_invoice_states(engine, period.interval, period.key)
+    errors = invoice_rows.get_errors(engine, period.interval, period.key)
+    stored = invoice_rows.load_invoices(engine, [s[0] for s in states.values()])
+    rows = []
+    for org_id, org in sorted(orgs.items()):
+        if org_id in errors:
+            stage, message = errors[org_id]
+            rows.append(OrgPeriodState(org_id, org.name, "failed", None, None, org.currency, f"{stage}: {message}"))
+        elif org_id in states:
+            inv_id, status, number = states[org_id]
+            inv = stored[inv_id].invoice
+            rows.append(OrgPeriodState(org_id, org.name, status, number, inv.total, inv.currency, ""))
+        elif org.status is not OrganizationStatus.ACTIVE:
+            rows.append(OrgPeriodState(org_id, org.name, "skipped", None, None, org.currency,
+                                       f"organization is {org.status.value}"))
+        else:
+            rows.append(OrgPeriodState(org_id, org.name, "missing", None, None, org.currency, "not invoiced yet"))
+    return rows
+
+
+def format_period_report(period: BillingPeriod, rows: list[OrgPeriodState]) -> str:
+    lines = [f"{period.interval.value.capitalize()} invoices for {period.label} "
+             f"({period.start:%Y-%m-%d} to {period.end:%Y-%m-%d}, end exclusive)"]
+    lines.append(f"  {'organization':<16} {'state':<10} {'invoice':<17} {'total':>18}  detail")
+    revenue: dict[str, Decimal] = {}
+    for r in rows:
+        total = money.format_amount(r.total, r.currency) if r.total is not None else "-"
+        lines.append(f"  {r.org_id:<16} {r.state:<10} {r.number or '-':<17} {total:>18}  {r.detail}")
+        if r.state in {"finalized", "paid"} and r.total is not None:
+            revenue[r.currency] = revenue.get(r.currency, Decimal(0)) + r.total
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    invoiced = counts.get("finalized", 0) + counts.get("paid", 0)
+    lines.append(f"  invoices: {invoiced}; " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    lines.append("  revenue: " + (", ".join(money.format_amount(v, c) for c, v in sorted(revenue.items())) or "none"))
+    lines.append(f"  failures: {counts.get('failed', 0)}")
+    return "\n".join(lines)
+
+
+def quarantine_counts(engine: Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(quarantined_events.c.reason, func.count()).group_by(quarantined_events.c.reason)
+        )
+        return dict(sorted((r[0], int(r[1])) for r in rows))
+
+
+def recent_imports(engine: Engine, limit: int = 5) -> list:
+    with engine.connect() as conn:
+        return conn.execute(select(event_imports).order_by(event_imports.c.id.desc()).limit(limit)).all()

@@ -1,0 +1,41 @@
+"""Bad configuration fails at load with the variable's name."""
+
+import pytest
+
+from billing_pipeline.settings import Settings, SettingsError
+
+
+def test_defaults_are_embedded(tmp_path):
+    s = Settings.from_env({"BILLING_HOME": str(tmp_path)})
+    assert s.database_url == f"sqlite:///{tmp_path / 'billing.db'}"
+    assert (s.document_store, s.payment_gateway, s.mailer) == ("local", "none", "outbox")
+    assert s.monthly_invoice_cron == "0 0 1 * *" and s.hourly_usage_cron == "5 * * * *"
+    assert s.dry_run is False and s.enable_email is True
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"INVOICE_BATCH_SIZE": "lots"}, "INVOICE_BATCH_SIZE: must be an integer"),
+        ({"INVOICE_BATCH_SIZE": "0"}, "INVOICE_BATCH_SIZE: must be an integer from 1"),
+        ({"MONTHLY_INVOICE_CRON": "every month"}, "MONTHLY_INVOICE_CRON: not a valid cron"),
+        ({"DRY_RUN": "maybe"}, "DRY_RUN: must be true or false"),
+        ({"DOCUMENT_STORE": "ftp"}, "DOCUMENT_STORE: must be one of local, s3"),
+        ({"DOCUMENT_STORE": "s3"}, "S3_BUCKET: required"),
+        ({"PAYMENT_GATEWAY": "stripe"}, "STRIPE_API_KEY: required"),
+        ({"MAILER": "smtp"}, "SMTP_HOST: required"),
+        ({"BILLING_DATABASE_URL": "mysql://x"}, "BILLING_DATABASE_URL: must be"),
+        ({"BILLING_PARTITIONS_START": "2026-13-01"}, "BILLING_PARTITIONS_START: must be a date"),
+        ({"EMAIL_FROM": "billing\r\nBcc: x@y"}, "EMAIL_FROM: must be an email"),
+        ({"INVOICE_NUMBER_PREFIX": "INV/1"}, "INVOICE_NUMBER_PREFIX"),
+        ({"SMTP_PORT": "70000"}, "SMTP_PORT: must be an integer from 1 to 65535"),
+    ],
+)
+def test_bad_values_name_the_variable(env, message):
+    with pytest.raises(SettingsError, match=message.replace("(", r"\(")):
+        Settings.from_env(env)
+
+
+def test_secret_values_are_not_kept():
+    s = Settings.from_env({"PAYMENT_GATEWAY": "stripe", "STRIPE_API_KEY": "sk_live_secret"})
+    assert "sk_live_secret" not in repr(s)
