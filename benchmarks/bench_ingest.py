@@ -74,22 +74,52 @@ def event_file(data_dir: Path, events: int, orgs: int, seed_: int) -> Path:
     return path
 
 
-def run_size(url: str, path: Path, orgs: int, batch_size: int) -> dict:
+def server_cpu_seconds(postmaster_pid: int | None) -> float | None:
+    """User+system CPU of the postmaster's live children (backends, WAL writer, ...)."""
+    if not postmaster_pid:
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == postmaster_pid:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def run_size(url: str, path: Path, orgs: int, batch_size: int,
+             postmaster_pid: int | None = None) -> dict:
     seed(url, orgs)
     engine = get_engine(url)
     metrics = parse_catalog(generate_events.CATALOG).metrics
     result: dict = {"file": path.name, "bytes": path.stat().st_size}
     for label in ("first_import", "reimport"):
+        cpu_before = time.process_time()
+        server_before = server_cpu_seconds(postmaster_pid)
         summary = import_events(engine, path, metrics=metrics, now=NOW, batch_size=batch_size)
+        python_cpu = time.process_time() - cpu_before
+        server_after = server_cpu_seconds(postmaster_pid)
+        server_cpu = None if server_before is None else server_after - server_before
         rate = summary.read / summary.seconds
         print(f"  {label:12s} read={summary.read:,} accepted={summary.accepted:,} "
               f"duplicates={summary.duplicates:,} quarantined={summary.quarantined:,} "
-              f"{summary.seconds:.1f}s -> {rate:,.0f} events/s", flush=True)
+              f"{summary.seconds:.1f}s -> {rate:,.0f} events/s "
+              f"(CPU: python {python_cpu:.1f}s, postgres {server_cpu or 0:.1f}s; "
+              f"load avg {os.getloadavg()[0]:.1f})", flush=True)
         result[label] = {
             "read": summary.read, "accepted": summary.accepted,
             "duplicates": summary.duplicates, "quarantined": summary.quarantined,
             "by_reason": summary.by_reason, "seconds": round(summary.seconds, 2),
             "events_per_second": round(rate),
+            "python_cpu_seconds": round(python_cpu, 1),
+            "postgres_cpu_seconds": None if server_cpu is None else round(server_cpu, 1),
+            "load_average_after": round(os.getloadavg()[0], 2),
         }
         if label == "first_import":
             with engine.begin() as conn:
@@ -145,7 +175,8 @@ def main(argv: list[str] | None = None) -> None:
                 path = event_file(args.data_dir, events, args.orgs, args.seed)
                 print(f"{events:,} events", flush=True)
                 url = server.create_database(f"bench_{events}")
-                report["runs"][str(events)] = run_size(url, path, args.orgs, args.batch_size)
+                report["runs"][str(events)] = run_size(url, path, args.orgs, args.batch_size,
+                                                       server.pid)
                 server.drop_database(f"bench_{events}")
     report["max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,8 @@ import os
 import dagster as dg
 
 from billing_pipeline.defs.automation import build_invoice_schedule, organizations_sensor
+from billing_pipeline.defs.delivery import build_delivery_assets, build_delivery_job, build_invoice_delivery_sensor
+from billing_pipeline.defs.delivery_resources import DocumentStoreResource, MailerResource, PaymentGatewayResource
 from billing_pipeline.defs.invoicing import build_invoice_assets
 from billing_pipeline.defs.partitions import billing_partitions, hourly_usage_partitions
 from billing_pipeline.defs.resources import BillingDatabaseResource
@@ -17,6 +19,7 @@ from billing_pipeline.defs.usage import (
     hourly_usage_job,
 )
 from billing_pipeline.domain.model import BillingInterval
+from billing_pipeline.services.delivery import DeliveryOptions, seller_from_settings
 from billing_pipeline.settings import Settings
 
 
@@ -27,6 +30,8 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     checks: list = []
     jobs: list = [hourly_usage_job]
     schedules: list = [build_hourly_usage_schedule(settings.hourly_usage_cron, settings.schedules_running)]
+    delivery_options = DeliveryOptions.from_settings(settings, render_workers=2)
+    delivery_jobs: list = []
     crons = {BillingInterval.MONTHLY: settings.monthly_invoice_cron, BillingInterval.WEEKLY: settings.weekly_invoice_cron}
     for interval in BillingInterval:
         drafts, finalized, check = build_invoice_assets(
@@ -43,6 +48,15 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
             description=f"Draft, reconcile and finalize {interval.value} invoices (partition = period × organization).",
         )
         jobs.append(job)
+        deliveries = build_delivery_assets(
+            interval,
+            billing_partitions(interval, settings.partitions_start),
+            options=delivery_options,
+            seller=seller_from_settings(settings.seller),
+            batch_size=settings.invoice_batch_size,
+        )
+        assets.append(deliveries)
+        delivery_jobs.append(build_delivery_job(interval, deliveries))
         schedules.append(
             build_invoice_schedule(
                 interval, job, crons[interval],
@@ -54,20 +68,49 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     database_url: str | dg.EnvVar = (
         dg.EnvVar("BILLING_DATABASE_URL") if os.environ.get("BILLING_DATABASE_URL") else settings.database_url
     )
+    delivery_sensor = build_invoice_delivery_sensor(
+        delivery_options, delivery_jobs, batch_size=settings.invoice_batch_size, running=settings.schedules_running
+    )
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,
-        jobs=jobs,
+        jobs=jobs + delivery_jobs,
         schedules=schedules,
-        sensors=[organizations_sensor, build_late_usage_sensor(hours)],
+        sensors=[organizations_sensor, build_late_usage_sensor(hours), delivery_sensor],
         resources={
             "billing_db": BillingDatabaseResource(
                 url=database_url, invoice_number_prefix=settings.invoice_number_prefix
             ),
+            **delivery_resources(settings),
         },
         # Steps of a billing run are sequential and cheap; one process per run saves ~2 s per step.
         executor=dg.in_process_executor,
     )
+
+
+def _env(name: str) -> dg.EnvVar | None:
+    """A secret as an EnvVar when it is set (its value is read at run time, never here)."""
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
+
+def delivery_resources(settings: Settings) -> dict:
+    return {
+        "document_store": DocumentStoreResource(
+            kind=settings.document_store, documents_dir=str(settings.documents_dir), bucket=settings.s3_bucket,
+            prefix=settings.s3_prefix, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region,
+            aws_access_key_id=_env("AWS_ACCESS_KEY_ID"), aws_secret_access_key=_env("AWS_SECRET_ACCESS_KEY"),
+        ),
+        "payment_gateway": PaymentGatewayResource(
+            kind=settings.payment_gateway, api_base=settings.stripe_api_base,
+            api_key=dg.EnvVar("STRIPE_API_KEY") if settings.payment_gateway == "stripe" else None,
+        ),
+        "mailer": MailerResource(
+            kind=settings.mailer, outbox_dir=str(settings.outbox_dir), host=settings.smtp_host,
+            port=settings.smtp_port, username=settings.smtp_username, password=_env("SMTP_PASSWORD"),
+            security=settings.smtp_security, timeout_seconds=settings.smtp_timeout_seconds,
+            ca_file=settings.smtp_ca_file,
+        ),
+    }
 
 
 defs = build_definitions()

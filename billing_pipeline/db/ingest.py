@@ -1,29 +1,32 @@
 """Usage-event import: one CSV / JSON Lines file in; events, quarantine and dirty hours out.
 
 ``import_events(engine, path, metrics=...)`` streams the file in batches (constant memory),
-validates every line with ``domain.events.validate_event``, converts values with
-``domain.quantity.to_micros`` and writes each batch in one transaction: new events,
-quarantined lines, the hours they touched (``dirty_hours``) and the running counts of
-the ``event_imports`` row. A crash loses at most the batch in flight; re-running the
-same file then completes it, because events are idempotent on ``(org_id, event_id)``:
+validates every line with ``domain.events.validate_event`` and writes each batch in one
+transaction: new events, quarantined lines, the hours they touched (``dirty_hours``) and
+the running counts of the ``event_imports`` row. A crash loses at most the batch in
+flight; re-running the same file then completes it, because events are idempotent on
+``(org_id, event_id)``:
 
 * same id, same ``payload_fingerprint`` -> a duplicate, ignored (a replay);
 * same id, different payload -> quarantined as ``conflicting_duplicate``; the payload
-  already stored (or the first occurrence in the file) wins.
+  already stored (or else the first occurrence in the file) wins.
 
-Every non-blank line is counted once: ``read == accepted + duplicates + quarantined``.
+Quarantine reasons are ``domain.events.RejectReason`` values plus ``malformed_line``
+(unreadable line, or text PostgreSQL cannot store), ``too_precise`` /
+``value_out_of_range`` (numbers ``domain.quantity.to_micros`` refuses; the domain
+reports them as ``non_numeric_value``) and ``conflicting_duplicate``. Every non-blank
+line is counted once: ``read == accepted + duplicates + quarantined``.
 
-Speed (PostgreSQL): rows that are already clean (known org and metric, plain decimal
-value, ``...Z`` timestamp) take a string-only fast path that produces exactly what
-``validate_event`` + ``payload_fingerprint`` + ``to_micros`` would (a unit test checks
-the two paths agree); anything else goes through the domain functions. Batches are
-COPYed as preformatted text, straight into ``usage_events`` while no key collides
-(a savepoint catches the unique violation) and otherwise through a temporary staging
-table with set-based SQL. Parsing the next batch overlaps the database work on the
-current one (a writer thread; psycopg releases the GIL while it waits). SQLite takes
-the same batches through plain executemany.
+Speed (PostgreSQL): rows in the common clean shape (known org and metric, plain decimal
+value, ``...Z`` timestamp, printable-ASCII id) take a string-only fast path that returns
+exactly what the domain functions would (unit tests compare the two on fixed and random
+rows); anything else goes through the domain functions. Batches are COPYed as
+preformatted text in key order straight into ``usage_events`` while no key collides (a
+savepoint catches the unique violation); batches that meet stored keys go through a
+temporary staging table and set-based SQL (one primary-key probe per row). Parsing the
+next batch overlaps the database work on the current one (a writer thread; psycopg
+releases the GIL while it waits). SQLite takes the same batches through executemany.
 """
-
 from __future__ import annotations
 
 import datetime as dt
@@ -40,7 +43,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
-from sqlalchemy import Engine, func, insert, select, tuple_, update
+from sqlalchemy import Engine, insert, select, tuple_, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from billing_pipeline.db import event_files
@@ -55,6 +58,7 @@ from billing_pipeline.db.schema import (
 )
 from billing_pipeline.domain.catalog import Metric, parse_catalog
 from billing_pipeline.domain.events import (
+    RejectReason,
     Rejection,
     UsageEvent,
     payload_fingerprint,
@@ -163,7 +167,6 @@ def import_events(
         try:
             if postgres:
                 # One batch in the database while the next is parsed.
-                import sys as _sys; _sys.setswitchinterval(float(__import__("os").environ.get("SWI", "0.005")))
                 with ThreadPoolExecutor(1, thread_name_prefix="ingest-writer") as pool:
                     pending = None
                     for batch in reader:
@@ -232,8 +235,9 @@ def _finish_import(engine: Engine, import_id: int) -> None:
 
 # --- validation -----------------------------------------------------------------------
 
-#: An accepted event, backend-neutral: (org_id, event_id, metric_code, value_micros text,
-#: canonical properties JSON or None, occurred_at as ISO UTC with microseconds, sha256).
+#: An accepted event: (org_id, event_id, metric_code, value_micros text, canonical
+#: properties JSON or None, occurred_at as ISO UTC with microseconds, sha256, and the
+#: whole row as a line of COPY text for ``usage_events`` (built once, where it is cheap)).
 Row = tuple
 
 _VALUE_RE = re.compile(r"-?(?:0|[1-9][0-9]{0,11})(?:\.[0-9]{1,6})?")
@@ -284,10 +288,11 @@ class _Classifier:
             if isinstance(org, str) and _PLAIN_ID_RE.fullmatch(org)
         }
         self.metric_info = {
-            code: (json.dumps(code, ensure_ascii=False), metric.allow_negative)
+            code: (json.dumps(code, ensure_ascii=False), metric.allow_negative, code)
             for code, metric in metrics.items()
             if _PLAIN_ID_RE.fullmatch(code)
         }
+        self.ingested_copy = "\t" + now.astimezone(UTC).isoformat(timespec="microseconds")
         self.future_limit = (now + max_future).astimezone(UTC).isoformat(timespec="microseconds")
         self._props: dict[str, str | None] = {}
         self._dates: dict[str, bool] = {}
@@ -310,7 +315,11 @@ class _Classifier:
         if "." in value:
             whole, _, fraction = value.partition(".")
             micros = whole + fraction + _ZEROS[len(fraction):]
+            if whole == "0" or whole == "-0":
+                micros = str(int(micros))  # no leading zeros: "0.5" -> "500000"
             value = value.rstrip("0").rstrip(".")
+        elif value == "0" or value == "-0":
+            micros = "0"
         else:
             micros = value + _ZEROS
         if value[0] == "-":
@@ -363,14 +372,23 @@ class _Classifier:
             sha = hashlib.sha256(fingerprint.encode("utf-8")).hexdigest()
         except UnicodeEncodeError:
             return None
-        return (org_id, event_id, metric, micros, props, occurred, sha)
+        if props is not None and "\\" in props:
+            props_copy = props.replace("\\", "\\\\")
+        else:
+            props_copy = "\\N" if props is None else props
+        line = (f"{org_id}\t{event_id}\t{info[2]}\t{micros}\t{props_copy}\t{occurred}"
+                f"{self.ingested_copy}\t{sha}\n")
+        return (org_id, event_id, metric, micros, props, occurred, sha, line)
 
     def slow(self, raw: Mapping[str, object]) -> Row | tuple[str, str]:
         """The reference path: a ``Row``, or ``(reason, detail)`` to quarantine."""
         result = validate_event(raw, known_orgs=self.known_orgs, metrics=self.metrics,
                                 now=self.now, max_future=self.max_future)
         if isinstance(result, Rejection):
-            return (result.reason.value, result.detail)
+            reason = result.reason.value
+            if result.reason is RejectReason.NON_NUMERIC_VALUE:
+                reason = _quantity_reason(raw.get("value")) or reason
+            return (reason, result.detail)
         event: UsageEvent = result
         try:
             micros = to_micros(event.value)
@@ -389,8 +407,34 @@ class _Classifier:
         except UnicodeEncodeError:
             return (MALFORMED_LINE, "properties contain invalid UTF-8 (lone surrogates)")
         occurred = event.occurred_at.astimezone(UTC).isoformat(timespec="microseconds")
-        return (event.org_id, event.event_id, event.metric_code, str(micros), props,
-                occurred, sha)
+        row = (event.org_id, event.event_id, event.metric_code, str(micros), props,
+               occurred, sha)
+        return row + (_copy_line(row, self.ingested_copy),)
+
+
+_DECIMAL_RE = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+def _quantity_reason(value: object) -> str | None:
+    """``too_precise`` / ``value_out_of_range`` when ``value`` is a finite number that
+    ``to_micros`` refuses (the domain reports those as non-numeric); else ``None``."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        number = Decimal(repr(value))
+    elif isinstance(value, int | Decimal):
+        number = Decimal(value)
+    elif isinstance(value, str) and _DECIMAL_RE.fullmatch(value.strip()):
+        number = Decimal(value.strip())
+    else:
+        return None
+    if not number.is_finite():
+        return None
+    try:
+        to_micros(number)
+    except QuantityError:
+        return VALUE_OUT_OF_RANGE if abs(number) >= MAX_ABS_VALUE else TOO_PRECISE
+    return None
 
 
 def _valid_date(text: str) -> bool:
@@ -655,23 +699,13 @@ def _copy_escape(text: str) -> str:
             .replace("\r", "\\r"))
 
 
-def _copy_lines(rows: list[Row], suffix: str, with_index: bool) -> bytes:
-    """Rows as COPY text: ``[index\\t]org\\tevent\\tmetric\\tmicros\\tprops\\tts{suffix}``."""
-    out = []
-    append = out.append
-    specials = _COPY_SPECIALS.search
-    for index, (org, event, metric, micros, props, occurred, sha) in enumerate(rows):
-        if props is None:
-            props = "\\N"
-        elif "\\" in props:
-            props = props.replace("\\", "\\\\")
-        if specials(org) or specials(event) or specials(metric):
-            org, event, metric = _copy_escape(org), _copy_escape(event), _copy_escape(metric)
-        if with_index:
-            append(f"{index}\t{org}\t{event}\t{metric}\t{micros}\t{props}\t{occurred}\t{sha}\n")
-        else:
-            append(f"{org}\t{event}\t{metric}\t{micros}\t{props}\t{occurred}{suffix}\t{sha}\n")
-    return "".join(out).encode("utf-8")
+def _copy_line(row: Row, ingested_copy: str) -> str:
+    """One row as COPY text for ``usage_events`` (``ingested_copy`` is ``"\\t<timestamp>"``)."""
+    org, event, metric, micros, props, occurred, sha = row[:7]
+    props = "\\N" if props is None else _copy_escape(props)
+    if _COPY_SPECIALS.search(org + event + metric):
+        org, event, metric = _copy_escape(org), _copy_escape(event), _copy_escape(metric)
+    return f"{org}\t{event}\t{metric}\t{micros}\t{props}\t{occurred}{ingested_copy}\t{sha}\n"
 
 
 _STAGING_DDL = """
@@ -683,6 +717,7 @@ CREATE TEMPORARY TABLE IF NOT EXISTS ingest_staging (
     value_micros bigint NOT NULL,
     properties json,
     occurred_at timestamptz NOT NULL,
+    ingested_at timestamptz NOT NULL,
     payload_sha256 text NOT NULL
 ) ON COMMIT DELETE ROWS
 """
@@ -693,7 +728,7 @@ _COPY_EVENTS = (
 )
 _COPY_STAGING = (
     "COPY ingest_staging (idx, org_id, event_id, metric_code, value_micros, properties,"
-    " occurred_at, payload_sha256) FROM STDIN"
+    " occurred_at, ingested_at, payload_sha256) FROM STDIN"
 )
 _COPY_QUARANTINE = (
     "COPY quarantined_events (import_id, source, line_number, org_id, event_id, reason, detail,"
@@ -719,7 +754,7 @@ WITH inserted AS (
     INSERT INTO usage_events (org_id, event_id, metric_code, value_micros, properties,
                               occurred_at, ingested_at, payload_sha256)
     SELECT org_id, event_id, metric_code, value_micros, properties, occurred_at,
-           %(ingested_at)s, payload_sha256
+           ingested_at, payload_sha256
     FROM ingest_staging
     ORDER BY org_id, event_id
     {on_conflict}
@@ -764,7 +799,6 @@ class _PostgresWriter(_Writer):
         self.import_id = import_id
         self.source = source
         self.ingested_at = now
-        self._ingested_text = "\t" + now.astimezone(UTC).isoformat(timespec="microseconds")
         self._dbapi = engine.raw_connection()
         self.conn = self._dbapi.driver_connection
         self.direct = True
@@ -785,20 +819,34 @@ class _PostgresWriter(_Writer):
         return max(self.ingested_at, dt.datetime.now(UTC))
 
     def write(self, batch: _Batch) -> _Counts:
+        for attempt in range(3):
+            try:
+                return self._write(batch)
+            except self._errors.DeadlockDetected:
+                # Two imports inserting overlapping keys in opposite orders; the batch's
+                # transaction rolled back whole, so it can simply run again.
+                if attempt == 2:
+                    raise
+                self.direct = False
+                log.warning("deadlock writing a batch of %s; retrying", self.source)
+        raise AssertionError("unreachable")
+
+    def _write(self, batch: _Batch) -> _Counts:
         conn = self.conn
         counts = _Counts()
         stored: dict[int, str] = {}
-        T0 = time.perf_counter(); T = {}
         with conn.transaction():
             cur = conn.cursor()
             done = not batch.rows
             if not done and self.direct:
                 try:
                     with conn.transaction():
+                        # Key order (a line starts "org\tevent\t"): the primary-key inserts
+                        # walk the index instead of jumping around it (~25% faster COPY).
+                        lines = sorted([row[7] for row in batch.rows])
                         with cur.copy(_COPY_EVENTS) as copy:
-                            copy.write(_copy_lines(batch.rows, self._ingested_text, False))
+                            copy.write("".join(lines).encode("utf-8"))
                     done = True
-                    T["direct"] = time.perf_counter() - T0
                     counts.accepted = len(batch.rows)
                     hours = sorted({row[5][:13] + ":00:00+00:00" for row in batch.rows})
                     cur.execute(_MARK_HOURS, {"hours": hours, "marked_at": self._marked_at()})
@@ -810,9 +858,9 @@ class _PostgresWriter(_Writer):
                 cur.execute("SET LOCAL enable_hashjoin = off")
                 cur.execute("SET LOCAL enable_mergejoin = off")
                 with cur.copy(_COPY_STAGING) as copy:
-                    copy.write(_copy_lines(batch.rows, "", True))
+                    copy.write("".join([f"{index}\t{row[7]}" for index, row in
+                                        enumerate(batch.rows)]).encode("utf-8"))
                 replays = 0
-                T["staged"] = time.perf_counter() - T0
                 for idx, value in cur.execute(_TAKE_EXISTING).fetchall():
                     if idx == -1:
                         replays = int(value)
@@ -820,9 +868,8 @@ class _PostgresWriter(_Writer):
                         stored[idx] = value
                 remaining = len(batch.rows) - replays - len(stored)
                 inserted = 0
-                T["take"] = time.perf_counter() - T0
                 if remaining:
-                    params = {"ingested_at": self.ingested_at, "marked_at": self._marked_at()}
+                    params = {"marked_at": self._marked_at()}
                     try:
                         # The keys left are new unless a concurrent import races us: a plain
                         # INSERT skips ON CONFLICT's extra index probe per row.
@@ -854,14 +901,11 @@ class _PostgresWriter(_Writer):
                             reason, event_files.printable_raw(detail),
                             event_files.printable_raw(raw), now,
                         ))
-            T["settled"] = time.perf_counter() - T0
             cur.execute(_COUNT_IMPORT, {
                 "read": counts.read, "accepted": counts.accepted,
                 "duplicates": counts.duplicates, "quarantined": counts.quarantined,
                 "id": self.import_id,
             })
-        T["commit"] = time.perf_counter() - T0
-        import sys; print({k: round(v, 3) for k, v in T.items()}, file=sys.stderr)
         return counts
 
 
@@ -918,7 +962,7 @@ class _SqliteWriter(_Writer):
                             "occurred_at": dt.datetime.fromisoformat(occurred),
                             "ingested_at": self.ingested_at, "payload_sha256": sha,
                         }
-                        for org, event, metric, micros, props, occurred, sha in new
+                        for org, event, metric, micros, props, occurred, sha, _ in new
                     ],
                 )
                 counts.accepted = len(new)

@@ -18,7 +18,6 @@ invoices that have no ledger row yet for an enabled channel; ``run_delivery`` do
 from the CLI, right after ``run_period``.
 """
 
-from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
@@ -238,7 +237,7 @@ def delivery_job_name(interval: BillingInterval) -> str:
     return f"deliver_{interval.value}_invoices_job"
 
 
-def build_delivery_job(interval: BillingInterval, asset: dg.AssetsDefinition) -> dg.UnresolvedAssetJobDefinition:
+def build_delivery_job(interval: BillingInterval, asset: dg.AssetsDefinition):
     return dg.define_asset_job(
         name=delivery_job_name(interval),
         selection=dg.AssetSelection.assets(asset),
@@ -283,11 +282,13 @@ def delivery_run_requests(
     return requests
 
 
-def build_invoice_delivery_sensor(options: DeliveryOptions, *, batch_size: int, running: bool) -> dg.SensorDefinition:
+def build_invoice_delivery_sensor(
+    options: DeliveryOptions, jobs: Sequence, *, batch_size: int, running: bool
+) -> dg.SensorDefinition:
     @dg.sensor(
         name="invoice_delivery_sensor",
         minimum_interval_seconds=60,
-        jobs=[],
+        jobs=list(jobs),
         default_status=dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED,
         description=(
             "Launches delivery runs for finalized invoices that have no ledger row yet for an enabled "

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from billing_pipeline.defs.events import log_partition_events
 from billing_pipeline.defs.partitions import billing_key, split_key
 from billing_pipeline.defs.resources import BillingDatabaseResource
 from billing_pipeline.defs.usage import HOURLY_USAGE_KEY
@@ -118,16 +119,13 @@ def build_invoice_assets(
         for period_key, org_ids in batches(context.partition_keys, interval, config.organizations).items():
             batch = invoicing.draft_batch(engine, period_from_key(interval, period_key), org_ids, dry_run=dry_run)
             done.append(batch)
-            for r in batch.results:
-                context.log_event(
-                    dg.AssetObservation(
-                        asset_key=drafts_key,
-                        partition=billing_key(interval, period_key, r.org_id),
-                        metadata=_org_metadata(r),
-                    )
-                )
-                if r.outcome is Outcome.FAILED:
-                    context.log.warning(f"{r.org_id} {period_key}: {r.message}")
+            log_partition_events(context, [
+                dg.AssetObservation(asset_key=drafts_key, partition=billing_key(interval, period_key, r.org_id),
+                                    metadata=_org_metadata(r))
+                for r in batch.results
+            ])
+            for r in batch.failed:
+                context.log.warning(f"{r.org_id} {period_key}: {r.message}")
         context.log.info("\n" + "\n".join(invoicing.format_summary(b) for b in done))
         return dg.MaterializeResult(metadata={"dry_run": dry_run, **summary_metadata(done)})
 
@@ -188,14 +186,19 @@ def build_invoice_assets(
                 prefix=billing_db.invoice_number_prefix, now=now, dry_run=dry_run,
             )
             done.append(batch)
-            for r in batch.results:
-                key = billing_key(interval, period_key, r.org_id)
-                if dry_run:
-                    context.log_event(dg.AssetObservation(asset_key=invoices_key, partition=key,
-                                                          metadata=_org_metadata(r)))
-                elif r.ok:  # skipped organizations too: nothing to invoice is a final answer
-                    context.log_event(dg.AssetMaterialization(asset_key=invoices_key, partition=key,
-                                                              metadata=_org_metadata(r)))
+            if dry_run:
+                log_partition_events(context, [
+                    dg.AssetObservation(asset_key=invoices_key, partition=billing_key(interval, period_key, r.org_id),
+                                        metadata=_org_metadata(r))
+                    for r in batch.results
+                ])
+            else:  # skipped organizations too: nothing to invoice is a final answer
+                log_partition_events(context, [
+                    dg.AssetMaterialization(asset_key=invoices_key,
+                                            partition=billing_key(interval, period_key, r.org_id),
+                                            metadata=_org_metadata(r))
+                    for r in batch.results if r.ok
+                ])
         context.log.info("\n" + "\n".join(invoicing.format_summary(b) for b in done))
         failed = [r for b in done for r in b.failed]
         if failed and not dry_run:

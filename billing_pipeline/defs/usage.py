@@ -6,6 +6,7 @@ import datetime as dt
 import dagster as dg
 
 from billing_pipeline.db import reference, usage
+from billing_pipeline.defs.events import log_partition_events
 from billing_pipeline.defs.partitions import hour_key, hour_of
 from billing_pipeline.defs.resources import BillingDatabaseResource
 
@@ -33,6 +34,7 @@ def build_hourly_usage(partitions_def: dg.HourlyPartitionsDefinition) -> dg.Asse
         metrics = catalog.metrics if catalog else {}
         failed: dict[str, str] = {}
         total_events = 0
+        done = []
         for key in context.partition_keys:
             try:
                 result = usage.aggregate_hour(engine, hour_of(key), metrics)
@@ -41,7 +43,7 @@ def build_hourly_usage(partitions_def: dg.HourlyPartitionsDefinition) -> dg.Asse
                 failed[key] = str(exc)
                 continue
             total_events += result.event_count
-            context.log_event(
+            done.append(
                 dg.AssetMaterialization(
                     asset_key=HOURLY_USAGE_KEY,
                     partition=key,
@@ -52,6 +54,7 @@ def build_hourly_usage(partitions_def: dg.HourlyPartitionsDefinition) -> dg.Asse
                     },
                 )
             )
+        log_partition_events(context, done)
         context.log.info(
             f"aggregated {len(context.partition_keys) - len(failed)} hour(s), {total_events} events"
         )

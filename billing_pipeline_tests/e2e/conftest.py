@@ -1,0 +1,66 @@
+"""End-to-end fixtures: a not-yet-started ``DagsterStack`` on the session's PostgreSQL server.
+
+The test module seeds the billing database, then calls ``stack.start()``. On a failing test
+the webserver and daemon log tails are attached to the report.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from billing_pipeline_tests.e2e.stack import DagsterStack
+
+E2E_SETTINGS = {
+    "BILLING_PARTITIONS_START": "2026-09-01",
+    # the monthly schedule ticks every minute so a test can watch the daemon fire it
+    "MONTHLY_INVOICE_CRON": "* * * * *",
+    # 1 January only: no hourly or weekly run sneaks into the scenario
+    "HOURLY_USAGE_CRON": "0 0 1 1 *",
+    "WEEKLY_INVOICE_CRON": "0 0 1 1 *",
+    "SCHEDULES_RUNNING": "true",
+    "INVOICE_BATCH_SIZE": "3",
+    # invoicing is under test, not delivery: the delivery sensor then skips ("every channel is disabled")
+    "INVOICE_ENABLE_PDF": "false",
+    "INVOICE_ENABLE_S3": "false",
+    "INVOICE_ENABLE_STRIPE": "false",
+    "INVOICE_ENABLE_EMAIL": "false",
+}
+
+
+@pytest.fixture(scope="module")
+def e2e_stack(postgres_server):
+    suffix = uuid.uuid4().hex[:8]
+    billing_db, instance_db = f"e2e_billing_{suffix}", f"e2e_dagster_{suffix}"
+    billing_url = postgres_server.create_database(billing_db)
+    postgres_server.create_database(instance_db)
+    root = Path(tempfile.mkdtemp(prefix="billing-e2e-"))
+    stack = DagsterStack(root, pg_host=postgres_server.host, pg_port=postgres_server.port,
+                         instance_db=instance_db, billing_url=billing_url, settings=E2E_SETTINGS)
+    # this process opens the same instance for assertions: its dagster.yaml reads DAGSTER_PG_*
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in stack.pg_env.items():
+            mp.setenv(key, value)
+        try:
+            yield stack
+        finally:
+            stack.stop()
+            for name in (billing_db, instance_db):
+                try:
+                    postgres_server.drop_database(name)
+                except Exception:  # the cluster is thrown away at session end anyway
+                    pass
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    stack = getattr(item, "funcargs", {}).get("e2e_stack") if report.failed else None
+    if stack is not None:
+        report.sections.append(("dagster servers", stack.diagnostics()))

@@ -1,0 +1,403 @@
+"""Billing as a user drives it: webserver + daemon on a PostgreSQL instance, GraphQL, CLIs, the UI.
+
+One scenario, in order (later tests build on earlier ones):
+September is invoiced by an asset backfill launched over GraphQL, October by the monthly
+schedule firing under the daemon. ``cobalt`` has no subscription: it fails alone, is fixed
+for September only and re-run alone, and stays failed for October.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+
+import dagster as dg
+import pytest
+from sqlalchemy import select
+
+from billing_pipeline.db import reference
+from billing_pipeline.db.engine import get_engine
+from billing_pipeline.db.schema import invoice_errors, invoices
+from billing_pipeline.defs.partitions import billing_partitions
+from billing_pipeline.domain.model import BillingInterval
+from billing_pipeline_tests.builders import UTC, add_events, org, setup_database, subscribe
+from billing_pipeline_tests.e2e.stack import REPO, DagsterStack, StackError
+
+pytestmark = pytest.mark.e2e
+
+SEP, OCT = dt.datetime(2026, 9, 1, tzinfo=UTC), dt.datetime(2026, 10, 1, tzinfo=UTC)
+SEP_KEY, OCT_KEY = "2026-09-01", "2026-10-01"
+ORGS = ["acme", "bolt", "cobalt", "delta", "echo"]  # sorted: partition order = key-range order
+BAD = "cobalt"  # no subscription
+NEW_ORG = "foxtrot"  # added while the servers run
+INVOICE_ASSETS = [{"path": ["monthly_invoice_drafts"]}, {"path": ["monthly_invoices"]}]
+SCHEDULE = "monthly_invoices_job_schedule"
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+NUMBER = re.compile(r"^INV-2026-\d{6}$")
+
+# Totals in minor units (tax 20%), the same for both months: starter = 10.00 platform fee,
+# 0.0010/API call, storage graduated (0-10 GB free, 10-100 at 0.25, above at 0.10), 25.00 minimum.
+EXPECTED = {
+    "acme": ("USD", 3750, 4500),  # 10 + 22.50 + (150-100)*0.10 = 37.50; +7.50 tax
+    "bolt": ("USD", 2500, 3000),  # 10 + 0.002 + (42.5-10)*0.25 = 18.13 -> 25.00 minimum
+    "delta": ("USD", 2500, 3000),  # no usage: the minimum
+    "echo": ("EUR", 10900, 13080),  # growth_eur: 99 + volume tier 1 (10 + 3*0.001) = 109.00
+}
+TERMINAL_BACKFILL = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
+TERMINAL_RUN = {"SUCCESS", "FAILURE", "CANCELED"}
+
+
+def seed(url: str) -> None:
+    setup_database(url)
+    engine = get_engine(url)
+    reference.upsert_organizations(engine, [org(o) for o in ORGS if o != "echo"] + [org("echo", currency="EUR")])
+    for o in ("acme", "bolt", "delta"):
+        subscribe(url, o, "starter", SEP)
+    subscribe(url, "echo", "growth_eur", SEP)
+    rows = []
+    for month in (SEP, OCT):
+        m = month.strftime("%m")
+        at = lambda days, hours=0: month + dt.timedelta(days=days, hours=hours, minutes=7)  # noqa: E731
+        rows += [
+            ("acme", f"a{m}-1", "storage_gb", "80", at(2)),
+            ("acme", f"a{m}-2", "storage_gb", "150", at(9, 13)),
+            ("bolt", f"b{m}-1", "api_calls", "1", at(0, 1)),
+            ("bolt", f"b{m}-2", "api_calls", "1", at(3)),
+            ("bolt", f"b{m}-3", "storage_gb", "42.5", at(4)),
+            ("cobalt", f"c{m}-1", "storage_gb", "20", at(6)),
+            *[("echo", f"e{m}-{i}", "api_calls", "1", at(10 + i, 5)) for i in range(3)],
+        ]
+    add_events(url, rows)
+
+
+@pytest.fixture(scope="module")
+def stack(e2e_stack: DagsterStack):
+    """Billing data seeded, October and September aggregated by the CLI, then the servers started."""
+    seed(e2e_stack.billing_url)
+    started = time.monotonic()
+    done = e2e_stack.cli("billing-pipeline", "aggregate-usage", "2026-09-01T00:00", "2026-10-31T23:00")
+    assert done.returncode == 0, f"aggregate-usage failed:\n{done.stdout}\n{done.stderr}"
+    assert "hourly_usage 2026-09-01-00:00..2026-10-31-23:00: success" in done.stdout, done.stdout
+    print(f"aggregate-usage on PostgreSQL: {time.monotonic() - started:.1f}s")
+    e2e_stack.start()
+    return e2e_stack
+
+
+# ---------------------------------------------------------------------------- helpers
+def engine_of(stack: DagsterStack):
+    return get_engine(stack.billing_url)
+
+
+def invoice_rows(stack: DagsterStack, period_key: str) -> dict[str, object]:
+    with engine_of(stack).connect() as conn:
+        rows = conn.execute(select(invoices).where(invoices.c.interval == "monthly",
+                                                   invoices.c.period_key == period_key)).all()
+    by_org: dict[str, object] = {}
+    for row in rows:
+        assert row.org_id not in by_org, f"two invoices for {row.org_id} {period_key}"
+        by_org[row.org_id] = row
+    return by_org
+
+
+def all_invoices(stack: DagsterStack) -> list:
+    with engine_of(stack).connect() as conn:
+        return conn.execute(select(invoices.c.org_id, invoices.c.period_key, invoices.c.number,
+                                   invoices.c.total_minor).order_by(invoices.c.id)).all()
+
+
+def errors(stack: DagsterStack, period_key: str) -> dict[str, str]:
+    with engine_of(stack).connect() as conn:
+        rows = conn.execute(select(invoice_errors).where(invoice_errors.c.period_key == period_key)).all()
+    return {r.org_id: f"{r.stage}: {r.message}" for r in rows}
+
+
+def instance_statuses(stack: DagsterStack, asset: str, period_key: str, orgs: list[str]) -> dict[str, str | None]:
+    """Per-organization status as the instance (and so the UI) computes it."""
+    pdef = billing_partitions(BillingInterval.MONTHLY, SEP.date())
+    got = stack.instance().get_status_by_partition(dg.AssetKey(asset), [f"{period_key}|{o}" for o in orgs], pdef)
+    return {k.split("|")[1]: (v.value if v else None) for k, v in got.items()}
+
+
+ASSET_NODE = """
+query AssetPartitions($key: AssetKeyInput!) {
+  assetNodeOrError(assetKey: $key) {
+    __typename
+    ... on AssetNode {
+      partitionKeysByDimension { name partitionKeys }
+      assetPartitionStatuses {
+        __typename
+        ... on MultiPartitionStatuses {
+          primaryDimensionName
+          ranges {
+            primaryDimStartKey primaryDimEndKey
+            secondaryDim {
+              __typename
+              ... on DefaultPartitionStatuses {
+                materializedPartitions failedPartitions unmaterializedPartitions materializingPartitions
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}"""
+
+
+def graphql_statuses(stack: DagsterStack, asset: str, period_key: str) -> dict[str, str]:
+    """Per-organization status of one month from ``assetPartitionStatuses`` (the partitions page's query)."""
+    node = stack.graphql(ASSET_NODE, {"key": {"path": [asset]}})["assetNodeOrError"]
+    statuses = node["assetPartitionStatuses"]
+    assert statuses["__typename"] == "MultiPartitionStatuses" and statuses["primaryDimensionName"] == "month"
+    result: dict[str, str] = {}
+    for r in statuses["ranges"]:
+        if r["primaryDimStartKey"] <= period_key <= r["primaryDimEndKey"]:
+            dim = r["secondaryDim"]
+            for status, field in (("MATERIALIZED", "materializedPartitions"), ("FAILED", "failedPartitions"),
+                                  ("IN_PROGRESS", "materializingPartitions")):
+                result.update({o: status for o in dim[field]})
+    return result
+
+
+def organization_keys(stack: DagsterStack) -> list[str]:
+    node = stack.graphql(ASSET_NODE, {"key": {"path": ["monthly_invoices"]}})["assetNodeOrError"]
+    dims = {d["name"]: d["partitionKeys"] for d in node["partitionKeysByDimension"]}
+    return dims["org"]
+
+
+LAUNCH_BACKFILL = """
+mutation Launch($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on Error { message }
+    ... on PythonError { stack }
+  }
+}"""
+
+BACKFILL = """
+query Backfill($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill {
+      id status numPartitions
+      error { message }
+      runs { runId status tags { key value } }
+    }
+    ... on Error { message }
+  }
+}"""
+
+RUN_FAILURES = """
+query Failures($runId: ID!) {
+  logsForRun(runId: $runId) {
+    __typename
+    ... on EventConnection {
+      events { __typename ... on ExecutionStepFailureEvent { stepKey error { message } } }
+    }
+    ... on Error { message }
+  }
+}"""
+
+
+def launch_asset_backfill(stack: DagsterStack, partition_names: list[str], title: str) -> str:
+    result = stack.graphql(LAUNCH_BACKFILL, {"params": {
+        "assetSelection": INVOICE_ASSETS, "partitionNames": partition_names, "title": title,
+        "tags": [{"key": "billing/trigger", "value": "e2e"}],
+    }})["launchPartitionBackfill"]
+    assert result["__typename"] == "LaunchBackfillSuccess", result
+    return result["backfillId"]
+
+
+def wait_for_backfill(stack: DagsterStack, backfill_id: str, timeout: float = 240) -> dict:
+    def finished():
+        backfill = stack.graphql(BACKFILL, {"id": backfill_id})["partitionBackfillOrError"]
+        assert backfill["__typename"] == "PartitionBackfill", backfill
+        runs_done = all(r["status"] in TERMINAL_RUN for r in backfill["runs"])
+        return backfill if backfill["status"] in TERMINAL_BACKFILL and runs_done else None
+
+    return stack.wait_for(finished, timeout, f"backfill {backfill_id} to finish", interval=2)
+
+
+def step_failures(stack: DagsterStack, run_id: str) -> list[str]:
+    logs = stack.graphql(RUN_FAILURES, {"runId": run_id})["logsForRun"]
+    return [f"{e['stepKey']}: {e['error']['message']}" for e in logs["events"]
+            if e["__typename"] == "ExecutionStepFailureEvent"]
+
+
+def tags_of(run: dict) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in run["tags"]}
+
+
+def ensure_new_org(stack: DagsterStack) -> None:
+    """foxtrot: a starter subscriber with no usage, in the billing DB and (by the sensor) in the partitions."""
+    engine = engine_of(stack)
+    if NEW_ORG not in reference.get_organizations(engine, [NEW_ORG]):
+        reference.upsert_organizations(engine, [org(NEW_ORG)])
+        subscribe(stack.billing_url, NEW_ORG, "starter", SEP)
+    stack.wait_for(
+        lambda: NEW_ORG in stack.instance().get_dynamic_partitions("monthly_billed_organizations"),
+        75, f"organizations_sensor to add the {NEW_ORG} partition", interval=2,
+    )
+
+
+# ---------------------------------------------------------------------------- tests
+def test_graphql_asset_backfill_bills_a_month_in_batched_runs(stack):
+    # the organizations_sensor fills the org dimension as soon as the daemon runs
+    orgs = stack.wait_for(lambda: organization_keys(stack) == ORGS and ORGS, 75,
+                          "organizations_sensor to add the seeded organizations", interval=2)
+    backfill_id = launch_asset_backfill(stack, [f"{SEP_KEY}|{o}" for o in orgs], "September invoices (e2e)")
+    backfill = wait_for_backfill(stack, backfill_id)
+
+    # INVOICE_BATCH_SIZE=3: 5 organizations are 2 ranged runs, not 5 runs
+    runs = sorted(backfill["runs"], key=lambda r: tags_of(r)[RANGE_START])
+    assert backfill["numPartitions"] == 5
+    assert [(tags_of(r)[RANGE_START], tags_of(r)[RANGE_END]) for r in runs] == [
+        (f"{SEP_KEY}|acme", f"{SEP_KEY}|cobalt"), (f"{SEP_KEY}|delta", f"{SEP_KEY}|echo"),
+    ], backfill
+    assert [r["status"] for r in runs] == ["FAILURE", "SUCCESS"]  # cobalt's batch reports its failure
+    assert backfill["status"] in {"COMPLETED_FAILED", "FAILED"}, backfill
+
+    expected = {o: "MATERIALIZED" for o in ORGS} | {BAD: "FAILED"}
+    assert instance_statuses(stack, "monthly_invoices", SEP_KEY, ORGS) == expected
+    assert graphql_statuses(stack, "monthly_invoices", SEP_KEY) == expected
+
+    billed = invoice_rows(stack, SEP_KEY)
+    assert set(billed) == set(EXPECTED)
+    for o, (currency, subtotal, total) in EXPECTED.items():
+        row = billed[o]
+        assert (row.status, row.currency, row.subtotal_minor, row.total_minor) == ("finalized", currency, subtotal, total), o
+        assert NUMBER.match(row.number), row.number
+
+
+def test_failed_org_shows_its_reason_and_is_rerun_alone_after_the_fix(stack):
+    failed_runs = [r for r in stack.instance().get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
+                   if r.tags.get(RANGE_START) == f"{SEP_KEY}|acme"]
+    assert len(failed_runs) == 1
+    reason = f"no subscription covers {SEP_KEY} (September 2026)"
+    failures = step_failures(stack, failed_runs[0].run_id)
+    assert any(f"{BAD}: " in f and reason in f for f in failures), failures
+    assert reason in errors(stack, SEP_KEY)[BAD]
+    before = {o: (r.id, r.number, r.total_minor) for o, r in invoice_rows(stack, SEP_KEY).items()}
+
+    # the fix: a subscription for September only (October stays uncovered for the schedule test)
+    reference.add_subscription(engine_of(stack), BAD, "starter", SEP, ends_at=OCT)
+    backfill = wait_for_backfill(stack, launch_asset_backfill(stack, [f"{SEP_KEY}|{BAD}"], "re-run cobalt"))
+    [run] = backfill["runs"]
+    assert run["status"] == "SUCCESS" and backfill["status"] in {"COMPLETED_SUCCESS", "COMPLETED"}, backfill
+
+    assert instance_statuses(stack, "monthly_invoices", SEP_KEY, ORGS) == {o: "MATERIALIZED" for o in ORGS}
+    after = invoice_rows(stack, SEP_KEY)
+    assert {o: (r.id, r.number, r.total_minor) for o, r in after.items() if o != BAD} == before
+    assert (after[BAD].status, after[BAD].subtotal_minor, after[BAD].total_minor) == ("finalized", 2500, 3000)
+    assert after[BAD].number not in {n for _, n, _ in before.values()}
+    assert BAD not in errors(stack, SEP_KEY)
+
+
+SCHEDULE_STATE = """
+query Schedule($selector: ScheduleSelector!) {
+  scheduleOrError(scheduleSelector: $selector) {
+    __typename
+    ... on Schedule {
+      cronSchedule
+      scheduleState { status ticks(limit: 10) { status runIds skipReason error { message } } }
+    }
+  }
+}"""
+
+
+def test_daemon_fires_the_monthly_schedule_for_the_previous_month(stack):
+    selector = {"repositoryLocationName": "billing_pipeline", "repositoryName": "__repository__",
+                "scheduleName": SCHEDULE}
+    schedule = stack.graphql(SCHEDULE_STATE, {"selector": selector})["scheduleOrError"]
+    assert schedule["cronSchedule"] == "* * * * *"
+    assert schedule["scheduleState"]["status"] == "RUNNING"  # SCHEDULES_RUNNING=true: nobody switched it on
+
+    def schedule_runs_done():
+        runs = stack.instance().get_runs(dg.RunsFilter(tags={"dagster/schedule_name": SCHEDULE}))
+        return runs if len(runs) >= 2 and all(r.is_finished for r in runs) else None
+
+    runs = stack.wait_for(schedule_runs_done, 150, "the schedule's runs to finish (ticks every minute)", interval=3)
+    assert len(runs) == 2, [r.tags for r in runs]
+    ranges = sorted((r.tags[RANGE_START], r.tags[RANGE_END], r.tags["billing/period"]) for r in runs)
+    assert ranges == [(f"{OCT_KEY}|acme", f"{OCT_KEY}|cobalt", OCT_KEY), (f"{OCT_KEY}|delta", f"{OCT_KEY}|echo", OCT_KEY)]
+    assert {r.tags["dagster/run_key"] for r in runs} == {f"monthly-schedule-{OCT_KEY}-0", f"monthly-schedule-{OCT_KEY}-1"}
+    ticks = stack.graphql(SCHEDULE_STATE, {"selector": selector})["scheduleOrError"]["scheduleState"]["ticks"]
+    assert {rid for t in ticks for rid in t["runIds"]} >= {r.run_id for r in runs}, ticks
+
+    # cobalt's subscription ends on 1 October: it fails alone again, with its reason recorded
+    expected = {o: "MATERIALIZED" for o in ORGS} | {BAD: "FAILED"}
+    assert instance_statuses(stack, "monthly_invoices", OCT_KEY, ORGS) == expected
+    assert graphql_statuses(stack, "monthly_invoices", OCT_KEY) == expected
+    assert "no subscription covers 2026-10-01 (October 2026)" in errors(stack, OCT_KEY)[BAD]
+    billed = invoice_rows(stack, OCT_KEY)
+    assert {o: (r.currency, r.subtotal_minor, r.total_minor) for o, r in billed.items()} == EXPECTED
+
+    # every invoice of both months has its own number, gapless from 1
+    numbers = sorted(n for _, _, n, _ in all_invoices(stack))
+    assert numbers == [f"INV-2026-{i:06d}" for i in range(1, len(numbers) + 1)] and len(numbers) == 9
+
+
+def test_organizations_sensor_adds_a_new_organization_partition(stack):
+    assert NEW_ORG not in stack.instance().get_dynamic_partitions("monthly_billed_organizations")
+    started = time.monotonic()
+    ensure_new_org(stack)
+    print(f"{NEW_ORG} partition added after {time.monotonic() - started:.0f}s")
+    assert organization_keys(stack) == ORGS + [NEW_ORG]  # what the UI lists
+    assert instance_statuses(stack, "monthly_invoices", SEP_KEY, [NEW_ORG]) == {NEW_ORG: None}
+
+
+def test_cli_job_execute_and_billing_commands(stack):
+    ensure_new_org(stack)
+    # dry run first: computes foxtrot's September invoice and writes nothing
+    dry = stack.cli("billing-pipeline", "run-month", "2026-09", "--org", NEW_ORG, "--dry-run")
+    assert dry.returncode == 0, f"{dry.stdout}\n{dry.stderr}"
+    assert f"{SEP_KEY}|{NEW_ORG}..{SEP_KEY}|{NEW_ORG}: success" in dry.stdout, dry.stdout
+    assert "dry run: nothing was written" in dry.stdout
+    assert NEW_ORG not in invoice_rows(stack, SEP_KEY)
+
+    execute = stack.cli("dagster", "job", "execute", "-m", "billing_pipeline.definitions", "-j", "monthly_invoices_job",
+                        "--tags", f'{{"dagster/partition": "{SEP_KEY}|{NEW_ORG}"}}')
+    assert execute.returncode == 0, f"{execute.stdout}\n{execute.stderr}"
+    [run] = stack.instance().get_runs(dg.RunsFilter(tags={"dagster/partition": f"{SEP_KEY}|{NEW_ORG}"}))
+    assert run.status == dg.DagsterRunStatus.SUCCESS and run.job_name == "monthly_invoices_job"
+    row = invoice_rows(stack, SEP_KEY)[NEW_ORG]
+    assert (row.status, row.total_minor, row.number) == ("finalized", 3000, "INV-2026-000010")
+    assert instance_statuses(stack, "monthly_invoices", SEP_KEY, [NEW_ORG]) == {NEW_ORG: "MATERIALIZED"}
+
+    status = stack.cli("billing-pipeline", "status", "--period", "2026-09")
+    assert status.returncode == 0, f"{status.stdout}\n{status.stderr}"
+    assert "monthly_invoices_job_schedule    * * * * *" in status.stdout, status.stdout
+    assert "Monthly invoices for September 2026" in status.stdout
+    lines = {line.split()[0]: line for line in status.stdout.splitlines() if line.startswith("  ") and line.split()}
+    for o in ORGS + [NEW_ORG]:
+        assert o in lines and "finalized" in lines[o], status.stdout
+    assert "invoices: 6;" in status.stdout and "failures: 0" in status.stdout
+
+
+def test_ui_partitions_page_renders_in_chromium(stack):
+    playwright = pytest.importorskip("playwright.sync_api")
+    artifacts = REPO / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    shot = artifacts / "monthly_invoices_partitions.png"
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        ])
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(f"{stack.url}/assets/monthly_invoices?view=partitions", wait_until="domcontentloaded")
+            try:
+                page.get_by_text("acme", exact=True).first.wait_for(timeout=60_000)
+                page.wait_for_load_state("networkidle", timeout=30_000)
+            finally:
+                page.screenshot(path=str(shot), full_page=True)
+            text = page.inner_text("body")
+        finally:
+            browser.close()
+    assert "monthly_invoices" in text
+    assert all(o in text for o in ORGS + [NEW_ORG]), text[:3000]
+    assert "Materialized" in text or "materialized" in text, text[:3000]
+    assert shot.stat().st_size > 20_000

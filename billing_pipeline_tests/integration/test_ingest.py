@@ -1,0 +1,359 @@
+"""Usage-event import against real databases: SQLite (a file) and PostgreSQL (COPY path)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from sqlalchemy import func, insert, select
+
+from billing_pipeline.db import ingest
+from billing_pipeline.db.engine import get_engine, migrate
+from billing_pipeline.db.ingest import import_events
+from billing_pipeline.db.schema import (
+    catalog_versions,
+    dirty_hours,
+    event_imports,
+    organizations,
+    quarantined_events,
+    usage_events,
+)
+
+NOW = dt.datetime(2026, 4, 1, 12, tzinfo=dt.timezone.utc)
+HEADER = "org_id,event_id,metric,value,occurred_at,properties"
+CATALOG = {
+    "version": 3,
+    "metrics": [
+        {"code": "api_calls", "name": "API calls", "aggregation": "count"},
+        {"code": "storage_gb", "name": "Storage", "aggregation": "max"},
+        {"code": "payment_volume", "name": "Payments", "aggregation": "sum",
+         "allow_negative": True},
+        {"code": "active_users", "name": "Users", "aggregation": "unique_count",
+         "unique_property": "user_id"},
+    ],
+    "plans": [{"code": "basic", "name": "Basic", "currency": "USD", "interval": "monthly",
+               "charges": [{"code": "fee", "description": "Fee", "model": "flat",
+                            "amount": "10.00"}]}],
+}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def engine(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'billing.db'}"
+    else:
+        url = request.getfixturevalue("billing_db_url")
+    migrate(url)
+    engine = get_engine(url)
+    with engine.begin() as conn:
+        conn.execute(insert(organizations), [
+            {"id": org, "name": org, "billing_email": f"{org}@example.com", "status": "active",
+             "currency": "USD", "tax_rate": 0, "billing_interval": "monthly", "auto_pay": False,
+             "payment_terms_days": 30, "created_at": NOW, "updated_at": NOW}
+            for org in ("org_a", "org_b")
+        ])
+        conn.execute(insert(catalog_versions), [
+            {"version": 1, "document": {**CATALOG, "version": 1, "metrics": CATALOG["metrics"][:1]},
+             "sha256": "1" * 64, "source": "old.yaml", "loaded_at": NOW},
+            {"version": 3, "document": CATALOG, "sha256": "3" * 64, "source": "catalog.yaml",
+             "loaded_at": NOW},
+        ])
+    yield engine
+    engine.dispose()
+
+
+def write_csv(path, *lines: str):
+    path.write_text("\n".join([HEADER, *lines]) + "\n", encoding="utf-8")
+    return path
+
+
+def table_count(engine, table) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(table)).scalar_one()
+
+
+def quarantine(engine) -> list[dict]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(quarantined_events).order_by(quarantined_events.c.id))
+        return [dict(row._mapping) for row in rows]
+
+
+def stored(engine) -> dict[tuple[str, str], dict]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(usage_events))
+        return {(row.org_id, row.event_id): dict(row._mapping) for row in rows}
+
+
+def check_invariant(summary) -> None:
+    assert summary.read == summary.accepted + summary.duplicates + summary.quarantined
+    assert sum(summary.by_reason.values()) == summary.quarantined
+
+
+EVERY_REASON = [
+    # (line, reason or None when accepted)
+    ("org_a,ok1,api_calls,1,2026-03-01T10:15:00Z,", None),
+    ('org_a,ok2,active_users,1,2026-03-01T11:00:00.5Z,"{""user_id"": ""u1""}"', None),
+    ("org_b,ok3,payment_volume,-12.50,2026-03-02T00:00:00+02:00,", None),
+    ("org_b,ok4,api_calls,,2026-03-02T05:59:59Z,", None),
+    ("org_x,r1,api_calls,1,2026-03-01T00:00:00Z,", "unknown_org"),
+    ("org_a,r2,bogus,1,2026-03-01T00:00:00Z,", "unknown_metric"),
+    ("org_a,,api_calls,1,2026-03-01T00:00:00Z,", "missing_field"),
+    ("org_a,r4,storage_gb,lots,2026-03-01T00:00:00Z,", "non_numeric_value"),
+    ("org_a,r5,storage_gb,NaN,2026-03-01T00:00:00Z,", "non_finite_value"),
+    ("org_a,r6,storage_gb,-inf,2026-03-01T00:00:00Z,", "non_finite_value"),
+    ("org_a,r7,storage_gb,-3,2026-03-01T00:00:00Z,", "negative_value"),
+    ("org_a,r8,api_calls,1,last tuesday,", "invalid_timestamp"),
+    ("org_a,r9,api_calls,1,2026-03-01T00:00:00,", "naive_timestamp"),
+    ("org_a,r10,api_calls,1,2030-01-01T00:00:00Z,", "future_timestamp"),
+    ('org_a,r11,api_calls,1,2026-03-01T00:00:00Z,"[1, 2]"', "invalid_properties"),
+    (f"org_a,{'x' * 256},api_calls,1,2026-03-01T00:00:00Z,", "field_too_long"),
+    ("org_a,r13,storage_gb,1.1234567,2026-03-01T00:00:00Z,", "too_precise"),
+    ("org_a,r14,storage_gb,1e13,2026-03-01T00:00:00Z,", "value_out_of_range"),
+    ("org_a,r15,api_calls", "malformed_line"),
+    ('org_a,"r16,api_calls,1,2026-03-01T00:00:00Z,', "malformed_line"),
+    ("org_a,ok1,api_calls,1.0,2026-03-01T10:15:00.000Z,", "duplicate"),
+    ("org_a,ok1,api_calls,2,2026-03-01T10:15:00Z,", "conflicting_duplicate"),
+]
+
+
+def test_every_reason_is_quarantined_with_line_and_raw_text(engine, tmp_path):
+    path = write_csv(tmp_path / "events.csv", *[line for line, _ in EVERY_REASON])
+    summary = import_events(engine, path, now=NOW, source_name="upload/events.csv")
+
+    check_invariant(summary)
+    expected_reasons = [r for _, r in EVERY_REASON if r not in (None, "duplicate")]
+    assert summary.read == len(EVERY_REASON)
+    assert summary.accepted == 4
+    assert summary.duplicates == 1
+    assert summary.by_reason == {r: expected_reasons.count(r) for r in set(expected_reasons)}
+    rows = quarantine(engine)
+    assert [(row["line_number"], row["reason"]) for row in rows] == [
+        (number, reason) for number, (_, reason) in enumerate(EVERY_REASON, start=2)
+        if reason not in (None, "duplicate")
+    ]
+    for row in rows:
+        assert row["import_id"] == summary.import_id
+        assert row["source"] == "upload/events.csv"
+        assert row["raw"] == EVERY_REASON[row["line_number"] - 2][0][:10_000]
+        assert row["detail"]
+    conflict = rows[-1]
+    assert conflict["reason"] == "conflicting_duplicate" and "'ok1'" in conflict["detail"]
+    assert conflict["org_id"] == "org_a" and conflict["event_id"] == "ok1"
+
+    events = stored(engine)
+    assert set(events) == {("org_a", "ok1"), ("org_a", "ok2"), ("org_b", "ok3"), ("org_b", "ok4")}
+    assert events[("org_a", "ok1")]["value_micros"] == 1_000_000  # the first occurrence won
+    assert events[("org_a", "ok2")]["properties"] == {"user_id": "u1"}
+    assert events[("org_b", "ok3")]["value_micros"] == -12_500_000
+    assert events[("org_b", "ok3")]["occurred_at"] == dt.datetime(2026, 3, 1, 22, tzinfo=dt.timezone.utc)
+    assert events[("org_b", "ok4")]["value_micros"] == 1_000_000  # count default
+    assert events[("org_a", "ok1")]["ingested_at"] == NOW
+    assert len(events[("org_a", "ok1")]["payload_sha256"]) == 64
+
+    with engine.connect() as conn:
+        record = conn.execute(select(event_imports)).one()._mapping
+    assert (record["read"], record["accepted"], record["duplicates"], record["quarantined"]) == (
+        summary.read, summary.accepted, summary.duplicates, summary.quarantined)
+    assert record["finished_at"] is not None
+
+
+def test_reimport_is_idempotent(engine, tmp_path):
+    path = write_csv(tmp_path / "events.csv", *[line for line, _ in EVERY_REASON])
+    first = import_events(engine, path, now=NOW)
+    before = (stored(engine), table_count(engine, dirty_hours))
+
+    again = import_events(engine, path, now=NOW + dt.timedelta(minutes=5))
+
+    check_invariant(again)
+    assert again.import_id != first.import_id
+    assert again.read == first.read
+    assert again.accepted == 0
+    assert again.duplicates == first.accepted + first.duplicates
+    assert again.by_reason == first.by_reason  # bad lines stay bad; quarantined per import
+    assert (stored(engine), table_count(engine, dirty_hours)) == before
+    assert table_count(engine, event_imports) == 2
+
+
+def test_same_id_with_another_payload_later_is_a_conflict(engine, tmp_path):
+    import_events(engine, write_csv(tmp_path / "a.csv",
+                                    "org_a,e1,storage_gb,5,2026-03-01T00:00:00Z,"), now=NOW)
+    summary = import_events(engine, write_csv(
+        tmp_path / "b.csv",
+        "org_a,e1,storage_gb,5.000,2026-03-01T01:00:00+01:00,",   # same payload, other spelling
+        "org_a,e1,storage_gb,6,2026-03-01T00:00:00Z,",            # same id, new value
+        "org_b,e1,storage_gb,6,2026-03-01T00:00:00Z,",            # other org: a new event
+    ), now=NOW)
+    assert (summary.accepted, summary.duplicates, summary.quarantined) == (1, 1, 1)
+    [conflict] = quarantine(engine)
+    assert conflict["reason"] == "conflicting_duplicate" and "'e1'" in conflict["detail"]
+    assert conflict["line_number"] == 3
+    assert stored(engine)[("org_a", "e1")]["value_micros"] == 5_000_000
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 50_000])
+def test_duplicates_across_batches_first_occurrence_wins(engine, tmp_path, batch_size):
+    lines = [
+        "org_a,e1,api_calls,1,2026-03-01T00:00:00Z,",
+        "org_a,e2,api_calls,1,2026-03-01T00:00:00Z,",
+        "org_a,e1,api_calls,1,2026-03-01T00:00:00Z,",   # replay
+        "org_a,e3,api_calls,1,2026-03-01T00:00:00Z,",
+        "org_a,e1,api_calls,7,2026-03-01T00:00:00Z,",   # conflict with line 2
+        "org_a,e2,api_calls,7,2026-03-01T00:00:00Z,",   # conflict with line 3
+        "org_a,e4,api_calls,1,2026-03-01T00:00:00Z,",
+        "org_a,e2,api_calls,1,2026-03-01T00:00:00Z,",   # replay, far from the first
+        "org_a,e4,api_calls,2,2026-03-01T00:00:00Z,",
+    ]
+    summary = import_events(engine, write_csv(tmp_path / "e.csv", *lines), now=NOW,
+                            batch_size=batch_size)
+    check_invariant(summary)
+    assert (summary.accepted, summary.duplicates, summary.quarantined) == (4, 2, 3)
+    assert sorted(row["line_number"] for row in quarantine(engine)) == [6, 7, 10]
+    assert {key: row["value_micros"] for key, row in stored(engine).items()} == {
+        ("org_a", "e1"): 1_000_000, ("org_a", "e2"): 1_000_000, ("org_a", "e3"): 1_000_000,
+        ("org_a", "e4"): 1_000_000}
+
+
+def test_repeat_of_a_conflicting_line_follows_the_stored_payload(engine, tmp_path):
+    import_events(engine, write_csv(tmp_path / "a.csv",
+                                    "org_a,e1,api_calls,5,2026-03-01T00:00:00Z,"), now=NOW)
+    summary = import_events(engine, write_csv(
+        tmp_path / "b.csv",
+        "org_a,e1,api_calls,6,2026-03-01T00:00:00Z,",   # conflicts with the stored 5
+        "org_a,e1,api_calls,5,2026-03-01T00:00:00Z,",   # equals the stored row: a replay
+    ), now=NOW)
+    assert (summary.accepted, summary.duplicates, summary.quarantined) == (0, 1, 1)
+
+
+def test_dirty_hours_are_marked_for_accepted_events(engine, tmp_path):
+    import_events(engine, write_csv(
+        tmp_path / "a.csv",
+        "org_a,e1,api_calls,1,2026-03-01T10:15:00Z,",
+        "org_a,e2,api_calls,1,2026-03-01T10:59:59.999Z,",
+        "org_b,e3,api_calls,1,2026-03-01T13:30:00+02:00,",
+        "org_b,e4,api_calls,1,2026-03-05T00:00:00Z,",
+        "org_x,e5,api_calls,1,2026-03-09T00:00:00Z,",     # quarantined: no hour
+    ), now=NOW)
+    with engine.connect() as conn:
+        hours = dict(conn.execute(select(dirty_hours.c.hour, dirty_hours.c.marked_at)).all())
+    utc = dt.timezone.utc
+    assert sorted(hours) == [dt.datetime(2026, 3, 1, 10, tzinfo=utc),
+                             dt.datetime(2026, 3, 1, 11, tzinfo=utc),
+                             dt.datetime(2026, 3, 5, 0, tzinfo=utc)]
+    first_mark = hours[dt.datetime(2026, 3, 1, 10, tzinfo=utc)]
+    assert first_mark >= NOW
+
+    later = NOW + dt.timedelta(days=400)
+    import_events(engine, write_csv(tmp_path / "b.csv",
+                                    "org_a,late,api_calls,1,2026-03-01T10:20:00Z,"), now=later)
+    with engine.connect() as conn:
+        hours = dict(conn.execute(select(dirty_hours.c.hour, dirty_hours.c.marked_at)).all())
+    assert hours[dt.datetime(2026, 3, 1, 10, tzinfo=utc)] >= later
+    assert hours[dt.datetime(2026, 3, 5, 0, tzinfo=utc)] == first_mark
+
+
+def test_jsonl_import_with_typed_values_and_malformed_lines(engine, tmp_path):
+    path = tmp_path / "events.jsonl"
+    lines = [
+        {"org_id": "org_a", "event_id": "j1", "metric": "storage_gb", "value": 2.5,
+         "occurred_at": "2026-03-01T00:00:00Z", "properties": {"b": 1, "a": "x"}},
+        {"org_id": "org_a", "event_id": "j2", "metric": "api_calls",
+         "occurred_at": "2026-03-01T00:00:00Z"},
+        {"org_id": "org_a", "event_id": 3, "metric": "storage_gb", "value": "1e2",
+         "occurred_at": "2026-03-01T00:00:00Z"},
+        {"org_id": "org_a", "event_id": "j4", "metric": "storage_gb", "value": True,
+         "occurred_at": "2026-03-01T00:00:00Z"},
+        {"org_id": "org_a", "event_id": "j5", "metric": "api_calls",
+         "occurred_at": "2026-03-01T00:00:00Z", "properties": "not an object"},
+    ]
+    text = "\n".join(json.dumps(line) for line in lines)
+    text += '\n\n{"org_id": "org_a", "event_id": "j6", "metric": "storage_gb", "value": NaN, ' \
+            '"occurred_at": "2026-03-01T00:00:00Z"}\n[1, 2]\n{broken\n'
+    path.write_text(text)
+    summary = import_events(engine, path, now=NOW)
+    check_invariant(summary)
+    assert summary.accepted == 3
+    assert summary.by_reason == {"non_numeric_value": 1, "invalid_properties": 1,
+                                 "non_finite_value": 1, "malformed_line": 2}
+    assert [row["line_number"] for row in quarantine(engine)] == [4, 5, 7, 8, 9]
+    events = stored(engine)
+    assert events[("org_a", "j1")]["properties"] == {"a": "x", "b": 1}
+    assert events[("org_a", "3")]["value_micros"] == 100_000_000
+
+
+def test_gzip_input_and_explicit_metrics(engine, tmp_path):
+    path = tmp_path / "events.csv.gz"
+    with gzip.open(path, "wt") as out:
+        out.write(f"{HEADER}\norg_a,g1,api_calls,1,2026-03-01T00:00:00Z,\n"
+                  "org_a,g2,storage_gb,1,2026-03-01T00:00:00Z,\n")
+    metrics = ingest.load_latest_metrics(engine)
+    assert set(metrics) == {"api_calls", "storage_gb", "payment_volume", "active_users"}
+    only_calls = {"api_calls": metrics["api_calls"]}
+    summary = import_events(engine, path, metrics=only_calls, known_orgs={"org_a"}, now=NOW)
+    assert (summary.accepted, summary.by_reason) == (1, {"unknown_metric": 1})
+
+
+def test_unusable_header_fails_before_anything_is_written(engine, tmp_path):
+    path = tmp_path / "events.csv"
+    path.write_text("org,id,what\norg_a,e1,api_calls\n")
+    with pytest.raises(ingest.event_files.EventFileError):
+        import_events(engine, path, now=NOW)
+    assert table_count(engine, event_imports) == 0
+
+
+def test_crash_mid_import_keeps_committed_batches_and_rerun_completes(engine, tmp_path, monkeypatch):
+    lines = [f"org_a,c{i},api_calls,1,2026-03-01T00:00:00Z," for i in range(10)]
+    path = write_csv(tmp_path / "events.csv", *lines)
+    original = ingest._settle
+    calls = {"n": 0}
+
+    def failing_settle(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("simulated crash")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ingest, "_settle", failing_settle)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        import_events(engine, path, now=NOW, batch_size=4)
+    assert table_count(engine, usage_events) == 8  # two committed batches of four
+    monkeypatch.setattr(ingest, "_settle", original)
+
+    summary = import_events(engine, path, now=NOW, batch_size=4)
+    assert (summary.accepted, summary.duplicates) == (2, 8)
+    assert table_count(engine, usage_events) == 10
+
+
+def test_large_file_streams_in_constant_memory(engine, tmp_path):
+    """200k rows through a child process: its peak RSS stays far below the file's weight
+    in Python objects (~200 MB if held at once)."""
+    path = tmp_path / "big.csv"
+    with path.open("w") as out:
+        out.write(HEADER + "\n")
+        for i in range(200_000):
+            out.write(f"org_{'ab'[i % 2]},big-{i:07d},api_calls,1,"
+                      f"2026-03-{1 + i % 28:02d}T{i % 24:02d}:00:00Z,\n")
+    small = write_csv(tmp_path / "small.csv", "org_a,s1,api_calls,1,2026-03-01T00:00:00Z,")
+    url = engine.url.render_as_string(hide_password=False)
+    script = textwrap.dedent("""
+        import datetime as dt, resource, sys
+        from billing_pipeline.db.engine import get_engine
+        from billing_pipeline.db.ingest import import_events
+        summary = import_events(get_engine(sys.argv[1]), sys.argv[2], batch_size=10_000,
+                                now=dt.datetime(2026, 4, 1, 12, tzinfo=dt.timezone.utc))
+        print(summary.accepted, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+    """)
+
+    def run(file):
+        out = subprocess.run([sys.executable, "-c", script, url, str(file)], check=True,
+                             capture_output=True, text=True, timeout=300).stdout.split()
+        return int(out[0]), int(out[1])
+
+    baseline_accepted, baseline_mb = run(small)
+    accepted, peak_mb = run(path)
+    assert (baseline_accepted, accepted) == (1, 200_000)
+    assert peak_mb - baseline_mb < 60, (baseline_mb, peak_mb)

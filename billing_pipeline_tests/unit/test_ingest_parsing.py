@@ -1,0 +1,278 @@
+"""Reading event files (no database): CSV/JSONL lines to raw fields, malformed lines,
+and the import's fast validation path agreeing with the domain's reference path."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import io
+import json
+import random
+
+import pytest
+
+from billing_pipeline.db import event_files, ingest
+from billing_pipeline.db.event_files import (
+    EventFileError,
+    EventFormat,
+    MalformedLine,
+    as_raw_event,
+    csv_fields,
+    detect_format,
+    iter_records,
+    jsonl_fields,
+    parse_csv_header,
+    printable_raw,
+    split_csv_line,
+)
+from billing_pipeline.domain.catalog import Aggregation, Metric
+
+HEADER = "org_id,event_id,metric,value,occurred_at,properties"
+NOW = dt.datetime(2026, 4, 1, 12, tzinfo=dt.timezone.utc)
+METRICS = {
+    "api_calls": Metric("api_calls", "API calls", Aggregation.COUNT),
+    "storage_gb": Metric("storage_gb", "Storage", Aggregation.MAX),
+    "payment_volume": Metric("payment_volume", "Payments", Aggregation.SUM, allow_negative=True),
+    "active_users": Metric("active_users", "Users", Aggregation.UNIQUE_COUNT,
+                           unique_property="user_id"),
+}
+ORGS = frozenset({"org_a", "org_b", "org with space", "org\\slash"})
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("events.csv", EventFormat.CSV),
+    ("EVENTS.CSV.gz", EventFormat.CSV),
+    ("events.jsonl", EventFormat.JSONL),
+    ("events.ndjson.gz", EventFormat.JSONL),
+])
+def test_detect_format_by_extension(name, expected):
+    assert detect_format(name) is expected
+
+
+def test_detect_format_refuses_unknown_extensions():
+    with pytest.raises(EventFileError, match="unknown event file type"):
+        detect_format("events.parquet")
+
+
+def test_csv_header_maps_columns_in_any_order_and_properties_is_optional():
+    layout = parse_csv_header("occurred_at,metric,event_id,org_id,value\n")
+    assert layout.columns == 5
+    assert layout.positions == (3, 2, 1, 4, 0, None)
+    assert csv_fields("2026-03-01T00:00:00Z,api_calls,e1,org_a,1", layout) == (
+        "org_a", "e1", "api_calls", "1", "2026-03-01T00:00:00Z", "")
+
+
+def test_csv_header_without_required_columns_is_a_file_error():
+    with pytest.raises(EventFileError, match="lacks column.*occurred_at"):
+        parse_csv_header("org_id,event_id,metric,value")
+    with pytest.raises(EventFileError, match="repeats"):
+        parse_csv_header("org_id,event_id,metric,metric,occurred_at")
+
+
+def test_split_csv_line_plain_and_quoted_json():
+    assert split_csv_line("a,b,c\r\n", 3) == ["a", "b", "c"]
+    line = 'org_a,e1,api_calls,1,2026-03-01T00:00:00Z,"{""k"": ""v, w""}"\n'
+    assert split_csv_line(line, 6)[5] == '{"k": "v, w"}'
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('org_a,"unterminated\n', "invalid CSV quoting"),
+    ('org_a,"bad"quote,x\n', "invalid CSV quoting"),
+    ("org_a,e1,api_calls\n", "expected 6 fields, got 3"),
+    ("a,b,c,d,e,f,g\n", "expected 6 fields, got 7"),
+])
+def test_malformed_csv_lines(line, message):
+    with pytest.raises(MalformedLine, match=message):
+        split_csv_line(line, 6)
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("{not json", "invalid JSON"),
+    ("[1, 2]", "expected a JSON object, got list"),
+    ('"text"', "expected a JSON object, got str"),
+    ("{\"a\": 1} trailing", "invalid JSON"),
+])
+def test_malformed_jsonl_lines(line, message):
+    with pytest.raises(MalformedLine, match=message):
+        jsonl_fields(line)
+
+
+def test_jsonl_fields_keep_json_types():
+    fields = jsonl_fields('{"org_id": "org_a", "event_id": 7, "metric": "api_calls", '
+                          '"value": 2.5, "occurred_at": "2026-03-01T00:00:00Z", '
+                          '"properties": {"user_id": "u1"}, "extra": true}')
+    assert fields == ("org_a", 7, "api_calls", 2.5, "2026-03-01T00:00:00Z", {"user_id": "u1"})
+    assert as_raw_event(fields)["metric"] == "api_calls"
+
+
+def test_iter_records_numbers_lines_skips_blanks_and_reports_malformed():
+    text = (
+        f"{HEADER}\n"
+        "org_a,e1,api_calls,1,2026-03-01T00:00:00Z,\n"
+        "\n"
+        "   \n"
+        "garbage\n"
+        'org_a,e2,api_calls,,2026-03-01T00:00:00Z,"{""a"":1}"\n'
+    )
+    records = list(iter_records(io.StringIO(text), EventFormat.CSV))
+    assert [(number, error is None) for number, _, _, error in records] == [
+        (2, True), (5, False), (6, True)]
+    assert records[1][3] == "expected 6 fields, got 1"
+    assert records[2][2] == ("org_a", "e2", "api_calls", "", "2026-03-01T00:00:00Z", '{"a":1}')
+
+
+def test_iter_records_sniffs_jsonl_when_format_unknown():
+    text = '\n{"org_id": "org_a"}\n[1]\n'
+    records = list(iter_records(io.StringIO(text)))
+    assert [(number, error) for number, _, _, error in records] == [
+        (2, None), (3, "expected a JSON object, got list")]
+
+
+def test_open_event_file_reads_gzip_and_strips_bom(tmp_path):
+    path = tmp_path / "events.csv.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as out:
+        out.write("\ufeff" + HEADER + "\norg_a,e1,api_calls,1,2026-03-01T00:00:00Z,\n")
+    with event_files.open_event_file(path) as stream:
+        assert [line for line in stream][0].startswith("org_id,")
+
+
+def test_open_event_file_keeps_invalid_utf8_for_the_quarantine(tmp_path):
+    path = tmp_path / "events.csv"
+    path.write_bytes(HEADER.encode() + b"\norg_a,e\xff1,api_calls,1,2026-03-01T00:00:00Z,\n")
+    with event_files.open_event_file(path) as stream:
+        line = list(stream)[1]
+    assert printable_raw(line) == "org_a,e\\xff1,api_calls,1,2026-03-01T00:00:00Z,"
+
+
+def test_printable_raw_truncates_and_escapes_nul():
+    assert printable_raw("a\x00b\r\n") == "a\\x00b"
+    long = printable_raw("x" * 20_000)
+    assert len(long) < 10_100 and long.endswith("...[truncated]")
+
+
+# --- the import's fast path must equal the reference path ---------------------------
+
+
+def _classifier(**overrides):
+    options = {"known_orgs": ORGS, "metrics": METRICS, "now": NOW,
+               "max_future": dt.timedelta(hours=1)}
+    options.update(overrides)
+    return ingest._Classifier(**options)
+
+
+CLEAN = [
+    ("org_a", "e1", "api_calls", "1", "2026-03-01T00:00:00Z", ""),
+    ("org_a", "e2", "storage_gb", "12.500", "2026-03-01T10:11:12.5Z", ""),
+    ("org_b", "e3", "payment_volume", "-0.25", "2026-03-31T23:59:59.999999+00:00", ""),
+    ("org_b", "e4", "payment_volume", "-0.000", "2026-02-28T00:00:00Z", ""),
+    ("org_a", "e5", "active_users", "1", "2026-03-01T00:00:00.123Z", '{"user_id": "u1"}'),
+    ("org_a", "e6", "api_calls", "0", "2026-03-01T00:00:00Z", '{"b": [1, 2.50], "a": {"z": 1}}'),
+    ("org_a", "e7", "storage_gb", "999999999999.999999", "2026-04-01T13:00:00Z", ""),
+    ("org_a", "e8", "api_calls", 3, "2026-03-01T00:00:00Z", {"k": "v\\ with \"quotes\""}),
+    ("org_a", "e9", "storage_gb", 2.5, "2026-03-01T00:00:00Z", {"ünïcode": "✓"}),
+    ("org_a", "e10", "storage_gb", "100", "2024-02-29T00:00:00Z", None),
+]
+
+NOT_FAST = [  # the fast path must step aside (the reference path decides)
+    ("org_x", "e1", "api_calls", "1", "2026-03-01T00:00:00Z", ""),          # unknown org
+    ("org_a", "e1", "nope", "1", "2026-03-01T00:00:00Z", ""),               # unknown metric
+    ("org_a", "e1", "api_calls", "", "2026-03-01T00:00:00Z", ""),           # default value
+    ("org_a", "e1", "api_calls", "01", "2026-03-01T00:00:00Z", ""),         # leading zero
+    ("org_a", "e1", "api_calls", "1.1234567", "2026-03-01T00:00:00Z", ""),  # too precise
+    ("org_a", "e1", "api_calls", "1e3", "2026-03-01T00:00:00Z", ""),
+    ("org_a", "e1", "api_calls", "-1", "2026-03-01T00:00:00Z", ""),         # negative
+    ("org_a", "e1", "api_calls", "NaN", "2026-03-01T00:00:00Z", ""),
+    ("org_a", "e1", "api_calls", float("inf"), "2026-03-01T00:00:00Z", ""),
+    ("org_a", "e1", "api_calls", True, "2026-03-01T00:00:00Z", ""),
+    ("org_a", "e1", "api_calls", "1", "2026-03-01T00:00:00", ""),           # naive
+    ("org_a", "e1", "api_calls", "1", "2026-03-01T00:00:00+02:00", ""),     # offset
+    ("org_a", "e1", "api_calls", "1", "2026-02-30T00:00:00Z", ""),          # no such day
+    ("org_a", "e1", "api_calls", "1", "2026-04-01T13:00:00.000001Z", ""),   # future
+    ("org_a", "e1", "api_calls", "1", "2026-03-01T00:00:00Z", "[1]"),
+    ("org_a", "e1", "api_calls", "1", "2026-03-01T00:00:00Z", '{"a": NaN}'),
+    ("org_a", "e1", "api_calls", "1", "2026-03-01T00:00:00Z", " "),
+    ("org_a", "e 1", "api_calls", "1", "2026-03-01T00:00:00Z", ""),         # space in id
+    ("org_a", "e\t1", "api_calls", "1", "2026-03-01T00:00:00Z", ""),
+    ("org_a", "e" * 256, "api_calls", "1", "2026-03-01T00:00:00Z", ""),
+    ("org with space", "e1", "api_calls", "1", "2026-03-01T00:00:00Z", ""),
+    ("org_a", 42, "api_calls", "1", "2026-03-01T00:00:00Z", ""),
+    ("org_a", "e1", "api_calls", "1", "2026-03-01T00:00:00Z", {"x": "\ud800"}),
+]
+
+
+@pytest.mark.parametrize("fields", CLEAN, ids=lambda f: str(f[1]))
+def test_fast_path_takes_clean_rows_and_matches_the_reference(fields):
+    classifier = _classifier()
+    fast = classifier.fast(*fields)
+    assert fast is not None
+    assert fast == classifier.slow(as_raw_event(fields))
+
+
+@pytest.mark.parametrize("fields", NOT_FAST, ids=range(len(NOT_FAST)))
+def test_fast_path_steps_aside_for_anything_unusual(fields):
+    assert _classifier().fast(*fields) is None
+
+
+def test_fast_path_agrees_with_reference_on_random_rows():
+    """Fuzz: wherever the fast path answers, it answers like the domain functions."""
+    rng = random.Random(7)
+    classifier = _classifier()
+    pieces = {
+        "org": ["org_a", "org_b", "org_c", "org with space", "org\\slash", ""],
+        "metric": list(METRICS) + ["other", ""],
+        "value": ["0", "1", "-1", "1.0", "1.50", "-0", "-0.0", "10", "0.000001", "0.0000001",
+                  "123456789012", "1234567890123", ".5", "5.", "+1", " 1", "1e2", "abc", "",
+                  "-12.340", "007", "999999999999.999999"],
+        "ts": ["2026-03-01T00:00:00Z", "2026-03-01T23:59:59.1Z", "2026-03-01T00:00:00+00:00",
+               "2026-03-01T00:00:00.1234567Z", "2026-13-01T00:00:00Z", "2026-03-01T24:00:00Z",
+               "2026-03-01 00:00:00Z", "2026-03-01T00:00:00z", "2026-04-01T13:00:00Z",
+               "2026-04-01T13:00:00.000001Z", "0001-01-01T00:00:00Z", ""],
+        "props": ["", '{"user_id": "u1"}', '{"a":1,"a":2}', '{"n": 1.0}', '{"n": 1e400}',
+                  "{}", '{"x": [true, null]}', "[]", "{bad", '{"s": "\\u00e9\\n"}'],
+    }
+    for _ in range(3000):
+        fields = (rng.choice(pieces["org"]), f"e{rng.randrange(5)}", rng.choice(pieces["metric"]),
+                  rng.choice(pieces["value"]), rng.choice(pieces["ts"]),
+                  rng.choice(pieces["props"]))
+        fast = classifier.fast(*fields)
+        if fast is not None:
+            assert fast == classifier.slow(as_raw_event(fields)), fields
+
+
+def test_reference_path_reasons_for_quantities_and_storage():
+    slow = _classifier().slow
+    base = {"org_id": "org_a", "event_id": "e1", "metric": "storage_gb",
+            "occurred_at": "2026-03-01T00:00:00Z"}
+    assert slow({**base, "value": "1.1234567"})[0] == "too_precise"
+    assert slow({**base, "value": "1e12"})[0] == "value_out_of_range"
+    assert slow({**base, "value": "NaN"})[0] == "non_finite_value"
+    assert slow({**base, "event_id": "e\x001", "value": "1"})[0] == "malformed_line"
+
+
+def test_reader_csv_splitter_matches_the_csv_module():
+    layout = parse_csv_header(HEADER)
+    split = ingest._BatchReader._csv_splitter(layout)
+    lines = [
+        'a,b,c,d,e,"{""k"": ""v""}"',
+        'a,b,c,d,e,"{""k"": ""v,w""}"',
+        'a,"b",c,d,e,f',
+        'a,b,c,d,e,""',
+        'a,b,c,d,e,"x""',
+        'a,b,c,d,e,"x"y"',
+        'a,b,c,d,e,"x",z',
+        'a,b,c,d,"e,f',
+    ]
+    for line in lines:
+        try:
+            expected = split_csv_line(line, 6)
+        except MalformedLine:
+            with pytest.raises(MalformedLine):
+                split(line)
+        else:
+            assert list(split(line)[0]) == expected, line
+
+
+def test_canonical_properties_are_what_the_fingerprint_hashes():
+    props = {"b": 1, "a": {"d": [1, 2], "c": "é"}}
+    assert ingest._canonical_properties(props) == json.dumps(
+        props, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
