@@ -11,7 +11,14 @@ Servers are session-scoped and start lazily (only when a test asks for them):
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# The recommended production settings (README "Performance settings"): every process that
+# creates runs plans a run's partitions in one event and writes per-partition events in batches.
+os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "1")
+os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "1000")
 
 from billing_pipeline_tests.support.postgres import PostgresServer
 from billing_pipeline_tests.support.s3 import S3Server

@@ -151,7 +151,7 @@ def import_events(
         known_orgs = load_org_ids(engine)
     if fmt is None and str(path) != "-":
         fmt = event_files.detect_format(path)
-    source = (source_name or str(path))[:MAX_SOURCE]
+    source = event_files.printable_raw(source_name or str(path))[:MAX_SOURCE]
     classifier = _Classifier(known_orgs=known_orgs, metrics=metrics, now=now,
                              max_future=max_future)
     totals = _Counts()
@@ -888,8 +888,6 @@ class _PostgresWriter(_Writer):
                 # Back to direct COPY once batches stop meeting stored keys.
                 self.direct = replays == 0 and not stored
             quarantine = _settle(batch, counts, stored, self._previous_stored)
-            self._previous_stored = {
-                (batch.rows[i][0], batch.rows[i][1]): sha for i, sha in stored.items()}
             if quarantine:
                 now = dt.datetime.now(UTC)
                 with cur.copy(_COPY_QUARANTINE) as copy:
@@ -906,6 +904,8 @@ class _PostgresWriter(_Writer):
                 "duplicates": counts.duplicates, "quarantined": counts.quarantined,
                 "id": self.import_id,
             })
+        self._previous_stored = {
+            (batch.rows[i][0], batch.rows[i][1]): sha for i, sha in stored.items()}
         return counts
 
 

@@ -45,16 +45,28 @@ def _chunks(items: Sequence[str], size: int = _CHUNK):
 
 
 def aggregate_hour(engine: Engine, hour: dt.datetime, metrics: Mapping[str, Metric]) -> HourResult:
-    """Re-aggregate one UTC hour exactly; safe to repeat; clears the hour's late-event mark.
+    """Re-aggregate one UTC hour exactly (see ``aggregate_hours``)."""
+    return aggregate_hours(engine, hour, hour, metrics)[0]
 
-    Runs in one REPEATABLE READ transaction on PostgreSQL (one snapshot), so an import
-    that commits meanwhile leaves its dirty mark in place and the hour is redone.
+
+def aggregate_hours(
+    engine: Engine, first: dt.datetime, last: dt.datetime, metrics: Mapping[str, Metric]
+) -> list[HourResult]:
+    """Replace hourly_usage for every hour from ``first`` to ``last`` inclusive, exactly.
+
+    One ``INSERT ... SELECT ... GROUP BY hour, org, metric`` over the range, in one
+    REPEATABLE READ transaction on PostgreSQL (one snapshot): an import that commits
+    meanwhile leaves its dirty mark in place and its hours are redone. Safe to repeat.
+    Clears the late-event marks of the range that the snapshot covers.
     """
-    if hour.minute or hour.second or hour.microsecond:
-        raise ValueError(f"hour {hour.isoformat()} is not at the start of an hour")
+    for ts in (first, last):
+        if ts.minute or ts.second or ts.microsecond:
+            raise ValueError(f"hour {ts.isoformat()} is not at the start of an hour")
+    if last < first:
+        raise ValueError(f"last hour {last.isoformat()} is before the first {first.isoformat()}")
     for attempt in range(5):
         try:
-            return _aggregate_hour_once(engine, hour, metrics)
+            return _aggregate_once(engine, first, last + HOUR, metrics)
         except OperationalError as exc:  # serialization failure under concurrent imports
             if attempt == 4 or "could not serialize" not in str(exc):
                 raise
@@ -62,26 +74,35 @@ def aggregate_hour(engine: Engine, hour: dt.datetime, metrics: Mapping[str, Metr
     raise AssertionError("unreachable")
 
 
-def _aggregate_hour_once(engine: Engine, hour: dt.datetime, metrics: Mapping[str, Metric]) -> HourResult:
+def _hour_bucket(engine: Engine):
+    """occurred_at truncated to the hour, in the column's storage form on each dialect."""
+    if engine.dialect.name == "postgresql":
+        return func.date_trunc("hour", usage_events.c.occurred_at)
+    # SQLite keeps naive UTC text 'YYYY-MM-DD HH:MM:SS.ffffff' (see db.types.UTCDateTime)
+    return func.strftime("%Y-%m-%d %H:00:00.000000", usage_events.c.occurred_at)
+
+
+def _aggregate_once(engine: Engine, start: dt.datetime, end: dt.datetime,
+                    metrics: Mapping[str, Metric]) -> list[HourResult]:
     started = time.perf_counter()
-    end = hour + HOUR
     latest_codes = sorted(c for c, m in metrics.items() if m.aggregation is Aggregation.LATEST)
     options = {"isolation_level": "REPEATABLE READ"} if engine.dialect.name == "postgresql" else {}
+    bucket = _hour_bucket(engine)
     with engine.connect().execution_options(**options) as conn, conn.begin():
         snapshot_at = _now()
-        in_hour = (usage_events.c.occurred_at >= hour) & (usage_events.c.occurred_at < end)
-        conn.execute(delete(hourly_usage).where(hourly_usage.c.hour == hour))
+        in_range = (usage_events.c.occurred_at >= start) & (usage_events.c.occurred_at < end)
+        conn.execute(delete(hourly_usage).where(hourly_usage.c.hour >= start, hourly_usage.c.hour < end))
         grouped = (
             select(
-                literal(hour, UTCDateTime()),
+                bucket,
                 usage_events.c.org_id,
                 usage_events.c.metric_code,
                 func.count(),
                 func.sum(usage_events.c.value_micros),
                 func.max(usage_events.c.value_micros),
             )
-            .where(in_hour)
-            .group_by(usage_events.c.org_id, usage_events.c.metric_code)
+            .where(in_range)
+            .group_by(bucket, usage_events.c.org_id, usage_events.c.metric_code)
         )
         conn.execute(
             insert(hourly_usage).from_select(
@@ -90,27 +111,49 @@ def _aggregate_hour_once(engine: Engine, hour: dt.datetime, metrics: Mapping[str
             )
         )
         if latest_codes:
-            _fill_latest(conn, hour, in_hour, latest_codes)
-        totals = conn.execute(
-            select(func.count(), func.coalesce(func.sum(hourly_usage.c.event_count), 0)).where(
-                hourly_usage.c.hour == hour
+            _fill_latest(conn, bucket, in_range, latest_codes)
+        per_hour = {
+            r.hour: (int(r.rows), int(r.events))
+            for r in conn.execute(
+                select(
+                    hourly_usage.c.hour,
+                    func.count().label("rows"),
+                    func.sum(hourly_usage.c.event_count).label("events"),
+                )
+                .where(hourly_usage.c.hour >= start, hourly_usage.c.hour < end)
+                .group_by(hourly_usage.c.hour)
             )
-        ).one()
-        conn.execute(delete(aggregated_hours).where(aggregated_hours.c.hour == hour))
+        }
+        hours = list(_hours(start, end))
+        conn.execute(delete(aggregated_hours).where(aggregated_hours.c.hour >= start, aggregated_hours.c.hour < end))
         conn.execute(
-            insert(aggregated_hours).values(
-                hour=hour, aggregated_at=snapshot_at, event_count=int(totals[1]), row_count=int(totals[0])
-            )
+            insert(aggregated_hours),
+            [
+                {"hour": h, "aggregated_at": snapshot_at, "event_count": per_hour.get(h, (0, 0))[1],
+                 "row_count": per_hour.get(h, (0, 0))[0]}
+                for h in hours
+            ],
         )
         conn.execute(
-            delete(dirty_hours).where(dirty_hours.c.hour == hour, dirty_hours.c.marked_at <= snapshot_at)
+            delete(dirty_hours).where(
+                dirty_hours.c.hour >= start, dirty_hours.c.hour < end, dirty_hours.c.marked_at <= snapshot_at
+            )
         )
-    return HourResult(hour, int(totals[1]), int(totals[0]), time.perf_counter() - started)
+    seconds = (time.perf_counter() - started) / max(len(hours), 1)
+    return [HourResult(h, per_hour.get(h, (0, 0))[1], per_hour.get(h, (0, 0))[0], seconds) for h in hours]
 
 
-def _fill_latest(conn, hour, in_hour, latest_codes) -> None:
+def _hours(start: dt.datetime, end: dt.datetime):
+    hour = start
+    while hour < end:
+        yield hour
+        hour += HOUR
+
+
+def _fill_latest(conn, bucket, in_range, latest_codes) -> None:
     ranked = (
         select(
+            bucket.label("hour"),
             usage_events.c.org_id,
             usage_events.c.metric_code,
             usage_events.c.value_micros,
@@ -118,12 +161,12 @@ def _fill_latest(conn, hour, in_hour, latest_codes) -> None:
             usage_events.c.event_id,
             func.row_number()
             .over(
-                partition_by=(usage_events.c.org_id, usage_events.c.metric_code),
+                partition_by=(bucket, usage_events.c.org_id, usage_events.c.metric_code),
                 order_by=(usage_events.c.occurred_at.desc(), usage_events.c.event_id.desc()),
             )
             .label("rank"),
         )
-        .where(in_hour, usage_events.c.metric_code.in_(latest_codes))
+        .where(in_range, usage_events.c.metric_code.in_(latest_codes))
         .subquery()
     )
     rows = conn.execute(select(ranked).where(ranked.c.rank == 1)).all()
@@ -143,7 +186,7 @@ def _fill_latest(conn, hour, in_hour, latest_codes) -> None:
         ),
         [
             {
-                "b_hour": hour,
+                "b_hour": _as_utc(r.hour),
                 "b_org": r.org_id,
                 "b_metric": r.metric_code,
                 "b_value": r.value_micros,
@@ -153,6 +196,12 @@ def _fill_latest(conn, hour, in_hour, latest_codes) -> None:
             for r in rows
         ],
     )
+
+
+def _as_utc(value) -> dt.datetime:
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
 
 
 def late_hours(engine: Engine, limit: int = 500) -> list[tuple[dt.datetime, dt.datetime]]:

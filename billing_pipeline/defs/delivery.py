@@ -29,6 +29,7 @@ from billing_pipeline.db import deliveries as ledger
 from billing_pipeline.defs.automation import RANGE_END_TAG, RANGE_START_TAG
 from billing_pipeline.defs.delivery_resources import DocumentStoreResource, MailerResource, PaymentGatewayResource
 from billing_pipeline.defs.invoicing import DRY_RUN_TAG, batches
+from billing_pipeline.defs.events import log_partition_events, mark_partitions_failed
 from billing_pipeline.defs.partitions import ORGANIZATION_PARTITIONS, billing_key
 from billing_pipeline.defs.resources import BillingDatabaseResource
 from billing_pipeline.defs.runner import RunOutcome
@@ -187,27 +188,34 @@ def build_delivery_assets(
     def report_invoice_deliveries(context: dg.OpExecutionContext, periods: list[PeriodDeliveries]):
         dry_run = any(p.batch.dry_run for p in periods)
         failed: list[InvoiceDelivery] = []
+        failed_keys: list[str] = []
+        observations: list[dg.AssetObservation] = []
+        materializations: list[dg.AssetMaterialization] = []
         for p in periods:
             for r in p.batch.results:
                 key = billing_key(interval, p.period_key, r.org_id)
                 if dry_run or not r.ok:
-                    context.log_event(dg.AssetObservation(asset_key=deliveries_key, partition=key,
-                                                          metadata=_org_metadata(r)))
+                    observations.append(dg.AssetObservation(asset_key=deliveries_key, partition=key,
+                                                            metadata=_org_metadata(r)))
                 else:
-                    context.log_event(dg.AssetMaterialization(asset_key=deliveries_key, partition=key,
-                                                              metadata=_org_metadata(r)))
+                    materializations.append(dg.AssetMaterialization(asset_key=deliveries_key, partition=key,
+                                                                    metadata=_org_metadata(r)))
                 if not r.ok and not dry_run:
                     failed.append(r)
+                    failed_keys.append(str(key))
             for org in p.without_invoice:
-                context.log_event(dg.AssetObservation(
+                observations.append(dg.AssetObservation(
                     asset_key=deliveries_key, partition=billing_key(interval, p.period_key, org),
                     metadata={"organization": org, "outcome": "no finalized invoice"},
                 ))
+        log_partition_events(context, observations)
+        log_partition_events(context, materializations)
         results = [r for p in periods for r in p.batch.results]
         context.log.info("\n" + format_summary(summarize(results, dry_run=dry_run), results))
         metadata = summary_metadata(periods)
         context.log_event(dg.AssetObservation(asset_key=deliveries_key, metadata=metadata))
         if failed:
+            mark_partitions_failed(context, deliveries_key, failed_keys)
             raise dg.Failure(
                 description=f"{len(failed)} organization(s) not delivered: "
                 + "; ".join(f"{r.org_id}: {r.failure}" for r in failed[:50]),

@@ -35,3 +35,32 @@ def log_partition_events(
         else:
             dagster_event = DagsterEvent.asset_observation(step_context, event, batch)
         op_context._events.append(dagster_event)  # noqa: SLF001 - as context.log_event does
+
+
+def mark_partitions_failed(
+    context: dg.AssetExecutionContext | dg.OpExecutionContext,
+    asset_key: dg.AssetKey,
+    partition_keys: Sequence[str],
+) -> None:
+    """Make these partitions show FAILED once the step raises.
+
+    Dagster marks a partition failed when the failed run planned it and did not
+    materialize it. With ``DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS`` a run plans
+    its whole range in one event (1 write instead of one per organization, the main
+    per-organization cost measured on PostgreSQL), and no partition would turn failed;
+    planning just the failed partitions here restores that. Without the variable the
+    partitions are already planned one by one and this adds nothing harmful.
+    """
+    from dagster._core.events import AssetMaterializationPlannedData
+
+    if not partition_keys:
+        return
+    op_context = context.op_execution_context if isinstance(context, dg.AssetExecutionContext) else context
+    step_context = op_context._step_execution_context  # noqa: SLF001
+    for key in partition_keys:
+        event = DagsterEvent.build_asset_materialization_planned_event(
+            step_context.job_name,
+            step_context.step.key,
+            AssetMaterializationPlannedData(asset_key, partition=str(key)),
+        )
+        step_context.instance.report_dagster_event(event, step_context.run_id)

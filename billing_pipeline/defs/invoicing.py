@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from billing_pipeline.defs.events import log_partition_events
+from billing_pipeline.defs.events import log_partition_events, mark_partitions_failed
 from billing_pipeline.defs.partitions import billing_key, split_key
 from billing_pipeline.defs.resources import BillingDatabaseResource
 from billing_pipeline.defs.usage import HOURLY_USAGE_KEY
@@ -200,12 +200,14 @@ def build_invoice_assets(
                     for r in batch.results if r.ok
                 ])
         context.log.info("\n" + "\n".join(invoicing.format_summary(b) for b in done))
-        failed = [r for b in done for r in b.failed]
+        failed = [(b.period.key, r) for b in done for r in b.failed]
         if failed and not dry_run:
+            mark_partitions_failed(context, invoices_key,
+                                   [str(billing_key(interval, p, r.org_id)) for p, r in failed])
             raise dg.Failure(
                 description=f"{len(failed)} organization(s) failed: "
-                + "; ".join(f"{r.org_id}: {r.message}" for r in failed[:50]),
-                metadata={"failed_organizations": [r.org_id for r in failed]},
+                + "; ".join(f"{r.org_id}: {r.message}" for _, r in failed[:50]),
+                metadata={"failed_organizations": [r.org_id for _, r in failed]},
             )
         yield from ()
 

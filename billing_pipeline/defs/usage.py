@@ -6,7 +6,7 @@ import datetime as dt
 import dagster as dg
 
 from billing_pipeline.db import reference, usage
-from billing_pipeline.defs.events import log_partition_events
+from billing_pipeline.defs.events import log_partition_events, mark_partitions_failed
 from billing_pipeline.defs.partitions import hour_key, hour_of
 from billing_pipeline.defs.resources import BillingDatabaseResource
 
@@ -35,30 +35,29 @@ def build_hourly_usage(partitions_def: dg.HourlyPartitionsDefinition) -> dg.Asse
         failed: dict[str, str] = {}
         total_events = 0
         done = []
-        for key in context.partition_keys:
+        # a run holds one contiguous range: aggregate it with one GROUP BY, as bare SQL would
+        for group in contiguous_ranges([hour_of(k) for k in context.partition_keys]):
             try:
-                result = usage.aggregate_hour(engine, hour_of(key), metrics)
-            except Exception as exc:  # noqa: BLE001 - report the hour, go on with the others
-                context.log.error(f"hour {key} failed: {exc}")
-                failed[key] = str(exc)
+                results = usage.aggregate_hours(engine, group[0], group[-1], metrics)
+            except Exception as exc:  # noqa: BLE001 - report the range's hours, go on with others
+                context.log.error(f"hours {hour_key(group[0])}..{hour_key(group[-1])} failed: {exc}")
+                failed.update({hour_key(h): str(exc) for h in group})
                 continue
-            total_events += result.event_count
-            done.append(
-                dg.AssetMaterialization(
-                    asset_key=HOURLY_USAGE_KEY,
-                    partition=key,
-                    metadata={
-                        "events": result.event_count,
-                        "rows": result.row_count,
-                        "seconds": round(result.seconds, 4),
-                    },
+            for result in results:
+                total_events += result.event_count
+                done.append(
+                    dg.AssetMaterialization(
+                        asset_key=HOURLY_USAGE_KEY,
+                        partition=hour_key(result.hour),
+                        metadata={"events": result.event_count, "rows": result.row_count},
+                    )
                 )
-            )
         log_partition_events(context, done)
         context.log.info(
             f"aggregated {len(context.partition_keys) - len(failed)} hour(s), {total_events} events"
         )
         if failed:
+            mark_partitions_failed(context, HOURLY_USAGE_KEY, sorted(failed))
             raise dg.Failure(
                 description=f"{len(failed)} hour(s) failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items()),
                 metadata={"failed_hours": sorted(failed)},

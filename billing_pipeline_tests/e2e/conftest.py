@@ -54,6 +54,10 @@ def e2e_stack(postgres_server):
                     postgres_server.drop_database(name)
                 except Exception:  # the cluster is thrown away at session end anyway
                     pass
+            # the server logs outlive the run: CI uploads test-artifacts/
+            logs = Path(__file__).resolve().parents[2] / "test-artifacts" / "e2e-logs"
+            shutil.rmtree(logs, ignore_errors=True)
+            shutil.copytree(stack.logs, logs, dirs_exist_ok=True)
             shutil.rmtree(root, ignore_errors=True)
 
 

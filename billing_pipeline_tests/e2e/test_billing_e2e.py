@@ -230,6 +230,12 @@ def tags_of(run: dict) -> dict[str, str]:
     return {t["key"]: t["value"] for t in run["tags"]}
 
 
+def describe(runs) -> str:
+    keys = ("dagster/run_key", ".dagster/scheduled_execution_time", RANGE_START, RANGE_END, "dagster/parent_run_id",
+            "dagster/retry_number")
+    return "\n".join(f"{r.run_id[:8]} {r.status.value} " + " ".join(str(r.tags.get(k)) for k in keys) for r in runs)
+
+
 def ensure_new_org(stack: DagsterStack) -> None:
     """foxtrot: a starter subscriber with no usage, in the billing DB and (by the sensor) in the partitions."""
     engine = engine_of(stack)
@@ -319,7 +325,7 @@ def test_daemon_fires_the_monthly_schedule_for_the_previous_month(stack):
         return runs if len(runs) >= 2 and all(r.is_finished for r in runs) else None
 
     runs = stack.wait_for(schedule_runs_done, 150, "the schedule's runs to finish (ticks every minute)", interval=3)
-    assert len(runs) == 2, [r.tags for r in runs]
+    assert len(runs) == 2, describe(runs)
     ranges = sorted((r.tags[RANGE_START], r.tags[RANGE_END], r.tags["billing/period"]) for r in runs)
     assert ranges == [(f"{OCT_KEY}|acme", f"{OCT_KEY}|cobalt", OCT_KEY), (f"{OCT_KEY}|delta", f"{OCT_KEY}|echo", OCT_KEY)]
     assert {r.tags["dagster/run_key"] for r in runs} == {f"monthly-schedule-{OCT_KEY}-0", f"monthly-schedule-{OCT_KEY}-1"}
