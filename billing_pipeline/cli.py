@@ -182,16 +182,58 @@ def _hour_range(first: str, last: str | None) -> tuple[dt.datetime, dt.datetime]
 @click.option("--org", "orgs", multiple=True, help="Only these organizations (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Compute and show everything, write nothing.")
 @click.option("--interval", type=click.Choice(["monthly", "weekly"]), default="monthly", show_default=True)
-def run_month(period_value: str, orgs: tuple[str, ...], dry_run: bool, interval: str) -> None:
-    """Invoice PERIOD (YYYY-MM, or a week's Monday YYYY-MM-DD with --interval weekly)."""
+@click.option("--no-delivery", is_flag=True, help="Finalize only; the invoice_delivery_sensor delivers later.")
+def run_month(period_value: str, orgs: tuple[str, ...], dry_run: bool, interval: str, no_delivery: bool) -> None:
+    """Invoice PERIOD (YYYY-MM, or a week's Monday YYYY-MM-DD with --interval weekly), then deliver."""
     settings = _settings()
     period = _parse_period(period_value, interval)
-    ok = _run_period(settings, period, orgs, dry_run)
+    ok = _run_period(settings, period, orgs, dry_run, deliver=not no_delivery)
     if not ok:
         sys.exit(1)
 
 
-def _run_period(settings, period, orgs, dry_run) -> bool:
+@main.command("deliver")
+@click.argument("period_value", metavar="PERIOD")
+@click.option("--org", "orgs", multiple=True, help="Only these organizations (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Render and validate, send nothing.")
+@click.option("--interval", type=click.Choice(["monthly", "weekly"]), default="monthly", show_default=True)
+@click.option("--resend-ambiguous-email", is_flag=True,
+              help="Resend emails whose delivery was interrupted mid-send (same Message-ID).")
+def deliver(period_value: str, orgs: tuple[str, ...], dry_run: bool, interval: str,
+            resend_ambiguous_email: bool) -> None:
+    """Deliver PERIOD's finalized invoices (PDF, S3, Stripe, email); channels already done are skipped."""
+    settings = _settings()
+    period = _parse_period(period_value, interval)
+    if not _deliver(settings, period, orgs, dry_run, resend_ambiguous_email):
+        sys.exit(1)
+
+
+def _deliver(settings, period, orgs, dry_run, resend_ambiguous_email=False, defs=None) -> bool:
+    from billing_pipeline.definitions import build_definitions
+    from billing_pipeline.defs.delivery import run_delivery
+    from billing_pipeline.services.reporting import delivery_states, format_delivery_report
+
+    engine = _engine(settings)
+    instance = _instance()
+    defs = defs or build_definitions(settings)
+    try:
+        outcomes = run_delivery(defs, instance, period.interval, period.key, organizations=orgs, dry_run=dry_run,
+                                resend_ambiguous_email=resend_ambiguous_email,
+                                batch_size=settings.invoice_batch_size)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    for o in outcomes:
+        click.echo(f"delivery run {o.run_id} {o.partition_range[0]}..{o.partition_range[1]}: "
+                   f"{'success' if o.success else 'FAILED (see the ledger below and the run in the UI)'}")
+    click.echo(format_delivery_report(delivery_states(engine, period)))
+    if settings.document_store == "local":
+        click.echo(f"  PDFs: {settings.documents_dir}")
+    if settings.mailer == "outbox":
+        click.echo(f"  emails (.eml): {settings.outbox_dir}")
+    return all(o.success for o in outcomes)
+
+
+def _run_period(settings, period, orgs, dry_run, deliver=True) -> bool:
     from billing_pipeline.definitions import build_definitions
     from billing_pipeline.defs.runner import run_period, sync_organization_partitions
     from billing_pipeline.services.reporting import format_period_report, period_states
@@ -210,9 +252,12 @@ def _run_period(settings, period, orgs, dry_run) -> bool:
                    f"{'success' if o.success else 'FAILED (see failures below and the run in the UI)'}")
     if dry_run:
         click.echo("dry run: nothing was written; per-organization results are in the run's log and observations")
-    else:
-        click.echo(format_period_report(period, period_states(engine, period)))
-    return all(o.success for o in outcomes)
+        return all(o.success for o in outcomes)
+    click.echo(format_period_report(period, period_states(engine, period)))
+    ok = all(o.success for o in outcomes)
+    if deliver:
+        ok = _deliver(settings, period, orgs, False, defs=defs) and ok
+    return ok
 
 
 @main.command("status")

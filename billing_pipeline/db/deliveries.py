@@ -67,44 +67,73 @@ class ClaimLost(RuntimeError):
     """Another run claimed the same invoice x channel first."""
 
 
-def claim(engine: Engine, invoice_id: int, channel: str, seen_attempts: int | None) -> int:
+@dataclass(frozen=True)
+class Finish:
+    """A final status to record for one row (see ``mark_succeeded``), possibly deferred so it can
+    share a transaction with the next channel's claim."""
+
+    invoice_id: int
+    channel: str
+    external_id: str | None
+    checksum: str | None
+    status: str = "succeeded"
+
+
+def claim(
+    engine: Engine, invoice_id: int, channel: str, seen_attempts: int | None, *,
+    finish: Finish | None = None, sending: str | None = None,
+) -> int:
     """Mark the row ``pending`` with one more attempt; returns the new attempt count.
 
     ``seen_attempts`` is what the caller read (None: no row). Raises ``ClaimLost`` when the
     row changed meanwhile or already succeeded.
+
+    ``finish`` (the previous channel's outcome, whose side effect is done) is written in the
+    same transaction and is committed even when the claim is lost. ``sending`` also records
+    the e-mail Message-ID marker (``mark_sending``) with the claim: only pass it right before
+    the side effect.
     """
     if channel not in CHANNELS:
         raise ValueError(f"unknown delivery channel {channel!r}")
-    now = _now()
     with engine.begin() as conn:
+        if finish is not None:
+            _mark_succeeded(conn, finish)
+        attempts = _claim(conn, invoice_id, channel, seen_attempts, sending)
+    if attempts is None:
         if seen_attempts is None:
-            existing = conn.execute(
-                select(invoice_deliveries.c.attempts).where(
-                    invoice_deliveries.c.invoice_id == invoice_id, invoice_deliveries.c.channel == channel
-                )
-            ).first()
-            if existing is not None:
-                raise ClaimLost(f"invoice {invoice_id} {channel}: claimed by another run")
-            conn.execute(
-                insert(invoice_deliveries).values(
-                    invoice_id=invoice_id, channel=channel, status="pending", attempts=1,
-                    last_error=None, external_id=None, checksum=None, updated_at=now, delivered_at=None,
-                )
+            raise ClaimLost(f"invoice {invoice_id} {channel}: claimed by another run")
+        raise ClaimLost(f"invoice {invoice_id} {channel}: claimed by another run or already delivered")
+    return attempts
+
+
+def _claim(conn, invoice_id: int, channel: str, seen_attempts: int | None, sending: str | None) -> int | None:
+    now = _now()
+    if seen_attempts is None:
+        existing = conn.execute(
+            select(invoice_deliveries.c.attempts).where(
+                invoice_deliveries.c.invoice_id == invoice_id, invoice_deliveries.c.channel == channel
             )
-            return 1
-        changed = conn.execute(
-            update(invoice_deliveries)
-            .where(
-                invoice_deliveries.c.invoice_id == invoice_id,
-                invoice_deliveries.c.channel == channel,
-                invoice_deliveries.c.attempts == seen_attempts,
-                invoice_deliveries.c.status.not_in(FINAL_STATUSES),
+        ).first()
+        if existing is not None:
+            return None
+        conn.execute(
+            insert(invoice_deliveries).values(
+                invoice_id=invoice_id, channel=channel, status="pending", attempts=1,
+                last_error=None, external_id=sending, checksum=None, updated_at=now, delivered_at=None,
             )
-            .values(status="pending", attempts=seen_attempts + 1, updated_at=now, external_id=None)
-        ).rowcount
-        if changed != 1:
-            raise ClaimLost(f"invoice {invoice_id} {channel}: claimed by another run or already delivered")
-        return seen_attempts + 1
+        )
+        return 1
+    changed = conn.execute(
+        update(invoice_deliveries)
+        .where(
+            invoice_deliveries.c.invoice_id == invoice_id,
+            invoice_deliveries.c.channel == channel,
+            invoice_deliveries.c.attempts == seen_attempts,
+            invoice_deliveries.c.status.not_in(FINAL_STATUSES),
+        )
+        .values(status="pending", attempts=seen_attempts + 1, updated_at=now, external_id=sending)
+    ).rowcount
+    return seen_attempts + 1 if changed == 1 else None
 
 
 def mark_sending(engine: Engine, invoice_id: int, channel: str, external_id: str) -> None:
@@ -122,27 +151,37 @@ def mark_succeeded(
     status: str = "succeeded",
 ) -> None:
     """Set the row final (``succeeded`` or ``skipped``); inserts it when missing (operator fixes)."""
+    finish = Finish(invoice_id, channel, external_id, checksum, status)
     if status not in FINAL_STATUSES:
         raise ValueError(f"not a final status: {status!r}")
-    now = _now()
-    values = {"status": status, "last_error": None, "external_id": external_id, "checksum": checksum,
-              "updated_at": now, "delivered_at": now if status == "succeeded" else None}
     with engine.begin() as conn:
-        changed = conn.execute(
-            update(invoice_deliveries)
-            .where(invoice_deliveries.c.invoice_id == invoice_id, invoice_deliveries.c.channel == channel)
-            .values(**values)
-        ).rowcount
-        if not changed:
-            conn.execute(insert(invoice_deliveries).values(invoice_id=invoice_id, channel=channel, attempts=0,
-                                                           **values))
+        _mark_succeeded(conn, finish)
 
 
-def mark_failed(engine: Engine, invoice_id: int, channel: str, error: str, *, keep_external_id: bool = False) -> None:
+def _mark_succeeded(conn, f: Finish) -> None:
+    if f.status not in FINAL_STATUSES:
+        raise ValueError(f"not a final status: {f.status!r}")
+    now = _now()
+    values = {"status": f.status, "last_error": None, "external_id": f.external_id, "checksum": f.checksum,
+              "updated_at": now, "delivered_at": now if f.status == "succeeded" else None}
+    changed = conn.execute(
+        update(invoice_deliveries)
+        .where(invoice_deliveries.c.invoice_id == f.invoice_id, invoice_deliveries.c.channel == f.channel)
+        .values(**values)
+    ).rowcount
+    if not changed:
+        conn.execute(insert(invoice_deliveries).values(invoice_id=f.invoice_id, channel=f.channel, attempts=0,
+                                                       **values))
+
+
+def mark_failed(engine: Engine, invoice_id: int, channel: str, error: str, *, keep_external_id: bool = False,
+                finish: Finish | None = None) -> None:
     values = {"status": "failed", "last_error": error[:4000], "updated_at": _now()}
     if not keep_external_id:
         values["external_id"] = None
     with engine.begin() as conn:
+        if finish is not None:
+            _mark_succeeded(conn, finish)
         conn.execute(
             update(invoice_deliveries)
             .where(invoice_deliveries.c.invoice_id == invoice_id, invoice_deliveries.c.channel == channel)
@@ -205,6 +244,6 @@ def finalized_invoice_ids(
 
 
 __all__ = [
-    "CHANNELS", "FINAL_STATUSES", "LedgerRow", "ClaimLost", "get_rows", "claim", "mark_sending",
+    "CHANNELS", "FINAL_STATUSES", "LedgerRow", "Finish", "ClaimLost", "get_rows", "claim", "mark_sending",
     "mark_succeeded", "mark_failed", "undelivered_invoices", "finalized_invoice_ids",
 ]

@@ -32,7 +32,7 @@ from billing_pipeline.defs.invoicing import DRY_RUN_TAG, batches
 from billing_pipeline.defs.events import log_partition_events, mark_partitions_failed
 from billing_pipeline.defs.partitions import ORGANIZATION_PARTITIONS, billing_key
 from billing_pipeline.defs.resources import BillingDatabaseResource
-from billing_pipeline.defs.runner import RunOutcome
+from billing_pipeline.defs.runner import QUIET_LOGS, RunOutcome
 from billing_pipeline.domain import money
 from billing_pipeline.domain.model import BillingInterval
 from billing_pipeline.rendering.seller import Seller
@@ -351,7 +351,8 @@ def run_delivery(
         tags = {**request.tags, "billing/trigger": "cli"}
         if dry_run:
             tags[DRY_RUN_TAG] = "true"
-        result = job.execute_in_process(instance=instance, tags=tags, run_config=run_config, raise_on_error=False)
+        result = job.execute_in_process(instance=instance, tags=tags, run_config={**QUIET_LOGS, **run_config},
+                                        raise_on_error=False)
         outcomes.append(RunOutcome(result.run_id, result.success, (tags[RANGE_START_TAG], tags[RANGE_END_TAG])))
     return outcomes
 

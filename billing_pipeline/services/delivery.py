@@ -42,8 +42,11 @@ import enum
 import hashlib
 import logging
 import multiprocessing
+import queue
 import random
+import threading
 import re
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -107,6 +110,7 @@ class DeliveryOptions:
     idempotency_prefix: str = "billing"  # prefix of every Stripe idempotency key
     resend_ambiguous_email: bool = False
     render_workers: int = 0  # > 0: render PDFs in that many processes
+    io_workers: int = 0  # > 0: that many threads run the channels of different invoices concurrently
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     @classmethod
@@ -402,19 +406,78 @@ class InvoiceDeliveryService:
 
         With ``render_workers`` > 0 PDFs are rendered in worker processes while this process
         performs the network calls of the invoices already rendered (a pipeline), so the
-        network time hides behind rendering. PDFs are dropped once an invoice is done.
+        network time hides behind rendering. With ``io_workers`` > 0 the channels of several
+        invoices run concurrently in that many threads (one invoice's channels always run in
+        order, in one thread). PDFs are dropped once an invoice is done.
         """
         ids = list(dict.fromkeys(invoice_ids))
         all_items: list[_Item] = []
-        with render_pool(self.options.render_workers) as pool, self._mail_session():
+
+        def rendered() -> Iterator[_Item]:
             for start in range(0, len(ids), chunk_size):
                 batch = self.prepare(ids[start : start + chunk_size])
-                for item in self._rendered(batch.items, pool):
-                    for channel in ("s3", "stripe", "email"):
-                        self._run_channel(item, channel)
-                    item.pdf = None
                 all_items.extend(batch.items)
+                yield from self._rendered(batch.items, pool, record_pdf=False)
+
+        with render_pool(self.options.render_workers) as pool:
+            self._run_items(rendered(), ("pdf", "s3", "stripe", "email"), drop_pdfs=True)
         return DeliveryBatch(all_items, self.options.channels, self.options.dry_run, self.options)
+
+    def _run_items(self, items: Iterable[_Item], channels: Sequence[str], *, drop_pdfs: bool = False) -> None:
+        """Run ``channels`` in order for every item: here, or in ``io_workers`` threads."""
+        workers = self.options.io_workers
+        if workers <= 0:
+            with self._mail_session(channels):
+                for item in items:
+                    self._run_chain(item, channels)
+                    if drop_pdfs:
+                        item.pdf = None
+            return
+        work: queue.Queue = queue.Queue(maxsize=2 * workers)
+        failures: list[BaseException] = []
+        stop = threading.Event()
+
+        def worker() -> None:
+            try:
+                with self._mail_session(channels):
+                    while True:
+                        item = work.get()
+                        if item is None or stop.is_set():
+                            return
+                        self._run_chain(item, channels)
+                        if drop_pdfs:
+                            item.pdf = None
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+                failures.append(exc)
+                stop.set()
+
+        threads = [threading.Thread(target=worker, name=f"delivery-io-{i}", daemon=True) for i in range(workers)]
+        for t in threads:
+            t.start()
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        work.put(item, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    break
+        finally:
+            if not failures and sys.exc_info()[0] is not None:
+                stop.set()  # the producer failed: let the workers finish their current invoice only
+            for _ in threads:
+                while any(t.is_alive() for t in threads):
+                    try:
+                        work.put(None, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+            for t in threads:
+                t.join()
+        if failures:
+            raise failures[0]
 
     # -- stages ---------------------------------------------------------------------------
     def render_pdfs(self, batch: DeliveryBatch) -> DeliveryBatch:
@@ -424,19 +487,15 @@ class InvoiceDeliveryService:
         return batch
 
     def upload_pdfs(self, batch: DeliveryBatch) -> DeliveryBatch:
-        for item in batch.items:
-            self._run_channel(item, "s3")
+        self._run_items(batch.items, ("s3",))
         return batch
 
     def sync_stripe(self, batch: DeliveryBatch) -> DeliveryBatch:
-        for item in batch.items:
-            self._run_channel(item, "stripe")
+        self._run_items(batch.items, ("stripe",))
         return batch
 
     def send_emails(self, batch: DeliveryBatch) -> DeliveryBatch:
-        with self._mail_session():
-            for item in batch.items:
-                self._run_channel(item, "email")
+        self._run_items(batch.items, ("email",))
         batch.drop_pdfs()
         return batch
 
@@ -452,12 +511,14 @@ class InvoiceDeliveryService:
         row = item.rows.get(channel)
         return row is not None and row.done
 
-    def _rendered(self, items: Sequence[_Item], pool: concurrent.futures.Executor | None) -> Iterator[_Item]:
-        """Yield every item in order, its PDF obtained (and the pdf channel recorded) first."""
+    def _rendered(self, items: Sequence[_Item], pool: concurrent.futures.Executor | None, *,
+                  record_pdf: bool = True) -> Iterator[_Item]:
+        """Yield every item in order, its PDF obtained first (and the pdf channel recorded, unless
+        ``record_pdf`` is False: then the caller runs the pdf channel)."""
         if pool is None:
             for item in items:
                 if self._needs_pdf(item):
-                    self._obtain_pdf(item, None)
+                    self._obtain_pdf(item, None, record_pdf)
                 yield item
             return
         window: deque[tuple[_Item, concurrent.futures.Future | None]] = deque()
@@ -470,18 +531,18 @@ class InvoiceDeliveryService:
             while len(window) >= limit:
                 done_item, done_future = window.popleft()
                 if self._needs_pdf(done_item):
-                    self._obtain_pdf(done_item, done_future)
+                    self._obtain_pdf(done_item, done_future, record_pdf)
                 yield done_item
         while window:
             done_item, done_future = window.popleft()
             if self._needs_pdf(done_item):
-                self._obtain_pdf(done_item, done_future)
+                self._obtain_pdf(done_item, done_future, record_pdf)
             yield done_item
 
     def _stored_pdf_available(self, item: _Item) -> bool:
         return self.store is not None and self._done(item, "s3") and bool(item.rows["s3"].checksum)
 
-    def _obtain_pdf(self, item: _Item, future: concurrent.futures.Future | None) -> None:
+    def _obtain_pdf(self, item: _Item, future: concurrent.futures.Future | None, record: bool = True) -> None:
         """The PDF bytes for an invoice: the stored copy once uploaded, else a (deterministic) render."""
         assert item.invoice is not None and item.org is not None
         try:
@@ -507,7 +568,8 @@ class InvoiceDeliveryService:
             item.result.channels["pdf"] = ChannelResult("pdf", ChannelStatus.ALREADY_DONE,
                                                         external_id=pdf_row.external_id)
             return
-        self._run_channel(item, "pdf")
+        if record:
+            self._run_chain(item, ("pdf",))
 
     def _fail_pdf(self, item: _Item, exc: Exception) -> None:
         error = self.redact(f"{type(exc).__name__}: {exc}")
@@ -548,12 +610,12 @@ class InvoiceDeliveryService:
                 return synced.external_id, None
             return sync
         if channel == "email":
+            # The message is built, and its Message-ID recorded with the claim, by ``_attempt``.
             def send() -> tuple[str | None, str | None]:
-                msg = self._email(item)
-                mid = str(msg["Message-ID"])
-                ledger.mark_sending(self.engine, item.result.invoice_id, "email", mid)
-                sent = self.mailer.send(msg)  # type: ignore[union-attr]
+                sent = self.mailer.send(item_msg[0])  # type: ignore[union-attr]
                 return sent.message_id, None
+            item_msg: list = []
+            send.message = item_msg  # type: ignore[attr-defined]
             return send
         raise ValueError(channel)
 
@@ -577,36 +639,55 @@ class InvoiceDeliveryService:
             raise ValueError("negative invoice totals cannot be synced to the payment gateway")
 
     # -- one channel for one invoice, with the ledger and retries -----------------------------
-    def _run_channel(self, item: _Item, channel: str) -> None:
+    # A channel's success is not committed on its own: it is carried (``ledger.Finish``) into the
+    # transaction that claims the invoice's next channel (or written at the end of the chain), so
+    # an invoice costs one ledger commit per channel instead of two. The claim is still committed
+    # before every side effect; a crash between a side effect and that commit leaves the row
+    # ``pending``, and the idempotent side effect is repeated harmlessly by the next run.
+    def _run_chain(self, item: _Item, channels: Sequence[str]) -> None:
+        carry: ledger.Finish | None = None
+        for channel in channels:
+            carry = self._run_channel(item, channel, carry)
+        self._flush(carry)
+
+    def _flush(self, carry: ledger.Finish | None) -> None:
+        if carry is not None:
+            ledger.mark_succeeded(self.engine, carry.invoice_id, carry.channel, external_id=carry.external_id,
+                                  checksum=carry.checksum, status=carry.status)
+
+    def _run_channel(self, item: _Item, channel: str, carry: ledger.Finish | None = None) -> ledger.Finish | None:
+        """Run one channel; returns its success still to be written (or None)."""
         if channel not in self.options.channels or channel in item.result.channels:
-            return
+            return carry
         if item.stopped:
             if not item.result.error:
                 item.result.channels[channel] = ChannelResult(channel, ChannelStatus.BLOCKED)
-            return
+            return carry
         row = item.rows.get(channel)
         if row is not None and row.done:
             item.result.channels[channel] = ChannelResult(channel, ChannelStatus.ALREADY_DONE,
                                                           external_id=row.external_id)
-            return
+            return carry
         if channel in ("s3", "email") and item.pdf is None:
             item.result.channels[channel] = ChannelResult(channel, ChannelStatus.BLOCKED, error="no PDF")
             item.stopped = True
-            return
+            return carry
         if self.options.dry_run:
             try:
                 self._dry_run_check(item, channel)
             except Exception as exc:  # noqa: BLE001
                 self._finish(item, ChannelResult(channel, ChannelStatus.FAILED,
                                                  error=self.redact(f"{type(exc).__name__}: {exc}")))
-                return
+                return carry
             self._finish(item, ChannelResult(channel, ChannelStatus.DRY_RUN))
-            return
-        if channel == "email" and self._ambiguous_email(item, row):
-            return
-        self._finish(item, self._attempt(item, channel, row))
+            return carry
+        if channel == "email" and self._ambiguous_email(item, row, carry):
+            return None
+        result, carry = self._attempt(item, channel, row, carry)
+        self._finish(item, result)
+        return carry
 
-    def _ambiguous_email(self, item: _Item, row: ledger.LedgerRow | None) -> bool:
+    def _ambiguous_email(self, item: _Item, row: ledger.LedgerRow | None, carry: ledger.Finish | None) -> bool:
         """A pending e-mail row with a Message-ID: a run died between SMTP DATA and the commit."""
         if row is None or row.status != "pending" or not row.external_id:
             return False
@@ -617,27 +698,40 @@ class InvoiceDeliveryService:
             "it may have been delivered. Check the mail server log for this Message-ID, then either mark "
             "the row succeeded or re-run with resend_ambiguous_email=true (same Message-ID)."
         )
-        ledger.mark_failed(self.engine, item.result.invoice_id, "email", error, keep_external_id=True)
+        ledger.mark_failed(self.engine, item.result.invoice_id, "email", error, keep_external_id=True, finish=carry)
         self._finish(item, ChannelResult("email", ChannelStatus.FAILED, error=error))
         return True
 
-    def _attempt(self, item: _Item, channel: str, row: ledger.LedgerRow | None) -> ChannelResult:
+    def _attempt(self, item: _Item, channel: str, row: ledger.LedgerRow | None,
+                 carry: ledger.Finish | None) -> tuple[ChannelResult, ledger.Finish | None]:
         invoice_id = item.result.invoice_id
         action = self._action(item, channel)
         seen = row.attempts if row is not None else None
         tries = 0
         while True:
+            marker = None
+            prepare_error: Exception | None = None
+            if channel == "email":
+                # Built before the claim so that its Message-ID is committed with it, right before DATA.
+                try:
+                    msg = self._email(item)
+                    marker = str(msg["Message-ID"])
+                    action.message[:] = [msg]  # type: ignore[attr-defined]
+                except Exception as exc:  # noqa: BLE001 - recorded as this attempt's failure below
+                    prepare_error = exc
             try:
-                seen = ledger.claim(self.engine, invoice_id, channel, seen)
+                seen = ledger.claim(self.engine, invoice_id, channel, seen, finish=carry, sending=marker)
             except ledger.ClaimLost as exc:
-                return ChannelResult(channel, ChannelStatus.FAILED, tries, error=str(exc))
+                return ChannelResult(channel, ChannelStatus.FAILED, tries, error=str(exc)), None
+            carry = None  # committed with the claim
             tries += 1
             try:
+                if prepare_error is not None:
+                    raise prepare_error
                 external_id, checksum = action()
             except _Skip as skip:
-                ledger.mark_succeeded(self.engine, invoice_id, channel, external_id=None, checksum=None,
-                                      status="skipped")
-                return ChannelResult(channel, ChannelStatus.SKIPPED, tries, error=str(skip))
+                done = ledger.Finish(invoice_id, channel, None, None, "skipped")
+                return ChannelResult(channel, ChannelStatus.SKIPPED, tries, error=str(skip)), done
             except Exception as exc:  # noqa: BLE001 - classified below, isolated per invoice
                 transient = isinstance(exc, DeliveryError) and exc.transient
                 error = self.redact(f"{type(exc).__name__}: {exc}")
@@ -649,9 +743,13 @@ class InvoiceDeliveryService:
                     self.sleep(delay)
                     continue
                 log.warning("invoice %s %s failed after %d attempt(s): %s", item.result.number, channel, tries, error)
-                return ChannelResult(channel, ChannelStatus.FAILED, tries, error=error)
-            ledger.mark_succeeded(self.engine, invoice_id, channel, external_id=external_id, checksum=checksum)
-            return ChannelResult(channel, ChannelStatus.SUCCEEDED, tries, external_id=external_id)
+                return ChannelResult(channel, ChannelStatus.FAILED, tries, error=error), None
+            if channel == "email":
+                # Commit at once: this is what closes the ambiguous window.
+                ledger.mark_succeeded(self.engine, invoice_id, channel, external_id=external_id, checksum=checksum)
+                return ChannelResult(channel, ChannelStatus.SUCCEEDED, tries, external_id=external_id), None
+            done = ledger.Finish(invoice_id, channel, external_id, checksum)
+            return ChannelResult(channel, ChannelStatus.SUCCEEDED, tries, external_id=external_id), done
 
     def _finish(self, item: _Item, result: ChannelResult) -> None:
         item.result.channels[result.channel] = result
@@ -659,10 +757,14 @@ class InvoiceDeliveryService:
             item.stopped = True
 
     @contextlib.contextmanager
-    def _mail_session(self) -> Iterator[None]:
-        """One SMTP connection for a whole stage (the Message-ID marker then precedes DATA only)."""
+    def _mail_session(self, channels: Sequence[str] = ("email",)) -> Iterator[None]:
+        """One SMTP connection for a whole stage (the Message-ID marker then precedes DATA only).
+
+        Per thread: ``SMTPMailer`` keeps one connection per thread that opened a session.
+        """
         session = getattr(self.mailer, "session", None)
-        if session is None or "email" not in self.options.channels or self.options.dry_run:
+        if (session is None or "email" not in channels or "email" not in self.options.channels
+                or self.options.dry_run):
             yield
             return
         try:

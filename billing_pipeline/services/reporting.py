@@ -81,3 +81,34 @@ def quarantine_counts(engine: Engine) -> dict[str, int]:
 def recent_imports(engine: Engine, limit: int = 5) -> list:
     with engine.connect() as conn:
         return conn.execute(select(event_imports).order_by(event_imports.c.id.desc()).limit(limit)).all()
+
+
+def delivery_states(engine: Engine, period: BillingPeriod) -> dict[str, dict[str, tuple[str, str | None]]]:
+    """org id -> channel -> (ledger status, last error) for the period's invoices."""
+    from billing_pipeline.db.schema import invoice_deliveries, invoices
+
+    query = (
+        select(invoices.c.org_id, invoice_deliveries.c.channel, invoice_deliveries.c.status,
+               invoice_deliveries.c.last_error)
+        .join(invoices, invoices.c.id == invoice_deliveries.c.invoice_id)
+        .where(invoices.c.interval == period.interval.value, invoices.c.period_key == period.key)
+    )
+    out: dict[str, dict[str, tuple[str, str | None]]] = {}
+    with engine.connect() as conn:
+        for r in conn.execute(query):
+            out.setdefault(r.org_id, {})[r.channel] = (r.status, r.last_error)
+    return out
+
+
+def format_delivery_report(states: dict[str, dict[str, tuple[str, str | None]]]) -> str:
+    channels = ("pdf", "s3", "stripe", "email")
+    lines = ["  delivery (ledger):"]
+    errors = {c: 0 for c in channels}
+    for org_id, by_channel in sorted(states.items()):
+        cells = " ".join(f"{c}={by_channel.get(c, ('-', None))[0]}" for c in channels)
+        problems = "; ".join(f"{c}: {e}" for c, (s, e) in by_channel.items() if s == "failed" and e)
+        lines.append(f"    {org_id:<16} {cells}  {problems}".rstrip())
+        for c, (status, _) in by_channel.items():
+            errors[c] += status == "failed"
+    lines.append("    errors per channel: " + ", ".join(f"{c} {n}" for c, n in errors.items()))
+    return "\n".join(lines)
