@@ -113,12 +113,13 @@ def floor(url: str, invoice_ids: list[int], seller, workers: int) -> float:
         return time.perf_counter() - t0
 
 
-def full(url: str, invoice_ids: list[int], seller, servers: dict, workers: int, bucket: str) -> tuple[float, dict]:
+def full(url: str, invoice_ids: list[int], seller, servers: dict, workers: int, bucket: str,
+         io_workers: int = 8) -> tuple[float, dict]:
     s3 = servers["s3"]
     client = boto3.session.Session().client(
         "s3", endpoint_url=s3["endpoint_url"], aws_access_key_id=s3["access_key"],
         aws_secret_access_key=s3["secret_key"], region_name=s3["region"],
-        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}, max_pool_connections=4),
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}, max_pool_connections=max(4, io_workers)),
     )
     client.create_bucket(Bucket=bucket)
     import stripe
@@ -130,7 +131,7 @@ def full(url: str, invoice_ids: list[int], seller, servers: dict, workers: int, 
     mailer = SMTPMailer(sm["host"], sm["port"], sm["username"], sm["password"], "starttls", 30, verify=False)
     svc = InvoiceDeliveryService(
         get_engine(url), seller=seller,
-        options=DeliveryOptions(render_workers=workers, presigned_url_expiry_seconds=3600,
+        options=DeliveryOptions(render_workers=workers, io_workers=io_workers, presigned_url_expiry_seconds=3600,
                                 retry=RetryPolicy(max_attempts=4, base_delay=0.2)),
         store=S3DocumentStore(client, bucket), gateway=gateway, mailer=mailer,
         secrets=[st["api_key"], sm["password"], s3["secret_key"]],
@@ -147,7 +148,8 @@ def full(url: str, invoice_ids: list[int], seller, servers: dict, workers: int, 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--invoices", type=int, default=10_000)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="render processes")
+    parser.add_argument("--io-workers", type=int, default=8, help="threads running the network channels")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "delivery.json")
     args = parser.parse_args()
     seller = Settings.from_env({"BILLING_HOME": "/tmp"}).seller
@@ -164,7 +166,8 @@ def main() -> int:
             print(f"seeded {len(ids)} finalized invoices in {seed_s:.1f}s", flush=True)
             floor_s = floor(url, ids, seller, args.workers)
             print(f"floor: {len(ids) / floor_s:.2f} invoices/s", flush=True)
-            full_s, outcome = full(url, ids, seller, servers, args.workers, f"bench-{uuid.uuid4().hex[:8]}")
+            full_s, outcome = full(url, ids, seller, servers, args.workers, f"bench-{uuid.uuid4().hex[:8]}",
+                                   args.io_workers)
             print(f"full:  {len(ids) / full_s:.2f} invoices/s {outcome}", flush=True)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -177,6 +180,7 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "invoices": len(ids),
         "render_workers": args.workers,
+        "io_workers": args.io_workers,
         "floor_seconds": round(floor_s, 2),
         "floor_invoices_per_second": round(len(ids) / floor_s, 2),
         "full_seconds": round(full_s, 2),

@@ -20,6 +20,7 @@ import smtplib
 import socket
 import ssl
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -129,6 +130,8 @@ class SMTPMailer:
             for msg in messages:
                 mailer.send(msg)
 
+    Sessions are per thread: threads sharing one mailer each open their own connection.
+
     ``security``: ``"starttls"`` (port 587), ``"ssl"`` (implicit TLS, port 465) or
     ``"none"`` (local test servers only). TLS verifies certificates with the system store,
     or ``ca_file``; ``verify=False`` is for tests against self-signed servers.
@@ -161,8 +164,32 @@ class SMTPMailer:
         self.ca_file = ca_file
         self.verify = verify
         self.local_hostname = local_hostname
-        self._conn: smtplib.SMTP | None = None
-        self._broken = False
+        self._local = threading.local()  # this thread's session: conn, broken
+
+    @property
+    def _conn(self) -> smtplib.SMTP | None:
+        return getattr(self._local, "conn", None)
+
+    @_conn.setter
+    def _conn(self, value: smtplib.SMTP | None) -> None:
+        self._local.conn = value
+
+    @property
+    def _broken(self) -> bool:
+        return getattr(self._local, "broken", False)
+
+    @_broken.setter
+    def _broken(self, value: bool) -> None:
+        self._local.broken = value
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        del state["_local"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
 
     def __repr__(self) -> str:  # never show the password
         return f"SMTPMailer(host={self.host!r}, port={self.port}, security={self.security!r}, username={self.username!r})"

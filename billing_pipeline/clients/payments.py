@@ -3,17 +3,19 @@
 ``StripeGateway.sync_invoice`` is safe to re-run at any point (a crashed run, a retried
 step, a re-executed backfill):
 
-1. customer: found by search ``metadata['org_id']`` (or, while search lags, by listing
-   customers with the billing e-mail), else created with idempotency key ``cus-{org_id}``;
-   name/e-mail updated when they changed;
-2. invoice: found by search ``metadata['invoice_id']`` *and*, because Stripe search is
-   eventually consistent (new objects can take ~1 min to appear), by listing the
-   customer's invoices; open/paid -> returned as is, draft -> reused, else created with
-   key ``inv-{number}``;
+1. customer: found by listing customers with the billing e-mail (read-after-write
+   consistent) or, when the e-mail changed, by search ``metadata['org_id']``, else created
+   with idempotency key ``cus-{org_id}``; name/e-mail updated when they changed. Customers are
+   remembered for a few minutes per gateway (a batch does not look the same org up twice);
+2. invoice: found by listing the customer's invoices (consistent; Stripe search can lag by
+   ~1 min) and, only when the org has several customers, by search ``metadata['invoice_id']``
+   (it may sit on another one); open/paid -> returned as is, draft -> reused, else created
+   with key ``inv-{number}``. A customer that this very call created (its create was not an
+   idempotent replay) has no invoices yet: no lookup;
 3. one invoice item per line (key ``ii-{number}-{i}``, metadata ``line_index``) plus one for
    tax (``ii-{number}-tax``); items already on the draft are skipped, so a crash half-way
-   resumes cleanly. Tax is an explicit item (not a Stripe TaxRate) so Stripe adds exactly
-   our rounded amounts;
+   resumes cleanly (a draft this call created, not replayed, has none: not listed). Tax is
+   an explicit item (not a Stripe TaxRate) so Stripe adds exactly our rounded amounts;
 4. Stripe's total is compared with ours in minor units *before* finalizing and after;
    any difference raises ``GatewayTotalMismatch``;
 5. finalize with key ``fin-{number}`` (``auto_advance=False``: Stripe sends no e-mail and
@@ -31,6 +33,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -171,6 +175,25 @@ def _iterate(list_obj: Any) -> Iterator[Any]:
         yield from _get(list_obj, "data", [])
 
 
+def _created_now(obj: Any) -> bool:
+    """True when ``obj`` comes from a create that really happened now (not an idempotent replay).
+
+    Unknown (no response headers, e.g. a test double) counts as False: the caller then looks up.
+    """
+    response = getattr(obj, "last_response", None)
+    headers = getattr(response, "headers", None)
+    if response is None or headers is None:
+        return False
+    try:
+        items = headers.items()
+    except AttributeError:
+        return False
+    for name, value in items:
+        if str(name).lower() == "idempotent-replayed":
+            return str(value).strip().lower() != "true"
+    return getattr(response, "code", None) == 200
+
+
 def _quote(value: str) -> str:
     """A value inside a Stripe search query string literal."""
     return value.replace("\\", "\\\\").replace("'", "\\'")
@@ -183,9 +206,47 @@ class StripeGateway:
     ``stripe.StripeClient(api_key, max_network_retries=2, http_client=stripe.RequestsClient(timeout=30))``.
     """
 
+    #: How long a customer found or created is reused for the same org without a lookup.
+    CUSTOMER_CACHE_SECONDS = 300.0
+
     def __init__(self, client: Any, *, use_search: bool = True) -> None:
         self.client = client
         self.use_search = use_search
+        self._customers: dict[str, tuple[float, Any]] = {}
+        self._customers_lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_customers"] = {}
+        del state["_customers_lock"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._customers_lock = threading.Lock()
+
+    def forget_customers(self) -> None:
+        with self._customers_lock:
+            self._customers.clear()
+
+    def _cached_customer(self, org_id: str) -> Any | None:
+        with self._customers_lock:
+            hit = self._customers.get(org_id)
+            if hit is None:
+                return None
+            if time.monotonic() - hit[0] > self.CUSTOMER_CACHE_SECONDS:
+                del self._customers[org_id]
+                return None
+            return hit[1]
+
+    def _remember_customer(self, org_id: str, customer: Any | None) -> None:
+        with self._customers_lock:
+            if customer is None:
+                self._customers.pop(org_id, None)
+            else:
+                if len(self._customers) > 50_000:
+                    self._customers.clear()
+                self._customers[org_id] = (time.monotonic(), customer)
 
     @property
     def _v1(self) -> Any:
@@ -197,32 +258,50 @@ class StripeGateway:
 
     # customers -----------------------------------------------------------------------
     def _find_customer(self, org: Organization) -> Any | None:
-        """By search on ``metadata.org_id``; while search lags, by listing the billing e-mail."""
+        return self._lookup_customer(org)[0]
+
+    def _lookup_customer(self, org: Organization) -> tuple[Any | None, int]:
+        """(the org's oldest customer or None, how many it has).
+
+        By listing the billing e-mail (consistent and cheap), and when that finds none (the
+        e-mail changed) by search on ``metadata.org_id``. Search is never the only way: a
+        customer created within the last minute may not be searchable yet.
+        """
         matches: list[Any] = []
-        if self.use_search:
+        if org.billing_email:
+            listed = self._v1.customers.list(params={"email": org.billing_email, "limit": 100})
+            matches = [c for c in _iterate(listed) if self._is_org(c, org.id)]
+        if not matches and self.use_search:
             found = self._v1.customers.search(
                 params={"query": f"metadata['org_id']:'{_quote(org.id)}'", "limit": 10}
             )
             matches = [c for c in _get(found, "data", []) if self._is_org(c, org.id)]
-        if not matches:
-            listed = self._v1.customers.list(params={"email": org.billing_email, "limit": 100})
-            matches = [c for c in _iterate(listed) if self._is_org(c, org.id)]
         if len(matches) > 1:
             log.warning("org %s has %d Stripe customers; using the oldest", org.id, len(matches))
-        return min(matches, key=lambda c: _get(c, "created", 0)) if matches else None
+        best = min(matches, key=lambda c: _get(c, "created", 0)) if matches else None
+        return best, len(matches)
 
     @staticmethod
     def _is_org(customer: Any, org_id: str) -> bool:
         return _get(_get(customer, "metadata"), "org_id") == org_id and not _get(customer, "deleted", False)
 
     def upsert_customer(self, org: Organization, *, idempotency_prefix: str = "") -> Any:
+        return self._upsert_customer(org, idempotency_prefix)[0]
+
+    def _upsert_customer(self, org: Organization, idempotency_prefix: str) -> tuple[Any, bool, int]:
+        """(customer, created by this call (no invoices yet), number of customers the org has)."""
         with _stripe_errors():
-            customer = self._find_customer(org)
+            customer = self._cached_customer(org.id)
+            count = 1
             if customer is None:
-                return self._v1.customers.create(
+                customer, count = self._lookup_customer(org)
+            if customer is None:
+                customer = self._v1.customers.create(
                     params={"name": org.name, "email": org.billing_email, "metadata": {"org_id": org.id}},
                     options={"idempotency_key": self._key(idempotency_prefix, f"cus-{org.id}")},
                 )
+                self._remember_customer(org.id, customer)
+                return customer, _created_now(customer), 1
             changes = {}
             if _get(customer, "email") != org.billing_email:
                 changes["email"] = org.billing_email
@@ -230,22 +309,21 @@ class StripeGateway:
                 changes["name"] = org.name
             if changes:
                 customer = self._v1.customers.update(customer["id"], params=changes)
-            return customer
+            self._remember_customer(org.id, customer)
+            return customer, False, count
 
     # invoices ------------------------------------------------------------------------
-    def find_invoice(self, customer_id: str, number: str) -> Any | None:
-        """Our invoice in Stripe by ``metadata.invoice_id``: search, then the customer's list."""
+    def find_invoice(self, customer_id: str, number: str, *, search: bool = True) -> Any | None:
+        """Our invoice in Stripe by ``metadata.invoice_id``: the customer's list (consistent),
+        then (``search``) search, which also finds it under another customer of the org."""
         with _stripe_errors():
-            candidates: list[Any] = []
-            if self.use_search:
+            listed = self._v1.invoices.list(params={"customer": customer_id, "limit": 100})
+            ours = [c for c in _iterate(listed) if self._is_ours(c, number)]
+            if not ours and search and self.use_search:
                 found = self._v1.invoices.search(
                     params={"query": f"metadata['invoice_id']:'{_quote(number)}'", "limit": 10}
                 )
-                candidates = list(_get(found, "data", []))
-            if not any(self._is_ours(c, number) for c in candidates):
-                listed = self._v1.invoices.list(params={"customer": customer_id, "limit": 100})
-                candidates = [c for c in _iterate(listed) if self._is_ours(c, number)]
-            ours = [c for c in candidates if self._is_ours(c, number)]
+                ours = [c for c in _get(found, "data", []) if self._is_ours(c, number)]
             # Prefer a live invoice over a voided leftover.
             ours.sort(key=lambda c: (_get(c, "status") in ("void", "uncollectible"), _get(c, "created", 0)))
             return ours[0] if ours else None
@@ -264,10 +342,20 @@ class StripeGateway:
         ours = to_minor(invoice.total, invoice.currency)
         key = lambda k: self._key(idempotency_prefix, k)  # noqa: E731
 
+        try:
+            return self._sync_invoice(invoice, org, number, currency, ours, key, idempotency_prefix)
+        except BaseException:
+            self._remember_customer(org.id, None)  # look it up again next time
+            raise
+
+    def _sync_invoice(self, invoice: Invoice, org: Organization, number: str, currency: str, ours: int,
+                      key: Any, idempotency_prefix: str) -> GatewayInvoice:
         with _stripe_errors():
-            customer = self.upsert_customer(org, idempotency_prefix=idempotency_prefix)
+            customer, new_customer, customers = self._upsert_customer(org, idempotency_prefix)
             customer_id = customer["id"]
-            existing = self.find_invoice(customer_id, number)
+            # A customer created by this very call has no invoice; with several customers for
+            # the org, the invoice may sit on another one (search finds it there).
+            existing = None if new_customer else self.find_invoice(customer_id, number, search=customers > 1)
             status = _get(existing, "status")
             if existing is not None and status in ("open", "paid"):
                 return self._checked(existing, number, ours, invoice.currency)
@@ -296,11 +384,13 @@ class StripeGateway:
                 draft = self._v1.invoices.create(
                     params=params, options={"idempotency_key": key(f"inv-{number}")}
                 )
+                new_draft = _created_now(draft)
             else:
                 draft = existing
+                new_draft = False
             draft_id = draft["id"]
 
-            present = {
+            present = set() if new_draft else {
                 _get(_get(item, "metadata"), "line_index")
                 for item in _iterate(self._v1.invoice_items.list(params={"invoice": draft_id, "limit": 100}))
             }

@@ -46,7 +46,6 @@ import queue
 import random
 import threading
 import re
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -464,10 +463,11 @@ class InvoiceDeliveryService:
                         continue
                 if stop.is_set():
                     break
+        except BaseException:
+            stop.set()  # the producer failed: the workers finish their current invoice only
+            raise
         finally:
-            if not failures and sys.exc_info()[0] is not None:
-                stop.set()  # the producer failed: let the workers finish their current invoice only
-            for _ in threads:
+            for _ in threads:  # one end marker per worker (workers that stopped take none)
                 while any(t.is_alive() for t in threads):
                     try:
                         work.put(None, timeout=0.5)

@@ -307,30 +307,68 @@ query Schedule($selector: ScheduleSelector!) {
     __typename
     ... on Schedule {
       cronSchedule
-      scheduleState { status ticks(limit: 10) { status runIds skipReason error { message } } }
+      scheduleState { id status ticks(limit: 50) { timestamp status runIds skipReason error { message } } }
     }
   }
 }"""
 
+STOP_SCHEDULE = """
+mutation Stop($id: String!) {
+  stopRunningSchedule(id: $id) {
+    __typename
+    ... on ScheduleStateResult { scheduleState { status } }
+    ... on Error { message }
+  }
+}"""
+
+SCHEDULE_SELECTOR = {"repositoryLocationName": "billing_pipeline", "repositoryName": "__repository__",
+                     "scheduleName": SCHEDULE}
+
+
+def schedule_state(stack: DagsterStack) -> dict:
+    schedule = stack.graphql(SCHEDULE_STATE, {"selector": SCHEDULE_SELECTOR})["scheduleOrError"]
+    assert schedule["__typename"] == "Schedule", schedule
+    return schedule
+
+
+def schedule_runs_by_tick(stack: DagsterStack) -> dict[str, list]:
+    """The schedule's runs grouped by the tick that launched them, oldest tick first."""
+    ticks: dict[str, list] = {}
+    for run in stack.instance().get_runs(dg.RunsFilter(tags={"dagster/schedule_name": SCHEDULE})):
+        ticks.setdefault(run.tags[".dagster/scheduled_execution_time"], []).append(run)
+    return dict(sorted(ticks.items()))
+
 
 def test_daemon_fires_the_monthly_schedule_for_the_previous_month(stack):
-    selector = {"repositoryLocationName": "billing_pipeline", "repositoryName": "__repository__",
-                "scheduleName": SCHEDULE}
-    schedule = stack.graphql(SCHEDULE_STATE, {"selector": selector})["scheduleOrError"]
+    schedule = schedule_state(stack)
     assert schedule["cronSchedule"] == "* * * * *"
     assert schedule["scheduleState"]["status"] == "RUNNING"  # SCHEDULES_RUNNING=true: nobody switched it on
 
-    def schedule_runs_done():
-        runs = stack.instance().get_runs(dg.RunsFilter(tags={"dagster/schedule_name": SCHEDULE}))
-        return runs if len(runs) >= 2 and all(r.is_finished for r in runs) else None
+    def first_launch_and_a_later_tick():
+        launched = schedule_runs_by_tick(stack)
+        if not launched:
+            return None
+        first = dt.datetime.fromisoformat(next(iter(launched))).timestamp()
+        ticks = schedule_state(stack)["scheduleState"]["ticks"]
+        return any(t["timestamp"] > first + 30 and t["status"] in {"SUCCESS", "SKIPPED"} for t in ticks)
 
-    runs = stack.wait_for(schedule_runs_done, 150, "the schedule's runs to finish (ticks every minute)", interval=3)
+    stack.wait_for(first_launch_and_a_later_tick, 200, "a tick launching runs, then one more tick", interval=3)
+    # switched off as from the UI: every later tick would re-launch the month (see the next test)
+    stopped = stack.graphql(STOP_SCHEDULE, {"id": schedule["scheduleState"]["id"]})["stopRunningSchedule"]
+    assert stopped["__typename"] == "ScheduleStateResult" and stopped["scheduleState"]["status"] == "STOPPED", stopped
+    stack.wait_for(lambda: all(r.is_finished for runs in schedule_runs_by_tick(stack).values() for r in runs),
+                   120, "the schedule's runs to finish", interval=2)
+
+    # the first tick: October (the month before "now", Nov 2026) in 2 batches of at most 3 organizations
+    ticks = schedule_runs_by_tick(stack)
+    runs = next(iter(ticks.values()))
     assert len(runs) == 2, describe(runs)
     ranges = sorted((r.tags[RANGE_START], r.tags[RANGE_END], r.tags["billing/period"]) for r in runs)
     assert ranges == [(f"{OCT_KEY}|acme", f"{OCT_KEY}|cobalt", OCT_KEY), (f"{OCT_KEY}|delta", f"{OCT_KEY}|echo", OCT_KEY)]
     assert {r.tags["dagster/run_key"] for r in runs} == {f"monthly-schedule-{OCT_KEY}-0", f"monthly-schedule-{OCT_KEY}-1"}
-    ticks = stack.graphql(SCHEDULE_STATE, {"selector": selector})["scheduleOrError"]["scheduleState"]["ticks"]
-    assert {rid for t in ticks for rid in t["runIds"]} >= {r.run_id for r in runs}, ticks
+    assert sorted(r.status.value for r in runs) == ["FAILURE", "SUCCESS"], describe(runs)  # cobalt's batch fails
+    tick_runs = {rid for t in schedule_state(stack)["scheduleState"]["ticks"] for rid in t["runIds"]}
+    assert tick_runs >= {r.run_id for r in runs}
 
     # cobalt's subscription ends on 1 October: it fails alone again, with its reason recorded
     expected = {o: "MATERIALIZED" for o in ORGS} | {BAD: "FAILED"}
@@ -339,10 +377,20 @@ def test_daemon_fires_the_monthly_schedule_for_the_previous_month(stack):
     assert "no subscription covers 2026-10-01 (October 2026)" in errors(stack, OCT_KEY)[BAD]
     billed = invoice_rows(stack, OCT_KEY)
     assert {o: (r.currency, r.subtotal_minor, r.total_minor) for o, r in billed.items()} == EXPECTED
-
-    # every invoice of both months has its own number, gapless from 1
+    # every invoice of both months has its own number, gapless from 1, however many ticks ran
     numbers = sorted(n for _, _, n, _ in all_invoices(stack))
-    assert numbers == [f"INV-2026-{i:06d}" for i in range(1, len(numbers) + 1)] and len(numbers) == 9
+    assert numbers == [f"INV-2026-{i:06d}" for i in range(1, 10)], describe([r for rs in ticks.values() for r in rs])
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "product bug: build_invoice_schedule relies on run_key 'monthly-schedule-<month>-<i>' to launch a month once, "
+    "but Dagster dedupes schedule run keys per tick (scheduled execution time) only, so every tick re-launches "
+    "every batch of the previous month"))
+def test_later_schedule_ticks_do_not_relaunch_an_invoiced_month(stack):
+    ticks = schedule_runs_by_tick(stack)
+    later = [r for runs in list(ticks.values())[1:] for r in runs]
+    assert len(ticks) >= 1
+    assert not later, "later ticks re-launched October:\n" + describe(later)
 
 
 def test_organizations_sensor_adds_a_new_organization_partition(stack):
