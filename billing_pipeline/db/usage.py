@@ -13,6 +13,7 @@ import datetime as dt
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 from sqlalchemy import Engine, bindparam, delete, func, insert, literal, select, update
 from sqlalchemy.exc import OperationalError
@@ -257,7 +258,7 @@ def period_usage(
                     continue
                 events = int(r.events)
                 if metric.aggregation is Aggregation.COUNT:
-                    quantity = from_micros(events * 10**6)
+                    quantity = Decimal(events)
                 elif metric.aggregation is Aggregation.SUM:
                     quantity = from_micros(int(r.total))
                 elif metric.aggregation is Aggregation.MAX:
@@ -312,54 +313,34 @@ def _period_unique(conn, chunk, start, end, metric: Metric, result) -> None:
         .group_by(usage_events.c.org_id)
     )
     for r in rows:
-        result[r.org_id][metric.code] = MetricUsage(from_micros(int(r.uniques) * 10**6), int(r.events))
+        result[r.org_id][metric.code] = MetricUsage(Decimal(int(r.uniques)), int(r.events))
 
 
 def raw_totals(
     engine: Engine, org_ids: Sequence[str], start: dt.datetime, end: dt.datetime
 ) -> dict[tuple[str, str], tuple[int, int]]:
     """(org, metric) -> (event count, value sum in micros) straight from raw events."""
-    totals: dict[tuple[str, str], tuple[int, int]] = {}
-    with engine.connect() as conn:
-        for chunk in _chunks(list(org_ids)):
-            rows = conn.execute(
-                select(
-                    usage_events.c.org_id,
-                    usage_events.c.metric_code,
-                    func.count(),
-                    func.sum(usage_events.c.value_micros),
-                )
-                .where(
-                    usage_events.c.occurred_at >= start,
-                    usage_events.c.occurred_at < end,
-                    usage_events.c.org_id.in_(chunk),
-                )
-                .group_by(usage_events.c.org_id, usage_events.c.metric_code)
-            )
-            for org, metric, count, total in rows:
-                totals[(org, metric)] = (int(count), int(total))
-    return totals
+    t = usage_events.c
+    return _totals(engine, org_ids, t.org_id, t.metric_code, func.count(), func.sum(t.value_micros),
+                   (t.occurred_at >= start) & (t.occurred_at < end))
 
 
 def hourly_totals(
     engine: Engine, org_ids: Sequence[str], start: dt.datetime, end: dt.datetime
 ) -> dict[tuple[str, str], tuple[int, int]]:
     """(org, metric) -> (event count, value sum in micros) from hourly_usage."""
+    t = hourly_usage.c
+    return _totals(engine, org_ids, t.org_id, t.metric_code, func.sum(t.event_count),
+                   func.sum(t.value_sum_micros), (t.hour >= start) & (t.hour < end))
+
+
+def _totals(engine, org_ids, org_col, metric_col, count, total, window) -> dict[tuple[str, str], tuple[int, int]]:
     totals: dict[tuple[str, str], tuple[int, int]] = {}
     with engine.connect() as conn:
         for chunk in _chunks(list(org_ids)):
-            rows = conn.execute(
-                select(
-                    hourly_usage.c.org_id,
-                    hourly_usage.c.metric_code,
-                    func.sum(hourly_usage.c.event_count),
-                    func.sum(hourly_usage.c.value_sum_micros),
-                )
-                .where(hourly_usage.c.hour >= start, hourly_usage.c.hour < end, hourly_usage.c.org_id.in_(chunk))
-                .group_by(hourly_usage.c.org_id, hourly_usage.c.metric_code)
-            )
-            for org, metric, count, total in rows:
-                totals[(org, metric)] = (int(count), int(total))
+            query = select(org_col, metric_col, count, total).where(window, org_col.in_(chunk))
+            for org, metric, n, amount in conn.execute(query.group_by(org_col, metric_col)):
+                totals[(org, metric)] = (int(n), int(amount))
     return totals
 
 
