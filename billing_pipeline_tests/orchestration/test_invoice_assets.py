@@ -97,16 +97,30 @@ def test_dry_run_writes_nothing(env):
     assert statuses(instance, "monthly_invoices") == {"alpha": None, "beta": None, "gamma": None, "zeta": None}
 
 
-def test_late_events_block_finalization_until_reaggregated(env):
+def test_late_events_are_aggregated_before_drafting(env):
     url, engine, instance, defs = env
     add_events(url, [("beta", "late-1", "storage_gb", "900", OCT + dt.timedelta(days=20))])
+    [outcome] = run_period(defs, instance, MONTHLY, "2026-10-01")
+    assert not outcome.success  # gamma only
+    with engine.connect() as conn:
+        beta = conn.execute(select(invoices).where(invoices.c.org_id == "beta")).one()
+    assert beta.status == "finalized" and beta.usage["storage_gb"] == "900"
+    hour_key = "2026-10-21-00:00"
+    status = instance.get_status_by_partition(dg.AssetKey("hourly_usage"), [hour_key],
+                                              dg.HourlyPartitionsDefinition(start_date="2026-01-01-00:00"))
+    assert status[hour_key].value == "MATERIALIZED"
+
+
+def test_reconciliation_check_blocks_finalization_when_hourly_usage_is_stale(env):
+    url, engine, instance, defs = env
+    from billing_pipeline.db.schema import hourly_usage
+    with engine.begin() as conn:  # hourly usage tampered with behind the pipeline's back
+        conn.execute(hourly_usage.update().where(hourly_usage.c.org_id == "alpha").values(event_count=99))
     [outcome] = run_period(defs, instance, MONTHLY, "2026-10-01")
     assert not outcome.success
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(invoices).where(invoices.c.status == "finalized")).scalar() == 0
-    hour = OCT + dt.timedelta(days=20)
-    assert run_hours(defs, instance, hour, hour).success
-    run_period(defs, instance, MONTHLY, "2026-10-01")
-    with engine.connect() as conn:
-        beta = conn.execute(select(invoices).where(invoices.c.org_id == "beta")).one()
-    assert beta.status == "finalized" and beta.usage["storage_gb"] == "900"
+    [evaluation] = [e for e in instance.get_records_for_run(outcome.run_id).records
+                    if e.event_log_entry.dagster_event and e.event_log_entry.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"]
+    data = evaluation.event_log_entry.dagster_event.event_specific_data
+    assert not data.passed and "alpha" in data.metadata["problems"].value
