@@ -538,3 +538,91 @@ def test_stripe_sync_returns_existing_open_invoice_without_writes():
     assert writes_after == writes_before
     with pytest.raises(GatewayTotalMismatch):
         gateway.sync_invoice(make_invoice(total=D("1362.61")), make_org(), idempotency_prefix="")
+
+
+def test_smtp_mailer_sessions_are_per_thread(fake_smtp):
+    import threading
+
+    mailer = SMTPMailer("smtp.example.com", 587, "user", "pw", "starttls", 5)
+    barrier = threading.Barrier(3)
+
+    def work(tag):
+        with mailer.session():
+            barrier.wait()  # all three sessions open at once
+            mailer.send(_msg(f"<{tag}-1@x>"))
+            mailer.send(_msg(f"<{tag}-2@x>"))
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in "abc"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(fake_smtp.instances) == 3  # one connection per thread, reused within it
+    assert sorted(len(i.sent) for i in fake_smtp.instances) == [2, 2, 2]
+    for inst in fake_smtp.instances:
+        assert len({str(m["Message-ID"])[1] for m in inst.sent}) == 1  # never shared across threads
+        assert inst.calls[-1] == "quit"
+
+
+class _Response:
+    def __init__(self, headers):
+        self.headers, self.code = headers, 200
+
+
+def test_stripe_sync_skips_lookups_after_fresh_creates_and_caches_customers():
+    fake = FakeStripe()
+    original = _Service._create
+
+    def fresh(self, params):  # what StripeClient returns for a create that was not replayed
+        obj = original(self, params)
+        obj._last_response = _Response({"Request-Id": "req_1"})
+        return obj
+
+    _Service._create = fresh
+    try:
+        gateway = StripeGateway(fake)
+        result = gateway.sync_invoice(make_invoice(), make_org(), idempotency_prefix="")
+    finally:
+        _Service._create = original
+    assert result.status == "open" and result.total_minor == 136260
+    reads = [(c[0], c[1]) for c in fake.calls if c[1] in ("list", "search", "retrieve")]
+    # the customer is looked up (it may exist); the new customer's invoices and the new
+    # draft's items are not; the total is still checked before finalizing
+    assert reads == [("customers", "list"), ("customers", "search"), ("invoices", "retrieve")]
+    assert len(fake.items_db) == 4
+
+    # same org again (e.g. another period): the customer comes from the cache
+    fake.calls.clear()
+    gateway.sync_invoice(make_invoice(number="INV-2026-000043"), make_org(), idempotency_prefix="")
+    assert not any(c[0] == "customers" for c in fake.calls)
+    assert len(fake.customers_db) == 1 and len(fake.invoices_db) == 2
+
+
+def test_stripe_replayed_create_still_looks_up():
+    fake = FakeStripe()
+    original = _Service._create
+
+    def replayed(self, params):
+        obj = original(self, params)
+        obj._last_response = _Response({"Idempotent-Replayed": "true"})
+        return obj
+
+    _Service._create = replayed
+    try:
+        StripeGateway(fake).sync_invoice(make_invoice(), make_org(), idempotency_prefix="")
+    finally:
+        _Service._create = original
+    reads = [(c[0], c[1]) for c in fake.calls if c[1] in ("list", "search")]
+    assert ("invoices", "list") in reads and ("invoice_items", "list") in reads
+
+
+def test_stripe_customer_cache_is_dropped_after_a_failure():
+    fake = FakeStripe()
+    gateway = StripeGateway(fake)
+    gateway.sync_invoice(make_invoice(), make_org(), idempotency_prefix="")
+    fake.fail_next["invoices.list"] = stripe.APIConnectionError("reset")
+    with pytest.raises(TransientGatewayError):
+        gateway.sync_invoice(make_invoice(number="INV-2026-000043"), make_org(), idempotency_prefix="")
+    fake.calls.clear()
+    gateway.sync_invoice(make_invoice(number="INV-2026-000043"), make_org(), idempotency_prefix="")
+    assert ("customers", "list") in [(c[0], c[1]) for c in fake.calls]

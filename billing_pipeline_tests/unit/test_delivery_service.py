@@ -311,3 +311,52 @@ def test_stored_pdf_is_reused_when_only_email_is_missing(db, fakes):
     assert renders == [] and len(mailer.sent) == 1
     att = next(mailer.sent[0].iter_attachments()).get_content()
     assert att == next(iter(store.objects.values()))
+
+
+def test_io_threads_deliver_every_channel_once(db, fakes):
+    engine, ids = db
+    store, gateway, mailer = fakes
+    batch = make(engine, fakes, io_workers=3).deliver(ids)
+    assert batch.summary().delivered == 3 and [r.invoice_id for r in batch.results] == ids
+    assert len(store.objects) == 3 and len(gateway.invoices) == 3 and len(mailer.sent) == 3
+    ledger = rows(engine)
+    assert len(ledger) == 12 and {r.status for r in ledger.values()} == {"succeeded"}
+    assert all(r.attempts == 1 for r in ledger.values())
+    again = make(engine, fakes, io_workers=3).deliver(ids)
+    assert {cr.status for r in again.results for cr in r.channels.values()} == {ChannelStatus.ALREADY_DONE}
+    assert gateway.calls == 3 and len(mailer.sent) == 3 and store.puts == 3
+
+
+def test_a_crash_in_an_io_thread_stops_the_run(db, fakes):
+    engine, ids = db
+    store, gateway, mailer = fakes
+    gateway.crash_after = True
+    with pytest.raises(Crash):
+        make(engine, fakes, io_workers=2).deliver(ids)
+    stripe_rows = [r for (_, c), r in rows(engine).items() if c == "stripe"]
+    assert "pending" in {r.status for r in stripe_rows}
+    batch = make(engine, fakes, io_workers=2).deliver(ids)
+    assert batch.summary().delivered == 3 and len(gateway.invoices) == 3 and len(mailer.sent) == 3
+
+
+def test_previous_channel_success_is_committed_before_the_next_side_effect(db, fakes):
+    engine, ids = db
+    store, gateway, mailer = fakes
+    gateway.script = [Crash()]  # dies inside the Stripe call, after its claim
+    with pytest.raises(Crash):
+        make(engine, fakes).deliver(ids[:1])
+    ledger = rows(engine)
+    assert ledger[(ids[0], "pdf")].status == "succeeded" and ledger[(ids[0], "s3")].status == "succeeded"
+    assert ledger[(ids[0], "s3")].checksum == hashlib.sha256(next(iter(store.objects.values()))).hexdigest()
+    assert ledger[(ids[0], "stripe")].status == "pending" and (ids[0], "email") not in ledger
+
+
+def test_stages_with_io_threads(db, fakes):
+    engine, ids = db
+    store, gateway, mailer = fakes
+    svc = make(engine, fakes, io_workers=2)
+    batch = svc.prepare(ids)
+    for stage in (svc.render_pdfs, svc.upload_pdfs, svc.sync_stripe, svc.send_emails):
+        batch = stage(batch)
+    assert batch.summary().delivered == 3 and len(mailer.sent) == 3
+    assert {r.status for r in rows(engine).values()} == {"succeeded"}
