@@ -211,10 +211,12 @@ def deliver(period_value: str, orgs: tuple[str, ...], dry_run: bool, interval: s
 def _deliver(settings, period, orgs, dry_run, resend_ambiguous_email=False, defs=None) -> bool:
     from billing_pipeline.definitions import build_definitions
     from billing_pipeline.defs.delivery import run_delivery
+    from billing_pipeline.defs.runner import sync_organization_partitions
     from billing_pipeline.services.reporting import delivery_states, format_delivery_report
 
     engine = _engine(settings)
     instance = _instance()
+    sync_organization_partitions(instance, engine)
     defs = defs or build_definitions(settings)
     try:
         outcomes = run_delivery(defs, instance, period.interval, period.key, organizations=orgs, dry_run=dry_run,

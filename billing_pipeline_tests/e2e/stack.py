@@ -184,10 +184,23 @@ class DagsterStack:
             raise StackError(f"GraphQL errors: {json.dumps(payload['errors'], indent=1)[:3000]}")
         return payload["data"]
 
-    def cli(self, *argv: str, timeout: float = 180, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    def cli(self, *argv: str, timeout: float = 180) -> subprocess.CompletedProcess:
         """Run ``.venv/bin/<argv[0]> ...`` with the servers' environment, no stdin."""
-        return subprocess.run([str(BIN / argv[0]), *argv[1:]], cwd=REPO, env={**self.env, **(env or {})},
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+        return self.finish(self.start_cli(*argv), timeout)
+
+    def start_cli(self, *argv: str) -> subprocess.Popen:
+        return subprocess.Popen([str(BIN / argv[0]), *argv[1:]], cwd=REPO, env=self.env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    @staticmethod
+    def finish(proc: subprocess.Popen, timeout: float = 180) -> subprocess.CompletedProcess:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            raise StackError(f"{proc.args} timed out after {timeout}s:\n{out}\n{err}") from None
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
     def instance(self):
         """The same PostgreSQL-backed instance, opened in this process (needs DAGSTER_PG_* set here)."""

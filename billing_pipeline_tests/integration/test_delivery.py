@@ -212,3 +212,31 @@ def test_exactly_once_across_crashes_faults_and_reruns(world, s3_server, stripe_
     for secret in (smtp_server.password, stripe_server.api_key, s3_server.secret_key):
         assert secret not in log_text
         assert all(secret not in (r.last_error or "") for r in rows.values())
+
+
+def test_io_threads_deliver_exactly_once_against_the_servers(world, s3_server, stripe_server, smtp_server):
+    """The threaded path (one SMTP session per thread, fresh-create shortcuts in the gateway)."""
+    import dataclasses
+
+    settings, engine, defs, instance, bucket = world
+    ids = invoice_ids(engine)
+    sent_before = len(smtp_server.messages)
+    svc = service(settings, engine)
+    svc.options = dataclasses.replace(svc.options, io_workers=3)
+    batch = svc.deliver(sorted(ids.values()))
+    assert batch.summary().delivered == len(ids), batch.summary().failed_orgs
+    new = [str(m.message["Message-ID"]) for m in smtp_server.messages[sent_before:]]
+    assert len(new) == len(ids) and len(set(new)) == len(ids)
+    numbers = {r.number for r in batch.results}
+    per_number = collections.Counter(
+        (i.get("metadata") or {}).get("invoice_id") for i in stripe_server.objects("invoices")
+        if i.get("status") not in ("void",)
+    )
+    assert all(per_number[n] == 1 for n in numbers)
+    rows = ledger.get_rows(engine, list(ids.values()))
+    assert len(rows) == 4 * len(ids) and {r.status for r in rows.values()} == {"succeeded"}
+
+    again = service(settings, engine)
+    again.options = dataclasses.replace(again.options, io_workers=3)
+    assert again.deliver(sorted(ids.values())).summary().delivered == len(ids)
+    assert len(smtp_server.messages) == sent_before + len(ids)
