@@ -30,7 +30,9 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     checks: list = []
     jobs: list = [hourly_usage_job]
     schedules: list = [build_hourly_usage_schedule(settings.hourly_usage_cron, settings.schedules_running)]
-    delivery_options = DeliveryOptions.from_settings(settings, render_workers=2)
+    delivery_options = DeliveryOptions.from_settings(
+        settings, render_workers=2, io_workers=settings.delivery_io_workers
+    )
     delivery_jobs: list = []
     crons = {BillingInterval.MONTHLY: settings.monthly_invoice_cron, BillingInterval.WEEKLY: settings.weekly_invoice_cron}
     for interval in BillingInterval:

@@ -102,6 +102,7 @@ class Settings:
     enable_s3: bool
     enable_stripe: bool
     enable_email: bool
+    delivery_io_workers: int
     document_store: str  # local | s3
     documents_dir: Path
     s3_bucket: str | None
@@ -166,6 +167,7 @@ class Settings:
             enable_s3=r.bool("INVOICE_ENABLE_S3", True),
             enable_stripe=r.bool("INVOICE_ENABLE_STRIPE", True),
             enable_email=r.bool("INVOICE_ENABLE_EMAIL", True),
+            delivery_io_workers=r.int("DELIVERY_IO_WORKERS", 4, 0, 64),
             document_store=document_store,
             documents_dir=Path(r.str("DOCUMENTS_DIR", str(home / "documents"))).resolve(),
             s3_bucket=s3_bucket,

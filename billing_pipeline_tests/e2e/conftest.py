@@ -49,6 +49,9 @@ def e2e_stack(postgres_server):
             yield stack
         finally:
             stack.stop()
+            from billing_pipeline.db.engine import get_engine
+
+            get_engine(billing_url).dispose()  # the tests' pooled connections, before the drop
             for name in (billing_db, instance_db):
                 try:
                     postgres_server.drop_database(name)

@@ -22,7 +22,7 @@ from billing_pipeline.db.schema import invoice_errors, invoices
 from billing_pipeline.defs.partitions import billing_partitions
 from billing_pipeline.domain.model import BillingInterval
 from billing_pipeline_tests.builders import UTC, add_events, org, setup_database, subscribe
-from billing_pipeline_tests.e2e.stack import REPO, DagsterStack, StackError
+from billing_pipeline_tests.e2e.stack import REPO, DagsterStack
 
 pytestmark = pytest.mark.e2e
 
@@ -421,6 +421,9 @@ def test_daemon_fires_the_monthly_schedule_for_the_previous_month(stack):
     assert "no subscription covers 2026-10-01 (October 2026)" in errors(stack, OCT_KEY)[BAD]
     billed = invoice_rows(stack, OCT_KEY)
     assert {o: (r.currency, r.subtotal_minor, r.total_minor) for o, r in billed.items()} == EXPECTED
+    # the only failed runs anywhere are cobalt's batches (no sensor or delivery run broke)
+    failed = stack.instance().get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
+    assert all(r.tags.get(RANGE_END, "").endswith(f"|{BAD}") for r in failed), describe(failed)
     # every invoice of both months has its own number, gapless from 1, however many ticks ran
     numbers = sorted(n for _, _, n, _ in all_invoices(stack))
     assert numbers == [f"INV-2026-{i:06d}" for i in range(1, 10)], describe([r for rs in ticks.values() for r in rs])

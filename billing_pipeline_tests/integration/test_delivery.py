@@ -59,6 +59,7 @@ def world(billing_db_url, s3_server, stripe_server, smtp_server, tmp_path, monke
         "SMTP_CA_FILE": smtp_server.cert_path, "EMAIL_FROM": "billing@seller.test",
         "AWS_ACCESS_KEY_ID": s3_server.access_key, "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
         "SCHEDULES_RUNNING": "false",
+        "DELIVERY_IO_WORKERS": "0",  # the faults below are scripted in order
     }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
