@@ -31,7 +31,8 @@ def period_run_requests(
         chunk = orgs[i : i + batch_size]
         requests.append(
             dg.RunRequest(
-                run_key=f"{run_key_prefix}-{period_key}-{i // batch_size}",
+                # the range is in the key: an organization added later makes a new request
+                run_key=f"{run_key_prefix}-{period_key}-{chunk[0]}-{chunk[-1]}",
                 tags={
                     RANGE_START_TAG: str(billing_key(interval, period_key, chunk[0])),
                     RANGE_END_TAG: str(billing_key(interval, period_key, chunk[-1])),
@@ -68,9 +69,19 @@ def build_invoice_schedule(
         requests = period_run_requests(
             context.instance, interval, period.key, batch_size, run_key_prefix=f"{interval.value}-schedule"
         )
-        return requests or dg.SkipReason(f"no {interval.value}-billed organizations yet")
+        if not requests:
+            return dg.SkipReason(f"no {interval.value}-billed organizations yet")
+        # Dagster dedupes a schedule's run keys within one tick only; a cron that ticks more
+        # than once a month must not relaunch batches already launched for this period.
+        fresh = [r for r in requests if not _launched(context.instance, f"{job.name}_schedule", r.run_key)]
+        return fresh or dg.SkipReason(f"every batch of {period.key} was already launched")
 
     return invoice_schedule
+
+
+def _launched(instance: dg.DagsterInstance, schedule_name: str, run_key: str) -> bool:
+    tags = {"dagster/run_key": run_key, "dagster/schedule_name": schedule_name}
+    return bool(instance.get_run_records(dg.RunsFilter(tags=tags), limit=1))
 
 
 @dg.sensor(name="organizations_sensor", minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)

@@ -63,7 +63,8 @@ def test_monthly_schedule_bills_the_previous_month_in_batches(settings):
         requests = schedule.evaluate_tick(ctx).run_requests
     ranges = [(r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"]) for r in requests]
     assert ranges == [("2026-10-01|a", "2026-10-01|b"), ("2026-10-01|c", "2026-10-01|d"), ("2026-10-01|e", "2026-10-01|e")]
-    assert [r.run_key for r in requests] == [f"monthly-schedule-2026-10-01-{i}" for i in range(3)]
+    assert [r.run_key for r in requests] == ["monthly-schedule-2026-10-01-a-b", "monthly-schedule-2026-10-01-c-d",
+                                             "monthly-schedule-2026-10-01-e-e"]
 
 
 def test_organizations_sensor_adds_new_organizations_once(settings):
