@@ -42,12 +42,19 @@ CATALOG = {
 }
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
-def engine(request, tmp_path):
+@pytest.fixture(params=[
+    "sqlite",
+    pytest.param("postgresql", marks=pytest.mark.integration),
+    # Every file, however small, through the child parser process.
+    pytest.param("postgresql-process", marks=pytest.mark.integration),
+])
+def engine(request, tmp_path, monkeypatch):
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'billing.db'}"
     else:
         url = request.getfixturevalue("billing_db_url")
+        if request.param == "postgresql-process":
+            monkeypatch.setattr(ingest, "PARSE_PROCESS_MIN_BYTES", 0)
     migrate(url)
     engine = get_engine(url)
     with engine.begin() as conn:
@@ -357,3 +364,115 @@ def test_large_file_streams_in_constant_memory(engine, tmp_path):
     accepted, peak_mb = run(path)
     assert (baseline_accepted, accepted) == (1, 200_000)
     assert peak_mb - baseline_mb < 60, (baseline_mb, peak_mb)
+
+
+# --- the child parser process (PostgreSQL) ---------------------------------------------
+
+
+def _die_after_two_batches(conn, *args):
+    """A ``_parse_worker`` stand-in (run in the spawned child) that dies abruptly."""
+    import os
+
+    from billing_pipeline.db import ingest as child_ingest
+
+    class Dying:
+        sent = 0
+
+        def send(self, message):
+            if self.sent == 2:
+                os._exit(3)
+            conn.send(message)
+            self.sent += 1
+
+        def close(self):
+            conn.close()
+
+    child_ingest._parse_worker(Dying(), *args)
+
+
+def _fail_in_child(conn, *args):
+    from billing_pipeline.db import ingest as child_ingest
+
+    class Broken:
+        def __init__(self, **options):
+            raise ValueError("classifier exploded")
+
+    child_ingest._Classifier = Broken
+    child_ingest._parse_worker(conn, *args)
+
+
+@pytest.fixture
+def pg_engine(request, tmp_path, monkeypatch):
+    request.applymarker(pytest.mark.integration)
+    monkeypatch.setattr(ingest, "PARSE_PROCESS_MIN_BYTES", 0)
+    url = request.getfixturevalue("billing_db_url")
+    migrate(url)
+    engine = get_engine(url)
+    with engine.begin() as conn:
+        conn.execute(insert(organizations), [
+            {"id": org, "name": org, "billing_email": f"{org}@example.com", "status": "active",
+             "currency": "USD", "tax_rate": 0, "billing_interval": "monthly", "auto_pay": False,
+             "payment_terms_days": 30, "created_at": NOW, "updated_at": NOW}
+            for org in ("org_a", "org_b")
+        ])
+        conn.execute(insert(catalog_versions), [
+            {"version": 3, "document": CATALOG, "sha256": "3" * 64, "source": "catalog.yaml",
+             "loaded_at": NOW}])
+    yield engine
+    engine.dispose()
+
+
+@pytest.mark.integration
+def test_child_that_dies_raises_and_keeps_only_completed_batches(pg_engine, tmp_path,
+                                                                 monkeypatch):
+    lines = [f"org_a,d{i},api_calls,1,2026-03-01T00:00:00Z," for i in range(10)]
+    path = write_csv(tmp_path / "events.csv", *lines)
+    monkeypatch.setattr(ingest, "_parse_worker", _die_after_two_batches)
+    with pytest.raises(ingest.ParserProcessError, match="exit code 3"):
+        import_events(pg_engine, path, now=NOW, batch_size=4)
+    assert table_count(pg_engine, usage_events) == 8  # two committed batches of four
+    with pg_engine.connect() as conn:
+        record = conn.execute(select(event_imports)).one()._mapping
+    assert (record["read"], record["accepted"], record["finished_at"]) == (8, 8, None)
+    monkeypatch.undo()
+
+    summary = import_events(pg_engine, path, now=NOW, batch_size=4, parse_process=True)
+    assert (summary.accepted, summary.duplicates) == (2, 8)
+    assert table_count(pg_engine, usage_events) == 10
+
+
+@pytest.mark.integration
+def test_child_error_is_reported_with_its_traceback(pg_engine, tmp_path, monkeypatch):
+    path = write_csv(tmp_path / "events.csv", "org_a,x1,api_calls,1,2026-03-01T00:00:00Z,")
+    monkeypatch.setattr(ingest, "_parse_worker", _fail_in_child)
+    with pytest.raises(ingest.ParserProcessError, match="classifier exploded"):
+        import_events(pg_engine, path, now=NOW)
+    assert table_count(pg_engine, usage_events) == 0
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("parse_process", [False, True])
+def test_staged_conflicts_on_ids_that_need_copy_escaping(pg_engine, tmp_path, parse_process):
+    """Keys with tabs, newlines and backslashes round-trip through the COPY text when the
+    staged path reports a conflict with the stored row."""
+    ids = ["tab\\there", "new\\nline", "back\\\\slash", "cr\\rhere"]  # JSON escapes
+    first = tmp_path / "a.jsonl"
+    first.write_text("".join(
+        f'{{"org_id": "org_a", "event_id": "{i}", "metric": "api_calls", "value": 1,'
+        f' "occurred_at": "2026-03-01T00:00:00Z"}}\n' for i in ids))
+    import_events(pg_engine, first, now=NOW, parse_process=parse_process)
+    second = tmp_path / "b.jsonl"
+    second.write_text("".join(
+        f'{{"org_id": "org_a", "event_id": "{i}", "metric": "api_calls", "value": {v},'
+        f' "occurred_at": "2026-03-01T00:00:00Z"}}\n' for i in ids for v in (2, 1, 2)))
+    summary = import_events(pg_engine, second, now=NOW, parse_process=parse_process)
+    assert (summary.accepted, summary.duplicates, summary.quarantined) == (0, 4, 8)
+    expected = {json.loads(f'"{i}"') for i in ids}
+    rows = quarantine(pg_engine)
+    assert {row["event_id"] for row in rows} == expected
+    assert sorted(row["line_number"] for row in rows) == [1, 3, 4, 6, 7, 9, 10, 12]
+    stored_conflicts = [row for row in rows if "already imported" in row["detail"]]
+    assert len(stored_conflicts) == 4
+    for row in stored_conflicts:
+        assert json.loads(row["raw"])["event_id"] == row["event_id"]
+        assert json.loads(row["raw"])["value"] == 2

@@ -276,3 +276,37 @@ def test_canonical_properties_are_what_the_fingerprint_hashes():
     props = {"b": 1, "a": {"d": [1, 2], "c": "é"}}
     assert ingest._canonical_properties(props) == json.dumps(
         props, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@pytest.mark.parametrize("text", ["plain", "a\tb", "new\nline", "cr\rx", "back\\slash",
+                                  "\\t literally", "\\\\\t\n\r", "", "ünïcode\\n"])
+def test_copy_unescape_inverts_copy_escape(text):
+    assert ingest._copy_unescape(ingest._copy_escape(text)) == text
+
+
+def test_packed_batch_recovers_each_row_for_a_conflict():
+    classifier = ingest._Classifier(
+        known_orgs={"org_a", "org\tb"}, metrics={"api_calls": Metric("api_calls", "Calls",
+                                                                       Aggregation.COUNT)},
+        now=NOW, max_future=dt.timedelta(hours=1))
+    rows = [
+        ("org_a", "zz", "api_calls", "1", "2026-03-01T00:00:00Z", ""),
+        ("org\tb", "a\\b", "api_calls", "2", "2026-03-01T01:30:00Z", ""),
+        ("org_a", "mm", "api_calls", "3", "2026-03-01T00:10:00Z", ""),
+    ]
+    text = "org_id,event_id,metric,value,occurred_at,properties\n" + "".join(
+        ",".join(f'"{f}"' if "\t" in f or "\\" in f else f for f in row) + "\n"
+        for row in rows) + "\xff-not-used\n"
+    stream = io.StringIO(text.encode("utf-8").decode("utf-8", "surrogateescape"))
+    reader = ingest._BatchReader(stream, event_files.EventFormat.CSV, classifier, 10)
+    reader.read_header()
+    [batch] = list(reader)
+    packed = ingest._pack(batch)
+    assert packed.count == 3 and packed.read == 4
+    assert packed.payload == "".join(sorted(row[7] for row in batch.rows)).encode()
+    assert packed.hours == ["2026-03-01T00:00:00+00:00", "2026-03-01T01:00:00+00:00"]
+    for position in range(3):
+        index, conflict = packed.conflict(position, "f" * 64)
+        row = batch.rows[index]
+        assert conflict == ("f" * 64, (row[0], row[1]), row[6], batch.lines[index],
+                            batch.raws[index].rstrip("\n"))
