@@ -316,7 +316,6 @@ def demo_cmd(period_value: str | None) -> None:
     outcome = run_hours(build_definitions(settings), instance, period.start, period.end - dt.timedelta(hours=1))
     click.echo(f"hourly_usage for {period.label}: {'success' if outcome.success else 'FAILED'} ({period.hours} hours)")
     ok = _run_period(settings, period, (), False)
-    from billing_pipeline.domain.model import BillingInterval
     from billing_pipeline.domain.periods import weekly_period
 
     monday = (period.end - dt.timedelta(days=7)).date()

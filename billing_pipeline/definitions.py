@@ -36,9 +36,10 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     delivery_jobs: list = []
     crons = {BillingInterval.MONTHLY: settings.monthly_invoice_cron, BillingInterval.WEEKLY: settings.weekly_invoice_cron}
     for interval in BillingInterval:
+        partitions = billing_partitions(interval, settings.partitions_start)
         drafts, finalized, check = build_invoice_assets(
             interval,
-            billing_partitions(interval, settings.partitions_start),
+            partitions,
             batch_size=settings.invoice_batch_size,
             dry_run_default=settings.dry_run,
         )
@@ -52,7 +53,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         jobs.append(job)
         deliveries = build_delivery_assets(
             interval,
-            billing_partitions(interval, settings.partitions_start),
+            partitions,
             options=delivery_options,
             seller=seller_from_settings(settings.seller),
             batch_size=settings.invoice_batch_size,
@@ -67,9 +68,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
                 running=settings.schedules_running,
             )
         )
-    database_url: str | dg.EnvVar = (
-        dg.EnvVar("BILLING_DATABASE_URL") if os.environ.get("BILLING_DATABASE_URL") else settings.database_url
-    )
+    database_url = _env("BILLING_DATABASE_URL") or settings.database_url  # may hold a password
     delivery_sensor = build_invoice_delivery_sensor(
         delivery_options, delivery_jobs, batch_size=settings.invoice_batch_size, running=settings.schedules_running
     )

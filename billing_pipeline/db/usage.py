@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import Engine, bindparam, delete, func, insert, literal, select, update
+from sqlalchemy import Engine, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import OperationalError
 
 from billing_pipeline.db.schema import aggregated_hours, dirty_hours, hourly_usage, usage_events

@@ -6,7 +6,7 @@ import datetime as dt
 import dagster as dg
 
 from billing_pipeline.db import reference
-from billing_pipeline.defs.partitions import ORGANIZATION_PARTITIONS, billing_key
+from billing_pipeline.defs.partitions import ORGANIZATION_PARTITIONS, billing_key, organization_batches
 from billing_pipeline.defs.resources import BillingDatabaseResource
 from billing_pipeline.domain.model import BillingInterval
 from billing_pipeline.domain.periods import previous_period
@@ -27,8 +27,7 @@ def period_run_requests(
     """One RunRequest per batch of organizations: a contiguous key range of one period."""
     orgs = instance.get_dynamic_partitions(ORGANIZATION_PARTITIONS[interval].name)
     requests = []
-    for i in range(0, len(orgs), batch_size):
-        chunk = orgs[i : i + batch_size]
+    for chunk in organization_batches(orgs, batch_size):
         requests.append(
             dg.RunRequest(
                 # the range is in the key: an organization added later makes a new request
@@ -79,6 +78,18 @@ def build_invoice_schedule(
     return invoice_schedule
 
 
+def missing_organization_partitions(instance: dg.DagsterInstance, engine) -> dict[str, list[str]]:
+    """Organization partitions to add, by partitions name: every organization not there yet."""
+    missing = {}
+    for interval, ids in reference.organization_ids_by_interval(engine).items():
+        name = ORGANIZATION_PARTITIONS[interval].name
+        existing = set(instance.get_dynamic_partitions(name))
+        new = [org for org in ids if org not in existing]
+        if new:
+            missing[name] = new
+    return missing
+
+
 def _launched(instance: dg.DagsterInstance, schedule_name: str, run_key: str) -> bool:
     tags = {"dagster/run_key": run_key, "dagster/schedule_name": schedule_name}
     return bool(instance.get_run_records(dg.RunsFilter(tags=tags), limit=1))
@@ -90,16 +101,9 @@ def organizations_sensor(context: dg.SensorEvaluationContext, billing_db: Billin
 
     Organizations are never removed: closed ones keep their history and are skipped.
     """
-    by_interval = reference.organization_ids_by_interval(billing_db.engine())
-    requests = []
-    added = 0
-    for interval, ids in by_interval.items():
-        partitions = ORGANIZATION_PARTITIONS[interval]
-        existing = set(context.instance.get_dynamic_partitions(partitions.name))
-        new = [org for org in ids if org not in existing]
-        if new:
-            requests.append(partitions.build_add_request(new))
-            added += len(new)
+    missing = missing_organization_partitions(context.instance, billing_db.engine())
+    requests = [dg.AddDynamicPartitionsRequest(name, keys) for name, keys in missing.items()]
+    added = sum(len(keys) for keys in missing.values())
     if not requests:
         return dg.SkipReason("organization partitions are up to date")
     context.log.info(f"adding {added} organization partition(s)")

@@ -30,9 +30,9 @@ from billing_pipeline.defs.automation import RANGE_END_TAG, RANGE_START_TAG
 from billing_pipeline.defs.delivery_resources import DocumentStoreResource, MailerResource, PaymentGatewayResource
 from billing_pipeline.defs.invoicing import DRY_RUN_TAG, batches
 from billing_pipeline.defs.events import log_partition_events, mark_partitions_failed
-from billing_pipeline.defs.partitions import ORGANIZATION_PARTITIONS, billing_key
+from billing_pipeline.defs.partitions import ORGANIZATION_PARTITIONS, billing_key, organization_batches
 from billing_pipeline.defs.resources import BillingDatabaseResource
-from billing_pipeline.defs.runner import QUIET_LOGS, RunOutcome
+from billing_pipeline.defs.runner import RunOutcome, execute_batches, wanted_batches
 from billing_pipeline.domain import money
 from billing_pipeline.domain.model import BillingInterval
 from billing_pipeline.rendering.seller import Seller
@@ -271,11 +271,8 @@ def delivery_run_requests(
     launches nothing new; organizations between two wanted ones are re-checked for free (the
     ledger makes them no-ops).
     """
-    position = {org: i for i, org in enumerate(all_orgs)}
-    ordered = sorted((o for o in set(wanted) if o in position), key=position.__getitem__)
     requests = []
-    for i in range(0, len(ordered), batch_size):
-        chunk = ordered[i : i + batch_size]
+    for chunk in organization_batches(all_orgs, batch_size, wanted):
         digest = hashlib.sha256("\n".join(chunk).encode()).hexdigest()[:16]
         requests.append(dg.RunRequest(
             run_key=f"deliver-{interval.value}-{period_key}-{digest}",
@@ -336,25 +333,13 @@ def run_delivery(
     batch_size: int = 1000,
 ) -> list[RunOutcome]:
     """Deliver one period's finalized invoices in this process: one run per batch of organizations."""
-    job = defs.resolve_job_def(delivery_job_name(interval))
-    all_keys = instance.get_dynamic_partitions(ORGANIZATION_PARTITIONS[interval].name)
-    wanted = list(organizations) or list(all_keys)
-    missing = sorted(set(wanted) - set(all_keys))
-    if missing:
-        raise ValueError(f"unknown {interval.value}-billed organization(s): {', '.join(missing)}")
     run_config = delivery_run_config(
         interval, organizations=list(organizations), dry_run=dry_run,
         resend_ambiguous_email=resend_ambiguous_email, render_workers=render_workers,
     )
-    outcomes = []
-    for request in delivery_run_requests(all_keys, interval, period_key, wanted, batch_size):
-        tags = {**request.tags, "billing/trigger": "cli"}
-        if dry_run:
-            tags[DRY_RUN_TAG] = "true"
-        result = job.execute_in_process(instance=instance, tags=tags, run_config={**QUIET_LOGS, **run_config},
-                                        raise_on_error=False)
-        outcomes.append(RunOutcome(result.run_id, result.success, (tags[RANGE_START_TAG], tags[RANGE_END_TAG])))
-    return outcomes
+    return execute_batches(defs.resolve_job_def(delivery_job_name(interval)), instance, interval, period_key,
+                           wanted_batches(instance, interval, organizations, batch_size),
+                           run_config=run_config, dry_run=dry_run)
 
 
 __all__ = [

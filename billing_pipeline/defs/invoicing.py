@@ -16,9 +16,8 @@ import dagster as dg
 from billing_pipeline.defs.events import log_partition_events, mark_partitions_failed
 from billing_pipeline.defs.partitions import billing_key, split_key
 from billing_pipeline.defs.resources import BillingDatabaseResource
-from billing_pipeline.db import reference, usage
-from billing_pipeline.defs.partitions import hour_key
-from billing_pipeline.defs.usage import HOURLY_USAGE_KEY, contiguous_ranges
+from billing_pipeline.db import usage
+from billing_pipeline.defs.usage import HOURLY_USAGE_KEY, aggregate_hour_range, contiguous_ranges
 from billing_pipeline.domain import money
 from billing_pipeline.domain.model import BillingInterval
 from billing_pipeline.domain.periods import period_from_key
@@ -102,16 +101,9 @@ def catch_up_hourly_usage(context, engine, period) -> None:
     stale = [h for h in usage.unaggregated_hours(engine, period.start, period.end) if h + dt.timedelta(hours=1) <= now]
     if not stale:
         return
-    catalog = reference.latest_catalog(engine)
-    metrics = catalog.metrics if catalog else {}
     events = []
     for group in contiguous_ranges(stale):
-        for result in usage.aggregate_hours(engine, group[0], group[-1], metrics):
-            events.append(dg.AssetMaterialization(
-                asset_key=HOURLY_USAGE_KEY, partition=hour_key(result.hour),
-                metadata={"events": result.event_count, "rows": result.row_count,
-                          "trigger": f"catch-up before invoicing {period.key}"},
-            ))
+        events += aggregate_hour_range(engine, group, trigger=f"catch-up before invoicing {period.key}")
     log_partition_events(context, events)
     context.log.info(f"aggregated {len(stale)} hour(s) of {period.key} that held new events before drafting")
 

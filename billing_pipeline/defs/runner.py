@@ -10,10 +10,9 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from billing_pipeline.db import reference
-from billing_pipeline.defs.automation import RANGE_END_TAG, RANGE_START_TAG
+from billing_pipeline.defs.automation import RANGE_END_TAG, RANGE_START_TAG, missing_organization_partitions
 from billing_pipeline.defs.invoicing import DRY_RUN_TAG
-from billing_pipeline.defs.partitions import ORGANIZATION_PARTITIONS, billing_key, hour_key
+from billing_pipeline.defs.partitions import ORGANIZATION_PARTITIONS, billing_key, hour_key, organization_batches
 from billing_pipeline.domain.model import BillingInterval
 
 
@@ -30,15 +29,45 @@ class RunOutcome:
 
 def sync_organization_partitions(instance: dg.DagsterInstance, engine) -> int:
     """Add missing organizations to the dynamic partitions; returns how many were added."""
-    added = 0
-    for interval, ids in reference.organization_ids_by_interval(engine).items():
-        name = ORGANIZATION_PARTITIONS[interval].name
-        existing = set(instance.get_dynamic_partitions(name))
-        new = [org for org in ids if org not in existing]
-        if new:
-            instance.add_dynamic_partitions(name, new)
-            added += len(new)
-    return added
+    missing = missing_organization_partitions(instance, engine)
+    for name, keys in missing.items():
+        instance.add_dynamic_partitions(name, keys)
+    return sum(len(keys) for keys in missing.values())
+
+
+def wanted_batches(
+    instance: dg.DagsterInstance, interval: BillingInterval, organizations: Sequence[str], batch_size: int
+) -> list[list[str]]:
+    """Batches of the chosen organizations (all when none is given); unknown ones are an error."""
+    all_orgs = instance.get_dynamic_partitions(ORGANIZATION_PARTITIONS[interval].name)
+    missing = sorted(set(organizations) - set(all_orgs))
+    if missing:
+        raise ValueError(f"unknown {interval.value}-billed organization(s): {', '.join(missing)}")
+    return organization_batches(all_orgs, batch_size, organizations or None)
+
+
+def execute_batches(
+    job: dg.JobDefinition,
+    instance: dg.DagsterInstance,
+    interval: BillingInterval,
+    period_key: str,
+    batches: Sequence[Sequence[str]],
+    *,
+    run_config: dict,
+    dry_run: bool,
+) -> list[RunOutcome]:
+    """Execute ``job`` in this process once per batch, over the batch's key range."""
+    outcomes = []
+    for chunk in batches:
+        start = str(billing_key(interval, period_key, chunk[0]))
+        end = str(billing_key(interval, period_key, chunk[-1]))
+        tags = {RANGE_START_TAG: start, RANGE_END_TAG: end, "billing/period": period_key, "billing/trigger": "cli"}
+        if dry_run:
+            tags[DRY_RUN_TAG] = "true"
+        result = job.execute_in_process(instance=instance, tags=tags, run_config={**QUIET_LOGS, **run_config},
+                                        raise_on_error=False)
+        outcomes.append(RunOutcome(result.run_id, result.success, (start, end)))
+    return outcomes
 
 
 def run_hours(
@@ -67,27 +96,10 @@ def run_period(
     batch_size: int = 1000,
 ) -> list[RunOutcome]:
     """Invoice one period: one run per batch of organizations (contiguous key ranges)."""
-    job = defs.resolve_job_def(f"{interval.value}_invoices_job")
-    keys = instance.get_dynamic_partitions(ORGANIZATION_PARTITIONS[interval].name)
-    wanted = set(organizations)
-    if wanted:
-        missing = sorted(wanted - set(keys))
-        if missing:
-            raise ValueError(f"unknown {interval.value}-billed organization(s): {', '.join(missing)}")
-        keys = [k for k in keys if k in wanted]
+    batches = wanted_batches(instance, interval, organizations, batch_size)
+    # a range runs over every key between its ends; the config filter keeps it to the chosen ones
     config = {"dry_run": dry_run, "organizations": list(organizations)}
-    run_config = {**QUIET_LOGS, "ops": {f"{interval.value}_invoice_drafts": {"config": config},
+    run_config = {"ops": {f"{interval.value}_invoice_drafts": {"config": config},
                           f"{interval.value}_invoices": {"config": config}}}
-    all_keys = instance.get_dynamic_partitions(ORGANIZATION_PARTITIONS[interval].name)
-    outcomes = []
-    for i in range(0, len(keys), batch_size):
-        chunk = keys[i : i + batch_size]
-        # a range runs over every key between its ends; the config filter keeps it to the chunk
-        first, last = sorted(chunk, key=all_keys.index)[0], sorted(chunk, key=all_keys.index)[-1]
-        start, end = str(billing_key(interval, period_key, first)), str(billing_key(interval, period_key, last))
-        tags = {RANGE_START_TAG: start, RANGE_END_TAG: end, "billing/period": period_key, "billing/trigger": "cli"}
-        if dry_run:
-            tags[DRY_RUN_TAG] = "true"
-        result = job.execute_in_process(instance=instance, tags=tags, run_config=run_config, raise_on_error=False)
-        outcomes.append(RunOutcome(result.run_id, result.success, (start, end)))
-    return outcomes
+    job = defs.resolve_job_def(f"{interval.value}_invoices_job")
+    return execute_batches(job, instance, interval, period_key, batches, run_config=run_config, dry_run=dry_run)

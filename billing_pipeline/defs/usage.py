@@ -30,28 +30,15 @@ def build_hourly_usage(partitions_def: dg.HourlyPartitionsDefinition) -> dg.Asse
         re-materializing an hour replaces it exactly. A range run reports each hour.
         """
         engine = billing_db.engine()
-        catalog = reference.latest_catalog(engine)
-        metrics = catalog.metrics if catalog else {}
         failed: dict[str, str] = {}
-        total_events = 0
-        done = []
-        # a run holds one contiguous range: aggregate it with one GROUP BY, as bare SQL would
+        done: list[dg.AssetMaterialization] = []
         for group in contiguous_ranges([hour_of(k) for k in context.partition_keys]):
             try:
-                results = usage.aggregate_hours(engine, group[0], group[-1], metrics)
+                done += aggregate_hour_range(engine, group)
             except Exception as exc:  # noqa: BLE001 - report the range's hours, go on with others
                 context.log.error(f"hours {hour_key(group[0])}..{hour_key(group[-1])} failed: {exc}")
                 failed.update({hour_key(h): str(exc) for h in group})
-                continue
-            for result in results:
-                total_events += result.event_count
-                done.append(
-                    dg.AssetMaterialization(
-                        asset_key=HOURLY_USAGE_KEY,
-                        partition=hour_key(result.hour),
-                        metadata={"events": result.event_count, "rows": result.row_count},
-                    )
-                )
+        total_events = sum(m.metadata["events"].value for m in done)
         log_partition_events(context, done)
         context.log.info(
             f"aggregated {len(context.partition_keys) - len(failed)} hour(s), {total_events} events"
@@ -65,6 +52,21 @@ def build_hourly_usage(partitions_def: dg.HourlyPartitionsDefinition) -> dg.Asse
         yield from ()
 
     return hourly_usage
+
+
+def aggregate_hour_range(engine, hours: list[dt.datetime], **metadata) -> list[dg.AssetMaterialization]:
+    """Aggregate consecutive ``hours`` with one GROUP BY (as bare SQL would) and return
+    one hourly_usage materialization per hour, to be logged by the caller's step."""
+    catalog = reference.latest_catalog(engine)
+    results = usage.aggregate_hours(engine, hours[0], hours[-1], catalog.metrics if catalog else {})
+    return [
+        dg.AssetMaterialization(
+            asset_key=HOURLY_USAGE_KEY,
+            partition=hour_key(r.hour),
+            metadata={"events": r.event_count, "rows": r.row_count, **metadata},
+        )
+        for r in results
+    ]
 
 
 hourly_usage_job = dg.define_asset_job(

@@ -11,7 +11,7 @@ import datetime as dt
 import enum
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from sqlalchemy import Engine
@@ -21,7 +21,7 @@ from billing_pipeline.db import reference, usage
 from billing_pipeline.domain import money
 from billing_pipeline.domain.catalog import Catalog
 from billing_pipeline.domain.invoices import PricingError, build_invoice, reconcile_usage
-from billing_pipeline.domain.model import BillingInterval, Invoice, InvoiceStatus, OrganizationStatus
+from billing_pipeline.domain.model import Invoice, InvoiceStatus, OrganizationStatus
 from billing_pipeline.domain.periods import BillingPeriod
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ def draft_batch(engine: Engine, period: BillingPeriod, org_ids: Sequence[str], *
                     invoice_id = invoice_rows.save_draft(conn, invoice, plan_code=plan_code,
                                                          catalog_version=catalog.version)
                     invoice_rows.clear_error(conn, result.org_id, period.interval, period.key)
-                    result = OrgResult(**{**result.__dict__, "invoice_id": invoice_id})
+                    result = replace(result, invoice_id=invoice_id)
                 elif result.outcome is Outcome.FAILED:
                     invoice_rows.record_error(conn, result.org_id, period.interval, period.key, "draft",
                                               result.message)
@@ -233,8 +233,7 @@ def finalize_batch(
         _, results, _ = compute_drafts(engine, period, org_ids)
         for r in results:
             if r.outcome is Outcome.DRAFTED:
-                r = OrgResult(**{**r.__dict__, "outcome": Outcome.FINALIZED,
-                                 "message": "dry run: would be finalized"})
+                r = replace(r, outcome=Outcome.FINALIZED, message="dry run: would be finalized")
             batch.results.append(r)
         return batch
     orgs = reference.get_organizations(engine, org_ids)
@@ -285,8 +284,7 @@ def _attach_totals(engine: Engine, batch: BatchResult) -> None:
     for i, r in enumerate(batch.results):
         if r.invoice_id in stored:
             inv = stored[r.invoice_id].invoice
-            batch.results[i] = OrgResult(**{**r.__dict__, "currency": inv.currency, "total": inv.total,
-                                            "lines": len(inv.lines)})
+            batch.results[i] = replace(r, currency=inv.currency, total=inv.total, lines=len(inv.lines))
 
 
 def format_summary(batch: BatchResult) -> str:
