@@ -28,7 +28,7 @@ import dagster as dg
 from billing_pipeline.db import deliveries as ledger
 from billing_pipeline.defs.automation import RANGE_END_TAG, RANGE_START_TAG
 from billing_pipeline.defs.delivery_resources import DocumentStoreResource, MailerResource, PaymentGatewayResource
-from billing_pipeline.defs.invoicing import DRY_RUN_TAG, batches
+from billing_pipeline.defs.invoicing import batches, is_dry_run
 from billing_pipeline.defs.events import log_partition_events, mark_partitions_failed
 from billing_pipeline.defs.partitions import ORGANIZATION_PARTITIONS, billing_key, organization_batches
 from billing_pipeline.defs.resources import BillingDatabaseResource
@@ -141,10 +141,9 @@ def build_delivery_assets(
         payment_gateway: PaymentGatewayResource,
         mailer: MailerResource,
     ) -> list[PeriodDeliveries]:
-        tag = (context.run.tags.get(DRY_RUN_TAG) or "").strip().lower() in {"1", "true", "yes"}
         opts = replace(
             options,
-            dry_run=options.dry_run or config.dry_run or tag,
+            dry_run=is_dry_run(context, config, options.dry_run),
             resend_ambiguous_email=config.resend_ambiguous_email,
             render_workers=options.render_workers if config.render_workers < 0 else config.render_workers,
         )
