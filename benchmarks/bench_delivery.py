@@ -41,9 +41,10 @@ import boto3  # noqa: E402
 from botocore.config import Config  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 
+from benchmarks.cpu_accounting import CpuAccounting  # noqa: E402
 from billing_pipeline.clients.documents import S3DocumentStore  # noqa: E402
 from billing_pipeline.clients.mailer import SMTPMailer  # noqa: E402
-from billing_pipeline.clients.payments import StripeGateway  # noqa: E402
+from billing_pipeline.clients.payments import StripeGateway, stripe_client  # noqa: E402
 from billing_pipeline.db import reference  # noqa: E402
 from billing_pipeline.db.engine import get_engine  # noqa: E402
 from billing_pipeline.db.invoices import load_invoices  # noqa: E402
@@ -99,6 +100,25 @@ def seed(url: str, n: int) -> list[int]:
     return invoice_ids
 
 
+def classifier(server_pid: int):
+    me = os.getpid()
+
+    def classify(pid: int, comm: str, cmdline: str, ppid: int) -> str | None:
+        if pid == me:
+            return "delivery process"
+        if ppid == me and "multiprocessing" in cmdline:
+            return "render workers"
+        if comm.startswith("postgres"):
+            return "postgresql"
+        if comm == "weed":
+            return "s3 server"
+        if pid == server_pid:
+            return "stripe + smtp servers"
+        return None
+
+    return classify
+
+
 def floor(url: str, invoice_ids: list[int], seller, workers: int) -> float:
     engine = get_engine(url)
     stored = load_invoices(engine, invoice_ids)
@@ -122,11 +142,8 @@ def full(url: str, invoice_ids: list[int], seller, servers: dict, workers: int, 
         config=Config(signature_version="s3v4", s3={"addressing_style": "path"}, max_pool_connections=max(4, io_workers)),
     )
     client.create_bucket(Bucket=bucket)
-    import stripe
-
     st = servers["stripe"]
-    gateway = StripeGateway(stripe.StripeClient(st["api_key"], base_addresses={"api": st["api_base"]},
-                                                max_network_retries=0))
+    gateway = StripeGateway(stripe_client(st["api_key"], api_base=st["api_base"]))
     sm = servers["smtp"]
     mailer = SMTPMailer(sm["host"], sm["port"], sm["username"], sm["password"], "starttls", 30, verify=False)
     svc = InvoiceDeliveryService(
@@ -164,11 +181,17 @@ def main() -> int:
             ids = seed(url, args.invoices)
             seed_s = time.perf_counter() - t0
             print(f"seeded {len(ids)} finalized invoices in {seed_s:.1f}s", flush=True)
-            floor_s = floor(url, ids, seller, args.workers)
-            print(f"floor: {len(ids) / floor_s:.2f} invoices/s", flush=True)
-            full_s, outcome = full(url, ids, seller, servers, args.workers, f"bench-{uuid.uuid4().hex[:8]}",
-                                   args.io_workers)
-            print(f"full:  {len(ids) / full_s:.2f} invoices/s {outcome}", flush=True)
+            classify = classifier(proc.pid)
+            with CpuAccounting(classify) as floor_cpu:
+                floor_s = floor(url, ids, seller, args.workers)
+            print(f"floor: {len(ids) / floor_s:.2f} invoices/s; CPU ms/invoice "
+                  f"{floor_cpu.per_item_ms(len(ids))}", flush=True)
+            with CpuAccounting(classify) as full_cpu:
+                full_s, outcome = full(url, ids, seller, servers, args.workers,
+                                       f"bench-{uuid.uuid4().hex[:8]}", args.io_workers)
+            print(f"full:  {len(ids) / full_s:.2f} invoices/s {outcome}; CPU ms/invoice "
+                  f"{full_cpu.per_item_ms(len(ids))}; machine busy "
+                  f"{full_cpu.machine_busy / full_cpu.machine_total:.0%}", flush=True)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
@@ -190,6 +213,11 @@ def main() -> int:
         "peak_rss_largest_child_mb": round(child_rss, 1),
         "peak_rss_estimate_mb": round(main_rss + args.workers * child_rss, 1),
         "targets": {"invoices_per_second": 11, "ratio": 1.3, "peak_rss_mb": 1024},
+        "cpu_ms_per_invoice": {
+            "floor": floor_cpu.per_item_ms(len(ids)),
+            "full": full_cpu.per_item_ms(len(ids)),
+            "full_machine_busy": round(full_cpu.machine_busy / full_cpu.machine_total, 3),
+        },
         "outcome": outcome,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)

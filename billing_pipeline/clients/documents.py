@@ -161,6 +161,7 @@ class LocalDocumentStore:
 _TRANSIENT_S3_CODES = {
     "SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "RequestTimeTooSkewed",
     "Throttling", "ThrottlingException", "503", "500",
+    "ConditionalRequestConflict",  # 409: a concurrent conditional write to the same key
 }
 _NOT_FOUND_CODES = {"404", "NoSuchKey", "NotFound"}
 #: Errors an S3-compatible server may answer when it does not support additional checksums.
@@ -184,8 +185,13 @@ class S3DocumentStore:
     one retry without it and the store stops sending it. No ACL is set (objects stay
     private). ``server_side_encryption`` is e.g. ``"AES256"`` or ``"aws:kms"``.
 
-    Not safe against two writers racing on one key between the ``head_object`` and the
-    ``put_object`` (S3 would keep the last); our callers write one key from one run.
+    Objects are write-once: ``put_object`` carries ``If-None-Match: *`` (S3 conditional
+    writes; MinIO and SeaweedFS have them too), so a new object costs one request, an
+    existing key answers 412 and is then compared by its ``sha256`` metadata (same bytes: not
+    created again; other bytes: ``DocumentConflict``), and two writers racing on one key
+    cannot overwrite each other. For a server without conditional writes pass
+    ``conditional=False``: the key is then checked with ``head_object`` first (one more
+    request, and not safe against two writers racing between the two).
     """
 
     def __init__(
@@ -197,6 +203,7 @@ class S3DocumentStore:
         server_side_encryption: str | None = None,
         sse_kms_key_id: str | None = None,
         checksum: bool = True,
+        conditional: bool = True,
     ) -> None:
         self.client = client
         self.bucket = bucket
@@ -204,6 +211,7 @@ class S3DocumentStore:
         self.server_side_encryption = server_side_encryption
         self.sse_kms_key_id = sse_kms_key_id
         self.checksum = checksum
+        self.conditional = conditional
 
     def _key(self, key: str) -> str:
         return self.prefix + validate_key(key)
@@ -256,13 +264,10 @@ class S3DocumentStore:
         full_key = self._key(key)
         sha = _sha256(data)
         url = f"s3://{self.bucket}/{full_key}"
-        head = self._head(full_key)
-        if head is not None:
-            existing = self._stored_sha(full_key, head)
-            if existing != sha:
-                raise DocumentConflict(key, existing, sha)
-            return StoredDocument(key, sha, len(data), url, created=False)
-
+        if not self.conditional:
+            head = self._head(full_key)
+            if head is not None:
+                return self._same_or_conflict(key, full_key, head, sha, len(data), url)
         params: dict[str, Any] = {
             "Bucket": self.bucket,
             "Key": full_key,
@@ -270,22 +275,43 @@ class S3DocumentStore:
             "ContentType": content_type,
             "Metadata": {"sha256": sha},
         }
+        if self.conditional:
+            params["IfNoneMatch"] = "*"  # write-once: S3 answers 412 when the key exists
         if self.server_side_encryption:
             params["ServerSideEncryption"] = self.server_side_encryption
         if self.sse_kms_key_id:
             params["SSEKMSKeyId"] = self.sse_kms_key_id
-        if self.checksum:
-            digest = base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
-            try:
-                self._call("put_object", ChecksumAlgorithm="SHA256", ChecksumSHA256=digest, **params)
-            except PermanentStorageError as exc:
-                if exc.code not in _UNSUPPORTED_CODES:
-                    raise
-                self.checksum = False  # this server does not do additional checksums
-                self._call("put_object", **params)
-        else:
-            self._call("put_object", **params)
+        try:
+            self._put_object(params, data)
+        except PermanentStorageError as exc:
+            if not self.conditional or exc.status != 412:
+                raise
+            head = self._head(full_key)
+            if head is None:  # deleted since: let the caller retry
+                raise TransientStorageError(f"S3 put_object: {full_key} existed, then vanished",
+                                            code="PreconditionFailed", status=412) from None
+            return self._same_or_conflict(key, full_key, head, sha, len(data), url)
         return StoredDocument(key, sha, len(data), url, created=True)
+
+    def _same_or_conflict(self, key: str, full_key: str, head: dict, sha: str, size: int,
+                          url: str) -> StoredDocument:
+        existing = self._stored_sha(full_key, head)
+        if existing != sha:
+            raise DocumentConflict(key, existing, sha)
+        return StoredDocument(key, sha, size, url, created=False)
+
+    def _put_object(self, params: dict[str, Any], data: bytes) -> None:
+        if not self.checksum:
+            self._call("put_object", **params)
+            return
+        digest = base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
+        try:
+            self._call("put_object", ChecksumAlgorithm="SHA256", ChecksumSHA256=digest, **params)
+        except PermanentStorageError as exc:
+            if exc.code not in _UNSUPPORTED_CODES:
+                raise
+            self.checksum = False  # this server does not do additional checksums
+            self._call("put_object", **params)
 
     def exists(self, key: str) -> bool:
         return self._head(self._key(key)) is not None

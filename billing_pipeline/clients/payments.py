@@ -10,14 +10,17 @@ step, a re-executed backfill):
 2. invoice: found by listing the customer's invoices (consistent; Stripe search can lag by
    ~1 min) and, only when the org has several customers, by search ``metadata['invoice_id']``
    (it may sit on another one); open/paid -> returned as is, draft -> reused, else created
-   with key ``inv-{number}``. A customer that this very call created (its create was not an
-   idempotent replay) has no invoices yet: no lookup;
-3. one invoice item per line (key ``ii-{number}-{i}``, metadata ``line_index``) plus one for
-   tax (``ii-{number}-tax``); items already on the draft are skipped, so a crash half-way
-   resumes cleanly (a draft this call created, not replayed, has none: not listed). Tax is
-   an explicit item (not a Stripe TaxRate) so Stripe adds exactly our rounded amounts;
-4. Stripe's total is compared with ours in minor units *before* finalizing and after;
-   any difference raises ``GatewayTotalMismatch``;
+   with key ``inv-{number}``. The list only asks for invoices created since the day before
+   the period ended (ours cannot be older), so it stays short for long-lived customers. A
+   customer that this very call created (its create was not an idempotent replay) has no
+   invoices yet: no lookup;
+3. all lines in one ``add_lines`` request (key ``lines-{number}``; metadata ``line_index``
+   per line; ``tax`` for the tax line), which Stripe applies all or none. A reused draft
+   (a run that died after creating it) gets only the lines it lacks (a draft this call
+   created, not replayed, has none). Tax is an explicit line (not a Stripe TaxRate) so
+   Stripe adds exactly our rounded amounts;
+4. Stripe's total is compared with ours in minor units *before* finalizing (from the
+   ``add_lines`` answer) and after; any difference raises ``GatewayTotalMismatch``;
 5. finalize with key ``fin-{number}`` (``auto_advance=False``: Stripe sends no e-mail and
    attempts no charge on its own; charging is ``charge``).
 
@@ -31,13 +34,20 @@ the API key.
 from __future__ import annotations
 
 import contextlib
+import http.client
+import io
 import logging
 import re
+import select
+import socket
+import ssl
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
+from urllib.parse import quote, urlsplit
 
 import stripe
 
@@ -51,6 +61,7 @@ from billing_pipeline.domain.model import Invoice, InvoiceStatus, Organization
 from billing_pipeline.domain.money import to_minor
 
 __all__ = [
+    "stripe_client",
     "GatewayInvoice",
     "ChargeResult",
     "PaymentGateway",
@@ -106,6 +117,122 @@ class NullGateway:
 
     def charge(self, invoice_external_id: str, idempotency_key: str) -> ChargeResult:
         return ChargeResult(status="skipped", external_id=invoice_external_id or None)
+
+
+# --- the client ---------------------------------------------------------------------------
+class _PersistentHTTPClient(stripe.HTTPClient):
+    """An HTTP client for the Stripe SDK: one kept-alive ``http.client`` connection per thread.
+
+    ``requests`` + ``urllib3`` (the SDK's default) spend about as much CPU per call as the
+    rest of the SDK; this keeps only what a Stripe call needs: TLS verified against the SDK's
+    CA bundle, a timeout, and a connection that is reopened when the server has closed it
+    while idle (checked before each reuse, so no request is ever sent twice). Network
+    errors become ``stripe.APIConnectionError``; ``StripeGateway``'s caller retries them.
+    """
+
+    name = "http.client"
+
+    def __init__(self, timeout: float, api_base: str) -> None:
+        super().__init__()
+        parts = urlsplit(api_base)
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or "api.stripe.com"
+        self._port = parts.port or (443 if self._https else 80)
+        self._timeout = timeout
+        self._context = ssl.create_default_context(cafile=stripe.ca_bundle_path) if self._https else None
+
+    def _connection(self, fresh: bool = False) -> http.client.HTTPConnection:
+        conn = getattr(self._thread_local, "conn", None)
+        if conn is not None and (fresh or conn.sock is None or _dropped(conn.sock)):
+            conn.close()
+            conn = None
+        if conn is None:
+            if self._https:
+                conn = http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout,
+                                                   context=self._context)
+            else:
+                conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+            self._thread_local.conn = conn
+        return conn
+
+    def request(self, method, url, headers, post_data=None):  # type: ignore[override]
+        parts = urlsplit(url)
+        if (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)) != (self._host, self._port):
+            raise stripe.APIConnectionError(f"this client only talks to {self._host}:{self._port}",
+                                            should_retry=False)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        body = post_data.encode() if isinstance(post_data, str) else post_data
+        conn = self._connection()
+        try:
+            conn.request(method.upper(), target, body=body, headers=dict(headers or {}))
+            response = conn.getresponse()
+            content = response.read()
+        except ssl.SSLError as exc:
+            conn.close()
+            raise stripe.APIConnectionError(f"TLS error talking to Stripe: {exc}", should_retry=False) from exc
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise stripe.APIConnectionError(f"network error talking to Stripe: {type(exc).__name__}: {exc}",
+                                            should_retry=True) from exc
+        if response.will_close:
+            conn.close()
+        return content, response.status, response.msg
+
+    def request_stream(self, method, url, headers, post_data=None):  # type: ignore[override]
+        content, status, headers = self.request(method, url, headers, post_data)
+        return io.BytesIO(content), status, headers
+
+    def close(self) -> None:
+        conn = getattr(self._thread_local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._thread_local.conn = None
+
+
+def _dropped(sock: socket.socket) -> bool:
+    """True when an idle kept-alive connection was closed by the server (readable = EOF or junk)."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
+class _RequestsClient(stripe.RequestsClient):
+    """stripe's ``requests`` client, used when a proxy applies: its sessions do not re-read
+    proxy and CA settings from the environment on every request (``requests`` scans all of
+    ``os.environ`` twice per call for them); the proxy is read once, here."""
+
+    def __init__(self, timeout: float, proxies: dict[str, str]) -> None:
+        super().__init__(timeout=timeout, proxy=proxies)  # type: ignore[arg-type]
+
+    def _request_internal(self, method, url, headers, post_data, is_streaming):  # type: ignore[override]
+        if getattr(self._thread_local, "session", None) is None:
+            import requests
+
+            session = requests.Session()
+            session.trust_env = False
+            self._thread_local.session = session
+        return super()._request_internal(method, url, headers, post_data, is_streaming)
+
+
+def stripe_client(api_key: str, *, api_base: str | None = None, timeout: float = 30) -> stripe.StripeClient:
+    """A ``StripeClient`` for ``StripeGateway``: no retries of its own (the delivery service
+    retries transient errors with backoff and records them in the ledger); through the
+    environment's HTTP(S) proxy when one applies to the API host."""
+    base = api_base or "https://api.stripe.com"
+    parts = urlsplit(base)
+    proxies = {k: v for k, v in urllib.request.getproxies().items() if k in ("http", "https")}
+    proxy_applies = parts.scheme in proxies and not urllib.request.proxy_bypass(parts.hostname or "")
+    http_client: stripe.HTTPClient = (
+        _RequestsClient(timeout, proxies) if proxy_applies else _PersistentHTTPClient(timeout, base)
+    )
+    return stripe.StripeClient(
+        api_key,
+        base_addresses={"api": api_base} if api_base else None,
+        max_network_retries=0,
+        http_client=http_client,
+    )
 
 
 # --- error translation -------------------------------------------------------------------
@@ -169,21 +296,21 @@ def _get(obj: Any, key: str, default: Any = None) -> Any:
 
 
 def _iterate(list_obj: Any) -> Iterator[Any]:
-    if hasattr(list_obj, "auto_paging_iter"):
-        yield from list_obj.auto_paging_iter()
-    else:
-        yield from _get(list_obj, "data", [])
+    """The items of a list page (the gateway asks for pages of 100 that fit one page)."""
+    yield from _get(list_obj, "data", [])
 
 
-def _created_now(obj: Any) -> bool:
-    """True when ``obj`` comes from a create that really happened now (not an idempotent replay).
+class _Obj(dict):
+    """A Stripe API object as plain JSON data, plus whether a create really happened now."""
 
-    Unknown (no response headers, e.g. a test double) counts as False: the caller then looks up.
+    created_now = False
+
+
+def _is_fresh_create(headers: Any, code: Any) -> bool:
+    """True for a create that really happened now (not an idempotent replay).
+
+    Unknown (no headers) counts as False: the caller then looks up.
     """
-    response = getattr(obj, "last_response", None)
-    headers = getattr(response, "headers", None)
-    if response is None or headers is None:
-        return False
     try:
         items = headers.items()
     except AttributeError:
@@ -191,7 +318,15 @@ def _created_now(obj: Any) -> bool:
     for name, value in items:
         if str(name).lower() == "idempotent-replayed":
             return str(value).strip().lower() != "true"
-    return getattr(response, "code", None) == 200
+    return code == 200
+
+
+def _created_now(obj: Any) -> bool:
+    return bool(getattr(obj, "created_now", False))
+
+
+def _path(*parts: str) -> str:
+    return "/v1/" + "/".join(quote(p, safe="") for p in parts)
 
 
 def _quote(value: str) -> str:
@@ -202,8 +337,7 @@ def _quote(value: str) -> str:
 class StripeGateway:
     """Stripe through a ``stripe.StripeClient`` (``client.v1.*`` services).
 
-    Build the client with retries and a timeout, e.g.
-    ``stripe.StripeClient(api_key, max_network_retries=2, http_client=stripe.RequestsClient(timeout=30))``.
+    Build the client with ``stripe_client(api_key)``.
     """
 
     #: How long a customer found or created is reused for the same org without a lookup.
@@ -248,9 +382,16 @@ class StripeGateway:
                     self._customers.clear()
                 self._customers[org_id] = (time.monotonic(), customer)
 
-    @property
-    def _v1(self) -> Any:
-        return self.client.v1
+    def _api(self, method: str, path: str, params: dict[str, Any] | None = None, *,
+             key: str | None = None) -> _Obj:
+        """One API call through ``StripeClient.raw_request``: the answer stays plain JSON data.
+        (Building stripe's typed objects from an invoice costs about as much CPU as the rest
+        of the request.) Errors are stripe's usual exceptions."""
+        options = {"idempotency_key": key} if key else {}
+        response = self.client.raw_request(method, path, **(params or {}), **options)
+        obj = _Obj(response.data)
+        obj.created_now = _is_fresh_create(getattr(response, "headers", None), getattr(response, "code", None))
+        return obj
 
     @staticmethod
     def _key(prefix: str, key: str) -> str:
@@ -269,12 +410,11 @@ class StripeGateway:
         """
         matches: list[Any] = []
         if org.billing_email:
-            listed = self._v1.customers.list(params={"email": org.billing_email, "limit": 100})
+            listed = self._api("get", _path("customers"), {"email": org.billing_email, "limit": 100})
             matches = [c for c in _iterate(listed) if self._is_org(c, org.id)]
         if not matches and self.use_search:
-            found = self._v1.customers.search(
-                params={"query": f"metadata['org_id']:'{_quote(org.id)}'", "limit": 10}
-            )
+            found = self._api("get", _path("customers", "search"),
+                              {"query": f"metadata['org_id']:'{_quote(org.id)}'", "limit": 10})
             matches = [c for c in _get(found, "data", []) if self._is_org(c, org.id)]
         if len(matches) > 1:
             log.warning("org %s has %d Stripe customers; using the oldest", org.id, len(matches))
@@ -296,9 +436,10 @@ class StripeGateway:
             if customer is None:
                 customer, count = self._lookup_customer(org)
             if customer is None:
-                customer = self._v1.customers.create(
-                    params={"name": org.name, "email": org.billing_email, "metadata": {"org_id": org.id}},
-                    options={"idempotency_key": self._key(idempotency_prefix, f"cus-{org.id}")},
+                customer = self._api(
+                    "post", _path("customers"),
+                    {"name": org.name, "email": org.billing_email, "metadata": {"org_id": org.id}},
+                    key=self._key(idempotency_prefix, f"cus-{org.id}"),
                 )
                 self._remember_customer(org.id, customer)
                 return customer, _created_now(customer), 1
@@ -308,21 +449,25 @@ class StripeGateway:
             if _get(customer, "name") != org.name:
                 changes["name"] = org.name
             if changes:
-                customer = self._v1.customers.update(customer["id"], params=changes)
+                customer = self._api("post", _path("customers", customer["id"]), changes)
             self._remember_customer(org.id, customer)
             return customer, False, count
 
     # invoices ------------------------------------------------------------------------
-    def find_invoice(self, customer_id: str, number: str, *, search: bool = True) -> Any | None:
-        """Our invoice in Stripe by ``metadata.invoice_id``: the customer's list (consistent),
-        then (``search``) search, which also finds it under another customer of the org."""
+    def find_invoice(self, customer_id: str, number: str, *, search: bool = True,
+                     created_since: int | None = None) -> Any | None:
+        """Our invoice in Stripe by ``metadata.invoice_id``: the customer's list (consistent;
+        ``created_since``: only invoices created from then on, e.g. the end of the invoiced
+        period), then (``search``) search, which also finds it under another customer of the org."""
         with _stripe_errors():
-            listed = self._v1.invoices.list(params={"customer": customer_id, "limit": 100})
+            params: dict[str, Any] = {"customer": customer_id, "limit": 100}
+            if created_since is not None:
+                params["created"] = {"gte": created_since}
+            listed = self._api("get", _path("invoices"), params)
             ours = [c for c in _iterate(listed) if self._is_ours(c, number)]
             if not ours and search and self.use_search:
-                found = self._v1.invoices.search(
-                    params={"query": f"metadata['invoice_id']:'{_quote(number)}'", "limit": 10}
-                )
+                found = self._api("get", _path("invoices", "search"),
+                                  {"query": f"metadata['invoice_id']:'{_quote(number)}'", "limit": 10})
                 ours = [c for c in _get(found, "data", []) if self._is_ours(c, number)]
             # Prefer a live invoice over a voided leftover.
             ours.sort(key=lambda c: (_get(c, "status") in ("void", "uncollectible"), _get(c, "created", 0)))
@@ -355,7 +500,10 @@ class StripeGateway:
             customer_id = customer["id"]
             # A customer created by this very call has no invoice; with several customers for
             # the org, the invoice may sit on another one (search finds it there).
-            existing = None if new_customer else self.find_invoice(customer_id, number, search=customers > 1)
+            # Our invoice cannot have been created before its period ended (finalized after it).
+            since = int(invoice.period_end.timestamp()) - 86400
+            existing = None if new_customer else self.find_invoice(customer_id, number, search=customers > 1,
+                                                                   created_since=since)
             status = _get(existing, "status")
             if existing is not None and status in ("open", "paid"):
                 return self._checked(existing, number, ours, invoice.currency)
@@ -381,52 +529,53 @@ class StripeGateway:
                 else:
                     params["collection_method"] = "send_invoice"
                     params["days_until_due"] = org.payment_terms_days
-                draft = self._v1.invoices.create(
-                    params=params, options={"idempotency_key": key(f"inv-{number}")}
-                )
+                draft = self._api("post", _path("invoices"), params, key=key(f"inv-{number}"))
                 new_draft = _created_now(draft)
             else:
                 draft = existing
                 new_draft = False
             draft_id = draft["id"]
 
-            present = set() if new_draft else {
-                _get(_get(item, "metadata"), "line_index")
-                for item in _iterate(self._v1.invoice_items.list(params={"invoice": draft_id, "limit": 100}))
-            }
-            items = [
-                (str(i), line.description, line.amount) for i, line in enumerate(invoice.lines)
-            ]
+            items = [(str(i), line.description, line.amount) for i, line in enumerate(invoice.lines)]
             if invoice.tax:
                 rate = f"{(invoice.tax_rate * 100).normalize():f}%"
                 items.append(("tax", f"Tax ({rate})", invoice.tax))
-            period = {
-                "start": int(invoice.period_start.timestamp()),
-                "end": int(invoice.period_end.timestamp()),
-            }
-            for index, description, amount in items:
-                if index in present:
-                    continue
-                self._v1.invoice_items.create(
-                    params={
-                        "customer": customer_id,
-                        "invoice": draft_id,
-                        "currency": currency,
+            present = set() if new_draft else self._line_indexes(draft, number)
+            missing = [item for item in items if item[0] not in present]
+            current = draft
+            if missing:
+                period = {"start": int(invoice.period_start.timestamp()), "end": int(invoice.period_end.timestamp())}
+                lines = [
+                    {
                         "amount": to_minor(amount, invoice.currency),
                         "description": description[:500],
                         "period": period,
                         "metadata": {"invoice_id": number, "line_index": index},
-                    },
-                    options={"idempotency_key": key(f"ii-{number}-{index}")},
-                )
+                    }
+                    for index, description, amount in missing
+                ]
+                # All lines in one request, all or none; a resumed draft gets only the missing ones.
+                suffix = "" if len(missing) == len(items) else "-" + ".".join(i for i, _, _ in missing)
+                current = self._api("post", _path("invoices", draft_id, "add_lines"), {"lines": lines},
+                                    key=key(f"lines-{number}{suffix}"))
             # Refuse to finalize an invoice whose total is not ours.
-            self._checked(self._v1.invoices.retrieve(draft_id), number, ours, invoice.currency)
-            final = self._v1.invoices.finalize_invoice(
-                draft_id,
-                params={"auto_advance": False},
-                options={"idempotency_key": key(f"fin-{number}")},
-            )
+            self._checked(current, number, ours, invoice.currency)
+            final = self._api("post", _path("invoices", draft_id, "finalize"), {"auto_advance": False},
+                              key=key(f"fin-{number}"))
             return self._checked(final, number, ours, invoice.currency)
+
+    def _line_indexes(self, draft: Any, number: str) -> set[str]:
+        """``line_index`` of the lines of ours already on a draft (its embedded page, else listed)."""
+        embedded = _get(draft, "lines")
+        pages = [embedded] if embedded is not None and not _get(embedded, "has_more", False) else None
+        if pages is None:
+            pages = [self._api("get", _path("invoices", draft["id"], "lines"), {"limit": 100})]
+        return {
+            _get(_get(line, "metadata"), "line_index")
+            for page in pages
+            for line in _iterate(page)
+            if _get(_get(line, "metadata"), "invoice_id") == number
+        }
 
     @staticmethod
     def _checked(stripe_invoice: Any, number: str, ours: int, currency: str) -> GatewayInvoice:
@@ -451,9 +600,7 @@ class StripeGateway:
         """
         with _stripe_errors():
             try:
-                paid = self._v1.invoices.pay(
-                    invoice_external_id, options={"idempotency_key": idempotency_key}
-                )
+                paid = self._api("post", _path("invoices", invoice_external_id, "pay"), key=idempotency_key)
             except stripe.CardError as exc:
                 error = getattr(exc, "error", None)
                 decline = _get(error, "decline_code") or exc.code
@@ -464,7 +611,7 @@ class StripeGateway:
                     message=_stripe_message(exc),
                 )
             except stripe.InvalidRequestError:
-                current = self._v1.invoices.retrieve(invoice_external_id)
+                current = self._api("get", _path("invoices", invoice_external_id))
                 if _get(current, "status") == "paid":
                     return ChargeResult(status="paid", external_id=invoice_external_id)
                 raise

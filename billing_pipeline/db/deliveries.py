@@ -19,6 +19,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from billing_pipeline.db.schema import invoice_deliveries, invoices
 
@@ -77,6 +79,7 @@ class Finish:
     external_id: str | None
     checksum: str | None
     status: str = "succeeded"
+    count_attempt: bool = False  # no claim preceded it (a step without side effect): count one here
 
 
 def claim(
@@ -109,20 +112,18 @@ def claim(
 def _claim(conn, invoice_id: int, channel: str, seen_attempts: int | None, sending: str | None) -> int | None:
     now = _now()
     if seen_attempts is None:
-        existing = conn.execute(
-            select(invoice_deliveries.c.attempts).where(
-                invoice_deliveries.c.invoice_id == invoice_id, invoice_deliveries.c.channel == channel
-            )
-        ).first()
-        if existing is not None:
-            return None
-        conn.execute(
-            insert(invoice_deliveries).values(
+        # One statement: a row that appeared meanwhile (another run) makes the insert a no-op.
+        dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        inserted = conn.execute(
+            dialect_insert(invoice_deliveries)
+            .values(
                 invoice_id=invoice_id, channel=channel, status="pending", attempts=1,
                 last_error=None, external_id=sending, checksum=None, updated_at=now, delivered_at=None,
             )
-        )
-        return 1
+            .on_conflict_do_nothing(index_elements=["invoice_id", "channel"])
+            .returning(invoice_deliveries.c.attempts)  # (rowcount is -1 here under psycopg 3)
+        ).first()
+        return 1 if inserted is not None else None
     changed = conn.execute(
         update(invoice_deliveries)
         .where(
@@ -148,10 +149,10 @@ def mark_sending(engine: Engine, invoice_id: int, channel: str, external_id: str
 
 def mark_succeeded(
     engine: Engine, invoice_id: int, channel: str, *, external_id: str | None, checksum: str | None,
-    status: str = "succeeded",
+    status: str = "succeeded", count_attempt: bool = False,
 ) -> None:
     """Set the row final (``succeeded`` or ``skipped``); inserts it when missing (operator fixes)."""
-    finish = Finish(invoice_id, channel, external_id, checksum, status)
+    finish = Finish(invoice_id, channel, external_id, checksum, status, count_attempt)
     if status not in FINAL_STATUSES:
         raise ValueError(f"not a final status: {status!r}")
     with engine.begin() as conn:
@@ -164,14 +165,15 @@ def _mark_succeeded(conn, f: Finish) -> None:
     now = _now()
     values = {"status": f.status, "last_error": None, "external_id": f.external_id, "checksum": f.checksum,
               "updated_at": now, "delivered_at": now if f.status == "succeeded" else None}
+    attempts = invoice_deliveries.c.attempts + 1 if f.count_attempt else invoice_deliveries.c.attempts
     changed = conn.execute(
         update(invoice_deliveries)
         .where(invoice_deliveries.c.invoice_id == f.invoice_id, invoice_deliveries.c.channel == f.channel)
-        .values(**values)
+        .values(attempts=attempts, **values)
     ).rowcount
     if not changed:
-        conn.execute(insert(invoice_deliveries).values(invoice_id=f.invoice_id, channel=f.channel, attempts=0,
-                                                       **values))
+        conn.execute(insert(invoice_deliveries).values(invoice_id=f.invoice_id, channel=f.channel,
+                                                       attempts=int(f.count_attempt), **values))
 
 
 def mark_failed(engine: Engine, invoice_id: int, channel: str, error: str, *, keep_external_id: bool = False,

@@ -15,7 +15,7 @@ import dagster as dg
 
 from billing_pipeline.clients.documents import DocumentStore, LocalDocumentStore, S3DocumentStore
 from billing_pipeline.clients.mailer import Mailer, OutboxMailer, SMTPMailer
-from billing_pipeline.clients.payments import NullGateway, PaymentGateway, StripeGateway
+from billing_pipeline.clients.payments import NullGateway, PaymentGateway, StripeGateway, stripe_client
 
 
 class DocumentStoreResource(dg.ConfigurableResource):
@@ -30,6 +30,7 @@ class DocumentStoreResource(dg.ConfigurableResource):
     aws_access_key_id: str | None = None  # None: boto3's default credential chain
     aws_secret_access_key: str | None = None
     server_side_encryption: str | None = None
+    conditional_writes: bool = True  # False for S3-compatible servers without If-None-Match
 
     def store(self) -> DocumentStore:
         if self.kind == "local":
@@ -49,7 +50,8 @@ class DocumentStoreResource(dg.ConfigurableResource):
             config=Config(signature_version="s3v4", s3={"addressing_style": "path"},
                           retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=10, read_timeout=30),
         )
-        return S3DocumentStore(client, self.bucket, self.prefix, server_side_encryption=self.server_side_encryption)
+        return S3DocumentStore(client, self.bucket, self.prefix, server_side_encryption=self.server_side_encryption,
+                               conditional=self.conditional_writes)
 
     def secrets(self) -> list[str]:
         return [s for s in (self.aws_secret_access_key,) if s]
@@ -69,15 +71,7 @@ class PaymentGatewayResource(dg.ConfigurableResource):
             return NullGateway()
         if self.kind != "stripe" or not self.api_key:
             raise ValueError("PaymentGatewayResource: kind must be 'none', or 'stripe' with an api_key")
-        import stripe
-
-        client = stripe.StripeClient(
-            self.api_key,
-            base_addresses={"api": self.api_base} if self.api_base else None,
-            # 0: the delivery service retries transient errors itself, with backoff and the ledger
-            max_network_retries=0,
-            http_client=stripe.new_default_http_client(timeout=self.timeout_seconds),
-        )
+        client = stripe_client(self.api_key, api_base=self.api_base, timeout=self.timeout_seconds)
         return StripeGateway(client, use_search=self.use_search)
 
     def secrets(self) -> list[str]:

@@ -653,7 +653,7 @@ class InvoiceDeliveryService:
     def _flush(self, carry: ledger.Finish | None) -> None:
         if carry is not None:
             ledger.mark_succeeded(self.engine, carry.invoice_id, carry.channel, external_id=carry.external_id,
-                                  checksum=carry.checksum, status=carry.status)
+                                  checksum=carry.checksum, status=carry.status, count_attempt=carry.count_attempt)
 
     def _run_channel(self, item: _Item, channel: str, carry: ledger.Finish | None = None) -> ledger.Finish | None:
         """Run one channel; returns its success still to be written (or None)."""
@@ -683,6 +683,12 @@ class InvoiceDeliveryService:
             return carry
         if channel == "email" and self._ambiguous_email(item, row, carry):
             return None
+        if channel == "pdf" and carry is None:
+            # Rendering has no side effect outside this process: nothing to claim. Its success
+            # (one attempt) is written with the next channel's claim.
+            key, sha = self._action(item, "pdf")()
+            self._finish(item, ChannelResult("pdf", ChannelStatus.SUCCEEDED, 1, external_id=key))
+            return ledger.Finish(item.result.invoice_id, "pdf", key, sha, count_attempt=True)
         result, carry = self._attempt(item, channel, row, carry)
         self._finish(item, result)
         return carry

@@ -85,6 +85,17 @@ def test_s3_put_head_with_checksums(s3_server, bucket):
     assert ei.value.response["Error"]["Code"] == "BadDigest"
 
 
+def test_s3_document_store_is_write_once_by_conditional_put(s3_server, bucket):
+    from billing_pipeline.clients.documents import DocumentConflict, S3DocumentStore
+
+    store = S3DocumentStore(s3_server.client(), bucket)
+    assert store.put("invoices/a.pdf", b"%PDF-1", "application/pdf").created
+    assert not store.put("invoices/a.pdf", b"%PDF-1", "application/pdf").created
+    with pytest.raises(DocumentConflict):
+        store.put("invoices/a.pdf", b"%PDF-2", "application/pdf")
+    assert store.get("invoices/a.pdf") == b"%PDF-1"  # the first write stays
+
+
 def test_s3_presigned_url_and_expiry(s3_server, bucket):
     c = s3_server.client()
     c.put_object(Bucket=bucket, Key="a.txt", Body=b"hello", ContentType="text/plain")
@@ -167,6 +178,45 @@ def test_stripe_invoice_flow(stripe_client, stripe_server):
     paid = c.v1.invoices.pay(inv.id, params={"paid_out_of_band": True})
     assert paid.status == "paid" and paid.amount_paid == 2001
     assert stripe_server.count("invoices", status="paid") == 1
+
+
+def test_stripe_add_lines_is_all_or_none(stripe_client, stripe_server):
+    import stripe
+
+    c = stripe_client
+    cus = c.v1.customers.create(params={"email": "lines@b.test"})
+    inv = c.v1.invoices.create(params={"customer": cus.id, "currency": "eur", "auto_advance": False})
+    with pytest.raises(stripe.InvalidRequestError) as ei:  # the second line is invalid: none is added
+        c.v1.invoices.add_lines(inv.id, params={"lines": [{"amount": 100, "description": "ok"},
+                                                          {"description": "no amount"}]})
+    assert ei.value.param == "lines[1][amount]"
+    assert c.v1.invoices.retrieve(inv.id).lines.total_count == 0
+    done = c.v1.invoices.add_lines(inv.id, params={"lines": [
+        {"amount": 1999, "description": "Base fee", "metadata": {"line_index": "0"}},
+        {"amount": 1, "description": "Tax", "period": {"start": 1, "end": 2}},
+    ]})
+    assert done.total == 2000 and [line.amount for line in done.lines.data] == [1999, 1]
+    assert done.lines.data[0].metadata["line_index"] == "0"
+    assert c.v1.invoices.finalize_invoice(inv.id).total == 2000
+    with pytest.raises(stripe.InvalidRequestError):  # not a draft any more
+        c.v1.invoices.add_lines(inv.id, params={"lines": [{"amount": 1}]})
+
+
+def test_stripe_keep_alive_survives_server_side_close(stripe_server):
+    """The gateway's HTTP client keeps one connection per thread and reopens it when the
+    server closed it while idle: no request fails and none is sent twice."""
+    from billing_pipeline.clients.payments import stripe_client
+
+    client = stripe_client(stripe_server.api_key, api_base=stripe_server.api_base)
+    before = len(stripe_server.request_log)
+    client.raw_request("get", "/v1/customers", limit=1)
+    client.raw_request("get", "/v1/customers", limit=1)
+    assert len(stripe_server._server._open) >= 1  # kept alive
+    stripe_server._server.close_all()
+    time.sleep(0.05)
+    client.raw_request("post", "/v1/customers", email="after-close@b.test", idempotency_key=uuid.uuid4().hex)
+    assert len(stripe_server.request_log) - before == 3
+    assert stripe_server.count("customers", email="after-close@b.test") == 1
 
 
 def test_stripe_pending_items_included_only_on_request(stripe_client):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import functools
 import logging
 import os
 import shutil
@@ -50,11 +51,15 @@ class ReceivedMessage:
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
-    message: EmailMessage
     peer: tuple | None = None
     login: str | None = None
     tls: bool = False
     received_at: float = field(default_factory=time.time)
+
+    @functools.cached_property
+    def message(self) -> EmailMessage:
+        """The parsed message (parsed on first use: a mail server does not parse MIME either)."""
+        return email.message_from_bytes(self.data, policy=email.policy.default)
 
     @property
     def subject(self) -> str | None:
@@ -121,11 +126,10 @@ class _Handler:
         data = envelope.original_content or envelope.content
         if isinstance(data, str):
             data = data.encode("utf-8", "surrogateescape")
-        msg = email.message_from_bytes(data, policy=email.policy.default)
         login = session.auth_data.login if session.authenticated and session.auth_data is not None else None
         if isinstance(login, bytes):
             login = login.decode("utf-8", "replace")
-        rec = ReceivedMessage(mail_from=envelope.mail_from, rcpt_tos=list(envelope.rcpt_tos), data=data, message=msg,
+        rec = ReceivedMessage(mail_from=envelope.mail_from, rcpt_tos=list(envelope.rcpt_tos), data=data,
                               peer=session.peer, login=login,
                               tls=session.ssl is not None or self.server.implicit_tls)
         with self.server._cond:

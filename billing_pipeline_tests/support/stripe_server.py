@@ -11,7 +11,7 @@ What it implements (API version agnostic, shapes follow the current API):
 * invoiceitems: create (``amount`` or ``quantity``/``quantity_decimal`` + ``unit_amount_decimal``
   or ``price_data``), retrieve / update / delete / list (customer, invoice, pending)
 * invoices: create / retrieve / update / delete (drafts) / list / search,
-  ``lines``, ``finalize``, ``pay``, ``send``, ``void``, ``mark_uncollectible``
+  ``lines``, ``add_lines`` (all or none), ``finalize``, ``pay``, ``send``, ``void``, ``mark_uncollectible``
 * payment_intents: retrieve (created by ``pay``)
 * Idempotency-Key semantics as documented by Stripe (replay with ``Idempotent-Replayed: true``,
   ``idempotency_error`` on reuse with other parameters or another endpoint, 409 while in flight;
@@ -53,18 +53,19 @@ from typing import Any, Callable, NamedTuple
 
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from ._util import LOCALHOST, free_port, registry
+from .wsgi import KeepAliveWSGIServer
 
 ROUNDING = ROUND_HALF_UP
 DEFAULT_API_VERSION = "2026-10-28.endive"
 _ALNUM = string.ascii_letters + string.digits
+_ids = random.Random(secrets.randbits(64))  # object ids: unique enough, and cheap (no syscall per character)
 
 
 def _rand_id(prefix: str, n: int = 24) -> str:
-    return prefix + "".join(secrets.choice(_ALNUM) for _ in range(n))
+    return prefix + "".join(_ids.choices(_ALNUM, k=n))
 
 
 class RequestRecord(NamedTuple):
@@ -329,11 +330,6 @@ class _Fault(NamedTuple):
     should_retry: bool | None
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log(self, type: str, message: str, *args: Any) -> None:  # noqa: A002
-        pass
-
-
 # --------------------------------------------------------------------------- server
 class StripeServer:
     """In-memory Stripe API emulation served on 127.0.0.1 from a background thread."""
@@ -351,7 +347,7 @@ class StripeServer:
         self.clock = clock
         self.latency = 0.0  # seconds slept before handling each request
         self.startup_seconds: float | None = None
-        self._server: BaseWSGIServer | None = None
+        self._server: KeepAliveWSGIServer | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.RLock()
         self._inflight_lock = threading.Lock()
@@ -379,8 +375,7 @@ class StripeServer:
         last: OSError | None = None
         for _ in range(5):
             try:
-                self._server = make_server(self.host, self.port, self._wsgi, threaded=True,
-                                           request_handler=_QuietHandler)
+                self._server = KeepAliveWSGIServer(self.host, self.port, self._wsgi)
                 break
             except OSError as e:  # port taken meanwhile
                 last = e
@@ -389,7 +384,6 @@ class StripeServer:
                 self.port = free_port()
         else:
             raise RuntimeError(f"could not bind the Stripe server: {last}")
-        self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
                                         name=f"stripe-server-{self.port}", daemon=True)
         self._thread.start()
@@ -545,6 +539,7 @@ class StripeServer:
             Rule("/v1/invoices/<id_>", methods=["DELETE"], endpoint="invoice_delete"),
             Rule("/v1/invoices/<id_>/lines", methods=["GET"], endpoint="invoice_lines"),
             Rule("/v1/invoices/<id_>/finalize", methods=["POST"], endpoint="invoice_finalize"),
+            Rule("/v1/invoices/<id_>/add_lines", methods=["POST"], endpoint="invoice_add_lines"),
             Rule("/v1/invoices/<id_>/pay", methods=["POST"], endpoint="invoice_pay"),
             Rule("/v1/invoices/<id_>/send", methods=["POST"], endpoint="invoice_send"),
             Rule("/v1/invoices/<id_>/void", methods=["POST"], endpoint="invoice_void"),
@@ -573,7 +568,7 @@ class StripeServer:
         h = {"Request-Id": _rand_id("req_", 14), "Stripe-Version": version or DEFAULT_API_VERSION,
              "Cache-Control": "no-cache, no-store", "Access-Control-Allow-Origin": "*"}
         h.update(headers or {})
-        return Response(json.dumps(body, indent=2), status=status, headers=h, mimetype="application/json")
+        return Response(json.dumps(body, separators=(",", ":")), status=status, headers=h, mimetype="application/json")
 
     def _error(self, e: StripeHTTPError, version: str | None = None) -> Response:
         return self._json(e.status, {"error": e.body}, e.headers, version)
@@ -1233,6 +1228,51 @@ class StripeServer:
         inv = self._invoice(id_)
         lines = self._line_items(inv)
         return {"object": "list", "data": lines, "has_more": False, "url": f"/v1/invoices/{id_}/lines"}
+
+    _LINE_PARAMS = {"amount", "description", "discountable", "discounts", "invoice_item", "margins", "metadata",
+                    "period", "price_data", "pricing", "quantity", "tax_amounts", "tax_rates"}
+
+    def _h_invoice_add_lines(self, params: dict, id_: str) -> dict:
+        """``POST /v1/invoices/:id/add_lines``: all lines or none (everything is validated first)."""
+        _check_known(params, {"lines", "invoice_metadata", "expand"})
+        inv = self._invoice(id_)
+        if inv["status"] != "draft":
+            raise invalid("You can only add lines to draft invoices.", code="invoice_not_editable")
+        lines = params.get("lines")
+        if not isinstance(lines, list) or not lines:
+            raise invalid("Missing required param: lines.", param="lines")
+        planned = []
+        for i, line in enumerate(lines):
+            if not isinstance(line, dict):
+                raise invalid("Invalid object", param=f"lines[{i}]")
+            _check_known(line, self._LINE_PARAMS)
+            if line.get("invoice_item"):
+                raise invalid("Attaching existing invoice items is not supported by this emulator.",
+                              param=f"lines[{i}][invoice_item]")
+            try:
+                amount, qty, unit = self._compute_item_amount(line)
+            except StripeHTTPError as e:
+                if e.body.get("param"):
+                    e.body["param"] = f"lines[{i}][{e.body['param']}]"
+                raise
+            planned.append((line, amount, qty, unit))
+        now = self._now()
+        for line, amount, qty, unit in planned:
+            period = line.get("period") or {}
+            ii = self._new({
+                "id": _rand_id("ii_"), "object": "invoiceitem", "amount": amount, "currency": inv["currency"],
+                "customer": inv["customer"], "date": now, "description": _str(line, "description"),
+                "discountable": _bool(line, "discountable", True), "discounts": [], "invoice": inv["id"],
+                "livemode": False, "metadata": _apply_metadata({}, line.get("metadata")), "net_amount": amount,
+                "parent": None, "period": {"start": _int(period, "start", now), "end": _int(period, "end", now)},
+                "pricing": {"price_details": None, "type": None, "unit_amount_decimal": _dec_str(unit)},
+                "proration": False, "proration_details": {"credited_items": None},
+                "quantity": int(qty), "quantity_decimal": _dec_str(qty), "tax_rates": [], "test_clock": None,
+            })
+            self.invoiceitems[ii["id"]] = ii
+            inv["_lines"].append(ii["id"])
+        inv["metadata"] = _apply_metadata(inv["metadata"], params.get("invoice_metadata"))
+        return self._render_invoice(inv)
 
     def _h_invoice_update(self, params: dict, id_: str) -> dict:
         _check_known(params, self._INV_PARAMS - {"customer", "currency", "pending_invoice_items_behavior",

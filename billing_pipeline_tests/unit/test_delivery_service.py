@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import email
+import email.policy
 import hashlib
 
 import pytest
@@ -104,7 +106,7 @@ class FakeMailer:
     def send(self, msg):
         if self.script:
             raise self.script.pop(0)
-        self.sent.append(msg)
+        self.sent.append(email.message_from_bytes(msg.as_bytes(), policy=email.policy.default))
         if self.crash_after:
             self.crash_after = False
             raise Crash()

@@ -251,8 +251,12 @@ def test_crlf_in_billing_email_is_refused_not_injected():
         build(org=make_org(billing_email="ap@acme.example\r\nBcc: victim@example.org"))
 
 
+def parsed(msg):
+    return email.message_from_bytes(msg.as_bytes(), policy=email.policy.default)
+
+
 def test_html_body_is_escaped():
-    msg = build(org=make_org(name="<script>alert(1)</script>"))
+    msg = parsed(build(org=make_org(name="<script>alert(1)</script>")))
     html = msg.get_body(preferencelist=("html",)).get_content()
     assert "<script>" not in html and "&lt;script&gt;" in html
     text = msg.get_body(preferencelist=("plain",)).get_content()
@@ -281,6 +285,6 @@ def test_reminder_subject():
 
 
 def test_no_pdf_no_attachment():
-    msg = build(pdf=None, pdf_url=None)
+    msg = parsed(build(pdf=None, pdf_url=None))
     assert msg.get_content_type() == "multipart/alternative"
     assert list(msg.iter_attachments()) == []
