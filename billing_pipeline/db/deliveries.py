@@ -14,15 +14,17 @@ window where a crash leaves it unknown whether the server accepted the message.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, insert, or_, select, update
+from sqlalchemy import Connection, Engine, Integer, bindparam, insert, literal_column, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from billing_pipeline.db.schema import invoice_deliveries, invoices
+from billing_pipeline.db.types import UTCDateTime
 
 CHANNELS = ("pdf", "s3", "stripe", "email")
 FINAL_STATUSES = ("succeeded", "skipped")
@@ -82,8 +84,65 @@ class Finish:
     count_attempt: bool = False  # no claim preceded it (a step without side effect): count one here
 
 
+Bind = Engine | Connection  # a connection kept by the caller saves a pool checkout per write
+
+
+@contextlib.contextmanager
+def _transaction(bind: Bind) -> Iterator[Connection]:
+    if isinstance(bind, Connection):
+        with bind.begin():
+            yield bind
+    else:
+        with bind.begin() as conn:
+            yield conn
+
+
+# The write statements are built once (bound parameters): building and coercing them per call
+# cost more CPU than running them.
+_t = invoice_deliveries.c
+_ROW = (_t.invoice_id == bindparam("w_invoice_id")) & (_t.channel == bindparam("w_channel"))
+_CLAIM_UPDATE = (
+    update(invoice_deliveries)
+    .where(_ROW, _t.attempts == bindparam("w_seen", type_=Integer()),
+           *(_t.status != literal_column(f"'{status}'") for status in FINAL_STATUSES))
+    .values(status="pending", attempts=bindparam("w_seen", type_=Integer()) + 1,
+            updated_at=bindparam("w_now", type_=UTCDateTime()), external_id=bindparam("w_sending"))
+)
+_FINISH = {
+    count: update(invoice_deliveries).where(_ROW).values(
+        status=bindparam("w_status"), last_error=None, external_id=bindparam("w_external_id"),
+        checksum=bindparam("w_checksum"), updated_at=bindparam("w_now", type_=UTCDateTime()),
+        delivered_at=bindparam("w_delivered_at", type_=UTCDateTime()),
+        attempts=_t.attempts + 1 if count else _t.attempts,
+    )
+    for count in (False, True)
+}
+_FAIL = {
+    keep: update(invoice_deliveries).where(_ROW).values(
+        status="failed", last_error=bindparam("w_error"), updated_at=bindparam("w_now", type_=UTCDateTime()),
+        **({} if keep else {"external_id": None}),
+    )
+    for keep in (False, True)
+}
+
+
+def _claim_insert(dialect: str):
+    dialect_insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    return (
+        dialect_insert(invoice_deliveries)
+        .values(invoice_id=bindparam("w_invoice_id"), channel=bindparam("w_channel"), status="pending",
+                attempts=1, last_error=None, external_id=bindparam("w_sending"), checksum=None,
+                updated_at=bindparam("w_now", type_=UTCDateTime()), delivered_at=None)
+        .on_conflict_do_nothing(index_elements=["invoice_id", "channel"])
+        .returning(_t.attempts)  # (rowcount is -1 here under psycopg 3)
+    )
+
+
+_CLAIM_INSERT = {d: _claim_insert(d) for d in ("postgresql", "sqlite")}
+
+
 def claim(
-    engine: Engine, invoice_id: int, channel: str, seen_attempts: int | None, *,
+    bind: Bind, invoice_id: int, channel: str, seen_attempts: int | None, *,
     finish: Finish | None = None, sending: str | None = None,
 ) -> int:
     """Mark the row ``pending`` with one more attempt; returns the new attempt count.
@@ -98,7 +157,7 @@ def claim(
     """
     if channel not in CHANNELS:
         raise ValueError(f"unknown delivery channel {channel!r}")
-    with engine.begin() as conn:
+    with _transaction(bind) as conn:
         if finish is not None:
             _mark_succeeded(conn, finish)
         attempts = _claim(conn, invoice_id, channel, seen_attempts, sending)
@@ -109,37 +168,20 @@ def claim(
     return attempts
 
 
-def _claim(conn, invoice_id: int, channel: str, seen_attempts: int | None, sending: str | None) -> int | None:
-    now = _now()
+def _claim(conn: Connection, invoice_id: int, channel: str, seen_attempts: int | None,
+           sending: str | None) -> int | None:
+    params = {"w_invoice_id": invoice_id, "w_channel": channel, "w_now": _now(), "w_sending": sending}
     if seen_attempts is None:
         # One statement: a row that appeared meanwhile (another run) makes the insert a no-op.
-        dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-        inserted = conn.execute(
-            dialect_insert(invoice_deliveries)
-            .values(
-                invoice_id=invoice_id, channel=channel, status="pending", attempts=1,
-                last_error=None, external_id=sending, checksum=None, updated_at=now, delivered_at=None,
-            )
-            .on_conflict_do_nothing(index_elements=["invoice_id", "channel"])
-            .returning(invoice_deliveries.c.attempts)  # (rowcount is -1 here under psycopg 3)
-        ).first()
+        inserted = conn.execute(_CLAIM_INSERT[conn.dialect.name], params).first()
         return 1 if inserted is not None else None
-    changed = conn.execute(
-        update(invoice_deliveries)
-        .where(
-            invoice_deliveries.c.invoice_id == invoice_id,
-            invoice_deliveries.c.channel == channel,
-            invoice_deliveries.c.attempts == seen_attempts,
-            invoice_deliveries.c.status.not_in(FINAL_STATUSES),
-        )
-        .values(status="pending", attempts=seen_attempts + 1, updated_at=now, external_id=sending)
-    ).rowcount
+    changed = conn.execute(_CLAIM_UPDATE, {**params, "w_seen": seen_attempts}).rowcount
     return seen_attempts + 1 if changed == 1 else None
 
 
-def mark_sending(engine: Engine, invoice_id: int, channel: str, external_id: str) -> None:
+def mark_sending(bind: Bind, invoice_id: int, channel: str, external_id: str) -> None:
     """Record what is about to be sent (still ``pending``): the ambiguous-window marker."""
-    with engine.begin() as conn:
+    with _transaction(bind) as conn:
         conn.execute(
             update(invoice_deliveries)
             .where(invoice_deliveries.c.invoice_id == invoice_id, invoice_deliveries.c.channel == channel)
@@ -148,47 +190,41 @@ def mark_sending(engine: Engine, invoice_id: int, channel: str, external_id: str
 
 
 def mark_succeeded(
-    engine: Engine, invoice_id: int, channel: str, *, external_id: str | None, checksum: str | None,
+    bind: Bind, invoice_id: int, channel: str, *, external_id: str | None, checksum: str | None,
     status: str = "succeeded", count_attempt: bool = False,
 ) -> None:
     """Set the row final (``succeeded`` or ``skipped``); inserts it when missing (operator fixes)."""
     finish = Finish(invoice_id, channel, external_id, checksum, status, count_attempt)
     if status not in FINAL_STATUSES:
         raise ValueError(f"not a final status: {status!r}")
-    with engine.begin() as conn:
+    with _transaction(bind) as conn:
         _mark_succeeded(conn, finish)
 
 
-def _mark_succeeded(conn, f: Finish) -> None:
+def _mark_succeeded(conn: Connection, f: Finish) -> None:
     if f.status not in FINAL_STATUSES:
         raise ValueError(f"not a final status: {f.status!r}")
     now = _now()
-    values = {"status": f.status, "last_error": None, "external_id": f.external_id, "checksum": f.checksum,
-              "updated_at": now, "delivered_at": now if f.status == "succeeded" else None}
-    attempts = invoice_deliveries.c.attempts + 1 if f.count_attempt else invoice_deliveries.c.attempts
-    changed = conn.execute(
-        update(invoice_deliveries)
-        .where(invoice_deliveries.c.invoice_id == f.invoice_id, invoice_deliveries.c.channel == f.channel)
-        .values(attempts=attempts, **values)
-    ).rowcount
+    delivered_at = now if f.status == "succeeded" else None
+    changed = conn.execute(_FINISH[f.count_attempt], {
+        "w_invoice_id": f.invoice_id, "w_channel": f.channel, "w_status": f.status,
+        "w_external_id": f.external_id, "w_checksum": f.checksum, "w_now": now, "w_delivered_at": delivered_at,
+    }).rowcount
     if not changed:
-        conn.execute(insert(invoice_deliveries).values(invoice_id=f.invoice_id, channel=f.channel,
-                                                       attempts=int(f.count_attempt), **values))
+        conn.execute(insert(invoice_deliveries).values(
+            invoice_id=f.invoice_id, channel=f.channel, attempts=int(f.count_attempt), status=f.status,
+            last_error=None, external_id=f.external_id, checksum=f.checksum, updated_at=now,
+            delivered_at=delivered_at,
+        ))
 
 
-def mark_failed(engine: Engine, invoice_id: int, channel: str, error: str, *, keep_external_id: bool = False,
+def mark_failed(bind: Bind, invoice_id: int, channel: str, error: str, *, keep_external_id: bool = False,
                 finish: Finish | None = None) -> None:
-    values = {"status": "failed", "last_error": error[:4000], "updated_at": _now()}
-    if not keep_external_id:
-        values["external_id"] = None
-    with engine.begin() as conn:
+    with _transaction(bind) as conn:
         if finish is not None:
             _mark_succeeded(conn, finish)
-        conn.execute(
-            update(invoice_deliveries)
-            .where(invoice_deliveries.c.invoice_id == invoice_id, invoice_deliveries.c.channel == channel)
-            .values(**values)
-        )
+        conn.execute(_FAIL[keep_external_id], {"w_invoice_id": invoice_id, "w_channel": channel,
+                                               "w_error": error[:4000], "w_now": _now()})
 
 
 def undelivered_invoices(

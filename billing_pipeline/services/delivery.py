@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from billing_pipeline.clients.documents import DocumentStore, invoice_pdf_key
 from billing_pipeline.clients.errors import DeliveryError, GatewayTotalMismatch
@@ -367,10 +367,30 @@ class InvoiceDeliveryService:
         self.render = render
         self.sleep = sleep
         self.rand = rand
+        self._local = threading.local()  # the ledger connection of the thread running channels
         channels = self.options.channels
         for channel, client in (("s3", store), ("stripe", gateway), ("email", mailer)):
             if channel in channels and client is None:
                 raise ValueError(f"channel {channel!r} is enabled but no client was given")
+
+    def _ledger(self) -> Engine | Connection:
+        """Where ledger writes go: this thread's kept connection (``_ledger_connection``), else
+        the engine (a pool checkout, and its pre-ping, per write)."""
+        return getattr(self._local, "conn", None) or self.engine
+
+    @contextlib.contextmanager
+    def _ledger_connection(self) -> Iterator[None]:
+        """Keep one database connection for this thread's ledger writes while it runs channels.
+        A connection that breaks is invalidated by SQLAlchemy and reconnects on its next use."""
+        if getattr(self._local, "conn", None) is not None:
+            yield
+            return
+        with self.engine.connect() as conn:
+            self._local.conn = conn
+            try:
+                yield
+            finally:
+                self._local.conn = None
 
     # -- loading ------------------------------------------------------------------------
     def prepare(self, invoice_ids: Sequence[int]) -> DeliveryBatch:
@@ -426,7 +446,7 @@ class InvoiceDeliveryService:
         """Run ``channels`` in order for every item: here, or in ``io_workers`` threads."""
         workers = self.options.io_workers
         if workers <= 0:
-            with self._mail_session(channels):
+            with self._mail_session(channels), self._ledger_connection():
                 for item in items:
                     self._run_chain(item, channels)
                     if drop_pdfs:
@@ -438,7 +458,7 @@ class InvoiceDeliveryService:
 
         def worker() -> None:
             try:
-                with self._mail_session(channels):
+                with self._mail_session(channels), self._ledger_connection():
                     while True:
                         item = work.get()
                         if item is None or stop.is_set():
@@ -582,10 +602,10 @@ class InvoiceDeliveryService:
     def _record_failure(self, item: _Item, channel: str, error: str) -> None:
         row = item.rows.get(channel)
         try:
-            ledger.claim(self.engine, item.result.invoice_id, channel, row.attempts if row else None)
+            ledger.claim(self._ledger(), item.result.invoice_id, channel, row.attempts if row else None)
         except ledger.ClaimLost:
             return
-        ledger.mark_failed(self.engine, item.result.invoice_id, channel, error)
+        ledger.mark_failed(self._ledger(), item.result.invoice_id, channel, error)
 
     # -- channel actions ---------------------------------------------------------------------
     def _action(self, item: _Item, channel: str) -> Callable[[], tuple[str | None, str | None]]:
@@ -652,7 +672,7 @@ class InvoiceDeliveryService:
 
     def _flush(self, carry: ledger.Finish | None) -> None:
         if carry is not None:
-            ledger.mark_succeeded(self.engine, carry.invoice_id, carry.channel, external_id=carry.external_id,
+            ledger.mark_succeeded(self._ledger(), carry.invoice_id, carry.channel, external_id=carry.external_id,
                                   checksum=carry.checksum, status=carry.status, count_attempt=carry.count_attempt)
 
     def _run_channel(self, item: _Item, channel: str, carry: ledger.Finish | None = None) -> ledger.Finish | None:
@@ -704,7 +724,7 @@ class InvoiceDeliveryService:
             "it may have been delivered. Check the mail server log for this Message-ID, then either mark "
             "the row succeeded or re-run with resend_ambiguous_email=true (same Message-ID)."
         )
-        ledger.mark_failed(self.engine, item.result.invoice_id, "email", error, keep_external_id=True, finish=carry)
+        ledger.mark_failed(self._ledger(), item.result.invoice_id, "email", error, keep_external_id=True, finish=carry)
         self._finish(item, ChannelResult("email", ChannelStatus.FAILED, error=error))
         return True
 
@@ -726,7 +746,7 @@ class InvoiceDeliveryService:
                 except Exception as exc:  # noqa: BLE001 - recorded as this attempt's failure below
                     prepare_error = exc
             try:
-                seen = ledger.claim(self.engine, invoice_id, channel, seen, finish=carry, sending=marker)
+                seen = ledger.claim(self._ledger(), invoice_id, channel, seen, finish=carry, sending=marker)
             except ledger.ClaimLost as exc:
                 return ChannelResult(channel, ChannelStatus.FAILED, tries, error=str(exc)), None
             carry = None  # committed with the claim
@@ -741,7 +761,7 @@ class InvoiceDeliveryService:
             except Exception as exc:  # noqa: BLE001 - classified below, isolated per invoice
                 transient = isinstance(exc, DeliveryError) and exc.transient
                 error = self.redact(f"{type(exc).__name__}: {exc}")
-                ledger.mark_failed(self.engine, invoice_id, channel, error)
+                ledger.mark_failed(self._ledger(), invoice_id, channel, error)
                 if transient and tries < self.options.retry.max_attempts:
                     delay = self.options.retry.delay(tries, self.rand())
                     log.info("invoice %s %s: transient error (%s), retry %d in %.2fs",
@@ -752,7 +772,7 @@ class InvoiceDeliveryService:
                 return ChannelResult(channel, ChannelStatus.FAILED, tries, error=error), None
             if channel == "email":
                 # Commit at once: this is what closes the ambiguous window.
-                ledger.mark_succeeded(self.engine, invoice_id, channel, external_id=external_id, checksum=checksum)
+                ledger.mark_succeeded(self._ledger(), invoice_id, channel, external_id=external_id, checksum=checksum)
                 return ChannelResult(channel, ChannelStatus.SUCCEEDED, tries, external_id=external_id), None
             done = ledger.Finish(invoice_id, channel, external_id, checksum)
             return ChannelResult(channel, ChannelStatus.SUCCEEDED, tries, external_id=external_id), done
