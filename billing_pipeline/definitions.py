@@ -100,6 +100,7 @@ def delivery_resources(settings: Settings) -> dict:
             kind=settings.document_store, documents_dir=str(settings.documents_dir), bucket=settings.s3_bucket,
             prefix=settings.s3_prefix, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region,
             aws_access_key_id=_env("AWS_ACCESS_KEY_ID"), aws_secret_access_key=_env("AWS_SECRET_ACCESS_KEY"),
+            conditional_writes=settings.s3_conditional_writes,
         ),
         "payment_gateway": PaymentGatewayResource(
             kind=settings.payment_gateway, api_base=settings.stripe_api_base,

@@ -109,6 +109,7 @@ class Settings:
     s3_prefix: str
     s3_endpoint_url: str | None
     s3_region: str
+    s3_conditional_writes: bool
     presigned_url_expiry_seconds: int
     payment_gateway: str  # none | stripe
     stripe_api_base: str | None
@@ -174,6 +175,7 @@ class Settings:
             s3_prefix=r.str("S3_PREFIX", ""),
             s3_endpoint_url=r.optional("S3_ENDPOINT_URL"),
             s3_region=r.str("S3_REGION", "us-east-1"),
+            s3_conditional_writes=r.bool("S3_CONDITIONAL_WRITES", True),
             presigned_url_expiry_seconds=r.int("PRESIGNED_URL_EXPIRY_SECONDS", 7 * 24 * 3600, 60, 7 * 24 * 3600),
             payment_gateway=payment_gateway,
             stripe_api_base=r.optional("STRIPE_API_BASE"),

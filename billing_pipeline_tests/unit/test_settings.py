@@ -11,6 +11,15 @@ def test_defaults_are_embedded(tmp_path):
     assert (s.document_store, s.payment_gateway, s.mailer) == ("local", "none", "outbox")
     assert s.monthly_invoice_cron == "0 0 1 * *" and s.hourly_usage_cron == "5 * * * *"
     assert s.dry_run is False and s.enable_email is True
+    assert s.s3_conditional_writes is True
+
+
+def test_s3_conditional_writes_reach_the_document_store():
+    from billing_pipeline.definitions import delivery_resources
+
+    s = Settings.from_env({"DOCUMENT_STORE": "s3", "S3_BUCKET": "bills", "S3_CONDITIONAL_WRITES": "false"})
+    store = delivery_resources(s)["document_store"].store()
+    assert store.conditional is False and store.bucket == "bills"
 
 
 @pytest.mark.parametrize(
@@ -29,6 +38,7 @@ def test_defaults_are_embedded(tmp_path):
         ({"EMAIL_FROM": "billing\r\nBcc: x@y"}, "EMAIL_FROM: must be an email"),
         ({"INVOICE_NUMBER_PREFIX": "INV/1"}, "INVOICE_NUMBER_PREFIX"),
         ({"SMTP_PORT": "70000"}, "SMTP_PORT: must be an integer from 1 to 65535"),
+        ({"S3_CONDITIONAL_WRITES": "sometimes"}, "S3_CONDITIONAL_WRITES: must be true or false"),
     ],
 )
 def test_bad_values_name_the_variable(env, message):
