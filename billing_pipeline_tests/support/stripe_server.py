@@ -825,10 +825,14 @@ class StripeServer:
             raise invalid("This value must be less than or equal to 100.", param="limit")
         join, clauses = parse_search(params.get("query", ""), fields, kind)
         cutoff = time.monotonic() - self.search_delay
-        rendered = [(o, self._render(kind, o)) for o in self._store(kind).values() if o["_mono"] <= cutoff]
-        rendered.sort(key=lambda t: t[0]["_seq"], reverse=True)
         combine = all if join == "AND" else any
-        hits = [r for _, r in rendered if combine(_clause_matches(r, c) for c in clauses)]
+        # Match on the stored objects (same field names; invoices need their computed totals) and
+        # copy only the hits: copying every object per search made it O(objects) deep copies.
+        view = self._render_invoice if kind == "invoices" else (lambda o: o)
+        found = [o for o in self._store(kind).values()
+                 if o["_mono"] <= cutoff and combine(_clause_matches(view(o), c) for c in clauses)]
+        found.sort(key=lambda o: o["_seq"], reverse=True)
+        hits = [self._render(kind, o) for o in found]
         offset = 0
         if params.get("page"):
             try:
