@@ -7,7 +7,8 @@
 A thread samples every process's user+system time (``/proc/<pid>/stat``) every
 ``interval`` seconds; a process that ends between two samples loses at most that interval
 of CPU (render workers are sampled right before they exit). ``classify(pid, comm, cmdline,
-ppid)`` names the group of a process, or None to leave it out. Linux only.
+ppid)`` names the group of a process, or None to leave it out. ``rss_groups`` also track
+the peak resident memory (VmHWM) of their processes. Linux only.
 """
 
 from __future__ import annotations
@@ -40,6 +41,18 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def _peak_rss_kb(pid: int) -> int:
+    """The process's peak resident set (VmHWM), in KiB."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def machine_cpu_seconds() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
     with open("/proc/stat") as f:
@@ -49,9 +62,12 @@ def machine_cpu_seconds() -> tuple[float, float]:
 
 
 class CpuAccounting:
-    def __init__(self, classify: Callable[[int, str, str, int], str | None], interval: float = 0.25) -> None:
+    def __init__(self, classify: Callable[[int, str, str, int], str | None], interval: float = 0.25,
+                 rss_groups: tuple[str, ...] = ()) -> None:
         self.classify = classify
         self.interval = interval
+        self.rss_groups = rss_groups  # groups whose peak RSS (VmHWM) is tracked per process
+        self._rss: dict[int, tuple[str, int]] = {}
         self._start: dict[int, float] = {}
         self._last: dict[int, tuple[str, float]] = {}
         self._groups: dict[int, str | None] = {}
@@ -77,6 +93,8 @@ class CpuAccounting:
             if baseline:
                 self._start[pid] = cpu
             self._last[pid] = (self._groups[pid], cpu)
+            if self._groups[pid] in self.rss_groups:
+                self._rss[pid] = (self._groups[pid], max(self._rss.get(pid, ("", 0))[1], _peak_rss_kb(pid)))
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -101,6 +119,13 @@ class CpuAccounting:
         for pid, (group, cpu) in self._last.items():
             groups[group] = groups.get(group, 0.0) + cpu - self._start.get(pid, 0.0)
         self.by_group = dict(sorted(groups.items(), key=lambda kv: -kv[1]))
+
+    def peak_rss_mb(self) -> dict[str, float]:
+        """Per tracked group: the sum of its processes' peak RSS (they run at the same time)."""
+        out: dict[str, float] = {}
+        for group, kb in self._rss.values():
+            out[group] = out.get(group, 0.0) + kb / 1024
+        return {g: round(v, 1) for g, v in out.items()}
 
     def per_item_ms(self, n: int) -> dict[str, float]:
         return {g: round(1000 * s / n, 1) for g, s in self.by_group.items()}
