@@ -202,6 +202,21 @@ def test_stripe_add_lines_is_all_or_none(stripe_client, stripe_server):
         c.v1.invoices.add_lines(inv.id, params={"lines": [{"amount": 1}]})
 
 
+def test_stripe_customer_lookups_follow_updates(stripe_client):
+    """List by e-mail and search by metadata use the emulator's indexes: they follow updates."""
+    c = stripe_client
+    tag = uuid.uuid4().hex[:8]
+    cus = c.v1.customers.create(params={"email": f"old-{tag}@b.test", "metadata": {"org_id": f"o-{tag}"}})
+    c.v1.customers.update(cus.id, params={"email": f"new-{tag}@b.test", "metadata": {"org_id": f"p-{tag}"}})
+    assert c.v1.customers.list(params={"email": f"old-{tag}@b.test"}).data == []
+    assert [x.id for x in c.v1.customers.list(params={"email": f"new-{tag}@b.test"}).data] == [cus.id]
+    assert c.v1.customers.search(params={"query": f"metadata['org_id']:'o-{tag}'"}).data == []
+    found = c.v1.customers.search(params={"query": f"metadata['org_id']:'p-{tag}' AND email:'new-{tag}@b.test'"})
+    assert [x.id for x in found.data] == [cus.id]
+    c.v1.customers.delete(cus.id)
+    assert c.v1.customers.list(params={"email": f"new-{tag}@b.test"}).data == []
+
+
 def test_stripe_keep_alive_survives_server_side_close(stripe_server):
     """The gateway's HTTP client keeps one connection per thread and reopens it when the
     server closed it while idle: no request fails and none is sent twice."""

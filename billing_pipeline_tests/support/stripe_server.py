@@ -421,8 +421,13 @@ class StripeServer:
                 self.sent_invoices: list[str] = []
                 self._idempotency: dict[tuple[str, str], dict] = {}
                 self._faults: list[_Fault] = []
+                # customers by e-mail and by metadata value, so that listing by e-mail and searching
+                # by metadata do not scan every customer (Stripe's own lookups are indexed too)
+                self._cust_index: dict[tuple, set[str]] = {}
+                self._cust_index_keys: dict[str, set[tuple]] = {}
             for container in (self.customers, self.invoiceitems, self.invoices, self.payment_intents, self.requests,
-                              self.request_log, self.sent_invoices, self._idempotency, self._faults):
+                              self.request_log, self.sent_invoices, self._idempotency, self._faults,
+                              self._cust_index, self._cust_index_keys):
                 container.clear()  # in place: references held by tests stay valid
             self._seq = 0
             self.latency = 0.0
@@ -829,7 +834,13 @@ class StripeServer:
         # Match on the stored objects (same field names; invoices need their computed totals) and
         # copy only the hits: copying every object per search made it O(objects) deep copies.
         view = self._render_invoice if kind == "invoices" else (lambda o: o)
-        found = [o for o in self._store(kind).values()
+        candidates: Any = self._store(kind).values()
+        if kind == "customers" and (join == "AND" or len(clauses) == 1):
+            exact = [c for c in clauses if c["field"] == "metadata" and c["op"] == ":" and not c["neg"]
+                     and isinstance(c["value"], str)]
+            if exact:
+                candidates = self._customers_with(("meta", exact[0]["key"], exact[0]["value"]))
+        found = [o for o in candidates
                  if o["_mono"] <= cutoff and combine(_clause_matches(view(o), c) for c in clauses)]
         found.sort(key=lambda o: o["_seq"], reverse=True)
         hits = [self._render(kind, o) for o in found]
@@ -878,6 +889,7 @@ class StripeServer:
         })
         self._apply_customer_pm(c, params)
         self.customers[c["id"]] = c
+        self._index_customer(c)
         return self._public(c)
 
     def _apply_customer_pm(self, c: dict, params: dict) -> None:
@@ -925,6 +937,7 @@ class StripeServer:
         if "default_source" in params:
             c["default_source"] = _str(params, "default_source")
         c["metadata"] = _apply_metadata(c["metadata"], params.get("metadata"))
+        self._index_customer(c)
         self._apply_customer_pm(c, params)
         return self._public(c)
 
@@ -933,11 +946,24 @@ class StripeServer:
         c["deleted"] = True
         return {"id": id_, "object": "customer", "deleted": True}
 
+    def _index_customer(self, c: dict) -> None:
+        keys = {("email", c.get("email"))} | {("meta", k, v) for k, v in (c.get("metadata") or {}).items()}
+        old = self._cust_index_keys.get(c["id"], set())
+        for key in old - keys:
+            self._cust_index.get(key, set()).discard(c["id"])
+        for key in keys - old:
+            self._cust_index.setdefault(key, set()).add(c["id"])
+        self._cust_index_keys[c["id"]] = keys
+
+    def _customers_with(self, key: tuple) -> list[dict]:
+        return [self.customers[i] for i in self._cust_index.get(key, ())]
+
     def _h_customer_list(self, params: dict) -> dict:
         _check_known(params, {"email", "limit", "starting_after", "ending_before", "created", "test_clock"})
-        objs = [c for c in self.customers.values() if not c.get("deleted")]
-        if "email" in params:
-            objs = [c for c in objs if c.get("email") == params["email"]]  # case-sensitive, like Stripe
+        if "email" in params:  # case-sensitive, like Stripe
+            objs = [c for c in self._customers_with(("email", params["email"])) if not c.get("deleted")]
+        else:
+            objs = [c for c in self.customers.values() if not c.get("deleted")]
         return self._list("customers", objs, params, "/v1/customers")
 
     def _h_customer_search(self, params: dict) -> dict:
