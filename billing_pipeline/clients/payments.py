@@ -47,7 +47,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
-from urllib.parse import quote, urlsplit
+from urllib.parse import SplitResult, quote, urlsplit
 
 import stripe
 
@@ -136,14 +136,13 @@ class _PersistentHTTPClient(stripe.HTTPClient):
         super().__init__()
         parts = urlsplit(api_base)
         self._https = parts.scheme == "https"
-        self._host = parts.hostname or "api.stripe.com"
-        self._port = parts.port or (443 if self._https else 80)
+        self._host, self._port = _host_port(parts)
         self._timeout = timeout
         self._context = ssl.create_default_context(cafile=stripe.ca_bundle_path) if self._https else None
 
-    def _connection(self, fresh: bool = False) -> http.client.HTTPConnection:
+    def _connection(self) -> http.client.HTTPConnection:
         conn = getattr(self._thread_local, "conn", None)
-        if conn is not None and (fresh or conn.sock is None or _dropped(conn.sock)):
+        if conn is not None and (conn.sock is None or _dropped(conn.sock)):
             conn.close()
             conn = None
         if conn is None:
@@ -157,7 +156,7 @@ class _PersistentHTTPClient(stripe.HTTPClient):
 
     def request(self, method, url, headers, post_data=None):  # type: ignore[override]
         parts = urlsplit(url)
-        if (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)) != (self._host, self._port):
+        if _host_port(parts) != (self._host, self._port):
             raise stripe.APIConnectionError(f"this client only talks to {self._host}:{self._port}",
                                             should_retry=False)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
@@ -187,6 +186,10 @@ class _PersistentHTTPClient(stripe.HTTPClient):
         if conn is not None:
             conn.close()
             self._thread_local.conn = None
+
+
+def _host_port(parts: SplitResult) -> tuple[str, int]:
+    return parts.hostname or "api.stripe.com", parts.port or (443 if parts.scheme == "https" else 80)
 
 
 def _dropped(sock: socket.socket) -> bool:

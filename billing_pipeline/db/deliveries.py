@@ -20,9 +20,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, Integer, bindparam, insert, literal_column, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from billing_pipeline.db.engine import dialect_insert
 from billing_pipeline.db.schema import invoice_deliveries, invoices
 from billing_pipeline.db.types import UTCDateTime
 
@@ -127,9 +126,8 @@ _FAIL = {
 
 
 def _claim_insert(dialect: str):
-    dialect_insert = pg_insert if dialect == "postgresql" else sqlite_insert
     return (
-        dialect_insert(invoice_deliveries)
+        dialect_insert(dialect)(invoice_deliveries)
         .values(invoice_id=bindparam("w_invoice_id"), channel=bindparam("w_channel"), status="pending",
                 attempts=1, last_error=None, external_id=bindparam("w_sending"), checksum=None,
                 updated_at=bindparam("w_now", type_=UTCDateTime()), delivered_at=None)
@@ -191,12 +189,14 @@ def mark_sending(bind: Bind, invoice_id: int, channel: str, external_id: str) ->
 
 def mark_succeeded(
     bind: Bind, invoice_id: int, channel: str, *, external_id: str | None, checksum: str | None,
-    status: str = "succeeded", count_attempt: bool = False,
+    status: str = "succeeded",
 ) -> None:
     """Set the row final (``succeeded`` or ``skipped``); inserts it when missing (operator fixes)."""
-    finish = Finish(invoice_id, channel, external_id, checksum, status, count_attempt)
-    if status not in FINAL_STATUSES:
-        raise ValueError(f"not a final status: {status!r}")
+    write_finish(bind, Finish(invoice_id, channel, external_id, checksum, status))
+
+
+def write_finish(bind: Bind, finish: Finish) -> None:
+    """Write a (deferred) final status on its own, in one transaction."""
     with _transaction(bind) as conn:
         _mark_succeeded(conn, finish)
 
@@ -283,5 +283,5 @@ def finalized_invoice_ids(
 
 __all__ = [
     "CHANNELS", "FINAL_STATUSES", "LedgerRow", "Finish", "ClaimLost", "get_rows", "claim", "mark_sending",
-    "mark_succeeded", "mark_failed", "undelivered_invoices", "finalized_invoice_ids",
+    "mark_succeeded", "write_finish", "mark_failed", "undelivered_invoices", "finalized_invoice_ids",
 ]

@@ -8,6 +8,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -22,6 +24,11 @@ def normalize_url(url: str) -> str:
 
 
 @functools.lru_cache(maxsize=16)
+def dialect_insert(dialect_name: str):
+    """The ``insert`` construct with ``on_conflict_do_*`` for a dialect (PostgreSQL or SQLite)."""
+    return pg_insert if dialect_name == "postgresql" else sqlite_insert
+
+
 def get_engine(url: str) -> Engine:
     """One pooled engine per URL per process. SQLite gets WAL and a busy timeout."""
     url = normalize_url(url)

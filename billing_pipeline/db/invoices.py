@@ -17,9 +17,8 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from billing_pipeline.db.engine import dialect_insert
 from billing_pipeline.db.schema import (
     invoice_errors,
     invoice_lines,
@@ -185,9 +184,8 @@ def save_draft(conn: Connection, invoice: Invoice, *, plan_code: str, catalog_ve
 def _next_number(conn: Connection, prefix: str, year: int) -> str:
     """Bump the series counter under a row lock; a rolled-back transaction gives it back."""
     series = f"{prefix}-{year}"
-    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     conn.execute(
-        dialect_insert(invoice_number_sequences)
+        dialect_insert(conn.dialect.name)(invoice_number_sequences)
         .values(series=series, last_value=0)
         .on_conflict_do_nothing(index_elements=["series"])
     )

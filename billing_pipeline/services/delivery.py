@@ -672,8 +672,7 @@ class InvoiceDeliveryService:
 
     def _flush(self, carry: ledger.Finish | None) -> None:
         if carry is not None:
-            ledger.mark_succeeded(self._ledger(), carry.invoice_id, carry.channel, external_id=carry.external_id,
-                                  checksum=carry.checksum, status=carry.status, count_attempt=carry.count_attempt)
+            ledger.write_finish(self._ledger(), carry)
 
     def _run_channel(self, item: _Item, channel: str, carry: ledger.Finish | None = None) -> ledger.Finish | None:
         """Run one channel; returns its success still to be written (or None)."""

@@ -1026,6 +1026,22 @@ class StripeServer:
         total = (quantity * unit).quantize(Decimal(1), rounding=ROUNDING)
         return int(total), quantity, unit
 
+    def _new_invoiceitem(self, params: dict, amount: int, qty: Decimal, unit: Decimal, *, customer: str,
+                         currency: str, invoice: str | None, now: int) -> dict:
+        """An invoice item from create (or one ``add_lines`` line) parameters, already validated."""
+        period = params.get("period") or {}
+        return self._new({
+            "id": _rand_id("ii_"), "object": "invoiceitem", "amount": amount, "currency": currency,
+            "customer": customer, "date": now, "description": _str(params, "description"),
+            "discountable": _bool(params, "discountable", True), "discounts": [],
+            "invoice": invoice, "livemode": False,
+            "metadata": _apply_metadata({}, params.get("metadata")), "net_amount": amount, "parent": None,
+            "period": {"start": _int(period, "start", now), "end": _int(period, "end", now)},
+            "pricing": {"price_details": None, "type": None, "unit_amount_decimal": _dec_str(unit)},
+            "proration": False, "proration_details": {"credited_items": None},
+            "quantity": int(qty), "quantity_decimal": _dec_str(qty), "tax_rates": [], "test_clock": None,
+        })
+
     def _h_invoiceitem_create(self, params: dict) -> dict:
         _check_known(params, self._II_PARAMS)
         cust_id = params.get("customer")
@@ -1054,20 +1070,8 @@ class StripeServer:
             raise invalid("Missing required param: currency.", param="currency")
         if not re.fullmatch(r"[a-z]{3}", currency):
             raise invalid(f"Invalid currency: {currency}.", param="currency")
-        amount, qty, unit = self._compute_item_amount(params)
-        now = self._now()
-        period = params.get("period") or {}
-        ii = self._new({
-            "id": _rand_id("ii_"), "object": "invoiceitem", "amount": amount, "currency": currency,
-            "customer": cust_id, "date": now, "description": _str(params, "description"),
-            "discountable": _bool(params, "discountable", True), "discounts": [],
-            "invoice": inv["id"] if inv else None, "livemode": False,
-            "metadata": _apply_metadata({}, params.get("metadata")), "net_amount": amount, "parent": None,
-            "period": {"start": _int(period, "start", now), "end": _int(period, "end", now)},
-            "pricing": {"price_details": None, "type": None, "unit_amount_decimal": _dec_str(unit)},
-            "proration": False, "proration_details": {"credited_items": None},
-            "quantity": int(qty), "quantity_decimal": _dec_str(qty), "tax_rates": [], "test_clock": None,
-        })
+        ii = self._new_invoiceitem(params, *self._compute_item_amount(params), customer=cust_id, currency=currency,
+                                   invoice=inv["id"] if inv else None, now=self._now())
         if cust["currency"] is None:
             cust["currency"] = currency
         self.invoiceitems[ii["id"]] = ii
@@ -1288,17 +1292,8 @@ class StripeServer:
             planned.append((line, amount, qty, unit))
         now = self._now()
         for line, amount, qty, unit in planned:
-            period = line.get("period") or {}
-            ii = self._new({
-                "id": _rand_id("ii_"), "object": "invoiceitem", "amount": amount, "currency": inv["currency"],
-                "customer": inv["customer"], "date": now, "description": _str(line, "description"),
-                "discountable": _bool(line, "discountable", True), "discounts": [], "invoice": inv["id"],
-                "livemode": False, "metadata": _apply_metadata({}, line.get("metadata")), "net_amount": amount,
-                "parent": None, "period": {"start": _int(period, "start", now), "end": _int(period, "end", now)},
-                "pricing": {"price_details": None, "type": None, "unit_amount_decimal": _dec_str(unit)},
-                "proration": False, "proration_details": {"credited_items": None},
-                "quantity": int(qty), "quantity_decimal": _dec_str(qty), "tax_rates": [], "test_clock": None,
-            })
+            ii = self._new_invoiceitem(line, amount, qty, unit, customer=inv["customer"], currency=inv["currency"],
+                                       invoice=inv["id"], now=now)
             self.invoiceitems[ii["id"]] = ii
             inv["_lines"].append(ii["id"])
         inv["metadata"] = _apply_metadata(inv["metadata"], params.get("invoice_metadata"))
