@@ -36,10 +36,16 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import generate_events  # noqa: E402
 from sqlalchemy import insert, text  # noqa: E402
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 MONTH = generate_events.MONTH_START  # 2026-03-01
-DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on",
-           "shared_buffers": "2GB", "max_wal_size": "8GB", "checkpoint_timeout": "15min"}
+DURABLE = {
+    "fsync": "on",
+    "synchronous_commit": "on",
+    "full_page_writes": "on",
+    "shared_buffers": "2GB",
+    "max_wal_size": "8GB",
+    "checkpoint_timeout": "15min",
+}
 
 
 def dagster_yaml(home: Path, host: str, port: int, db: str) -> None:
@@ -62,14 +68,34 @@ def seed(url: str, orgs: int, events_file: Path) -> dict:
     now = dt.datetime(2026, 4, 1, 12, tzinfo=UTC)
     ids = generate_events.org_ids(orgs)
     with engine.begin() as conn:
-        conn.execute(insert(organizations), [
-            {"id": o, "name": o, "billing_email": f"{o}@example.com", "status": "active", "currency": "USD",
-             "tax_rate": 0, "billing_interval": "monthly", "auto_pay": False, "payment_terms_days": 30,
-             "created_at": now, "updated_at": now} for o in ids])
-        conn.execute(insert(subscriptions), [
-            {"org_id": o, "plan_code": "standard", "starts_at": dt.datetime(2026, 1, 1, tzinfo=UTC)} for o in ids])
-        conn.execute(insert(catalog_versions).values(version=1, document=generate_events.CATALOG,
-                                                     sha256="0" * 64, source="benchmark", loaded_at=now))
+        conn.execute(
+            insert(organizations),
+            [
+                {
+                    "id": o,
+                    "name": o,
+                    "billing_email": f"{o}@example.com",
+                    "status": "active",
+                    "currency": "USD",
+                    "tax_rate": 0,
+                    "billing_interval": "monthly",
+                    "auto_pay": False,
+                    "payment_terms_days": 30,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for o in ids
+            ],
+        )
+        conn.execute(
+            insert(subscriptions),
+            [{"org_id": o, "plan_code": "standard", "starts_at": dt.datetime(2026, 1, 1, tzinfo=UTC)} for o in ids],
+        )
+        conn.execute(
+            insert(catalog_versions).values(
+                version=1, document=generate_events.CATALOG, sha256="0" * 64, source="benchmark", loaded_at=now
+            )
+        )
     summary = import_events(engine, events_file, now=now)
     with engine.begin() as conn:
         conn.execute(text("ANALYZE"))
@@ -85,11 +111,16 @@ def bare_sql_month(url: str) -> float:
         conn.execute(text("TRUNCATE scratch_hourly"))
     started = time.perf_counter()
     with engine.begin() as conn:
-        conn.execute(text(
-            "INSERT INTO scratch_hourly (hour, org_id, metric_code, event_count, value_sum_micros, value_max_micros) "
-            "SELECT date_trunc('hour', occurred_at), org_id, metric_code, count(*), sum(value_micros), max(value_micros) "
-            "FROM usage_events WHERE occurred_at >= :s AND occurred_at < :e GROUP BY 1, 2, 3"),
-            {"s": MONTH, "e": MONTH + dt.timedelta(days=31)})
+        conn.execute(
+            text(
+                "INSERT INTO scratch_hourly"
+                " (hour, org_id, metric_code, event_count, value_sum_micros, value_max_micros) "
+                "SELECT date_trunc('hour', occurred_at), org_id, metric_code,"
+                " count(*), sum(value_micros), max(value_micros) "
+                "FROM usage_events WHERE occurred_at >= :s AND occurred_at < :e GROUP BY 1, 2, 3"
+            ),
+            {"s": MONTH, "e": MONTH + dt.timedelta(days=31)},
+        )
     seconds = time.perf_counter() - started
     with engine.begin() as conn:
         conn.execute(text("DROP TABLE scratch_hourly"))
@@ -124,8 +155,14 @@ def _invoice_worker(args) -> tuple[int, bool, float]:
     defs = build_definitions(settings)
     instance = dg.DagsterInstance.get()
     started = time.perf_counter()
-    outcomes = run_period(defs, instance, BillingInterval.MONTHLY, MONTH.date().isoformat(),
-                          organizations=chunk, batch_size=settings.invoice_batch_size)
+    outcomes = run_period(
+        defs,
+        instance,
+        BillingInterval.MONTHLY,
+        MONTH.date().isoformat(),
+        organizations=chunk,
+        batch_size=settings.invoice_batch_size,
+    )
     return len(chunk), all(o.success for o in outcomes), time.perf_counter() - started
 
 
@@ -164,8 +201,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000, help="INVOICE_BATCH_SIZE")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--event-batch-size", default="1000", help="DAGSTER_EVENT_BATCH_SIZE ('0' = off)")
-    parser.add_argument("--subset-planned-events", default="1",
-                        help="DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS ('' = off)")
+    parser.add_argument(
+        "--subset-planned-events", default="1", help="DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS ('' = off)"
+    )
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/billing-bench-events"))
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks/results/billing.json")
     args = parser.parse_args()
@@ -177,33 +215,49 @@ def main() -> None:
     if not events_file.exists():
         with events_file.open("w") as out:
             generate_events.write_events(out, events=args.events, orgs=args.orgs, seed=42)
-    report: dict = {"date": dt.datetime.now(UTC).isoformat(timespec="seconds"), "orgs": args.orgs,
-                    "events": args.events, "invoice_batch_size": args.batch, "workers": args.workers,
-                    "dagster_event_batch_size": args.event_batch_size,
-                    "subset_planned_events": args.subset_planned_events, "cpus": os.cpu_count()}
+    report: dict = {
+        "date": dt.datetime.now(UTC).isoformat(timespec="seconds"),
+        "orgs": args.orgs,
+        "events": args.events,
+        "invoice_batch_size": args.batch,
+        "workers": args.workers,
+        "dagster_event_batch_size": args.event_batch_size,
+        "subset_planned_events": args.subset_planned_events,
+        "cpus": os.cpu_count(),
+    }
     with PostgresServer(extra_settings=DURABLE) as pg, tempfile.TemporaryDirectory() as tmp:
         url = pg.create_database("billing")
         pg.create_database("dagster")
         home = Path(tmp) / "dagster_home"
         dagster_yaml(home, pg.host, pg.port, "dagster")
-        env = {"DAGSTER_HOME": str(home), "BILLING_DATABASE_URL": url, "BILLING_HOME": tmp,
-               "BILLING_PARTITIONS_START": "2026-01-01", "INVOICE_BATCH_SIZE": str(args.batch),
-               "DAGSTER_EVENT_BATCH_SIZE": args.event_batch_size,
-               "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": args.subset_planned_events}
+        env = {
+            "DAGSTER_HOME": str(home),
+            "BILLING_DATABASE_URL": url,
+            "BILLING_HOME": tmp,
+            "BILLING_PARTITIONS_START": "2026-01-01",
+            "INVOICE_BATCH_SIZE": str(args.batch),
+            "DAGSTER_EVENT_BATCH_SIZE": args.event_batch_size,
+            "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": args.subset_planned_events,
+        }
         os.environ.update(env)
         report["seed"] = seed(url, args.orgs, events_file)
         print("seeded", report["seed"], flush=True)
 
+        import dagster as dg
+
         from billing_pipeline.db.engine import get_engine
         from billing_pipeline.defs.runner import sync_organization_partitions
         from billing_pipeline.settings import Settings
-        import dagster as dg
 
         settings = Settings.from_env()
         floor = bare_sql_month(url)
         hourly, ok = hourly_usage_runs(settings)
-        report["hourly_usage"] = {"dagster_seconds": round(hourly, 1), "bare_sql_seconds": round(floor, 1),
-                                  "throughput_vs_bare_sql": round(floor / hourly, 3), "success": ok}
+        report["hourly_usage"] = {
+            "dagster_seconds": round(hourly, 1),
+            "bare_sql_seconds": round(floor, 1),
+            "throughput_vs_bare_sql": round(floor / hourly, 3),
+            "success": ok,
+        }
         print("hourly_usage", report["hourly_usage"], flush=True)
 
         instance = dg.DagsterInstance.get()
@@ -212,7 +266,8 @@ def main() -> None:
         wall, ok = invoice_runs(env, orgs, args.workers, args.batch)
         direct = direct_service(url, orgs)
         report["invoices"] = {
-            "dagster_wall_seconds": round(wall, 1), "success": ok,
+            "dagster_wall_seconds": round(wall, 1),
+            "success": ok,
             "direct_service_seconds": round(direct, 1),
             "dagster_overhead_ms_per_org": round((wall * args.workers - direct) / len(orgs) * 1000, 1),
             "orgs_per_second": round(len(orgs) / wall, 1),

@@ -65,13 +65,16 @@ from billing_pipeline_tests.builders import org, setup_database  # noqa: E402
 from billing_pipeline_tests.support import PostgresServer  # noqa: E402
 
 PERIOD = "2026-10-01"
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def start_network_servers() -> tuple[subprocess.Popen, dict]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "billing_pipeline_tests.support", "s3", "stripe", "smtp"],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     lines = []
     for line in proc.stdout:  # the JSON ends with a lone "}"
@@ -94,8 +97,9 @@ def seed(url: str, n: int) -> list[int]:
     for i in range(0, n, 1000):
         chunk = ids[i : i + 1000]
         invoicing.draft_batch(engine, period, chunk, dry_run=False)
-        batch = invoicing.finalize_batch(engine, period, chunk, prefix="INV",
-                                         now=dt.datetime(2026, 11, 1, tzinfo=UTC), dry_run=False)
+        batch = invoicing.finalize_batch(
+            engine, period, chunk, prefix="INV", now=dt.datetime(2026, 11, 1, tzinfo=UTC), dry_run=False
+        )
         invoice_ids += [r.invoice_id for r in batch.results if r.invoice_id]
     return invoice_ids
 
@@ -124,22 +128,29 @@ def floor(url: str, invoice_ids: list[int], seller, workers: int) -> float:
     stored = load_invoices(engine, invoice_ids)
     orgs = reference.get_organizations(engine)
     jobs = [(render_invoice_pdf, s.invoice, orgs[s.invoice.organization_id], seller) for s in stored.values()]
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                                initializer=_warm_up) as pool:
-        list(pool.map(_render_job, *zip(*jobs[: workers * 2])))  # warm both workers
+    with concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_warm_up
+    ) as pool:
+        list(pool.map(_render_job, *zip(*jobs[: workers * 2], strict=True)))  # warm both workers
         t0 = time.perf_counter()
-        for _ in pool.map(_render_job, *zip(*jobs), chunksize=4):
+        for _ in pool.map(_render_job, *zip(*jobs, strict=True), chunksize=4):
             pass
         return time.perf_counter() - t0
 
 
-def full(url: str, invoice_ids: list[int], seller, servers: dict, workers: int, bucket: str,
-         io_workers: int = 4) -> tuple[float, dict]:
+def full(
+    url: str, invoice_ids: list[int], seller, servers: dict, workers: int, bucket: str, io_workers: int = 4
+) -> tuple[float, dict]:
     s3 = servers["s3"]
     client = boto3.session.Session().client(
-        "s3", endpoint_url=s3["endpoint_url"], aws_access_key_id=s3["access_key"],
-        aws_secret_access_key=s3["secret_key"], region_name=s3["region"],
-        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}, max_pool_connections=max(4, io_workers)),
+        "s3",
+        endpoint_url=s3["endpoint_url"],
+        aws_access_key_id=s3["access_key"],
+        aws_secret_access_key=s3["secret_key"],
+        region_name=s3["region"],
+        config=Config(
+            signature_version="s3v4", s3={"addressing_style": "path"}, max_pool_connections=max(4, io_workers)
+        ),
     )
     client.create_bucket(Bucket=bucket)
     st = servers["stripe"]
@@ -147,27 +158,41 @@ def full(url: str, invoice_ids: list[int], seller, servers: dict, workers: int, 
     sm = servers["smtp"]
     mailer = SMTPMailer(sm["host"], sm["port"], sm["username"], sm["password"], "starttls", 30, verify=False)
     svc = InvoiceDeliveryService(
-        get_engine(url), seller=seller,
-        options=DeliveryOptions(render_workers=workers, io_workers=io_workers, presigned_url_expiry_seconds=3600,
-                                retry=RetryPolicy(max_attempts=4, base_delay=0.2)),
-        store=S3DocumentStore(client, bucket), gateway=gateway, mailer=mailer,
+        get_engine(url),
+        seller=seller,
+        options=DeliveryOptions(
+            render_workers=workers,
+            io_workers=io_workers,
+            presigned_url_expiry_seconds=3600,
+            retry=RetryPolicy(max_attempts=4, base_delay=0.2),
+        ),
+        store=S3DocumentStore(client, bucket),
+        gateway=gateway,
+        mailer=mailer,
         secrets=[st["api_key"], sm["password"], s3["secret_key"]],
     )
     t0 = time.perf_counter()
     batch = svc.deliver(invoice_ids)
     elapsed = time.perf_counter() - t0
     summary = batch.summary()
-    return elapsed, {"delivered": summary.delivered, "failed": summary.failed,
-                     "errors_by_channel": summary.errors_by_channel,
-                     "first_failures": dict(list(summary.failed_orgs.items())[:5])}
+    return elapsed, {
+        "delivered": summary.delivered,
+        "failed": summary.failed,
+        "errors_by_channel": summary.errors_by_channel,
+        "first_failures": dict(list(summary.failed_orgs.items())[:5]),
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--invoices", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=2, help="render processes")
-    parser.add_argument("--io-workers", type=int, default=4,
-                        help="threads running the network channels (DELIVERY_IO_WORKERS defaults to 4 too)")
+    parser.add_argument(
+        "--io-workers",
+        type=int,
+        default=4,
+        help="threads running the network channels (DELIVERY_IO_WORKERS defaults to 4 too)",
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "delivery.json")
     args = parser.parse_args()
     seller = Settings.from_env({"BILLING_HOME": "/tmp"}).seller
@@ -185,14 +210,20 @@ def main() -> int:
             classify = classifier(proc.pid)
             with CpuAccounting(classify) as floor_cpu:
                 floor_s = floor(url, ids, seller, args.workers)
-            print(f"floor: {len(ids) / floor_s:.2f} invoices/s; CPU ms/invoice "
-                  f"{floor_cpu.per_item_ms(len(ids))}", flush=True)
+            print(
+                f"floor: {len(ids) / floor_s:.2f} invoices/s; CPU ms/invoice {floor_cpu.per_item_ms(len(ids))}",
+                flush=True,
+            )
             with CpuAccounting(classify, rss_groups=("delivery process", "render workers")) as full_cpu:
-                full_s, outcome = full(url, ids, seller, servers, args.workers,
-                                       f"bench-{uuid.uuid4().hex[:8]}", args.io_workers)
-            print(f"full:  {len(ids) / full_s:.2f} invoices/s {outcome}; CPU ms/invoice "
-                  f"{full_cpu.per_item_ms(len(ids))}; machine busy "
-                  f"{full_cpu.machine_busy / full_cpu.machine_total:.0%}", flush=True)
+                full_s, outcome = full(
+                    url, ids, seller, servers, args.workers, f"bench-{uuid.uuid4().hex[:8]}", args.io_workers
+                )
+            print(
+                f"full:  {len(ids) / full_s:.2f} invoices/s {outcome}; CPU ms/invoice "
+                f"{full_cpu.per_item_ms(len(ids))}; machine busy "
+                f"{full_cpu.machine_busy / full_cpu.machine_total:.0%}",
+                flush=True,
+            )
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)

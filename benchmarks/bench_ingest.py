@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import generate_events  # noqa: E402
 from sqlalchemy import insert, text  # noqa: E402
 
-import generate_events  # noqa: E402
 from billing_pipeline.db.engine import get_engine, migrate  # noqa: E402
 from billing_pipeline.db.ingest import import_events  # noqa: E402
 from billing_pipeline.db.schema import catalog_versions, organizations  # noqa: E402
@@ -43,22 +43,37 @@ DURABLE_SETTINGS = {
     "max_wal_size": "8GB",  # fewer checkpoints, fewer full-page images mid-import
     "checkpoint_timeout": "15min",
 }
-NOW = dt.datetime(2026, 4, 1, 12, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 4, 1, 12, tzinfo=dt.UTC)
 
 
 def seed(url: str, orgs: int) -> None:
     migrate(url)
     engine = get_engine(url)
     with engine.begin() as conn:
-        conn.execute(insert(organizations), [
-            {"id": org, "name": org, "billing_email": f"{org}@example.com", "status": "active",
-             "currency": "USD", "tax_rate": 0, "billing_interval": "monthly", "auto_pay": False,
-             "payment_terms_days": 30, "created_at": NOW, "updated_at": NOW}
-            for org in generate_events.org_ids(orgs)
-        ])
-        conn.execute(insert(catalog_versions).values(
-            version=1, document=generate_events.CATALOG, sha256="0" * 64, source="benchmark",
-            loaded_at=NOW))
+        conn.execute(
+            insert(organizations),
+            [
+                {
+                    "id": org,
+                    "name": org,
+                    "billing_email": f"{org}@example.com",
+                    "status": "active",
+                    "currency": "USD",
+                    "tax_rate": 0,
+                    "billing_interval": "monthly",
+                    "auto_pay": False,
+                    "payment_terms_days": 30,
+                    "created_at": NOW,
+                    "updated_at": NOW,
+                }
+                for org in generate_events.org_ids(orgs)
+            ],
+        )
+        conn.execute(
+            insert(catalog_versions).values(
+                version=1, document=generate_events.CATALOG, sha256="0" * 64, source="benchmark", loaded_at=NOW
+            )
+        )
 
 
 def event_file(data_dir: Path, events: int, orgs: int, seed_: int) -> Path:
@@ -67,8 +82,7 @@ def event_file(data_dir: Path, events: int, orgs: int, seed_: int) -> Path:
         started = time.perf_counter()
         tmp = path.with_suffix(".tmp")
         with tmp.open("w", encoding="utf-8", newline="") as out:
-            generate_events.write_events(out, events=events, orgs=orgs, seed=seed_,
-                                         malformed=0.0005, duplicates=0.002)
+            generate_events.write_events(out, events=events, orgs=orgs, seed=seed_, malformed=0.0005, duplicates=0.002)
         tmp.rename(path)
         print(f"generated {path} in {time.perf_counter() - started:.1f}s", flush=True)
     return path
@@ -98,8 +112,7 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_size(url: str, path: Path, orgs: int, batch_size: int,
-             postmaster_pid: int | None = None) -> dict:
+def run_size(url: str, path: Path, orgs: int, batch_size: int, postmaster_pid: int | None = None) -> dict:
     seed(url, orgs)
     engine = get_engine(url)
     metrics = parse_catalog(generate_events.CATALOG).metrics
@@ -115,16 +128,22 @@ def run_size(url: str, path: Path, orgs: int, batch_size: int,
         server_after = server_cpu_seconds(postmaster_pid)
         server_cpu = None if server_before is None else server_after - server_before
         rate = summary.read / summary.seconds
-        print(f"  {label:12s} read={summary.read:,} accepted={summary.accepted:,} "
-              f"duplicates={summary.duplicates:,} quarantined={summary.quarantined:,} "
-              f"{summary.seconds:.1f}s -> {rate:,.0f} events/s "
-              f"(CPU: python {python_cpu:.1f}s + parser child {child_cpu:.1f}s, "
-              f"postgres {server_cpu or 0:.1f}s; "
-              f"load avg {os.getloadavg()[0]:.1f})", flush=True)
+        print(
+            f"  {label:12s} read={summary.read:,} accepted={summary.accepted:,} "
+            f"duplicates={summary.duplicates:,} quarantined={summary.quarantined:,} "
+            f"{summary.seconds:.1f}s -> {rate:,.0f} events/s "
+            f"(CPU: python {python_cpu:.1f}s + parser child {child_cpu:.1f}s, "
+            f"postgres {server_cpu or 0:.1f}s; "
+            f"load avg {os.getloadavg()[0]:.1f})",
+            flush=True,
+        )
         result[label] = {
-            "read": summary.read, "accepted": summary.accepted,
-            "duplicates": summary.duplicates, "quarantined": summary.quarantined,
-            "by_reason": summary.by_reason, "seconds": round(summary.seconds, 2),
+            "read": summary.read,
+            "accepted": summary.accepted,
+            "duplicates": summary.duplicates,
+            "quarantined": summary.quarantined,
+            "by_reason": summary.by_reason,
+            "seconds": round(summary.seconds, 2),
             "events_per_second": round(rate),
             "python_cpu_seconds": round(python_cpu, 1),
             "parser_child_cpu_seconds": round(child_cpu, 1),
@@ -137,7 +156,8 @@ def run_size(url: str, path: Path, orgs: int, batch_size: int,
     with engine.connect() as conn:
         result["table_rows"] = conn.execute(text("SELECT count(*) FROM usage_events")).scalar()
         result["table_size"] = conn.execute(
-            text("SELECT pg_size_pretty(pg_total_relation_size('usage_events'))")).scalar()
+            text("SELECT pg_size_pretty(pg_total_relation_size('usage_events'))")
+        ).scalar()
     engine.dispose()
     return result
 
@@ -150,25 +170,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--batch-size", type=int, default=50_000)
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/billing-bench-events"))
-    parser.add_argument("--fast-unsafe", action="store_true",
-                        help="fsync/synchronous_commit/full_page_writes off (test defaults)")
+    parser.add_argument(
+        "--fast-unsafe", action="store_true", help="fsync/synchronous_commit/full_page_writes off (test defaults)"
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks/results/ingest.json")
     args = parser.parse_args(argv)
     sizes = args.events or [2_000_000]
     args.data_dir.mkdir(parents=True, exist_ok=True)
     report = {
         "benchmark": "usage-event import (billing_pipeline.db.ingest.import_events)",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "orgs": args.orgs, "batch_size": args.batch_size, "runs": {},
+        "orgs": args.orgs,
+        "batch_size": args.batch_size,
+        "runs": {},
     }
     if args.database_url:
         report["server"] = {"url": "given", "settings": "as configured"}
         for events in sizes:
             path = event_file(args.data_dir, events, args.orgs, args.seed)
             print(f"{events:,} events on the given server", flush=True)
-            report["runs"][str(events)] = run_size(args.database_url, path, args.orgs,
-                                                   args.batch_size)
+            report["runs"][str(events)] = run_size(args.database_url, path, args.orgs, args.batch_size)
     else:
         from billing_pipeline_tests.support.postgres import PostgresServer
 
@@ -176,17 +198,17 @@ def main(argv: list[str] | None = None) -> None:
         with PostgresServer(extra_settings=settings) as server:
             with server_connection(server) as conn:
                 version = conn.execute("SHOW server_version").fetchone()[0]
-                effective = {name: conn.execute(f"SHOW {name}").fetchone()[0]
-                             for name in ("fsync", "synchronous_commit", "full_page_writes",
-                                          "shared_buffers", "max_wal_size")}
+                effective = {
+                    name: conn.execute(f"SHOW {name}").fetchone()[0]
+                    for name in ("fsync", "synchronous_commit", "full_page_writes", "shared_buffers", "max_wal_size")
+                }
             report["server"] = {"version": version, "settings": effective}
             print(f"PostgreSQL {version} {effective}", flush=True)
             for events in sizes:
                 path = event_file(args.data_dir, events, args.orgs, args.seed)
                 print(f"{events:,} events", flush=True)
                 url = server.create_database(f"bench_{events}")
-                report["runs"][str(events)] = run_size(url, path, args.orgs, args.batch_size,
-                                                       server.pid)
+                report["runs"][str(events)] = run_size(url, path, args.orgs, args.batch_size, server.pid)
                 server.drop_database(f"bench_{events}")
     report["max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -62,8 +62,12 @@ def machine_cpu_seconds() -> tuple[float, float]:
 
 
 class CpuAccounting:
-    def __init__(self, classify: Callable[[int, str, str, int], str | None], interval: float = 0.25,
-                 rss_groups: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        classify: Callable[[int, str, str, int], str | None],
+        interval: float = 0.25,
+        rss_groups: tuple[str, ...] = (),
+    ) -> None:
         self.classify = classify
         self.interval = interval
         self.rss_groups = rss_groups  # groups whose peak RSS (VmHWM) is tracked per process

@@ -20,7 +20,7 @@ import random
 import sys
 from pathlib import Path
 
-MONTH_START = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)
+MONTH_START = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
 MONTH_SECONDS = 31 * 24 * 3600
 
 CATALOG: dict = {
@@ -28,10 +28,8 @@ CATALOG: dict = {
     "metrics": [
         {"code": "api_calls", "name": "API calls", "aggregation": "count"},
         {"code": "storage_gb", "name": "Storage (GB)", "aggregation": "max"},
-        {"code": "active_users", "name": "Active users", "aggregation": "unique_count",
-         "unique_property": "user_id"},
-        {"code": "payment_volume", "name": "Payment volume", "aggregation": "sum",
-         "allow_negative": True},
+        {"code": "active_users", "name": "Active users", "aggregation": "unique_count", "unique_property": "user_id"},
+        {"code": "payment_volume", "name": "Payment volume", "aggregation": "sum", "allow_negative": True},
         {"code": "instance_hours", "name": "Instance hours", "aggregation": "sum"},
     ],
     "plans": [
@@ -41,10 +39,14 @@ CATALOG: dict = {
             "currency": "USD",
             "interval": "monthly",
             "charges": [
-                {"code": "platform", "description": "Platform fee", "model": "flat",
-                 "amount": "20.00"},
-                {"code": "calls", "description": "API calls", "model": "per_unit",
-                 "metric": "api_calls", "unit_price": "0.0010"},
+                {"code": "platform", "description": "Platform fee", "model": "flat", "amount": "20.00"},
+                {
+                    "code": "calls",
+                    "description": "API calls",
+                    "model": "per_unit",
+                    "metric": "api_calls",
+                    "unit_price": "0.0010",
+                },
             ],
         }
     ],
@@ -92,8 +94,9 @@ _MALFORMED = (
 )
 
 
-def write_events(out, *, events: int, orgs: int, seed: int = 42,
-                 malformed: float = 0.0, duplicates: float = 0.0) -> dict[str, int]:
+def write_events(
+    out, *, events: int, orgs: int, seed: int = 42, malformed: float = 0.0, duplicates: float = 0.0
+) -> dict[str, int]:
     """Write the CSV to the text stream ``out``; return counts of what was written."""
     rng = random.Random(seed)
     org_list = org_ids(orgs)
@@ -153,12 +156,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duplicates", type=float, default=0.0, help="fraction of repeated events")
     args = parser.parse_args(argv)
     if args.output == "-":
-        counts = write_events(sys.stdout, events=args.events, orgs=args.orgs, seed=args.seed,
-                              malformed=args.malformed, duplicates=args.duplicates)
+        counts = write_events(
+            sys.stdout,
+            events=args.events,
+            orgs=args.orgs,
+            seed=args.seed,
+            malformed=args.malformed,
+            duplicates=args.duplicates,
+        )
     else:
         with Path(args.output).open("w", encoding="utf-8", newline="") as out:
-            counts = write_events(out, events=args.events, orgs=args.orgs, seed=args.seed,
-                                  malformed=args.malformed, duplicates=args.duplicates)
+            counts = write_events(
+                out,
+                events=args.events,
+                orgs=args.orgs,
+                seed=args.seed,
+                malformed=args.malformed,
+                duplicates=args.duplicates,
+            )
     print(json.dumps(counts), file=sys.stderr)
 
 

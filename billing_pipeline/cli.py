@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def _settings():
@@ -159,8 +159,10 @@ def aggregate_usage(first: str, last: str | None) -> None:
     start, end = _hour_range(first, last)
     settings = _settings()
     outcome = run_hours(build_definitions(settings), _instance(), start, end)
-    click.echo(f"hourly_usage {outcome.partition_range[0]}..{outcome.partition_range[1]}: "
-               f"{'success' if outcome.success else 'FAILED'} (run {outcome.run_id})")
+    click.echo(
+        f"hourly_usage {outcome.partition_range[0]}..{outcome.partition_range[1]}: "
+        f"{'success' if outcome.success else 'FAILED'} (run {outcome.run_id})"
+    )
     if not outcome.success:
         sys.exit(1)
 
@@ -197,10 +199,14 @@ def run_month(period_value: str, orgs: tuple[str, ...], dry_run: bool, interval:
 @click.option("--org", "orgs", multiple=True, help="Only these organizations (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Render and validate, send nothing.")
 @click.option("--interval", type=click.Choice(["monthly", "weekly"]), default="monthly", show_default=True)
-@click.option("--resend-ambiguous-email", is_flag=True,
-              help="Resend emails whose delivery was interrupted mid-send (same Message-ID).")
-def deliver(period_value: str, orgs: tuple[str, ...], dry_run: bool, interval: str,
-            resend_ambiguous_email: bool) -> None:
+@click.option(
+    "--resend-ambiguous-email",
+    is_flag=True,
+    help="Resend emails whose delivery was interrupted mid-send (same Message-ID).",
+)
+def deliver(
+    period_value: str, orgs: tuple[str, ...], dry_run: bool, interval: str, resend_ambiguous_email: bool
+) -> None:
     """Deliver PERIOD's finalized invoices (PDF, S3, Stripe, email); channels already done are skipped."""
     settings = _settings()
     period = _parse_period(period_value, interval)
@@ -219,14 +225,23 @@ def _deliver(settings, period, orgs, dry_run, resend_ambiguous_email=False, defs
     sync_organization_partitions(instance, engine)
     defs = defs or build_definitions(settings)
     try:
-        outcomes = run_delivery(defs, instance, period.interval, period.key, organizations=orgs, dry_run=dry_run,
-                                resend_ambiguous_email=resend_ambiguous_email,
-                                batch_size=settings.invoice_batch_size)
+        outcomes = run_delivery(
+            defs,
+            instance,
+            period.interval,
+            period.key,
+            organizations=orgs,
+            dry_run=dry_run,
+            resend_ambiguous_email=resend_ambiguous_email,
+            batch_size=settings.invoice_batch_size,
+        )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     for o in outcomes:
-        click.echo(f"delivery run {o.run_id} {o.partition_range[0]}..{o.partition_range[1]}: "
-                   f"{'success' if o.success else 'FAILED (see the ledger below and the run in the UI)'}")
+        click.echo(
+            f"delivery run {o.run_id} {o.partition_range[0]}..{o.partition_range[1]}: "
+            f"{'success' if o.success else 'FAILED (see the ledger below and the run in the UI)'}"
+        )
     click.echo(format_delivery_report(delivery_states(engine, period)))
     if settings.document_store == "local":
         click.echo(f"  PDFs: {settings.documents_dir}")
@@ -245,13 +260,22 @@ def _run_period(settings, period, orgs, dry_run, deliver=True) -> bool:
     sync_organization_partitions(instance, engine)
     defs = build_definitions(settings)
     try:
-        outcomes = run_period(defs, instance, period.interval, period.key, organizations=orgs,
-                              dry_run=dry_run, batch_size=settings.invoice_batch_size)
+        outcomes = run_period(
+            defs,
+            instance,
+            period.interval,
+            period.key,
+            organizations=orgs,
+            dry_run=dry_run,
+            batch_size=settings.invoice_batch_size,
+        )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     for o in outcomes:
-        click.echo(f"run {o.run_id} {o.partition_range[0]}..{o.partition_range[1]}: "
-                   f"{'success' if o.success else 'FAILED (see failures below and the run in the UI)'}")
+        click.echo(
+            f"run {o.run_id} {o.partition_range[0]}..{o.partition_range[1]}: "
+            f"{'success' if o.success else 'FAILED (see failures below and the run in the UI)'}"
+        )
     if dry_run:
         click.echo("dry run: nothing was written; per-organization results are in the run's log and observations")
         return all(o.success for o in outcomes)
@@ -272,7 +296,10 @@ def status(period_value: str | None, interval: str) -> None:
     from billing_pipeline.domain.model import BillingInterval
     from billing_pipeline.domain.periods import previous_period
     from billing_pipeline.services.reporting import (
-        format_period_report, period_states, quarantine_counts, recent_imports,
+        format_period_report,
+        period_states,
+        quarantine_counts,
+        recent_imports,
     )
 
     settings = _settings()
@@ -281,24 +308,33 @@ def status(period_value: str | None, interval: str) -> None:
     click.echo("Last runs:")
     for run in instance.get_runs(limit=8):
         part = run.tags.get("dagster/partition") or "..".join(
-            filter(None, [run.tags.get("dagster/asset_partition_range_start"),
-                          run.tags.get("dagster/asset_partition_range_end")]))
+            filter(
+                None,
+                [
+                    run.tags.get("dagster/asset_partition_range_start"),
+                    run.tags.get("dagster/asset_partition_range_end"),
+                ],
+            )
+        )
         click.echo(f"  {run.run_id[:8]} {run.job_name:<22} {run.status.value:<10} {part}")
     click.echo("Next scheduled ticks (UTC):")
     now = dt.datetime.now(UTC)
-    for name, cron in (("hourly_usage_job_schedule", settings.hourly_usage_cron),
-                       ("monthly_invoices_job_schedule", settings.monthly_invoice_cron),
-                       ("weekly_invoices_job_schedule", settings.weekly_invoice_cron)):
+    for name, cron in (
+        ("hourly_usage_job_schedule", settings.hourly_usage_cron),
+        ("monthly_invoices_job_schedule", settings.monthly_invoice_cron),
+        ("weekly_invoices_job_schedule", settings.weekly_invoice_cron),
+    ):
         tick = next(cron_string_iterator(now.timestamp(), cron, "UTC"))
         click.echo(f"  {name:<32} {cron:<12} {tick:%Y-%m-%d %H:%M}")
-    period = (_parse_period(period_value, interval) if period_value
-              else previous_period(BillingInterval(interval), now))
+    period = _parse_period(period_value, interval) if period_value else previous_period(BillingInterval(interval), now)
     click.echo(format_period_report(period, period_states(engine, period)))
     counts = quarantine_counts(engine)
     click.echo("Quarantined events: " + (", ".join(f"{k}: {v}" for k, v in counts.items()) or "none"))
     for imp in recent_imports(engine, 3):
-        click.echo(f"  import #{imp.id} {Path(imp.source).name}: read {imp.read}, accepted {imp.accepted}, "
-                   f"duplicates {imp.duplicates}, quarantined {imp.quarantined}")
+        click.echo(
+            f"  import #{imp.id} {Path(imp.source).name}: read {imp.read}, accepted {imp.accepted}, "
+            f"duplicates {imp.duplicates}, quarantined {imp.quarantined}"
+        )
 
 
 @main.command("demo")

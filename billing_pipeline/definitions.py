@@ -34,7 +34,10 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         settings, render_workers=2, io_workers=settings.delivery_io_workers
     )
     delivery_jobs: list = []
-    crons = {BillingInterval.MONTHLY: settings.monthly_invoice_cron, BillingInterval.WEEKLY: settings.weekly_invoice_cron}
+    crons = {
+        BillingInterval.MONTHLY: settings.monthly_invoice_cron,
+        BillingInterval.WEEKLY: settings.weekly_invoice_cron,
+    }
     for interval in BillingInterval:
         partitions = billing_partitions(interval, settings.partitions_start)
         drafts, finalized, check = build_invoice_assets(
@@ -62,7 +65,9 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         delivery_jobs.append(build_delivery_job(interval, deliveries))
         schedules.append(
             build_invoice_schedule(
-                interval, job, crons[interval],
+                interval,
+                job,
+                crons[interval],
                 first_period=settings.partitions_start,
                 batch_size=settings.invoice_batch_size,
                 running=settings.schedules_running,
@@ -97,19 +102,30 @@ def _env(name: str) -> dg.EnvVar | None:
 def delivery_resources(settings: Settings) -> dict:
     return {
         "document_store": DocumentStoreResource(
-            kind=settings.document_store, documents_dir=str(settings.documents_dir), bucket=settings.s3_bucket,
-            prefix=settings.s3_prefix, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region,
-            aws_access_key_id=_env("AWS_ACCESS_KEY_ID"), aws_secret_access_key=_env("AWS_SECRET_ACCESS_KEY"),
+            kind=settings.document_store,
+            documents_dir=str(settings.documents_dir),
+            bucket=settings.s3_bucket,
+            prefix=settings.s3_prefix,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            aws_access_key_id=_env("AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=_env("AWS_SECRET_ACCESS_KEY"),
             conditional_writes=settings.s3_conditional_writes,
         ),
         "payment_gateway": PaymentGatewayResource(
-            kind=settings.payment_gateway, api_base=settings.stripe_api_base,
+            kind=settings.payment_gateway,
+            api_base=settings.stripe_api_base,
             api_key=dg.EnvVar("STRIPE_API_KEY") if settings.payment_gateway == "stripe" else None,
         ),
         "mailer": MailerResource(
-            kind=settings.mailer, outbox_dir=str(settings.outbox_dir), host=settings.smtp_host,
-            port=settings.smtp_port, username=settings.smtp_username, password=_env("SMTP_PASSWORD"),
-            security=settings.smtp_security, timeout_seconds=settings.smtp_timeout_seconds,
+            kind=settings.mailer,
+            outbox_dir=str(settings.outbox_dir),
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            username=settings.smtp_username,
+            password=_env("SMTP_PASSWORD"),
+            security=settings.smtp_security,
+            timeout_seconds=settings.smtp_timeout_seconds,
             ca_file=settings.smtp_ca_file,
         ),
     }

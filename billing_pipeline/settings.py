@@ -150,9 +150,7 @@ class Settings:
             raise SettingsError(f"EMAIL_FROM: must be an email address, got {email_from!r}")
         prefix = r.str("INVOICE_NUMBER_PREFIX", "INV")
         if not prefix.replace("-", "").isalnum() or len(prefix) > 12:
-            raise SettingsError(
-                f"INVOICE_NUMBER_PREFIX: letters, digits and '-' only, at most 12, got {prefix!r}"
-            )
+            raise SettingsError(f"INVOICE_NUMBER_PREFIX: letters, digits and '-' only, at most 12, got {prefix!r}")
         return cls(
             home=home,
             database_url=database_url,

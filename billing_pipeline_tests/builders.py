@@ -16,14 +16,30 @@ from billing_pipeline.db.schema import dirty_hours, usage_events
 from billing_pipeline.domain.model import BillingInterval, Organization, OrganizationStatus
 from billing_pipeline.domain.quantity import to_micros
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 CATALOG_FILE = Path(__file__).parents[1] / "billing_pipeline" / "catalog" / "plans.yaml"
 
 
-def org(org_id: str, *, currency: str = "USD", status: str = "active", interval: str = "monthly",
-        tax_rate: str = "0.20", auto_pay: bool = False) -> Organization:
-    return Organization(org_id, f"{org_id.title()} Inc", f"billing@{org_id}.test", OrganizationStatus(status),
-                        currency, Decimal(tax_rate), BillingInterval(interval), auto_pay, 30)
+def org(
+    org_id: str,
+    *,
+    currency: str = "USD",
+    status: str = "active",
+    interval: str = "monthly",
+    tax_rate: str = "0.20",
+    auto_pay: bool = False,
+) -> Organization:
+    return Organization(
+        org_id,
+        f"{org_id.title()} Inc",
+        f"billing@{org_id}.test",
+        OrganizationStatus(status),
+        currency,
+        Decimal(tax_rate),
+        BillingInterval(interval),
+        auto_pay,
+        30,
+    )
 
 
 def setup_database(url: str) -> None:
@@ -45,8 +61,13 @@ def add_events(url: str, rows: list[tuple[str, str, str, str, dt.datetime]], pro
             insert(usage_events),
             [
                 {
-                    "org_id": o, "event_id": e, "metric_code": m, "value_micros": to_micros(Decimal(v)),
-                    "properties": props, "occurred_at": ts, "ingested_at": now,
+                    "org_id": o,
+                    "event_id": e,
+                    "metric_code": m,
+                    "value_micros": to_micros(Decimal(v)),
+                    "properties": props,
+                    "occurred_at": ts,
+                    "ingested_at": now,
                     "payload_sha256": hashlib.sha256(f"{o}{e}{m}{v}{ts}".encode()).hexdigest(),
                 }
                 for o, e, m, v, ts in rows

@@ -159,8 +159,15 @@ class LocalDocumentStore:
 
 # ---------------------------------------------------------------------------------------
 _TRANSIENT_S3_CODES = {
-    "SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "RequestTimeTooSkewed",
-    "Throttling", "ThrottlingException", "503", "500",
+    "SlowDown",
+    "InternalError",
+    "ServiceUnavailable",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "Throttling",
+    "ThrottlingException",
+    "503",
+    "500",
     "ConditionalRequestConflict",  # 409: a concurrent conditional write to the same key
 }
 _NOT_FOUND_CODES = {"404", "NoSuchKey", "NotFound"}
@@ -229,12 +236,20 @@ class S3DocumentStore:
         if code in _NOT_FOUND_CODES or status == 404:
             return DocumentNotFound(f"S3 {method}: not found", code="not_found", status=404)
         if code == "NotImplemented" or status == 501:
-            return PermanentStorageError(f"S3 {method}: not implemented by this server", code="NotImplemented", status=status)
+            return PermanentStorageError(
+                f"S3 {method}: not implemented by this server", code="NotImplemented", status=status
+            )
         transient = (
             code in _TRANSIENT_S3_CODES
             or (status is not None and (status >= 500 or status == 429))
-            or name in {"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError",
-                        "ConnectionClosedError", "ResponseStreamingError"}
+            or name
+            in {
+                "EndpointConnectionError",
+                "ConnectTimeoutError",
+                "ReadTimeoutError",
+                "ConnectionClosedError",
+                "ResponseStreamingError",
+            }
             or isinstance(exc, (ConnectionError, TimeoutError))
         )
         cls = TransientStorageError if transient else PermanentStorageError
@@ -288,13 +303,13 @@ class S3DocumentStore:
                 raise
             head = self._head(full_key)
             if head is None:  # deleted since: let the caller retry
-                raise TransientStorageError(f"S3 put_object: {full_key} existed, then vanished",
-                                            code="PreconditionFailed", status=412) from None
+                raise TransientStorageError(
+                    f"S3 put_object: {full_key} existed, then vanished", code="PreconditionFailed", status=412
+                ) from None
             return self._same_or_conflict(key, full_key, head, sha, len(data), url)
         return StoredDocument(key, sha, len(data), url, created=True)
 
-    def _same_or_conflict(self, key: str, full_key: str, head: dict, sha: str, size: int,
-                          url: str) -> StoredDocument:
+    def _same_or_conflict(self, key: str, full_key: str, head: dict, sha: str, size: int, url: str) -> StoredDocument:
         existing = self._stored_sha(full_key, head)
         if existing != sha:
             raise DocumentConflict(key, existing, sha)

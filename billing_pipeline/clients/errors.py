@@ -11,7 +11,6 @@ Messages never contain credentials.
 from __future__ import annotations
 
 
-
 class DeliveryError(Exception):
     """Base of all client errors."""
 
@@ -81,8 +80,7 @@ class GatewayTotalMismatch(PermanentGatewayError):
 
     def __init__(self, invoice_ref: str, ours_minor: int, theirs_minor: int, currency: str) -> None:
         super().__init__(
-            f"invoice {invoice_ref}: gateway total {theirs_minor} != our total {ours_minor} "
-            f"({currency} minor units)",
+            f"invoice {invoice_ref}: gateway total {theirs_minor} != our total {ours_minor} ({currency} minor units)",
             code="total_mismatch",
         )
         self.invoice_ref = invoice_ref
@@ -125,4 +123,3 @@ __all__ = [
     "TransientMailError",
     "PermanentMailError",
 ]
-

@@ -192,7 +192,9 @@ class SMTPMailer:
         self._local = threading.local()
 
     def __repr__(self) -> str:  # never show the password
-        return f"SMTPMailer(host={self.host!r}, port={self.port}, security={self.security!r}, username={self.username!r})"
+        return (
+            f"SMTPMailer(host={self.host!r}, port={self.port}, security={self.security!r}, username={self.username!r})"
+        )
 
     def _ssl_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=self.ca_file)
@@ -205,8 +207,11 @@ class SMTPMailer:
         try:
             if self.security == "ssl":
                 conn: smtplib.SMTP = smtplib.SMTP_SSL(
-                    self.host, self.port, local_hostname=self.local_hostname,
-                    timeout=self.timeout, context=self._ssl_context(),
+                    self.host,
+                    self.port,
+                    local_hostname=self.local_hostname,
+                    timeout=self.timeout,
+                    context=self._ssl_context(),
                 )
             else:
                 conn = smtplib.SMTP(self.host, self.port, local_hostname=self.local_hostname, timeout=self.timeout)

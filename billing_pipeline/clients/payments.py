@@ -93,9 +93,7 @@ class ChargeResult:
 
 @runtime_checkable
 class PaymentGateway(Protocol):
-    def sync_invoice(
-        self, invoice: Invoice, org: Organization, *, idempotency_prefix: str
-    ) -> GatewayInvoice: ...
+    def sync_invoice(self, invoice: Invoice, org: Organization, *, idempotency_prefix: str) -> GatewayInvoice: ...
 
     def charge(self, invoice_external_id: str, idempotency_key: str) -> ChargeResult: ...
 
@@ -103,9 +101,7 @@ class PaymentGateway(Protocol):
 class NullGateway:
     """No payment provider: records nothing, every call reports ``skipped``."""
 
-    def sync_invoice(
-        self, invoice: Invoice, org: Organization, *, idempotency_prefix: str
-    ) -> GatewayInvoice:
+    def sync_invoice(self, invoice: Invoice, org: Organization, *, idempotency_prefix: str) -> GatewayInvoice:
         return GatewayInvoice(
             external_id=None,
             number=invoice.number,
@@ -147,8 +143,7 @@ class _PersistentHTTPClient(stripe.HTTPClient):
             conn = None
         if conn is None:
             if self._https:
-                conn = http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout,
-                                                   context=self._context)
+                conn = http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout, context=self._context)
             else:
                 conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
             self._thread_local.conn = conn
@@ -157,8 +152,7 @@ class _PersistentHTTPClient(stripe.HTTPClient):
     def request(self, method, url, headers, post_data=None):  # type: ignore[override]
         parts = urlsplit(url)
         if _host_port(parts) != (self._host, self._port):
-            raise stripe.APIConnectionError(f"this client only talks to {self._host}:{self._port}",
-                                            should_retry=False)
+            raise stripe.APIConnectionError(f"this client only talks to {self._host}:{self._port}", should_retry=False)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         body = post_data.encode() if isinstance(post_data, str) else post_data
         conn = self._connection()
@@ -171,8 +165,9 @@ class _PersistentHTTPClient(stripe.HTTPClient):
             raise stripe.APIConnectionError(f"TLS error talking to Stripe: {exc}", should_retry=False) from exc
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
-            raise stripe.APIConnectionError(f"network error talking to Stripe: {type(exc).__name__}: {exc}",
-                                            should_retry=True) from exc
+            raise stripe.APIConnectionError(
+                f"network error talking to Stripe: {type(exc).__name__}: {exc}", should_retry=True
+            ) from exc
         if response.will_close:
             conn.close()
         return content, response.status, response.msg
@@ -385,8 +380,7 @@ class StripeGateway:
                     self._customers.clear()
                 self._customers[org_id] = (time.monotonic(), customer)
 
-    def _api(self, method: str, path: str, params: dict[str, Any] | None = None, *,
-             key: str | None = None) -> _Obj:
+    def _api(self, method: str, path: str, params: dict[str, Any] | None = None, *, key: str | None = None) -> _Obj:
         """One API call through ``StripeClient.raw_request``: the answer stays plain JSON data.
         (Building stripe's typed objects from an invoice costs about as much CPU as the rest
         of the request.) Errors are stripe's usual exceptions."""
@@ -416,8 +410,9 @@ class StripeGateway:
             listed = self._api("get", _path("customers"), {"email": org.billing_email, "limit": 100})
             matches = [c for c in _iterate(listed) if self._is_org(c, org.id)]
         if not matches and self.use_search:
-            found = self._api("get", _path("customers", "search"),
-                              {"query": f"metadata['org_id']:'{_quote(org.id)}'", "limit": 10})
+            found = self._api(
+                "get", _path("customers", "search"), {"query": f"metadata['org_id']:'{_quote(org.id)}'", "limit": 10}
+            )
             matches = [c for c in _get(found, "data", []) if self._is_org(c, org.id)]
         if len(matches) > 1:
             log.warning("org %s has %d Stripe customers; using the oldest", org.id, len(matches))
@@ -440,7 +435,8 @@ class StripeGateway:
                 customer, count = self._lookup_customer(org)
             if customer is None:
                 customer = self._api(
-                    "post", _path("customers"),
+                    "post",
+                    _path("customers"),
                     {"name": org.name, "email": org.billing_email, "metadata": {"org_id": org.id}},
                     key=self._key(idempotency_prefix, f"cus-{org.id}"),
                 )
@@ -457,8 +453,9 @@ class StripeGateway:
             return customer, False, count
 
     # invoices ------------------------------------------------------------------------
-    def find_invoice(self, customer_id: str, number: str, *, search: bool = True,
-                     created_since: int | None = None) -> Any | None:
+    def find_invoice(
+        self, customer_id: str, number: str, *, search: bool = True, created_since: int | None = None
+    ) -> Any | None:
         """Our invoice in Stripe by ``metadata.invoice_id``: the customer's list (consistent;
         ``created_since``: only invoices created from then on, e.g. the end of the invoiced
         period), then (``search``) search, which also finds it under another customer of the org."""
@@ -469,8 +466,11 @@ class StripeGateway:
             listed = self._api("get", _path("invoices"), params)
             ours = [c for c in _iterate(listed) if self._is_ours(c, number)]
             if not ours and search and self.use_search:
-                found = self._api("get", _path("invoices", "search"),
-                                  {"query": f"metadata['invoice_id']:'{_quote(number)}'", "limit": 10})
+                found = self._api(
+                    "get",
+                    _path("invoices", "search"),
+                    {"query": f"metadata['invoice_id']:'{_quote(number)}'", "limit": 10},
+                )
                 ours = [c for c in _get(found, "data", []) if self._is_ours(c, number)]
             # Prefer a live invoice over a voided leftover.
             ours.sort(key=lambda c: (_get(c, "status") in ("void", "uncollectible"), _get(c, "created", 0)))
@@ -480,9 +480,7 @@ class StripeGateway:
     def _is_ours(stripe_invoice: Any, number: str) -> bool:
         return _get(_get(stripe_invoice, "metadata"), "invoice_id") == number
 
-    def sync_invoice(
-        self, invoice: Invoice, org: Organization, *, idempotency_prefix: str
-    ) -> GatewayInvoice:
+    def sync_invoice(self, invoice: Invoice, org: Organization, *, idempotency_prefix: str) -> GatewayInvoice:
         if not invoice.number or invoice.status not in (InvoiceStatus.FINALIZED, InvoiceStatus.PAID):
             raise ValueError("only finalized invoices (with a number) are synced to the gateway")
         number = invoice.number
@@ -496,8 +494,16 @@ class StripeGateway:
             self._remember_customer(org.id, None)  # look it up again next time
             raise
 
-    def _sync_invoice(self, invoice: Invoice, org: Organization, number: str, currency: str, ours: int,
-                      key: Any, idempotency_prefix: str) -> GatewayInvoice:
+    def _sync_invoice(
+        self,
+        invoice: Invoice,
+        org: Organization,
+        number: str,
+        currency: str,
+        ours: int,
+        key: Any,
+        idempotency_prefix: str,
+    ) -> GatewayInvoice:
         with _stripe_errors():
             customer, new_customer, customers = self._upsert_customer(org, idempotency_prefix)
             customer_id = customer["id"]
@@ -505,8 +511,11 @@ class StripeGateway:
             # the org, the invoice may sit on another one (search finds it there).
             # Our invoice cannot have been created before its period ended (finalized after it).
             since = int(invoice.period_end.timestamp()) - 86400
-            existing = None if new_customer else self.find_invoice(customer_id, number, search=customers > 1,
-                                                                   created_since=since)
+            existing = (
+                None
+                if new_customer
+                else self.find_invoice(customer_id, number, search=customers > 1, created_since=since)
+            )
             status = _get(existing, "status")
             if existing is not None and status in ("open", "paid"):
                 return self._checked(existing, number, ours, invoice.currency)
@@ -559,12 +568,17 @@ class StripeGateway:
                 ]
                 # All lines in one request, all or none; a resumed draft gets only the missing ones.
                 suffix = "" if len(missing) == len(items) else "-" + ".".join(i for i, _, _ in missing)
-                current = self._api("post", _path("invoices", draft_id, "add_lines"), {"lines": lines},
-                                    key=key(f"lines-{number}{suffix}"))
+                current = self._api(
+                    "post",
+                    _path("invoices", draft_id, "add_lines"),
+                    {"lines": lines},
+                    key=key(f"lines-{number}{suffix}"),
+                )
             # Refuse to finalize an invoice whose total is not ours.
             self._checked(current, number, ours, invoice.currency)
-            final = self._api("post", _path("invoices", draft_id, "finalize"), {"auto_advance": False},
-                              key=key(f"fin-{number}"))
+            final = self._api(
+                "post", _path("invoices", draft_id, "finalize"), {"auto_advance": False}, key=key(f"fin-{number}")
+            )
             return self._checked(final, number, ours, invoice.currency)
 
     def _line_indexes(self, draft: Any, number: str) -> set[str]:

@@ -46,12 +46,13 @@ class LedgerRow:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _row(r) -> LedgerRow:
-    return LedgerRow(r.invoice_id, r.channel, r.status, r.attempts, r.last_error, r.external_id,
-                     r.checksum, r.delivered_at)
+    return LedgerRow(
+        r.invoice_id, r.channel, r.status, r.attempts, r.last_error, r.external_id, r.checksum, r.delivered_at
+    )
 
 
 def get_rows(engine: Engine, invoice_ids: Sequence[int]) -> dict[tuple[int, str], LedgerRow]:
@@ -102,23 +103,39 @@ _t = invoice_deliveries.c
 _ROW = (_t.invoice_id == bindparam("w_invoice_id")) & (_t.channel == bindparam("w_channel"))
 _CLAIM_UPDATE = (
     update(invoice_deliveries)
-    .where(_ROW, _t.attempts == bindparam("w_seen", type_=Integer()),
-           *(_t.status != literal_column(f"'{status}'") for status in FINAL_STATUSES))
-    .values(status="pending", attempts=bindparam("w_seen", type_=Integer()) + 1,
-            updated_at=bindparam("w_now", type_=UTCDateTime()), external_id=bindparam("w_sending"))
+    .where(
+        _ROW,
+        _t.attempts == bindparam("w_seen", type_=Integer()),
+        *(_t.status != literal_column(f"'{status}'") for status in FINAL_STATUSES),
+    )
+    .values(
+        status="pending",
+        attempts=bindparam("w_seen", type_=Integer()) + 1,
+        updated_at=bindparam("w_now", type_=UTCDateTime()),
+        external_id=bindparam("w_sending"),
+    )
 )
 _FINISH = {
-    count: update(invoice_deliveries).where(_ROW).values(
-        status=bindparam("w_status"), last_error=None, external_id=bindparam("w_external_id"),
-        checksum=bindparam("w_checksum"), updated_at=bindparam("w_now", type_=UTCDateTime()),
+    count: update(invoice_deliveries)
+    .where(_ROW)
+    .values(
+        status=bindparam("w_status"),
+        last_error=None,
+        external_id=bindparam("w_external_id"),
+        checksum=bindparam("w_checksum"),
+        updated_at=bindparam("w_now", type_=UTCDateTime()),
         delivered_at=bindparam("w_delivered_at", type_=UTCDateTime()),
         attempts=_t.attempts + 1 if count else _t.attempts,
     )
     for count in (False, True)
 }
 _FAIL = {
-    keep: update(invoice_deliveries).where(_ROW).values(
-        status="failed", last_error=bindparam("w_error"), updated_at=bindparam("w_now", type_=UTCDateTime()),
+    keep: update(invoice_deliveries)
+    .where(_ROW)
+    .values(
+        status="failed",
+        last_error=bindparam("w_error"),
+        updated_at=bindparam("w_now", type_=UTCDateTime()),
         **({} if keep else {"external_id": None}),
     )
     for keep in (False, True)
@@ -128,9 +145,17 @@ _FAIL = {
 def _claim_insert(dialect: str):
     return (
         dialect_insert(dialect)(invoice_deliveries)
-        .values(invoice_id=bindparam("w_invoice_id"), channel=bindparam("w_channel"), status="pending",
-                attempts=1, last_error=None, external_id=bindparam("w_sending"), checksum=None,
-                updated_at=bindparam("w_now", type_=UTCDateTime()), delivered_at=None)
+        .values(
+            invoice_id=bindparam("w_invoice_id"),
+            channel=bindparam("w_channel"),
+            status="pending",
+            attempts=1,
+            last_error=None,
+            external_id=bindparam("w_sending"),
+            checksum=None,
+            updated_at=bindparam("w_now", type_=UTCDateTime()),
+            delivered_at=None,
+        )
         .on_conflict_do_nothing(index_elements=["invoice_id", "channel"])
         .returning(_t.attempts)  # (rowcount is -1 here under psycopg 3)
     )
@@ -140,8 +165,13 @@ _CLAIM_INSERT = {d: _claim_insert(d) for d in ("postgresql", "sqlite")}
 
 
 def claim(
-    bind: Bind, invoice_id: int, channel: str, seen_attempts: int | None, *,
-    finish: Finish | None = None, sending: str | None = None,
+    bind: Bind,
+    invoice_id: int,
+    channel: str,
+    seen_attempts: int | None,
+    *,
+    finish: Finish | None = None,
+    sending: str | None = None,
 ) -> int:
     """Mark the row ``pending`` with one more attempt; returns the new attempt count.
 
@@ -166,8 +196,9 @@ def claim(
     return attempts
 
 
-def _claim(conn: Connection, invoice_id: int, channel: str, seen_attempts: int | None,
-           sending: str | None) -> int | None:
+def _claim(
+    conn: Connection, invoice_id: int, channel: str, seen_attempts: int | None, sending: str | None
+) -> int | None:
     params = {"w_invoice_id": invoice_id, "w_channel": channel, "w_now": _now(), "w_sending": sending}
     if seen_attempts is None:
         # One statement: a row that appeared meanwhile (another run) makes the insert a no-op.
@@ -188,7 +219,12 @@ def mark_sending(bind: Bind, invoice_id: int, channel: str, external_id: str) ->
 
 
 def mark_succeeded(
-    bind: Bind, invoice_id: int, channel: str, *, external_id: str | None, checksum: str | None,
+    bind: Bind,
+    invoice_id: int,
+    channel: str,
+    *,
+    external_id: str | None,
+    checksum: str | None,
     status: str = "succeeded",
 ) -> None:
     """Set the row final (``succeeded`` or ``skipped``); inserts it when missing (operator fixes)."""
@@ -206,25 +242,50 @@ def _mark_succeeded(conn: Connection, f: Finish) -> None:
         raise ValueError(f"not a final status: {f.status!r}")
     now = _now()
     delivered_at = now if f.status == "succeeded" else None
-    changed = conn.execute(_FINISH[f.count_attempt], {
-        "w_invoice_id": f.invoice_id, "w_channel": f.channel, "w_status": f.status,
-        "w_external_id": f.external_id, "w_checksum": f.checksum, "w_now": now, "w_delivered_at": delivered_at,
-    }).rowcount
+    changed = conn.execute(
+        _FINISH[f.count_attempt],
+        {
+            "w_invoice_id": f.invoice_id,
+            "w_channel": f.channel,
+            "w_status": f.status,
+            "w_external_id": f.external_id,
+            "w_checksum": f.checksum,
+            "w_now": now,
+            "w_delivered_at": delivered_at,
+        },
+    ).rowcount
     if not changed:
-        conn.execute(insert(invoice_deliveries).values(
-            invoice_id=f.invoice_id, channel=f.channel, attempts=int(f.count_attempt), status=f.status,
-            last_error=None, external_id=f.external_id, checksum=f.checksum, updated_at=now,
-            delivered_at=delivered_at,
-        ))
+        conn.execute(
+            insert(invoice_deliveries).values(
+                invoice_id=f.invoice_id,
+                channel=f.channel,
+                attempts=int(f.count_attempt),
+                status=f.status,
+                last_error=None,
+                external_id=f.external_id,
+                checksum=f.checksum,
+                updated_at=now,
+                delivered_at=delivered_at,
+            )
+        )
 
 
-def mark_failed(bind: Bind, invoice_id: int, channel: str, error: str, *, keep_external_id: bool = False,
-                finish: Finish | None = None) -> None:
+def mark_failed(
+    bind: Bind,
+    invoice_id: int,
+    channel: str,
+    error: str,
+    *,
+    keep_external_id: bool = False,
+    finish: Finish | None = None,
+) -> None:
     with _transaction(bind) as conn:
         if finish is not None:
             _mark_succeeded(conn, finish)
-        conn.execute(_FAIL[keep_external_id], {"w_invoice_id": invoice_id, "w_channel": channel,
-                                               "w_error": error[:4000], "w_now": _now()})
+        conn.execute(
+            _FAIL[keep_external_id],
+            {"w_invoice_id": invoice_id, "w_channel": channel, "w_error": error[:4000], "w_now": _now()},
+        )
 
 
 def undelivered_invoices(
@@ -282,6 +343,17 @@ def finalized_invoice_ids(
 
 
 __all__ = [
-    "CHANNELS", "FINAL_STATUSES", "LedgerRow", "Finish", "ClaimLost", "get_rows", "claim", "mark_sending",
-    "mark_succeeded", "write_finish", "mark_failed", "undelivered_invoices", "finalized_invoice_ids",
+    "CHANNELS",
+    "FINAL_STATUSES",
+    "LedgerRow",
+    "Finish",
+    "ClaimLost",
+    "get_rows",
+    "claim",
+    "mark_sending",
+    "mark_succeeded",
+    "write_finish",
+    "mark_failed",
+    "undelivered_invoices",
+    "finalized_invoice_ids",
 ]

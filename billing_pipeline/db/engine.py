@@ -23,15 +23,18 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-@functools.lru_cache(maxsize=16)
 def dialect_insert(dialect_name: str):
     """The ``insert`` construct with ``on_conflict_do_*`` for a dialect (PostgreSQL or SQLite)."""
     return pg_insert if dialect_name == "postgresql" else sqlite_insert
 
 
 def get_engine(url: str) -> Engine:
-    """One pooled engine per URL per process. SQLite gets WAL and a busy timeout."""
-    url = normalize_url(url)
+    """One pooled engine per URL per process (cached). SQLite gets WAL and a busy timeout."""
+    return _engine(normalize_url(url))
+
+
+@functools.lru_cache(maxsize=16)
+def _engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         _ensure_sqlite_dir(url)
         engine = create_engine(url, connect_args={"timeout": 60})

@@ -78,7 +78,7 @@ def open_event_file(path: Path | str) -> Iterator[TextIO]:
         with gzip.open(path, "rt", **kwargs) as stream:
             yield stream
     else:
-        with open(path, "r", buffering=1 << 20, **kwargs) as stream:
+        with open(path, buffering=1 << 20, **kwargs) as stream:
             yield stream
 
 
@@ -119,8 +119,7 @@ def parse_csv_header(line: str) -> CsvLayout:
     missing = [name for name in REQUIRED_CSV_COLUMNS if name not in names]
     if missing:
         raise EventFileError(
-            f"CSV header {line.strip()!r} lacks column(s) {', '.join(missing)} "
-            f"(expected {','.join(FIELDS)})"
+            f"CSV header {line.strip()!r} lacks column(s) {', '.join(missing)} (expected {','.join(FIELDS)})"
         )
     duplicated = sorted({name for name in names if names.count(name) > 1 and name in FIELDS})
     if duplicated:
@@ -168,11 +167,13 @@ def jsonl_fields(line: str) -> RawFields:
 
 def as_raw_event(fields: RawFields) -> dict[str, object]:
     """A ``RawFields`` tuple as the mapping ``domain.events.validate_event`` takes."""
-    return dict(zip(FIELDS, fields))
+    return dict(zip(FIELDS, fields, strict=False))
 
 
-def iter_records(stream: TextIO, fmt: EventFormat | None = None,
-                 ) -> Iterator[tuple[int, str, RawFields | None, str | None]]:
+def iter_records(
+    stream: TextIO,
+    fmt: EventFormat | None = None,
+) -> Iterator[tuple[int, str, RawFields | None, str | None]]:
     """``(line_number, raw_line, fields, error)`` for every non-blank record line.
 
     Exactly one of ``fields`` / ``error`` is set; ``error`` says why the line is

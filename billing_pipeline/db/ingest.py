@@ -31,6 +31,7 @@ cores instead of sharing one GIL; this process then only talks to PostgreSQL. Sm
 files and stdin are parsed in this process while a writer thread does the database
 work on the previous batch. SQLite takes the same batches through executemany.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -71,8 +72,8 @@ from billing_pipeline.db.schema import (
 )
 from billing_pipeline.domain.catalog import Metric, parse_catalog
 from billing_pipeline.domain.events import (
-    RejectReason,
     Rejection,
+    RejectReason,
     UsageEvent,
     payload_fingerprint,
     validate_event,
@@ -81,7 +82,7 @@ from billing_pipeline.domain.quantity import MAX_ABS_VALUE, QuantityError, to_mi
 
 log = logging.getLogger(__name__)
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 # Quarantine reasons added by the import (the rest are ``domain.events.RejectReason``).
 MALFORMED_LINE = "malformed_line"
@@ -171,8 +172,7 @@ def import_events(
     if fmt is None and str(path) != "-":
         fmt = event_files.detect_format(path)
     source = event_files.printable_raw(source_name or str(path))[:MAX_SOURCE]
-    options = {"known_orgs": known_orgs, "metrics": metrics, "now": now,
-               "max_future": max_future}
+    options = {"known_orgs": known_orgs, "metrics": metrics, "now": now, "max_future": max_future}
     classifier = _Classifier(**options)
     postgres = engine.dialect.name == "postgresql"
     if not postgres or str(path) == "-":
@@ -192,7 +192,8 @@ def import_events(
         try:
             import_id = _start_import(engine, source, now)
             writer: _Writer = (
-                _PostgresWriter(engine, import_id, source, now) if postgres
+                _PostgresWriter(engine, import_id, source, now)
+                if postgres
                 else _SqliteWriter(engine, import_id, source, now)
             )
             try:
@@ -246,7 +247,7 @@ class _Counts:
     quarantined: int = 0
     by_reason: Counter = field(default_factory=Counter)
 
-    def add(self, other: "_Counts") -> None:
+    def add(self, other: _Counts) -> None:
         self.read += other.read
         self.accepted += other.accepted
         self.duplicates += other.duplicates
@@ -266,9 +267,7 @@ def _start_import(engine: Engine, source: str, now: dt.datetime) -> int:
 def _finish_import(engine: Engine, import_id: int) -> None:
     with engine.begin() as conn:
         conn.execute(
-            update(event_imports)
-            .where(event_imports.c.id == import_id)
-            .values(finished_at=dt.datetime.now(UTC))
+            update(event_imports).where(event_imports.c.id == import_id).values(finished_at=dt.datetime.now(UTC))
         )
 
 
@@ -303,8 +302,7 @@ def _storable(text: str) -> bool:
 
 
 def _canonical_properties(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 class _Classifier:
@@ -315,8 +313,9 @@ class _Classifier:
     Both must give identical rows for every input ``fast`` accepts.
     """
 
-    def __init__(self, *, known_orgs: Collection[str], metrics: Mapping[str, Metric],
-                 now: dt.datetime, max_future: dt.timedelta) -> None:
+    def __init__(
+        self, *, known_orgs: Collection[str], metrics: Mapping[str, Metric], now: dt.datetime, max_future: dt.timedelta
+    ) -> None:
         self.known_orgs = known_orgs
         self.metrics = metrics
         self.now = now
@@ -336,8 +335,9 @@ class _Classifier:
         self._props: dict[str, str | None] = {}
         self._dates: dict[str, bool] = {}
 
-    def fast(self, org_id: Any, event_id: Any, metric: Any, value: Any, occurred_at: Any,
-             properties: Any) -> Row | None:
+    def fast(
+        self, org_id: Any, event_id: Any, metric: Any, value: Any, occurred_at: Any, properties: Any
+    ) -> Row | None:
         org_json = self.org_json.get(org_id)
         info = self.metric_info.get(metric)
         if org_json is None or info is None:
@@ -353,7 +353,7 @@ class _Classifier:
             return None
         if "." in value:
             whole, _, fraction = value.partition(".")
-            micros = whole + fraction + _ZEROS[len(fraction):]
+            micros = whole + fraction + _ZEROS[len(fraction) :]
             if whole == "0" or whole == "-0":
                 micros = str(int(micros))  # no leading zeros: "0.5" -> "500000"
             value = value.rstrip("0").rstrip(".")
@@ -376,7 +376,7 @@ class _Classifier:
         if not ok:
             return None
         fraction = stamp.group(2) or ""
-        occurred = f"{occurred_at[:19]}.{fraction}{_ZEROS[len(fraction):]}+00:00"
+        occurred = f"{occurred_at[:19]}.{fraction}{_ZEROS[len(fraction) :]}+00:00"
         if occurred > self.future_limit:
             return None
         if not properties:
@@ -415,14 +415,14 @@ class _Classifier:
             props_copy = props.replace("\\", "\\\\")
         else:
             props_copy = "\\N" if props is None else props
-        line = (f"{org_id}\t{event_id}\t{info[2]}\t{micros}\t{props_copy}\t{occurred}"
-                f"{self.ingested_copy}\t{sha}\n")
+        line = f"{org_id}\t{event_id}\t{info[2]}\t{micros}\t{props_copy}\t{occurred}{self.ingested_copy}\t{sha}\n"
         return (org_id, event_id, metric, micros, props, occurred, sha, line)
 
     def slow(self, raw: Mapping[str, object]) -> Row | tuple[str, str]:
         """The reference path: a ``Row``, or ``(reason, detail)`` to quarantine."""
-        result = validate_event(raw, known_orgs=self.known_orgs, metrics=self.metrics,
-                                now=self.now, max_future=self.max_future)
+        result = validate_event(
+            raw, known_orgs=self.known_orgs, metrics=self.metrics, now=self.now, max_future=self.max_future
+        )
         if isinstance(result, Rejection):
             reason = result.reason.value
             if result.reason is RejectReason.NON_NUMERIC_VALUE:
@@ -446,8 +446,7 @@ class _Classifier:
         except UnicodeEncodeError:
             return (MALFORMED_LINE, "properties contain invalid UTF-8 (lone surrogates)")
         occurred = event.occurred_at.astimezone(UTC).isoformat(timespec="microseconds")
-        row = (event.org_id, event.event_id, event.metric_code, str(micros), props,
-               occurred, sha)
+        row = (event.org_id, event.event_id, event.metric_code, str(micros), props, occurred, sha)
         return row + (_copy_line(row, self.ingested_copy),)
 
 
@@ -511,8 +510,7 @@ class _Batch:
     rows: list[Row] = field(default_factory=list)
     lines: list[int] = field(default_factory=list)
     raws: list[str] = field(default_factory=list)
-    repeats: list[tuple[int, tuple[str, str], str, int, str, int, str]] = field(
-        default_factory=list)
+    repeats: list[tuple[int, tuple[str, str], str, int, str, int, str]] = field(default_factory=list)
     #: Repeats of a key first seen in the previous batch:
     #: ``(key, earlier sha, earlier line number, sha, line number, raw)``.
     carried: list[tuple[tuple[str, str], str, int, str, int, str]] = field(default_factory=list)
@@ -521,8 +519,7 @@ class _Batch:
 
 
 class _BatchReader:
-    def __init__(self, stream: TextIO, fmt: EventFormat | None, classifier: _Classifier,
-                 batch_size: int) -> None:
+    def __init__(self, stream: TextIO, fmt: EventFormat | None, classifier: _Classifier, batch_size: int) -> None:
         self._stream = stream
         self._lines = enumerate(stream, start=1)
         self.fmt = fmt
@@ -559,8 +556,14 @@ class _BatchReader:
     @staticmethod
     def _jsonl_fields(text: str):
         obj = event_files.jsonl_object(text)
-        return (obj.get("org_id"), obj.get("event_id"), obj.get("metric"), obj.get("value"),
-                obj.get("occurred_at"), obj.get("properties")), obj
+        return (
+            obj.get("org_id"),
+            obj.get("event_id"),
+            obj.get("metric"),
+            obj.get("value"),
+            obj.get("occurred_at"),
+            obj.get("properties"),
+        ), obj
 
     @staticmethod
     def _csv_splitter(layout: event_files.CsvLayout):
@@ -612,7 +615,12 @@ class _BatchReader:
         batch_size = self.batch_size
         batch = _Batch()
         rows, numbers, raws, repeats, quarantine = (
-            batch.rows, batch.lines, batch.raws, batch.repeats, batch.quarantine)
+            batch.rows,
+            batch.lines,
+            batch.raws,
+            batch.repeats,
+            batch.quarantine,
+        )
         seen: dict[tuple[str, str], int] = {}
         previous: dict[tuple[str, str], int] = {}
         previous_rows: list[Row] = []
@@ -641,11 +649,11 @@ class _BatchReader:
                     key = (row[0], row[1])
                     first = seen.get(key)
                     if first is not None:
-                        repeats.append((first, key, rows[first][6], numbers[first], row[6],
-                                        number, line))
+                        repeats.append((first, key, rows[first][6], numbers[first], row[6], number, line))
                     elif (earlier := previous.get(key)) is not None:
-                        batch.carried.append((key, previous_rows[earlier][6],
-                                              previous_lines[earlier], row[6], number, line))
+                        batch.carried.append(
+                            (key, previous_rows[earlier][6], previous_lines[earlier], row[6], number, line)
+                        )
                     else:
                         seen[key] = len(rows)
                         rows.append(row)
@@ -657,7 +665,12 @@ class _BatchReader:
                 previous, previous_rows, previous_lines = seen, rows, numbers
                 batch = _Batch()
                 rows, numbers, raws, repeats, quarantine = (
-                    batch.rows, batch.lines, batch.raws, batch.repeats, batch.quarantine)
+                    batch.rows,
+                    batch.lines,
+                    batch.raws,
+                    batch.repeats,
+                    batch.quarantine,
+                )
                 seen = {}
                 read = 0
         if read:
@@ -726,8 +739,7 @@ def _pack(batch: _Batch) -> _Packed:
     )
 
 
-def _parse_worker(conn, path: str, fmt: EventFormat | None, options: dict,
-                  batch_size: int) -> None:
+def _parse_worker(conn, path: str, fmt: EventFormat | None, options: dict, batch_size: int) -> None:
     """The child process: read and classify ``path``, send ``("batch", _Packed)`` per
     batch, then ``("done", None)``, or ``("error", traceback)``."""
     try:
@@ -773,13 +785,14 @@ class _ParserProcess:
     A receiver thread keeps up to ``depth`` batches ready, so the child parses ahead while
     this process is in the database; the pipe and the queue bound what is in flight."""
 
-    def __init__(self, path: Path | str, fmt: EventFormat | None, options: dict,
-                 batch_size: int, depth: int = 2) -> None:
+    def __init__(
+        self, path: Path | str, fmt: EventFormat | None, options: dict, batch_size: int, depth: int = 2
+    ) -> None:
         read_fd, write_fd = os.pipe()
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-c", _CHILD_CODE], stdin=subprocess.PIPE,
-                pass_fds=(write_fd,))
+                [sys.executable, "-c", _CHILD_CODE], stdin=subprocess.PIPE, pass_fds=(write_fd,)
+            )
         except BaseException:
             os.close(read_fd)
             raise
@@ -789,8 +802,7 @@ class _ParserProcess:
         try:
             with self._process.stdin as stdin:
                 pickle.dump(sys.path, stdin)
-                pickle.dump((_parse_worker, write_fd, (str(path), fmt, options, batch_size)),
-                            stdin)
+                pickle.dump((_parse_worker, write_fd, (str(path), fmt, options, batch_size)), stdin)
         except BaseException:
             self._process.kill()
             self._process.wait()
@@ -798,8 +810,7 @@ class _ParserProcess:
             raise
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._receive, name="ingest-receiver",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._receive, name="ingest-receiver", daemon=True)
         self._thread.start()
 
     def _receive(self) -> None:
@@ -837,7 +848,8 @@ class _ParserProcess:
                 raise ParserProcessError(
                     f"the ingest parser process died (exit code {code}) "
                     "before the end of the file; completed batches are committed, "
-                    "re-run the import to finish it")
+                    "re-run the import to finish it"
+                )
 
     def close(self) -> None:
         self._stop.set()
@@ -874,46 +886,62 @@ def _worth_a_process(path: Path | str) -> bool:
 # --- writing --------------------------------------------------------------------------
 
 
-def _settle(batch: "_Batch | _Packed", counts: _Counts, stored: Mapping[int, _Conflict],
-            previous_stored: Mapping[tuple[str, str], str]) -> list[tuple]:
+def _settle(
+    batch: _Batch | _Packed,
+    counts: _Counts,
+    stored: Mapping[int, _Conflict],
+    previous_stored: Mapping[tuple[str, str], str],
+) -> list[tuple]:
     """Counts for repeats and the quarantine rows of the whole batch.
 
     ``stored`` maps a row index to a ``_Conflict`` when the database already held the
     row's key with a different payload hash; ``previous_stored`` is the stored hash by key
     for the previous batch's conflicts."""
     quarantine = [
-        (number, org, event, reason, detail, raw)
-        for number, org, event, reason, detail, raw in batch.quarantine
+        (number, org, event, reason, detail, raw) for number, org, event, reason, detail, raw in batch.quarantine
     ]
     for stored_sha, key, sha, number, raw in stored.values():
-        quarantine.append((
-            number, key[0], key[1], CONFLICTING_DUPLICATE,
-            f"event {key[1]!r} of {key[0]!r} was already imported with a different payload "
-            f"(stored sha256 {stored_sha[:12]}..., this one {sha[:12]}...)",
-            raw,
-        ))
+        quarantine.append(
+            (
+                number,
+                key[0],
+                key[1],
+                CONFLICTING_DUPLICATE,
+                f"event {key[1]!r} of {key[0]!r} was already imported with a different payload "
+                f"(stored sha256 {stored_sha[:12]}..., this one {sha[:12]}...)",
+                raw,
+            )
+        )
     for first, key, first_sha, first_line, sha, number, raw in batch.repeats:
         conflict = stored.get(first)
         winner = first_sha if conflict is None else conflict[0]
         if sha == winner:
             counts.duplicates += 1
         else:
-            quarantine.append((
-                number, key[0], key[1], CONFLICTING_DUPLICATE,
-                f"event {key[1]!r} of {key[0]!r} appears earlier (line {first_line}) "
-                f"with a different payload",
-                raw,
-            ))
+            quarantine.append(
+                (
+                    number,
+                    key[0],
+                    key[1],
+                    CONFLICTING_DUPLICATE,
+                    f"event {key[1]!r} of {key[0]!r} appears earlier (line {first_line}) with a different payload",
+                    raw,
+                )
+            )
     for key, earlier_sha, earlier_line, sha, number, raw in batch.carried:
         if sha == previous_stored.get(key, earlier_sha):
             counts.duplicates += 1
         else:
-            quarantine.append((
-                number, key[0], key[1], CONFLICTING_DUPLICATE,
-                f"event {key[1]!r} of {key[0]!r} appears earlier (line {earlier_line}) "
-                f"with a different payload",
-                raw,
-            ))
+            quarantine.append(
+                (
+                    number,
+                    key[0],
+                    key[1],
+                    CONFLICTING_DUPLICATE,
+                    f"event {key[1]!r} of {key[0]!r} appears earlier (line {earlier_line}) with a different payload",
+                    raw,
+                )
+            )
     counts.quarantined = len(quarantine)
     counts.by_reason.update(entry[3] for entry in quarantine)
     counts.read = batch.read
@@ -937,8 +965,7 @@ class _Writer:
 
 
 def _copy_escape(text: str) -> str:
-    return (text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
-            .replace("\r", "\\r"))
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 _UNESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
@@ -979,7 +1006,8 @@ CREATE TEMPORARY TABLE IF NOT EXISTS ingest_staging (
     ingested_at text NOT NULL,
     payload_sha256 text NOT NULL
 ) ON COMMIT DELETE ROWS
-""")
+""",
+)
 _RESET_STAGING_IDX = "SELECT setval('ingest_staging_idx', 0, false)"
 
 _COPY_EVENTS = (
@@ -1107,8 +1135,7 @@ class _PostgresWriter(_Writer):
                             copy.write(batch.payload)
                     done = True
                     counts.accepted = batch.count
-                    cur.execute(_MARK_HOURS, {"hours": batch.hours,
-                                              "marked_at": self._marked_at()})
+                    cur.execute(_MARK_HOURS, {"hours": batch.hours, "marked_at": self._marked_at()})
                 except self._errors.UniqueViolation:
                     self.direct = False
             if not done:
@@ -1134,11 +1161,9 @@ class _PostgresWriter(_Writer):
                         # The keys left are new unless a concurrent import races us: a plain
                         # INSERT skips ON CONFLICT's extra index probe per row.
                         with conn.transaction():
-                            inserted = cur.execute(
-                                _INSERT_NEW.format(on_conflict=""), params).fetchone()[0]
+                            inserted = cur.execute(_INSERT_NEW.format(on_conflict=""), params).fetchone()[0]
                     except self._errors.UniqueViolation:
-                        inserted = cur.execute(
-                            _INSERT_NEW.format(on_conflict=_ON_CONFLICT), params).fetchone()[0]
+                        inserted = cur.execute(_INSERT_NEW.format(on_conflict=_ON_CONFLICT), params).fetchone()[0]
                     if inserted < remaining:  # a concurrent import stored some keys first
                         raced = cur.execute(_RACE_CONFLICTS).fetchall()
                         for idx, value in raced:
@@ -1154,18 +1179,29 @@ class _PostgresWriter(_Writer):
                 now = dt.datetime.now(UTC)
                 with cur.copy(_COPY_QUARANTINE) as copy:
                     for number, org, event, reason, detail, raw in quarantine:
-                        copy.write_row((
-                            self.import_id, self.source, number,
-                            _quarantine_text(org, MAX_QUARANTINE_ID),
-                            _quarantine_text(event, MAX_QUARANTINE_ID),
-                            reason, event_files.printable_raw(detail),
-                            event_files.printable_raw(raw), now,
-                        ))
-            cur.execute(_COUNT_IMPORT, {
-                "read": counts.read, "accepted": counts.accepted,
-                "duplicates": counts.duplicates, "quarantined": counts.quarantined,
-                "id": self.import_id,
-            })
+                        copy.write_row(
+                            (
+                                self.import_id,
+                                self.source,
+                                number,
+                                _quarantine_text(org, MAX_QUARANTINE_ID),
+                                _quarantine_text(event, MAX_QUARANTINE_ID),
+                                reason,
+                                event_files.printable_raw(detail),
+                                event_files.printable_raw(raw),
+                                now,
+                            )
+                        )
+            cur.execute(
+                _COUNT_IMPORT,
+                {
+                    "read": counts.read,
+                    "accepted": counts.accepted,
+                    "duplicates": counts.duplicates,
+                    "quarantined": counts.quarantined,
+                    "id": self.import_id,
+                },
+            )
         self._previous_stored = {conflict[1]: conflict[0] for conflict in stored.values()}
         return counts
 
@@ -1190,16 +1226,15 @@ class _SqliteWriter(_Writer):
             # Write first: the transaction then holds SQLite's write lock, so the lookups
             # below cannot go stale before the inserts.
             conn.execute(
-                update(event_imports).where(event_imports.c.id == self.import_id)
-                .values(read=event_imports.c.read + 0)
+                update(event_imports).where(event_imports.c.id == self.import_id).values(read=event_imports.c.read + 0)
             )
             existing: dict[tuple[str, str], str] = {}
             for start in range(0, len(rows), self._CHUNK):
-                keys = [(row[0], row[1]) for row in rows[start:start + self._CHUNK]]
+                keys = [(row[0], row[1]) for row in rows[start : start + self._CHUNK]]
                 result = conn.execute(
-                    select(usage_events.c.org_id, usage_events.c.event_id,
-                           usage_events.c.payload_sha256)
-                    .where(tuple_(usage_events.c.org_id, usage_events.c.event_id).in_(keys))
+                    select(usage_events.c.org_id, usage_events.c.event_id, usage_events.c.payload_sha256).where(
+                        tuple_(usage_events.c.org_id, usage_events.c.event_id).in_(keys)
+                    )
                 )
                 existing.update(((org, event), sha) for org, event, sha in result)
             new = []
@@ -1210,19 +1245,20 @@ class _SqliteWriter(_Writer):
                 elif sha == row[6]:
                     counts.duplicates += 1
                 else:
-                    stored[index] = ((sha, (row[0], row[1]), row[6], batch.lines[index],
-                                      batch.raws[index]))
+                    stored[index] = (sha, (row[0], row[1]), row[6], batch.lines[index], batch.raws[index])
             if new:
                 conn.execute(
-                    sqlite_insert(usage_events).on_conflict_do_nothing(
-                        index_elements=["org_id", "event_id"]),
+                    sqlite_insert(usage_events).on_conflict_do_nothing(index_elements=["org_id", "event_id"]),
                     [
                         {
-                            "org_id": org, "event_id": event, "metric_code": metric,
+                            "org_id": org,
+                            "event_id": event,
+                            "metric_code": metric,
                             "value_micros": int(micros),
                             "properties": None if props is None else json.loads(props),
                             "occurred_at": dt.datetime.fromisoformat(occurred),
-                            "ingested_at": self.ingested_at, "payload_sha256": sha,
+                            "ingested_at": self.ingested_at,
+                            "payload_sha256": sha,
                         }
                         for org, event, metric, micros, props, occurred, sha, _ in new
                     ],
@@ -1238,22 +1274,30 @@ class _SqliteWriter(_Writer):
                     [{"hour": dt.datetime.fromisoformat(h), "marked_at": marked_at} for h in hours],
                 )
             quarantine = _settle(batch, counts, stored, self._previous_stored)
-            self._previous_stored = {
-                conflict[1]: conflict[0] for conflict in stored.values()}
+            self._previous_stored = {conflict[1]: conflict[0] for conflict in stored.values()}
             if quarantine:
                 now = dt.datetime.now(UTC)
-                conn.execute(insert(quarantined_events), [
-                    {
-                        "import_id": self.import_id, "source": self.source, "line_number": number,
-                        "org_id": _quarantine_text(org, MAX_QUARANTINE_ID),
-                        "event_id": _quarantine_text(event, MAX_QUARANTINE_ID),
-                        "reason": reason, "detail": event_files.printable_raw(detail),
-                        "raw": event_files.printable_raw(raw), "quarantined_at": now,
-                    }
-                    for number, org, event, reason, detail, raw in quarantine
-                ])
+                conn.execute(
+                    insert(quarantined_events),
+                    [
+                        {
+                            "import_id": self.import_id,
+                            "source": self.source,
+                            "line_number": number,
+                            "org_id": _quarantine_text(org, MAX_QUARANTINE_ID),
+                            "event_id": _quarantine_text(event, MAX_QUARANTINE_ID),
+                            "reason": reason,
+                            "detail": event_files.printable_raw(detail),
+                            "raw": event_files.printable_raw(raw),
+                            "quarantined_at": now,
+                        }
+                        for number, org, event, reason, detail, raw in quarantine
+                    ],
+                )
             conn.execute(
-                update(event_imports).where(event_imports.c.id == self.import_id).values(
+                update(event_imports)
+                .where(event_imports.c.id == self.import_id)
+                .values(
                     read=event_imports.c.read + counts.read,
                     accepted=event_imports.c.accepted + counts.accepted,
                     duplicates=event_imports.c.duplicates + counts.duplicates,

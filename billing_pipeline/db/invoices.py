@@ -56,7 +56,7 @@ class StoredInvoice:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _dec(value: Decimal | None) -> str | None:

@@ -21,7 +21,7 @@ class CatalogVersionConflict(ValueError):
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _org_from_row(row: Any) -> Organization:
@@ -79,9 +79,7 @@ def organization_ids_by_interval(engine: Engine) -> dict[BillingInterval, list[s
     """Every organization id (any status) grouped by billing interval, sorted."""
     result: dict[BillingInterval, list[str]] = {i: [] for i in BillingInterval}
     with engine.connect() as conn:
-        rows = conn.execute(
-            select(organizations.c.id, organizations.c.billing_interval).order_by(organizations.c.id)
-        )
+        rows = conn.execute(select(organizations.c.id, organizations.c.billing_interval).order_by(organizations.c.id))
         for row in rows:
             result[BillingInterval(row.billing_interval)].append(row.id)
     return result
@@ -93,9 +91,7 @@ def add_subscription(
     """Subscribe ``org_id`` to ``plan_code`` from ``starts_at``; idempotent on (org, start)."""
     with engine.begin() as conn:
         found = conn.execute(
-            select(subscriptions.c.id).where(
-                subscriptions.c.org_id == org_id, subscriptions.c.starts_at == starts_at
-            )
+            select(subscriptions.c.id).where(subscriptions.c.org_id == org_id, subscriptions.c.starts_at == starts_at)
         ).first()
         values = {"plan_code": plan_code, "ends_at": ends_at}
         if found:
@@ -104,9 +100,7 @@ def add_subscription(
             conn.execute(subscriptions.insert().values(org_id=org_id, starts_at=starts_at, **values))
 
 
-def plans_for_period(
-    engine: Engine, org_ids: Sequence[str], start: dt.datetime, end: dt.datetime
-) -> dict[str, str]:
+def plans_for_period(engine: Engine, org_ids: Sequence[str], start: dt.datetime, end: dt.datetime) -> dict[str, str]:
     """The plan each organization is on for a period: the latest subscription overlapping it."""
     overlaps = and_(
         subscriptions.c.starts_at < end,
@@ -146,9 +140,7 @@ def save_catalog(engine: Engine, document: Mapping[str, Any], source: str) -> tu
             return catalog, False
         latest = conn.execute(select(func.max(catalog_versions.c.version))).scalar()
         if latest is not None and catalog.version < latest:
-            raise CatalogVersionConflict(
-                f"version: {catalog.version} is older than the loaded version {latest}"
-            )
+            raise CatalogVersionConflict(f"version: {catalog.version} is older than the loaded version {latest}")
         conn.execute(
             catalog_versions.insert().values(
                 version=catalog.version,

@@ -177,9 +177,7 @@ invoices = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     UniqueConstraint("org_id", "interval", "period_key", name="uq_invoices_org_period"),
-    CheckConstraint(
-        "status IN ('draft', 'finalized', 'paid', 'void', 'uncollectible')", name="status"
-    ),
+    CheckConstraint("status IN ('draft', 'finalized', 'paid', 'void', 'uncollectible')", name="status"),
     CheckConstraint("total_minor = subtotal_minor + tax_minor", name="total"),
 )
 

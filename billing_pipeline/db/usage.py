@@ -37,7 +37,7 @@ class HourResult:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _chunks(items: Sequence[str], size: int = _CHUNK):
@@ -83,8 +83,9 @@ def _hour_bucket(engine: Engine):
     return func.strftime("%Y-%m-%d %H:00:00.000000", usage_events.c.occurred_at)
 
 
-def _aggregate_once(engine: Engine, start: dt.datetime, end: dt.datetime,
-                    metrics: Mapping[str, Metric]) -> list[HourResult]:
+def _aggregate_once(
+    engine: Engine, start: dt.datetime, end: dt.datetime, metrics: Mapping[str, Metric]
+) -> list[HourResult]:
     started = time.perf_counter()
     latest_codes = sorted(c for c, m in metrics.items() if m.aggregation is Aggregation.LATEST)
     options = {"isolation_level": "REPEATABLE READ"} if engine.dialect.name == "postgresql" else {}
@@ -130,8 +131,12 @@ def _aggregate_once(engine: Engine, start: dt.datetime, end: dt.datetime,
         conn.execute(
             insert(aggregated_hours),
             [
-                {"hour": h, "aggregated_at": snapshot_at, "event_count": per_hour.get(h, (0, 0))[1],
-                 "row_count": per_hour.get(h, (0, 0))[0]}
+                {
+                    "hour": h,
+                    "aggregated_at": snapshot_at,
+                    "event_count": per_hour.get(h, (0, 0))[1],
+                    "row_count": per_hour.get(h, (0, 0))[0],
+                }
                 for h in hours
             ],
         )
@@ -202,7 +207,7 @@ def _fill_latest(conn, bucket, in_range, latest_codes) -> None:
 def _as_utc(value) -> dt.datetime:
     if isinstance(value, str):
         value = dt.datetime.fromisoformat(value)
-    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
 def late_hours(engine: Engine, limit: int = 500) -> list[tuple[dt.datetime, dt.datetime]]:
@@ -321,8 +326,15 @@ def raw_totals(
 ) -> dict[tuple[str, str], tuple[int, int]]:
     """(org, metric) -> (event count, value sum in micros) straight from raw events."""
     t = usage_events.c
-    return _totals(engine, org_ids, t.org_id, t.metric_code, func.count(), func.sum(t.value_micros),
-                   (t.occurred_at >= start) & (t.occurred_at < end))
+    return _totals(
+        engine,
+        org_ids,
+        t.org_id,
+        t.metric_code,
+        func.count(),
+        func.sum(t.value_micros),
+        (t.occurred_at >= start) & (t.occurred_at < end),
+    )
 
 
 def hourly_totals(
@@ -330,8 +342,15 @@ def hourly_totals(
 ) -> dict[tuple[str, str], tuple[int, int]]:
     """(org, metric) -> (event count, value sum in micros) from hourly_usage."""
     t = hourly_usage.c
-    return _totals(engine, org_ids, t.org_id, t.metric_code, func.sum(t.event_count),
-                   func.sum(t.value_sum_micros), (t.hour >= start) & (t.hour < end))
+    return _totals(
+        engine,
+        org_ids,
+        t.org_id,
+        t.metric_code,
+        func.sum(t.event_count),
+        func.sum(t.value_sum_micros),
+        (t.hour >= start) & (t.hour < end),
+    )
 
 
 def _totals(engine, org_ids, org_col, metric_col, count, total, window) -> dict[tuple[str, str], tuple[int, int]]:

@@ -1,6 +1,5 @@
 """Invoice schedules and the organization sensor."""
 
-
 import datetime as dt
 
 import dagster as dg
@@ -62,7 +61,7 @@ def build_invoice_schedule(
         description=f"Invoices the last closed {interval.value} period for every organization, in batches.",
     )
     def invoice_schedule(context: dg.ScheduleEvaluationContext):
-        period = previous_period(interval, context.scheduled_execution_time.astimezone(dt.timezone.utc))
+        period = previous_period(interval, context.scheduled_execution_time.astimezone(dt.UTC))
         if period.start.date() < first_period:
             return dg.SkipReason(f"{period.key} is before the first billing period {first_period}")
         requests = period_run_requests(

@@ -18,7 +18,6 @@ invoices that have no ledger row yet for an enabled channel; ``run_delivery`` do
 from the CLI, right after ``run_period``.
 """
 
-
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -28,8 +27,8 @@ import dagster as dg
 from billing_pipeline.db import deliveries as ledger
 from billing_pipeline.defs.automation import RANGE_END_TAG, RANGE_START_TAG
 from billing_pipeline.defs.delivery_resources import DocumentStoreResource, MailerResource, PaymentGatewayResource
-from billing_pipeline.defs.invoicing import batches, is_dry_run
 from billing_pipeline.defs.events import log_partition_events, mark_partitions_failed
+from billing_pipeline.defs.invoicing import batches, is_dry_run
 from billing_pipeline.defs.partitions import ORGANIZATION_PARTITIONS, billing_key, organization_batches
 from billing_pipeline.defs.resources import BillingDatabaseResource
 from billing_pipeline.defs.runner import RunOutcome, execute_batches, wanted_batches
@@ -117,8 +116,14 @@ def build_delivery_assets(
     deliveries_key = dg.AssetKey(f"{name}_invoice_deliveries")
     invoices_key = dg.AssetKey(f"{name}_invoices")
 
-    def service(batch: DeliveryBatch | None, billing_db, document_store, payment_gateway, mailer,
-                opts: DeliveryOptions | None = None) -> InvoiceDeliveryService:
+    def service(
+        batch: DeliveryBatch | None,
+        billing_db,
+        document_store,
+        payment_gateway,
+        mailer,
+        opts: DeliveryOptions | None = None,
+    ) -> InvoiceDeliveryService:
         opts = opts or (batch.options if batch is not None and batch.options else options)
         channels = opts.channels
         return InvoiceDeliveryService(
@@ -131,8 +136,11 @@ def build_delivery_assets(
             secrets=[*document_store.secrets(), *payment_gateway.secrets(), *mailer.secrets()],
         )
 
-    @dg.op(name=f"render_{name}_invoice_pdfs", ins={"finalized": dg.In(dg.Nothing)},
-           description="Load the finalized invoices of the run's partitions and render their PDFs.")
+    @dg.op(
+        name=f"render_{name}_invoice_pdfs",
+        ins={"finalized": dg.In(dg.Nothing)},
+        description="Load the finalized invoices of the run's partitions and render their PDFs.",
+    )
     def render_invoice_pdfs(
         context: dg.OpExecutionContext,
         config: DeliveryConfig,
@@ -154,8 +162,9 @@ def build_delivery_assets(
             batch = svc.prepare([ids[o] for o in org_ids if o in ids])
             svc.render_pdfs(batch)
             out.append(PeriodDeliveries(period_key, batch, [o for o in org_ids if o not in ids]))
-        context.log.info(f"{sum(len(p.batch.items) for p in out)} invoice(s) to deliver"
-                         + (" (dry run)" if opts.dry_run else ""))
+        context.log.info(
+            f"{sum(len(p.batch.items) for p in out)} invoice(s) to deliver" + (" (dry run)" if opts.dry_run else "")
+        )
         return out
 
     def stage(op_name: str, pool: str | None, method: str, description: str):
@@ -175,15 +184,30 @@ def build_delivery_assets(
 
         return _stage
 
-    upload = stage(f"upload_{name}_invoice_pdfs", DELIVERY_POOLS["s3"], "upload_pdfs",
-                   "Store each PDF under its write-once key (S3 or the local folder).")
-    stripe_sync = stage(f"sync_{name}_stripe_invoices", DELIVERY_POOLS["stripe"], "sync_stripe",
-                        "Mirror each invoice into Stripe (lookup first, deterministic idempotency keys, total check).")
-    email = stage(f"send_{name}_invoice_emails", DELIVERY_POOLS["email"], "send_emails",
-                  "E-mail each invoice with its PDF attached and a presigned link (deterministic Message-ID).")
+    upload = stage(
+        f"upload_{name}_invoice_pdfs",
+        DELIVERY_POOLS["s3"],
+        "upload_pdfs",
+        "Store each PDF under its write-once key (S3 or the local folder).",
+    )
+    stripe_sync = stage(
+        f"sync_{name}_stripe_invoices",
+        DELIVERY_POOLS["stripe"],
+        "sync_stripe",
+        "Mirror each invoice into Stripe (lookup first, deterministic idempotency keys, total check).",
+    )
+    email = stage(
+        f"send_{name}_invoice_emails",
+        DELIVERY_POOLS["email"],
+        "send_emails",
+        "E-mail each invoice with its PDF attached and a presigned link (deterministic Message-ID).",
+    )
 
-    @dg.op(name=f"report_{name}_invoice_deliveries", out=dg.Out(is_required=False),
-           description="Per-organization status: materializations for delivered ones, Failure naming the others.")
+    @dg.op(
+        name=f"report_{name}_invoice_deliveries",
+        out=dg.Out(is_required=False),
+        description="Per-organization status: materializations for delivered ones, Failure naming the others.",
+    )
     def report_invoice_deliveries(context: dg.OpExecutionContext, periods: list[PeriodDeliveries]):
         dry_run = any(p.batch.dry_run for p in periods)
         failed: list[InvoiceDelivery] = []
@@ -194,19 +218,24 @@ def build_delivery_assets(
             for r in p.batch.results:
                 key = billing_key(interval, p.period_key, r.org_id)
                 if dry_run or not r.ok:
-                    observations.append(dg.AssetObservation(asset_key=deliveries_key, partition=key,
-                                                            metadata=_org_metadata(r)))
+                    observations.append(
+                        dg.AssetObservation(asset_key=deliveries_key, partition=key, metadata=_org_metadata(r))
+                    )
                 else:
-                    materializations.append(dg.AssetMaterialization(asset_key=deliveries_key, partition=key,
-                                                                    metadata=_org_metadata(r)))
+                    materializations.append(
+                        dg.AssetMaterialization(asset_key=deliveries_key, partition=key, metadata=_org_metadata(r))
+                    )
                 if not r.ok and not dry_run:
                     failed.append(r)
                     failed_keys.append(str(key))
             for org in p.without_invoice:
-                observations.append(dg.AssetObservation(
-                    asset_key=deliveries_key, partition=billing_key(interval, p.period_key, org),
-                    metadata={"organization": org, "outcome": "no finalized invoice"},
-                ))
+                observations.append(
+                    dg.AssetObservation(
+                        asset_key=deliveries_key,
+                        partition=billing_key(interval, p.period_key, org),
+                        metadata={"organization": org, "outcome": "no finalized invoice"},
+                    )
+                )
         log_partition_events(context, observations)
         log_partition_events(context, materializations)
         results = [r for p in periods for r in p.batch.results]
@@ -248,7 +277,8 @@ def build_delivery_job(interval: BillingInterval, asset: dg.AssetsDefinition):
     return dg.define_asset_job(
         name=delivery_job_name(interval),
         selection=dg.AssetSelection.assets(asset),
-        description=f"Deliver finalized {interval.value} invoices (PDF, S3, Stripe, e-mail) for a batch of organizations.",
+        description=f"Deliver finalized {interval.value} invoices (PDF, S3, Stripe, e-mail) "
+        "for a batch of organizations.",
     )
 
 
@@ -262,7 +292,11 @@ def delivery_run_config(interval: BillingInterval, **config) -> dict:
 
 
 def delivery_run_requests(
-    all_orgs: Sequence[str], interval: BillingInterval, period_key: str, wanted: Sequence[str], batch_size: int,
+    all_orgs: Sequence[str],
+    interval: BillingInterval,
+    period_key: str,
+    wanted: Sequence[str],
+    batch_size: int,
 ) -> list[dg.RunRequest]:
     """Contiguous key ranges covering ``wanted`` (in partition order), at most ``batch_size`` wanted each.
 
@@ -273,16 +307,18 @@ def delivery_run_requests(
     requests = []
     for chunk in organization_batches(all_orgs, batch_size, wanted):
         digest = hashlib.sha256("\n".join(chunk).encode()).hexdigest()[:16]
-        requests.append(dg.RunRequest(
-            run_key=f"deliver-{interval.value}-{period_key}-{digest}",
-            job_name=delivery_job_name(interval),
-            tags={
-                RANGE_START_TAG: str(billing_key(interval, period_key, chunk[0])),
-                RANGE_END_TAG: str(billing_key(interval, period_key, chunk[-1])),
-                "billing/period": period_key,
-                "billing/trigger": "invoice_delivery_sensor",
-            },
-        ))
+        requests.append(
+            dg.RunRequest(
+                run_key=f"deliver-{interval.value}-{period_key}-{digest}",
+                job_name=delivery_job_name(interval),
+                tags={
+                    RANGE_START_TAG: str(billing_key(interval, period_key, chunk[0])),
+                    RANGE_END_TAG: str(billing_key(interval, period_key, chunk[-1])),
+                    "billing/period": period_key,
+                    "billing/trigger": "invoice_delivery_sensor",
+                },
+            )
+        )
     return requests
 
 
@@ -333,16 +369,33 @@ def run_delivery(
 ) -> list[RunOutcome]:
     """Deliver one period's finalized invoices in this process: one run per batch of organizations."""
     run_config = delivery_run_config(
-        interval, organizations=list(organizations), dry_run=dry_run,
-        resend_ambiguous_email=resend_ambiguous_email, render_workers=render_workers,
+        interval,
+        organizations=list(organizations),
+        dry_run=dry_run,
+        resend_ambiguous_email=resend_ambiguous_email,
+        render_workers=render_workers,
     )
-    return execute_batches(defs.resolve_job_def(delivery_job_name(interval)), instance, interval, period_key,
-                           wanted_batches(instance, interval, organizations, batch_size),
-                           run_config=run_config, dry_run=dry_run)
+    return execute_batches(
+        defs.resolve_job_def(delivery_job_name(interval)),
+        instance,
+        interval,
+        period_key,
+        wanted_batches(instance, interval, organizations, batch_size),
+        run_config=run_config,
+        dry_run=dry_run,
+    )
 
 
 __all__ = [
-    "CHANNELS", "DELIVERY_POOLS", "DeliveryConfig", "PeriodDeliveries", "build_delivery_assets",
-    "build_delivery_job", "build_invoice_delivery_sensor", "delivery_job_name", "delivery_run_config",
-    "delivery_run_requests", "run_delivery",
+    "CHANNELS",
+    "DELIVERY_POOLS",
+    "DeliveryConfig",
+    "PeriodDeliveries",
+    "build_delivery_assets",
+    "build_delivery_job",
+    "build_invoice_delivery_sensor",
+    "delivery_job_name",
+    "delivery_run_config",
+    "delivery_run_requests",
+    "run_delivery",
 ]

@@ -47,11 +47,21 @@ class DocumentStoreResource(dg.ConfigurableResource):
             aws_access_key_id=self.aws_access_key_id,
             aws_secret_access_key=self.aws_secret_access_key,
             # SigV4 presigned URLs; botocore's own retries stay short, the service retries with backoff
-            config=Config(signature_version="s3v4", s3={"addressing_style": "path"},
-                          retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=10, read_timeout=30),
+            config=Config(
+                signature_version="s3v4",
+                s3={"addressing_style": "path"},
+                retries={"max_attempts": 2, "mode": "standard"},
+                connect_timeout=10,
+                read_timeout=30,
+            ),
         )
-        return S3DocumentStore(client, self.bucket, self.prefix, server_side_encryption=self.server_side_encryption,
-                               conditional=self.conditional_writes)
+        return S3DocumentStore(
+            client,
+            self.bucket,
+            self.prefix,
+            server_side_encryption=self.server_side_encryption,
+            conditional=self.conditional_writes,
+        )
 
     def secrets(self) -> list[str]:
         return [s for s in (self.aws_secret_access_key,) if s]
@@ -96,8 +106,15 @@ class MailerResource(dg.ConfigurableResource):
             return OutboxMailer(Path(self.outbox_dir))
         if self.kind != "smtp":
             raise ValueError("MailerResource: kind must be 'outbox' or 'smtp'")
-        return SMTPMailer(self.host, self.port, self.username, self.password, self.security,  # type: ignore[arg-type]
-                          float(self.timeout_seconds), ca_file=self.ca_file)
+        return SMTPMailer(
+            self.host,
+            self.port,
+            self.username,
+            self.password,
+            self.security,  # type: ignore[arg-type]
+            float(self.timeout_seconds),
+            ca_file=self.ca_file,
+        )
 
     def secrets(self) -> list[str]:
         return [s for s in (self.password,) if s]

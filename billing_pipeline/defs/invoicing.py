@@ -6,17 +6,16 @@ own partition: successes as materializations, failures by raising ``Failure`` at
 end naming them, so the UI shows exactly those as failed and the rest as materialized.
 """
 
-
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Sequence
 
 import dagster as dg
 
+from billing_pipeline.db import usage
 from billing_pipeline.defs.events import log_partition_events, mark_partitions_failed
 from billing_pipeline.defs.partitions import billing_key, split_key
 from billing_pipeline.defs.resources import BillingDatabaseResource
-from billing_pipeline.db import usage
 from billing_pipeline.defs.usage import HOURLY_USAGE_KEY, aggregate_hour_range, contiguous_ranges
 from billing_pipeline.domain import money
 from billing_pipeline.domain.model import BillingInterval
@@ -41,9 +40,7 @@ def is_dry_run(context, config: InvoiceRunConfig | None, default: bool) -> bool:
     return default or (config is not None and config.dry_run) or tag in {"1", "true", "yes"}
 
 
-def batches(
-    keys: Sequence, interval: BillingInterval, only: Sequence[str] = ()
-) -> dict[str, list[str]]:
+def batches(keys: Sequence, interval: BillingInterval, only: Sequence[str] = ()) -> dict[str, list[str]]:
     """Partition keys -> {period key: [org ids]}, optionally restricted to ``only``."""
     wanted = set(only)
     grouped: dict[str, list[str]] = defaultdict(list)
@@ -83,8 +80,7 @@ def summary_metadata(batches_done: Sequence[BatchResult]) -> dict:
         **{k: v for k, v in counts.items()},
         "revenue": ", ".join(money.format_amount(v, c) for c, v in sorted(revenue.items())) or "none",
         "failures": dg.MetadataValue.md(
-            "\n".join([f"- `{r.org_id}`: {r.message}" for r in results if r.outcome is Outcome.FAILED][:20])
-            or "none"
+            "\n".join([f"- `{r.org_id}`: {r.message}" for r in results if r.outcome is Outcome.FAILED][:20]) or "none"
         ),
     }
 
@@ -97,7 +93,7 @@ def catch_up_hourly_usage(context, engine, period) -> None:
     hours are aggregated by the same code as the hourly_usage asset and reported as its
     materializations, so lineage stays true and the reconciliation check can pass.
     """
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     stale = [h for h in usage.unaggregated_hours(engine, period.start, period.end) if h + dt.timedelta(hours=1) <= now]
     if not stale:
         return
@@ -142,11 +138,17 @@ def build_invoice_assets(
                 catch_up_hourly_usage(context, engine, period)
             batch = invoicing.draft_batch(engine, period, org_ids, dry_run=dry_run)
             done.append(batch)
-            log_partition_events(context, [
-                dg.AssetObservation(asset_key=drafts_key, partition=billing_key(interval, period_key, r.org_id),
-                                    metadata=_org_metadata(r))
-                for r in batch.results
-            ])
+            log_partition_events(
+                context,
+                [
+                    dg.AssetObservation(
+                        asset_key=drafts_key,
+                        partition=billing_key(interval, period_key, r.org_id),
+                        metadata=_org_metadata(r),
+                    )
+                    for r in batch.results
+                ],
+            )
             for r in batch.failed:
                 context.log.warning(f"{r.org_id} {period_key}: {r.message}")
         context.log.info("\n" + "\n".join(invoicing.format_summary(b) for b in done))
@@ -201,32 +203,47 @@ def build_invoice_assets(
     def finalized(context: dg.AssetExecutionContext, config: InvoiceRunConfig, billing_db: BillingDatabaseResource):
         dry_run = is_dry_run(context, config, dry_run_default)
         engine = billing_db.engine()
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         done = []
         for period_key, org_ids in batches(context.partition_keys, interval, config.organizations).items():
             batch = invoicing.finalize_batch(
-                engine, period_from_key(interval, period_key), org_ids,
-                prefix=billing_db.invoice_number_prefix, now=now, dry_run=dry_run,
+                engine,
+                period_from_key(interval, period_key),
+                org_ids,
+                prefix=billing_db.invoice_number_prefix,
+                now=now,
+                dry_run=dry_run,
             )
             done.append(batch)
             if dry_run:
-                log_partition_events(context, [
-                    dg.AssetObservation(asset_key=invoices_key, partition=billing_key(interval, period_key, r.org_id),
-                                        metadata=_org_metadata(r))
-                    for r in batch.results
-                ])
+                log_partition_events(
+                    context,
+                    [
+                        dg.AssetObservation(
+                            asset_key=invoices_key,
+                            partition=billing_key(interval, period_key, r.org_id),
+                            metadata=_org_metadata(r),
+                        )
+                        for r in batch.results
+                    ],
+                )
             else:  # skipped organizations too: nothing to invoice is a final answer
-                log_partition_events(context, [
-                    dg.AssetMaterialization(asset_key=invoices_key,
-                                            partition=billing_key(interval, period_key, r.org_id),
-                                            metadata=_org_metadata(r))
-                    for r in batch.results if r.ok
-                ])
+                log_partition_events(
+                    context,
+                    [
+                        dg.AssetMaterialization(
+                            asset_key=invoices_key,
+                            partition=billing_key(interval, period_key, r.org_id),
+                            metadata=_org_metadata(r),
+                        )
+                        for r in batch.results
+                        if r.ok
+                    ],
+                )
         context.log.info("\n" + "\n".join(invoicing.format_summary(b) for b in done))
         failed = [(b.period.key, r) for b in done for r in b.failed]
         if failed and not dry_run:
-            mark_partitions_failed(context, invoices_key,
-                                   [str(billing_key(interval, p, r.org_id)) for p, r in failed])
+            mark_partitions_failed(context, invoices_key, [str(billing_key(interval, p, r.org_id)) for p, r in failed])
             raise dg.Failure(
                 description=f"{len(failed)} organization(s) failed: "
                 + "; ".join(f"{r.org_id}: {r.message}" for _, r in failed[:50]),

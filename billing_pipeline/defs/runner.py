@@ -15,7 +15,6 @@ from billing_pipeline.defs.invoicing import DRY_RUN_TAG
 from billing_pipeline.defs.partitions import ORGANIZATION_PARTITIONS, billing_key, hour_key, organization_batches
 from billing_pipeline.domain.model import BillingInterval
 
-
 #: Console logging of in-process runs: warnings only; the full log is in the instance (UI).
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -64,15 +63,14 @@ def execute_batches(
         tags = {RANGE_START_TAG: start, RANGE_END_TAG: end, "billing/period": period_key, "billing/trigger": "cli"}
         if dry_run:
             tags[DRY_RUN_TAG] = "true"
-        result = job.execute_in_process(instance=instance, tags=tags, run_config={**QUIET_LOGS, **run_config},
-                                        raise_on_error=False)
+        result = job.execute_in_process(
+            instance=instance, tags=tags, run_config={**QUIET_LOGS, **run_config}, raise_on_error=False
+        )
         outcomes.append(RunOutcome(result.run_id, result.success, (start, end)))
     return outcomes
 
 
-def run_hours(
-    defs: dg.Definitions, instance: dg.DagsterInstance, first: dt.datetime, last: dt.datetime
-) -> RunOutcome:
+def run_hours(defs: dg.Definitions, instance: dg.DagsterInstance, first: dt.datetime, last: dt.datetime) -> RunOutcome:
     """Materialize hourly_usage for every hour from ``first`` to ``last`` inclusive, in one run."""
     job = defs.resolve_job_def("hourly_usage_job")
     start, end = hour_key(first), hour_key(last)
@@ -99,7 +97,11 @@ def run_period(
     batches = wanted_batches(instance, interval, organizations, batch_size)
     # a range runs over every key between its ends; the config filter keeps it to the chosen ones
     config = {"dry_run": dry_run, "organizations": list(organizations)}
-    run_config = {"ops": {f"{interval.value}_invoice_drafts": {"config": config},
-                          f"{interval.value}_invoices": {"config": config}}}
+    run_config = {
+        "ops": {
+            f"{interval.value}_invoice_drafts": {"config": config},
+            f"{interval.value}_invoices": {"config": config},
+        }
+    }
     job = defs.resolve_job_def(f"{interval.value}_invoices_job")
     return execute_batches(job, instance, interval, period_key, batches, run_config=run_config, dry_run=dry_run)

@@ -1,6 +1,5 @@
 """Hourly usage: the asset, its job, its schedule and the late-event sensor."""
 
-
 import datetime as dt
 
 import dagster as dg
@@ -40,9 +39,7 @@ def build_hourly_usage(partitions_def: dg.HourlyPartitionsDefinition) -> dg.Asse
                 failed.update({hour_key(h): str(exc) for h in group})
         total_events = sum(m.metadata["events"].value for m in done)
         log_partition_events(context, done)
-        context.log.info(
-            f"aggregated {len(context.partition_keys) - len(failed)} hour(s), {total_events} events"
-        )
+        context.log.info(f"aggregated {len(context.partition_keys) - len(failed)} hour(s), {total_events} events")
         if failed:
             mark_partitions_failed(context, HOURLY_USAGE_KEY, sorted(failed))
             raise dg.Failure(
@@ -86,7 +83,7 @@ def build_hourly_usage_schedule(cron: str, running: bool) -> dg.ScheduleDefiniti
     )
     def hourly_usage_job_schedule(context: dg.ScheduleEvaluationContext):
         """Aggregates the last closed hour before the tick."""
-        tick = context.scheduled_execution_time.astimezone(dt.timezone.utc)
+        tick = context.scheduled_execution_time.astimezone(dt.UTC)
         hour = tick.replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=1)
         key = hour_key(hour)
         return dg.RunRequest(run_key=key, partition_key=key)
@@ -116,13 +113,14 @@ def build_late_usage_sensor(partitions_def: dg.HourlyPartitionsDefinition, inter
         """Re-aggregates hours that received events after they were aggregated, and closed
         hours (older than 2 h) whose events were imported but never aggregated."""
         engine = billing_db.engine()
-        now = dt.datetime.now(dt.timezone.utc)
-        first = partitions_def.start.astimezone(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
+        first = partitions_def.start.astimezone(dt.UTC)
         current_hour = now.replace(minute=0, second=0, microsecond=0)
         aggregated = {h for h, _ in usage.late_hours(engine, limit=5000)}
         marks = usage.dirty_marks(engine, limit=5000)
         due = [
-            h for h, _ in marks
+            h
+            for h, _ in marks
             if first <= h < current_hour and (h in aggregated or h < current_hour - dt.timedelta(hours=2))
         ]
         if not due:

@@ -155,9 +155,7 @@ def _combine(rows: list[HourlyAggregate], metric: Metric) -> MetricUsage:
     elif metric.aggregation is Aggregation.MAX:
         quantity = max((a.value_max for a in rows if a.value_max is not None), default=Decimal(0))
     else:
-        candidates = [
-            a for a in rows if a.latest_at is not None and a.latest_value is not None
-        ]
+        candidates = [a for a in rows if a.latest_at is not None and a.latest_value is not None]
         if candidates:
             last = max(candidates, key=lambda a: (a.latest_at, a.latest_event_id or ""))
             quantity = last.latest_value  # type: ignore[assignment]

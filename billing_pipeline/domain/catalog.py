@@ -51,7 +51,7 @@ import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, TypeVar, Union
+from typing import Any, TypeVar
 
 from . import money
 from .model import BillingInterval
@@ -142,9 +142,7 @@ class HourlyParams:
     hours_per_month: Decimal = Decimal(730)
 
 
-ChargeParams = Union[
-    FlatParams, PerUnitParams, TieredParams, PackageParams, PercentageParams, HourlyParams
-]
+ChargeParams = FlatParams | PerUnitParams | TieredParams | PackageParams | PercentageParams | HourlyParams
 
 PARAMS_BY_MODEL: dict[ChargeModel, type] = {
     ChargeModel.FLAT: FlatParams,
@@ -239,14 +237,10 @@ def _code(value: object, path: str) -> str:
     return code
 
 
-def _decimal(
-    value: object, path: str, *, minimum: Decimal = Decimal(0), exclusive: bool = False
-) -> Decimal:
+def _decimal(value: object, path: str, *, minimum: Decimal = Decimal(0), exclusive: bool = False) -> Decimal:
     """A finite decimal from a string or int, ``>= minimum`` (``>`` if ``exclusive``)."""
     if isinstance(value, float):
-        raise _fail(
-            path, f"must be a string or integer, got float {value!r} — quote decimal values"
-        )
+        raise _fail(path, f"must be a string or integer, got float {value!r} — quote decimal values")
     if isinstance(value, bool) or not isinstance(value, int | str | Decimal):
         raise _fail(path, f"must be a string or integer, got {type(value).__name__} {value!r}")
     try:
@@ -345,9 +339,7 @@ def _parse_tiers(value: object, path: str) -> TieredParams:
     return TieredParams(tuple(tiers))
 
 
-def _parse_params(
-    model: ChargeModel, node: Mapping[str, Any], path: str, currency: str
-) -> ChargeParams:
+def _parse_params(model: ChargeModel, node: Mapping[str, Any], path: str, currency: str) -> ChargeParams:
     if model is ChargeModel.FLAT:
         return FlatParams(_amount(node["amount"], f"{path}.amount", currency))
     if model is ChargeModel.PER_UNIT:
@@ -366,16 +358,12 @@ def _parse_params(
             raise _fail(f"{path}.rate", f"must be a fraction between 0 and 1, got {node['rate']!r}")
         return PercentageParams(
             rate=rate,
-            fixed_fee_per_event=_decimal(
-                node.get("fixed_fee_per_event", 0), f"{path}.fixed_fee_per_event"
-            ),
+            fixed_fee_per_event=_decimal(node.get("fixed_fee_per_event", 0), f"{path}.fixed_fee_per_event"),
             free_units=_decimal(node.get("free_units", 0), f"{path}.free_units"),
         )
     return HourlyParams(
         monthly_price=_decimal(node["monthly_price"], f"{path}.monthly_price"),
-        hours_per_month=_decimal(
-            node.get("hours_per_month", 730), f"{path}.hours_per_month", exclusive=True
-        ),
+        hours_per_month=_decimal(node.get("hours_per_month", 730), f"{path}.hours_per_month", exclusive=True),
     )
 
 
@@ -390,9 +378,7 @@ _PARAM_KEYS: dict[ChargeModel, tuple[set[str], set[str]]] = {
 }
 
 
-def _parse_charge(
-    node: object, path: str, currency: str, metrics: Mapping[str, Metric]
-) -> Charge:
+def _parse_charge(node: object, path: str, currency: str, metrics: Mapping[str, Metric]) -> Charge:
     node = _mapping(node, path)
     if "model" not in node:
         raise _fail(f"{path}.model", "is required")
@@ -412,10 +398,7 @@ def _parse_charge(
         if metric_code not in metrics:
             known = ", ".join(sorted(metrics)) or "none"
             raise _fail(f"{path}.metric", f"unknown metric {metric_code!r} (known: {known})")
-        if (
-            model is ChargeModel.PERCENTAGE
-            and metrics[metric_code].aggregation is not Aggregation.SUM
-        ):
+        if model is ChargeModel.PERCENTAGE and metrics[metric_code].aggregation is not Aggregation.SUM:
             raise _fail(
                 f"{path}.metric",
                 f"a percentage charge needs a sum metric; {metric_code!r} aggregates by "
@@ -469,13 +452,11 @@ def parse_catalog(data: Mapping[str, Any]) -> Catalog:
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise _fail("version", f"must be an integer >= 1, got {version!r}")
     metric_list = [
-        _parse_metric(node, f"metrics[{index}]")
-        for index, node in enumerate(_list(root["metrics"], "metrics"))
+        _parse_metric(node, f"metrics[{index}]") for index, node in enumerate(_list(root["metrics"], "metrics"))
     ]
     metrics = _unique(metric_list, lambda m: m.code, "metrics", "metric")
     plan_list = [
-        _parse_plan(node, f"plans[{index}]", metrics)
-        for index, node in enumerate(_list(root["plans"], "plans"))
+        _parse_plan(node, f"plans[{index}]", metrics) for index, node in enumerate(_list(root["plans"], "plans"))
     ]
     plans = _unique(plan_list, lambda p: p.code, "plans", "plan")
     return Catalog(version=version, metrics=metrics, plans=plans)

@@ -91,9 +91,7 @@ def _identifier(raw: Mapping[str, object], name: str) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
-        raise _Reject(
-            RejectReason.MISSING_FIELD, f"{name} must be a string, got {type(value).__name__}"
-        )
+        raise _Reject(RejectReason.MISSING_FIELD, f"{name} must be a string, got {type(value).__name__}")
     if len(value) > MAX_ID_LENGTH:
         raise _Reject(
             RejectReason.FIELD_TOO_LONG,
@@ -124,15 +122,11 @@ def _parse_value(value: object) -> Decimal:
             raise _Reject(RejectReason.NON_NUMERIC_VALUE, f"value is not a number: {_short(value)}")
         number = Decimal(text)
     else:
-        raise _Reject(
-            RejectReason.NON_NUMERIC_VALUE, f"value must be a number, got {type(value).__name__}"
-        )
+        raise _Reject(RejectReason.NON_NUMERIC_VALUE, f"value must be a number, got {type(value).__name__}")
     try:
         to_micros(number)
     except QuantityError as exc:
-        raise _Reject(
-            RejectReason.NON_NUMERIC_VALUE, f"value cannot be stored exactly: {exc}"
-        ) from None
+        raise _Reject(RejectReason.NON_NUMERIC_VALUE, f"value cannot be stored exactly: {exc}") from None
     return Decimal(0) if number.is_zero() else number
 
 
@@ -157,12 +151,11 @@ def _timestamp(value: object, now: dt.datetime, max_future: dt.timedelta) -> dt.
             RejectReason.NAIVE_TIMESTAMP,
             f"occurred_at has no timezone: {_short(value)} (add 'Z' or an offset like +00:00)",
         )
-    occurred_at = parsed.astimezone(dt.timezone.utc)
+    occurred_at = parsed.astimezone(dt.UTC)
     if occurred_at > now + max_future:
         raise _Reject(
             RejectReason.FUTURE_TIMESTAMP,
-            f"occurred_at {occurred_at.isoformat()} is more than {max_future} after "
-            f"{now.isoformat()}",
+            f"occurred_at {occurred_at.isoformat()} is more than {max_future} after {now.isoformat()}",
         )
     return occurred_at
 
@@ -174,9 +167,7 @@ def _properties(value: object) -> dict[str, Any] | None:
         try:
             value = json.loads(value)
         except json.JSONDecodeError as exc:
-            raise _Reject(
-                RejectReason.INVALID_PROPERTIES, f"properties is not valid JSON: {exc.msg}"
-            ) from None
+            raise _Reject(RejectReason.INVALID_PROPERTIES, f"properties is not valid JSON: {exc.msg}") from None
     if not isinstance(value, Mapping):
         raise _Reject(
             RejectReason.INVALID_PROPERTIES,
@@ -187,9 +178,7 @@ def _properties(value: object) -> dict[str, Any] | None:
     try:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise _Reject(
-            RejectReason.INVALID_PROPERTIES, f"properties are not plain JSON: {exc}"
-        ) from None
+        raise _Reject(RejectReason.INVALID_PROPERTIES, f"properties are not plain JSON: {exc}") from None
     return dict(value)
 
 
@@ -225,8 +214,7 @@ def validate_event(
             if metric.aggregation is not Aggregation.COUNT:
                 raise _Reject(
                     RejectReason.MISSING_FIELD,
-                    f"value is missing (required for {metric.aggregation.value} metric "
-                    f"{metric_code!r})",
+                    f"value is missing (required for {metric.aggregation.value} metric {metric_code!r})",
                 )
             value = Decimal(1)
         else:
@@ -270,9 +258,7 @@ def payload_fingerprint(event: UsageEvent) -> str:
         "metric": event.metric_code,
         "value": canonical_value(event.value),
         "properties": event.properties,
-        "occurred_at": event.occurred_at.astimezone(dt.timezone.utc).isoformat(
-            timespec="microseconds"
-        ),
+        "occurred_at": event.occurred_at.astimezone(dt.UTC).isoformat(timespec="microseconds"),
     }
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

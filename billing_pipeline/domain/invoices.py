@@ -55,13 +55,11 @@ def build_invoice(
     """
     if plan.currency != org.currency:
         raise PricingError(
-            f"plan {plan.code!r} is priced in {plan.currency} but organization {org.id!r} "
-            f"is billed in {org.currency}"
+            f"plan {plan.code!r} is priced in {plan.currency} but organization {org.id!r} is billed in {org.currency}"
         )
     if plan.interval != period.interval:
         raise PricingError(
-            f"plan {plan.code!r} is billed {plan.interval.value}, period {period.key} is "
-            f"{period.interval.value}"
+            f"plan {plan.code!r} is billed {plan.interval.value}, period {period.key} is {period.interval.value}"
         )
     if not Decimal(0) <= org.tax_rate <= Decimal(1):
         raise PricingError(f"organization {org.id!r} has tax rate {org.tax_rate} outside [0, 1]")
@@ -112,9 +110,7 @@ def format_invoice_number(prefix: str, year: int, sequence: int) -> str:
     return f"{prefix}-{year:04d}-{sequence:06d}"
 
 
-def reconcile_usage(
-    invoice_usage: Mapping[str, Decimal], recomputed: Mapping[str, Decimal]
-) -> list[str]:
+def reconcile_usage(invoice_usage: Mapping[str, Decimal], recomputed: Mapping[str, Decimal]) -> list[str]:
     """Mismatches between billed and recomputed quantities, one message per metric.
 
     A metric missing on one side counts as 0 there; ``1.0`` equals ``1``. An empty list

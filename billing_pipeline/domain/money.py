@@ -25,10 +25,43 @@ CURRENCY_EXPONENTS: dict[str, int] = {
     **{
         code: 2
         for code in (
-            "USD", "EUR", "GBP", "CAD", "AUD", "NZD", "CHF", "SEK", "NOK", "DKK", "PLN",
-            "CZK", "HUF", "RON", "BGN", "INR", "BRL", "MXN", "ZAR", "SGD", "HKD", "CNY",
-            "TWD", "THB", "MYR", "PHP", "IDR", "ILS", "TRY", "AED", "SAR", "COP", "ARS",
-            "PEN", "EGP", "NGN", "KES",
+            "USD",
+            "EUR",
+            "GBP",
+            "CAD",
+            "AUD",
+            "NZD",
+            "CHF",
+            "SEK",
+            "NOK",
+            "DKK",
+            "PLN",
+            "CZK",
+            "HUF",
+            "RON",
+            "BGN",
+            "INR",
+            "BRL",
+            "MXN",
+            "ZAR",
+            "SGD",
+            "HKD",
+            "CNY",
+            "TWD",
+            "THB",
+            "MYR",
+            "PHP",
+            "IDR",
+            "ILS",
+            "TRY",
+            "AED",
+            "SAR",
+            "COP",
+            "ARS",
+            "PEN",
+            "EGP",
+            "NGN",
+            "KES",
         )
     },
     **{code: 0 for code in ("JPY", "KRW", "VND", "CLP", "ISK", "PYG", "UGX", "XAF", "XOF")},
@@ -71,8 +104,7 @@ def to_decimal(value: Decimal | int | str) -> Decimal:
     """
     if isinstance(value, bool) or isinstance(value, float):
         raise TypeError(
-            f"expected Decimal, int or str, got {type(value).__name__} {value!r}: "
-            "floats cannot represent money exactly"
+            f"expected Decimal, int or str, got {type(value).__name__} {value!r}: floats cannot represent money exactly"
         )
     if isinstance(value, Decimal):
         result = value

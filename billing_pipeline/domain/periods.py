@@ -18,12 +18,22 @@ from dataclasses import dataclass
 
 from .model import BillingInterval
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 _HOUR = dt.timedelta(hours=1)
 _KEY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _MONTH_NAMES = (
-    "January", "February", "March", "April", "May", "June",
-    "July", "August", "September", "October", "November", "December",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
 )
 
 

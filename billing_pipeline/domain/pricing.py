@@ -110,9 +110,7 @@ def _line(
     )
 
 
-def price_charge(
-    charge: Charge, usage: MetricUsage | None, currency: str, period: BillingPeriod
-) -> InvoiceLine:
+def price_charge(charge: Charge, usage: MetricUsage | None, currency: str, period: BillingPeriod) -> InvoiceLine:
     """The invoice line for ``charge`` given its metric's usage in ``period``.
 
     ``usage`` ``None`` means no events (quantity 0). The amount is rounded once to
@@ -121,8 +119,7 @@ def price_charge(
     usage = usage or MetricUsage.zero()
     if usage.quantity < 0 and charge.model is not ChargeModel.FLAT:
         raise PricingError(
-            f"charge {charge.code!r} in {period.label}: cannot price a negative quantity "
-            f"({usage.quantity})"
+            f"charge {charge.code!r} in {period.label}: cannot price a negative quantity ({usage.quantity})"
         )
     with decimal.localcontext(money.EXACT):
         return _price(charge, usage, currency)
@@ -152,7 +149,11 @@ def _price(charge: Charge, usage: MetricUsage, currency: str) -> InvoiceLine:
             f" free, {money.format_quantity(packages)} x {money.format_quantity(params.package_size)}"
         )
         return _line(
-            charge, packages, params.package_price, packages * params.package_price, currency,
+            charge,
+            packages,
+            params.package_price,
+            packages * params.package_price,
+            currency,
             detail=detail,
         )
     if isinstance(params, PercentageParams):
@@ -160,16 +161,11 @@ def _price(charge: Charge, usage: MetricUsage, currency: str) -> InvoiceLine:
         fees = params.fixed_fee_per_event * usage.event_count
         detail = f"{money.format_quantity(params.rate * 100)}% of {money.format_quantity(taxable)}"
         if params.fixed_fee_per_event:
-            detail += (
-                f" + {usage.event_count} x "
-                f"{money.format_unit_price(params.fixed_fee_per_event, currency)}"
-            )
+            detail += f" + {usage.event_count} x {money.format_unit_price(params.fixed_fee_per_event, currency)}"
         return _line(charge, quantity, None, taxable * params.rate + fees, currency, detail=detail)
     if isinstance(params, HourlyParams):
         with decimal.localcontext(decimal.Context(prec=28)):  # display only; amount is exact
             hourly_price = params.monthly_price / params.hours_per_month
-        amount = money.quantize_ratio(
-            params.monthly_price * quantity, params.hours_per_month, currency
-        )
+        amount = money.quantize_ratio(params.monthly_price * quantity, params.hours_per_month, currency)
         return _line(charge, quantity, hourly_price, amount, currency)
     raise PricingError(f"charge {charge.code!r}: unsupported model {charge.model}")

@@ -27,9 +27,7 @@ def to_micros(value: Decimal) -> int:
         raise QuantityError(f"value {value} exceeds the maximum of {MAX_ABS_VALUE}")
     scaled = value.scaleb(QUANTITY_EXPONENT)
     if scaled != scaled.to_integral_value():
-        raise QuantityError(
-            f"value {value} has more than {QUANTITY_EXPONENT} decimal places"
-        )
+        raise QuantityError(f"value {value} has more than {QUANTITY_EXPONENT} decimal places")
     return int(scaled)
 
 

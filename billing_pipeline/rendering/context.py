@@ -55,7 +55,7 @@ def format_date(value: dt.datetime | dt.date | None) -> str:
         return ""
     if isinstance(value, dt.datetime):
         if value.tzinfo is not None:
-            value = value.astimezone(dt.timezone.utc)
+            value = value.astimezone(dt.UTC)
         value = value.date()
     return value.isoformat()
 
@@ -117,9 +117,7 @@ def invoice_view(invoice: Invoice, org: Organization, seller: Seller) -> dict:
             LineRow(
                 description=line.description,
                 quantity=money.format_quantity(line.quantity),
-                unit_price=(
-                    money.format_unit_price(line.unit_price, cur) if line.unit_price is not None else ""
-                ),
+                unit_price=(money.format_unit_price(line.unit_price, cur) if line.unit_price is not None else ""),
                 amount=money.format_amount(line.amount, cur),
                 tiers=tiers,
             )

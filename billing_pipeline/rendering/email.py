@@ -38,7 +38,9 @@ __all__ = ["KINDS", "build_invoice_email", "invoice_message_id", "invoice_subjec
 KINDS = ("invoice", "reminder", "overdue", "final_notice", "receipt")
 
 _KIND_RE = re.compile(r"^(?P<base>[a-z_]+)(?:-[a-z0-9]{1,20})?$")
-_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_DOMAIN_RE = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _ADDR_RE = re.compile(rf"^[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]{{1,64}}@{_LABEL}(?:\.{_LABEL})+$")
@@ -161,9 +163,7 @@ def build_invoice_email(
     msg["To"] = _address(org.name, org.billing_email)
     msg["Reply-To"] = _address(seller.name, seller.email)
     msg["Subject"] = _header_text(subject)
-    msg["Date"] = email.utils.format_datetime(
-        (date or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc)
-    )
+    msg["Date"] = email.utils.format_datetime((date or dt.datetime.now(dt.UTC)).astimezone(dt.UTC))
     msg["Message-ID"] = invoice_message_id(invoice, kind, domain=message_id_domain)
     # MIMEMultipart set MIME-Version and Content-Type first; keep the usual order.
     for name in ("MIME-Version", "Content-Type"):

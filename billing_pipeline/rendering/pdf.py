@@ -6,6 +6,11 @@
 * Resources are fetched only through ``SafeAssetFetcher``: files under
   ``rendering/assets/`` and nothing else (no http(s), no other file, no data: URLs). A refused
   URL raises inside the fetcher; WeasyPrint logs a warning and renders without it.
+* The cached WeasyPrint objects (font configuration, parsed stylesheet) hold Pango/fontconfig
+  objects that cffi frees with ``g_object_unref`` when they are collected. Left to interpreter
+  finalization, that happens after the libraries' own state is torn down and the process
+  segfaults at exit (exit 139 after successful work; compare WeasyPrint issue #2843), so they
+  are released by an ``atexit`` hook while everything is still alive (``release_cached_objects``).
 * Output is deterministic: no PDF /ID, title = invoice number, creation/modification date =
   ``invoice.issued_at`` (absent for drafts), so re-rendering the same invoice yields the same
   bytes and the same sha256.
@@ -13,7 +18,9 @@
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
+import gc
 import mimetypes
 import threading
 from functools import lru_cache
@@ -100,12 +107,21 @@ def _stylesheet() -> CSS:
         )
 
 
+@atexit.register
+def release_cached_objects() -> None:
+    """Drop the cached stylesheet and font configuration and collect them now, not at finalization."""
+    with _lock:
+        _stylesheet.cache_clear()
+        _font_config.cache_clear()
+    gc.collect()
+
+
 def _w3c(ts: dt.datetime | None) -> str | None:
     if ts is None:
         return None
     if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=dt.timezone.utc)
-    return ts.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        ts = ts.replace(tzinfo=dt.UTC)
+    return ts.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def render_invoice_html(invoice: Invoice, org: Organization, seller: Seller) -> str:

@@ -44,8 +44,8 @@ import logging
 import multiprocessing
 import queue
 import random
-import threading
 import re
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -115,8 +115,11 @@ class DeliveryOptions:
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> DeliveryOptions:
         values = dict(
-            pdf=settings.enable_pdf, s3=settings.enable_s3, stripe=settings.enable_stripe,
-            email=settings.enable_email, dry_run=settings.dry_run,
+            pdf=settings.enable_pdf,
+            s3=settings.enable_s3,
+            stripe=settings.enable_stripe,
+            email=settings.enable_email,
+            dry_run=settings.dry_run,
             presigned_url_expiry_seconds=settings.presigned_url_expiry_seconds,
             email_from=settings.email_from,
         )
@@ -126,8 +129,7 @@ class DeliveryOptions:
     @property
     def channels(self) -> tuple[str, ...]:
         """Enabled channels in order; the PDF is rendered whenever S3 or e-mail needs it."""
-        wanted = {"pdf": self.pdf or self.s3 or self.email, "s3": self.s3, "stripe": self.stripe,
-                  "email": self.email}
+        wanted = {"pdf": self.pdf or self.s3 or self.email, "s3": self.s3, "stripe": self.stripe, "email": self.email}
         return tuple(c for c in CHANNELS if wanted[c])
 
     @property
@@ -265,8 +267,12 @@ def format_summary(summary: DeliverySummary, results: Sequence[InvoiceDelivery] 
         f"  invoices: {summary.invoices}, delivered: {summary.delivered}, failed: {summary.failed}; "
         f"revenue: {summary.revenue_text()}"
     )
-    out.append("  sent: " + ", ".join(f"{c} {n}" for c, n in summary.sent_by_channel.items())
-               + "; errors: " + ", ".join(f"{c} {n}" for c, n in summary.errors_by_channel.items()))
+    out.append(
+        "  sent: "
+        + ", ".join(f"{c} {n}" for c, n in summary.sent_by_channel.items())
+        + "; errors: "
+        + ", ".join(f"{c} {n}" for c, n in summary.errors_by_channel.items())
+    )
     return "\n".join(out)
 
 
@@ -408,8 +414,12 @@ class InvoiceDeliveryService:
                 continue
             inv = s.invoice
             result = InvoiceDelivery(invoice_id, inv.organization_id, inv.number, inv.currency, inv.total)
-            item = _Item(result, inv, orgs.get(inv.organization_id),
-                         {c: rows[(invoice_id, c)] for c in CHANNELS if (invoice_id, c) in rows})
+            item = _Item(
+                result,
+                inv,
+                orgs.get(inv.organization_id),
+                {c: rows[(invoice_id, c)] for c in CHANNELS if (invoice_id, c) in rows},
+            )
             if inv.status not in (InvoiceStatus.FINALIZED, InvoiceStatus.PAID) or not inv.number:
                 result.error = f"invoice {invoice_id} is {inv.status.value}; only finalized invoices are delivered"
                 item.stopped = True
@@ -523,16 +533,15 @@ class InvoiceDeliveryService:
     def _needs_pdf(self, item: _Item) -> bool:
         if item.stopped or "pdf" not in self.options.channels:
             return False
-        return any(
-            c in self.options.channels and not self._done(item, c) for c in ("pdf", "s3", "email")
-        )
+        return any(c in self.options.channels and not self._done(item, c) for c in ("pdf", "s3", "email"))
 
     def _done(self, item: _Item, channel: str) -> bool:
         row = item.rows.get(channel)
         return row is not None and row.done
 
-    def _rendered(self, items: Sequence[_Item], pool: concurrent.futures.Executor | None, *,
-                  record_pdf: bool = True) -> Iterator[_Item]:
+    def _rendered(
+        self, items: Sequence[_Item], pool: concurrent.futures.Executor | None, *, record_pdf: bool = True
+    ) -> Iterator[_Item]:
         """Yield every item in order, its PDF obtained first (and the pdf channel recorded, unless
         ``record_pdf`` is False: then the caller runs the pdf channel)."""
         if pool is None:
@@ -585,8 +594,9 @@ class InvoiceDeliveryService:
             if pdf_row.checksum and pdf_row.checksum != item.pdf_sha and not self._done(item, "s3"):
                 # The invoice is immutable, but the organization (name, address) is not.
                 log.warning("invoice %s renders differently than when first delivered", item.invoice.number)
-            item.result.channels["pdf"] = ChannelResult("pdf", ChannelStatus.ALREADY_DONE,
-                                                        external_id=pdf_row.external_id)
+            item.result.channels["pdf"] = ChannelResult(
+                "pdf", ChannelStatus.ALREADY_DONE, external_id=pdf_row.external_id
+            )
             return
         if record:
             self._run_chain(item, ("pdf",))
@@ -614,26 +624,32 @@ class InvoiceDeliveryService:
         if channel == "pdf":
             return lambda: (invoice_pdf_key(inv), item.pdf_sha)
         if channel == "s3":
+
             def upload() -> tuple[str | None, str | None]:
                 stored = self.store.put(invoice_pdf_key(inv), item.pdf, "application/pdf")  # type: ignore[union-attr]
                 return stored.url_or_path, stored.sha256_hex
+
             return upload
         if channel == "stripe":
+
             def sync() -> tuple[str | None, str | None]:
                 synced = self.gateway.sync_invoice(inv, org, idempotency_prefix=self.options.idempotency_prefix)  # type: ignore[union-attr]
                 ours = money.to_minor(inv.total, inv.currency)
                 if synced.total_minor != ours or synced.currency.upper() != inv.currency.upper():
-                    raise GatewayTotalMismatch(inv.number or "?", ours, synced.total_minor,
-                                               f"{inv.currency}/{synced.currency}")
+                    raise GatewayTotalMismatch(
+                        inv.number or "?", ours, synced.total_minor, f"{inv.currency}/{synced.currency}"
+                    )
                 if synced.status == "skipped":
                     raise _Skip("no payment gateway configured")
                 return synced.external_id, None
+
             return sync
         if channel == "email":
             # The message is built, and its Message-ID recorded with the claim, by ``_attempt``.
             def send() -> tuple[str | None, str | None]:
                 sent = self.mailer.send(item_msg[0])  # type: ignore[union-attr]
                 return sent.message_id, None
+
             item_msg: list = []
             send.message = item_msg  # type: ignore[attr-defined]
             return send
@@ -645,7 +661,12 @@ class InvoiceDeliveryService:
         if "s3" in self.options.channels and self.store is not None and not self.options.dry_run:
             url = self.store.presigned_url(invoice_pdf_key(inv), self.options.presigned_url_expiry_seconds)
         return build_invoice_email(
-            inv, org, self.seller, pdf=item.pdf, pdf_url=url, from_addr=self.options.email_from,
+            inv,
+            org,
+            self.seller,
+            pdf=item.pdf,
+            pdf_url=url,
+            from_addr=self.options.email_from,
             message_id_domain=self.options.domain,
         )
 
@@ -684,8 +705,9 @@ class InvoiceDeliveryService:
             return carry
         row = item.rows.get(channel)
         if row is not None and row.done:
-            item.result.channels[channel] = ChannelResult(channel, ChannelStatus.ALREADY_DONE,
-                                                          external_id=row.external_id)
+            item.result.channels[channel] = ChannelResult(
+                channel, ChannelStatus.ALREADY_DONE, external_id=row.external_id
+            )
             return carry
         if channel in ("s3", "email") and item.pdf is None:
             item.result.channels[channel] = ChannelResult(channel, ChannelStatus.BLOCKED, error="no PDF")
@@ -695,8 +717,10 @@ class InvoiceDeliveryService:
             try:
                 self._dry_run_check(item, channel)
             except Exception as exc:  # noqa: BLE001
-                self._finish(item, ChannelResult(channel, ChannelStatus.FAILED,
-                                                 error=self.redact(f"{type(exc).__name__}: {exc}")))
+                self._finish(
+                    item,
+                    ChannelResult(channel, ChannelStatus.FAILED, error=self.redact(f"{type(exc).__name__}: {exc}")),
+                )
                 return carry
             self._finish(item, ChannelResult(channel, ChannelStatus.DRY_RUN))
             return carry
@@ -727,8 +751,9 @@ class InvoiceDeliveryService:
         self._finish(item, ChannelResult("email", ChannelStatus.FAILED, error=error))
         return True
 
-    def _attempt(self, item: _Item, channel: str, row: ledger.LedgerRow | None,
-                 carry: ledger.Finish | None) -> tuple[ChannelResult, ledger.Finish | None]:
+    def _attempt(
+        self, item: _Item, channel: str, row: ledger.LedgerRow | None, carry: ledger.Finish | None
+    ) -> tuple[ChannelResult, ledger.Finish | None]:
         invoice_id = item.result.invoice_id
         action = self._action(item, channel)
         seen = row.attempts if row is not None else None
@@ -763,8 +788,14 @@ class InvoiceDeliveryService:
                 ledger.mark_failed(self._ledger(), invoice_id, channel, error)
                 if transient and tries < self.options.retry.max_attempts:
                     delay = self.options.retry.delay(tries, self.rand())
-                    log.info("invoice %s %s: transient error (%s), retry %d in %.2fs",
-                             item.result.number, channel, error, tries, delay)
+                    log.info(
+                        "invoice %s %s: transient error (%s), retry %d in %.2fs",
+                        item.result.number,
+                        channel,
+                        error,
+                        tries,
+                        delay,
+                    )
                     self.sleep(delay)
                     continue
                 log.warning("invoice %s %s failed after %d attempt(s): %s", item.result.number, channel, tries, error)
@@ -788,16 +819,14 @@ class InvoiceDeliveryService:
         Per thread: ``SMTPMailer`` keeps one connection per thread that opened a session.
         """
         session = getattr(self.mailer, "session", None)
-        if (session is None or "email" not in channels or "email" not in self.options.channels
-                or self.options.dry_run):
+        if session is None or "email" not in channels or "email" not in self.options.channels or self.options.dry_run:
             yield
             return
         try:
             cm = session()
             cm.__enter__()
         except DeliveryError as exc:
-            log.warning("could not open a mail session (%s); each message connects on its own",
-                        self.redact(str(exc)))
+            log.warning("could not open a mail session (%s); each message connects on its own", self.redact(str(exc)))
             yield
             return
         try:
@@ -812,7 +841,19 @@ def deliverable_ids(engine: Engine, interval: str, period_key: str, org_ids: Seq
 
 
 __all__ = [
-    "CHANNELS", "RetryPolicy", "DeliveryOptions", "Redactor", "ChannelStatus", "ChannelResult",
-    "InvoiceDelivery", "DeliverySummary", "DeliveryBatch", "InvoiceDeliveryService", "summarize",
-    "format_summary", "seller_from_settings", "render_pool", "deliverable_ids",
+    "CHANNELS",
+    "RetryPolicy",
+    "DeliveryOptions",
+    "Redactor",
+    "ChannelStatus",
+    "ChannelResult",
+    "InvoiceDelivery",
+    "DeliverySummary",
+    "DeliveryBatch",
+    "InvoiceDeliveryService",
+    "summarize",
+    "format_summary",
+    "seller_from_settings",
+    "render_pool",
+    "deliverable_ids",
 ]

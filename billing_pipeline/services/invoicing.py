@@ -97,9 +97,9 @@ def compute_drafts(
     states = invoice_rows.get_invoice_states(engine, period.interval, period.key, org_ids)
     plans = reference.plans_for_period(engine, org_ids, period.start, period.end)
     billable = [
-        o for o in org_ids
-        if o in orgs and orgs[o].status is OrganizationStatus.ACTIVE
-        and orgs[o].billing_interval is period.interval
+        o
+        for o in org_ids
+        if o in orgs and orgs[o].status is OrganizationStatus.ACTIVE and orgs[o].billing_interval is period.interval
     ]
     usage_by_org = usage.period_usage(engine, billable, period.start, period.end, catalog.metrics)
     results: list[OrgResult] = []
@@ -112,8 +112,13 @@ def compute_drafts(
             continue
         if state is not None and state[1] != InvoiceStatus.DRAFT.value:
             results.append(
-                OrgResult(org_id, Outcome.ALREADY_FINALIZED, f"invoice {state[2]} is {state[1]}; left unchanged",
-                          invoice_id=state[0], number=state[2])
+                OrgResult(
+                    org_id,
+                    Outcome.ALREADY_FINALIZED,
+                    f"invoice {state[2]} is {state[1]}; left unchanged",
+                    invoice_id=state[0],
+                    number=state[2],
+                )
             )
             continue
         if org.status is not OrganizationStatus.ACTIVE:
@@ -124,13 +129,13 @@ def compute_drafts(
             continue
         plan_code = plans.get(org_id)
         if plan_code is None:
-            results.append(OrgResult(org_id, Outcome.FAILED,
-                                     f"no subscription covers {period.key} ({period.label})"))
+            results.append(OrgResult(org_id, Outcome.FAILED, f"no subscription covers {period.key} ({period.label})"))
             continue
         plan = catalog.plans.get(plan_code)
         if plan is None:
-            results.append(OrgResult(org_id, Outcome.FAILED,
-                                     f"plan {plan_code!r} is not in catalog version {catalog.version}"))
+            results.append(
+                OrgResult(org_id, Outcome.FAILED, f"plan {plan_code!r} is not in catalog version {catalog.version}")
+            )
             continue
         try:
             invoice = build_invoice(org, plan, period, usage_by_org.get(org_id, {}))
@@ -138,8 +143,11 @@ def compute_drafts(
             results.append(OrgResult(org_id, Outcome.FAILED, f"pricing failed: {exc}"))
             continue
         drafts[org_id] = (invoice, plan_code)
-        results.append(OrgResult(org_id, Outcome.DRAFTED, "", currency=invoice.currency,
-                                 total=invoice.total, lines=len(invoice.lines)))
+        results.append(
+            OrgResult(
+                org_id, Outcome.DRAFTED, "", currency=invoice.currency, total=invoice.total, lines=len(invoice.lines)
+            )
+        )
     return catalog, results, drafts
 
 
@@ -155,13 +163,13 @@ def draft_batch(engine: Engine, period: BillingPeriod, org_ids: Sequence[str], *
             with engine.begin() as conn:
                 if result.outcome is Outcome.DRAFTED:
                     invoice, plan_code = drafts[result.org_id]
-                    invoice_id = invoice_rows.save_draft(conn, invoice, plan_code=plan_code,
-                                                         catalog_version=catalog.version)
+                    invoice_id = invoice_rows.save_draft(
+                        conn, invoice, plan_code=plan_code, catalog_version=catalog.version
+                    )
                     invoice_rows.clear_error(conn, result.org_id, period.interval, period.key)
                     result = replace(result, invoice_id=invoice_id)
                 elif result.outcome is Outcome.FAILED:
-                    invoice_rows.record_error(conn, result.org_id, period.interval, period.key, "draft",
-                                              result.message)
+                    invoice_rows.record_error(conn, result.org_id, period.interval, period.key, "draft", result.message)
                 else:
                     invoice_rows.clear_error(conn, result.org_id, period.interval, period.key)
         except invoice_rows.FinalizedInvoiceError as exc:  # finalized meanwhile
@@ -202,8 +210,7 @@ def reconcile_batch(engine: Engine, period: BillingPeriod, org_ids: Sequence[str
     mismatches: dict[str, list[str]] = {}
     for org in orgs:
         invoice = stored[draft_ids[org]].invoice
-        now_usage = {code: u.quantity for code, u in recomputed.get(org, {}).items()
-                     if code in invoice.usage}
+        now_usage = {code: u.quantity for code, u in recomputed.get(org, {}).items() if code in invoice.usage}
         problems = reconcile_usage(invoice.usage, {**{c: Decimal(0) for c in invoice.usage}, **now_usage})
         for key in sorted({k for k in raw if k[0] == org} | {k for k in hourly if k[0] == org}):
             if raw.get(key) != hourly.get(key):
@@ -250,8 +257,13 @@ def finalize_batch(
         try:
             with engine.begin() as conn:
                 outcome, invoice_id, number = invoice_rows.finalize(
-                    conn, org_id, period.interval, period.key, prefix=prefix,
-                    issued_at=now, terms_days=org.payment_terms_days,
+                    conn,
+                    org_id,
+                    period.interval,
+                    period.key,
+                    prefix=prefix,
+                    issued_at=now,
+                    terms_days=org.payment_terms_days,
                 )
         except Exception as exc:  # noqa: BLE001 - isolate one organization
             log.exception("finalizing %s failed", org_id)
@@ -259,8 +271,11 @@ def finalize_batch(
             continue
         if outcome is invoice_rows.FinalizeOutcome.NO_DRAFT:
             if org.status is not OrganizationStatus.ACTIVE or org.billing_interval is not period.interval:
-                reason = (f"organization is {org.status.value}" if org.status is not OrganizationStatus.ACTIVE
-                          else f"organization is billed {org.billing_interval.value}")
+                reason = (
+                    f"organization is {org.status.value}"
+                    if org.status is not OrganizationStatus.ACTIVE
+                    else f"organization is billed {org.billing_interval.value}"
+                )
                 batch.results.append(OrgResult(org_id, Outcome.SKIPPED, reason))
             else:
                 batch.results.append(OrgResult(org_id, Outcome.FAILED, "no draft to finalize (drafting did not run)"))
@@ -269,7 +284,9 @@ def finalize_batch(
             OrgResult(
                 org_id,
                 Outcome.FINALIZED if outcome is invoice_rows.FinalizeOutcome.FINALIZED else Outcome.ALREADY_FINALIZED,
-                "" if outcome is invoice_rows.FinalizeOutcome.FINALIZED else f"invoice {number} was already final; no change",
+                ""
+                if outcome is invoice_rows.FinalizeOutcome.FINALIZED
+                else f"invoice {number} was already final; no change",
                 invoice_id=invoice_id,
                 number=number,
             )
@@ -289,8 +306,10 @@ def _attach_totals(engine: Engine, batch: BatchResult) -> None:
 
 def format_summary(batch: BatchResult) -> str:
     """Human-readable per-organization summary with revenue per currency and failures."""
-    out = [f"{batch.period.interval.value} invoices for {batch.period.label}"
-           + (" (DRY RUN: nothing written)" if batch.dry_run else "")]
+    out = [
+        f"{batch.period.interval.value} invoices for {batch.period.label}"
+        + (" (DRY RUN: nothing written)" if batch.dry_run else "")
+    ]
     for r in sorted(batch.results, key=lambda r: r.org_id):
         total = money.format_amount(r.total, r.currency) if r.total is not None and r.currency else "-"
         out.append(f"  {r.org_id:<20} {r.outcome.value:<18} {r.number or '-':<18} {total:>16}  {r.message}")

@@ -28,8 +28,7 @@ class OrgPeriodState:
 
 def period_states(engine: Engine, period: BillingPeriod) -> list[OrgPeriodState]:
     """Every organization billed on ``period.interval``: its invoice (or why there is none)."""
-    orgs = {o.id: o for o in reference.get_organizations(engine).values()
-            if o.billing_interval is period.interval}
+    orgs = {o.id: o for o in reference.get_organizations(engine).values() if o.billing_interval is period.interval}
     states = invoice_rows.get_invoice_states(engine, period.interval, period.key)
     errors = invoice_rows.get_errors(engine, period.interval, period.key)
     stored = invoice_rows.load_invoices(engine, [s[0] for s in states.values()])
@@ -43,16 +42,21 @@ def period_states(engine: Engine, period: BillingPeriod) -> list[OrgPeriodState]
             inv = stored[inv_id].invoice
             rows.append(OrgPeriodState(org_id, org.name, status, number, inv.total, inv.currency, ""))
         elif org.status is not OrganizationStatus.ACTIVE:
-            rows.append(OrgPeriodState(org_id, org.name, "skipped", None, None, org.currency,
-                                       f"organization is {org.status.value}"))
+            rows.append(
+                OrgPeriodState(
+                    org_id, org.name, "skipped", None, None, org.currency, f"organization is {org.status.value}"
+                )
+            )
         else:
             rows.append(OrgPeriodState(org_id, org.name, "missing", None, None, org.currency, "not invoiced yet"))
     return rows
 
 
 def format_period_report(period: BillingPeriod, rows: list[OrgPeriodState]) -> str:
-    lines = [f"{period.interval.value.capitalize()} invoices for {period.label} "
-             f"({period.start:%Y-%m-%d} to {period.end:%Y-%m-%d}, end exclusive)"]
+    lines = [
+        f"{period.interval.value.capitalize()} invoices for {period.label} "
+        f"({period.start:%Y-%m-%d} to {period.end:%Y-%m-%d}, end exclusive)"
+    ]
     lines.append(f"  {'organization':<16} {'state':<10} {'invoice':<17} {'total':>18}  detail")
     revenue: dict[str, Decimal] = {}
     for r in rows:
@@ -72,9 +76,7 @@ def format_period_report(period: BillingPeriod, rows: list[OrgPeriodState]) -> s
 
 def quarantine_counts(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
-        rows = conn.execute(
-            select(quarantined_events.c.reason, func.count()).group_by(quarantined_events.c.reason)
-        )
+        rows = conn.execute(select(quarantined_events.c.reason, func.count()).group_by(quarantined_events.c.reason))
         return dict(sorted((r[0], int(r[1])) for r in rows))
 
 
@@ -88,8 +90,12 @@ def delivery_states(engine: Engine, period: BillingPeriod) -> dict[str, dict[str
     from billing_pipeline.db.schema import invoice_deliveries, invoices
 
     query = (
-        select(invoices.c.org_id, invoice_deliveries.c.channel, invoice_deliveries.c.status,
-               invoice_deliveries.c.last_error)
+        select(
+            invoices.c.org_id,
+            invoice_deliveries.c.channel,
+            invoice_deliveries.c.status,
+            invoice_deliveries.c.last_error,
+        )
         .join(invoices, invoices.c.id == invoice_deliveries.c.invoice_id)
         .where(invoices.c.interval == period.interval.value, invoices.c.period_key == period.key)
     )

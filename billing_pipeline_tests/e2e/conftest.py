@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from billing_pipeline_tests.e2e.months import BACKFILLED
 from billing_pipeline_tests.e2e.stack import DagsterStack
 
 E2E_SETTINGS = {
-    "BILLING_PARTITIONS_START": "2026-09-01",
+    "BILLING_PARTITIONS_START": BACKFILLED.key,  # the scenario's months follow the clock (months.py)
     # the monthly schedule ticks every minute so a test can watch the daemon fire it
     "MONTHLY_INVOICE_CRON": "* * * * *",
     # 1 January only: no hourly or weekly run sneaks into the scenario
@@ -39,8 +40,14 @@ def e2e_stack(postgres_server):
     billing_url = postgres_server.create_database(billing_db)
     postgres_server.create_database(instance_db)
     root = Path(tempfile.mkdtemp(prefix="billing-e2e-"))
-    stack = DagsterStack(root, pg_host=postgres_server.host, pg_port=postgres_server.port,
-                         instance_db=instance_db, billing_url=billing_url, settings=E2E_SETTINGS)
+    stack = DagsterStack(
+        root,
+        pg_host=postgres_server.host,
+        pg_port=postgres_server.port,
+        instance_db=instance_db,
+        billing_url=billing_url,
+        settings=E2E_SETTINGS,
+    )
     # this process opens the same instance for assertions: its dagster.yaml reads DAGSTER_PG_*
     with pytest.MonkeyPatch.context() as mp:
         for key, value in stack.pg_env.items():

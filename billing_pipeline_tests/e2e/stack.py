@@ -45,8 +45,9 @@ class StackError(AssertionError):
 
 
 class DagsterStack:
-    def __init__(self, root: Path, *, pg_host: str, pg_port: int, instance_db: str, billing_url: str,
-                 settings: dict[str, str]):
+    def __init__(
+        self, root: Path, *, pg_host: str, pg_port: int, instance_db: str, billing_url: str, settings: dict[str, str]
+    ):
         self.root = root
         self.home = root / "dagster_home"
         self.billing_home = root / "billing_home"
@@ -70,16 +71,18 @@ class DagsterStack:
         }
         env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_PREFIXES)}
         env.update(self.pg_env)
-        env.update({
-            "DAGSTER_HOME": str(self.home),
-            "BILLING_HOME": str(self.billing_home),
-            "BILLING_DATABASE_URL": billing_url,
-            "PYTHONUNBUFFERED": "1",
-            "CI": "true",
-            # the recommended settings (README "Performance settings"), as `make` exports them
-            "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "1",
-            "DAGSTER_EVENT_BATCH_SIZE": "1000",
-        })
+        env.update(
+            {
+                "DAGSTER_HOME": str(self.home),
+                "BILLING_HOME": str(self.billing_home),
+                "BILLING_DATABASE_URL": billing_url,
+                "PYTHONUNBUFFERED": "1",
+                "CI": "true",
+                # the recommended settings (README "Performance settings"), as `make` exports them
+                "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "1",
+                "DAGSTER_EVENT_BATCH_SIZE": "1000",
+            }
+        )
         env.update(settings)
         self.env = env
         self.port: int | None = None
@@ -90,8 +93,15 @@ class DagsterStack:
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
         log = open(self.logs / f"{name}.log", "ab")
         try:
-            proc = subprocess.Popen(argv, cwd=REPO, env=self.env, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                argv,
+                cwd=REPO,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         finally:
             log.close()
         self._procs[name] = proc
@@ -100,8 +110,10 @@ class DagsterStack:
     def start(self, *, timeout: float = 120) -> None:
         """Start the webserver and the daemon; return once the UI serves the code location."""
         self.port = free_port()
-        self._spawn("webserver", [str(BIN / "dagster-webserver"), "-h", LOCALHOST, "-p", str(self.port),
-                                  "-w", str(self.workspace)])
+        self._spawn(
+            "webserver",
+            [str(BIN / "dagster-webserver"), "-h", LOCALHOST, "-p", str(self.port), "-w", str(self.workspace)],
+        )
         self._spawn("daemon", [str(BIN / "dagster-daemon"), "run", "-w", str(self.workspace)])
         self.wait_for(lambda: port_is_open(self.port), timeout, "the webserver to listen")
         self.wait_for(self._location_loaded, timeout, "the code location to load in the webserver")
@@ -124,7 +136,7 @@ class DagsterStack:
 
     def stop(self) -> None:
         """SIGTERM each process group we created (servers, code servers, run workers), then SIGKILL."""
-        for name, proc in reversed(list(self._procs.items())):
+        for _name, proc in reversed(list(self._procs.items())):
             try:
                 os.killpg(proc.pid, signal.SIGTERM)  # start_new_session: pgid == pid
             except ProcessLookupError:
@@ -150,7 +162,9 @@ class DagsterStack:
     def diagnostics(self) -> str:
         parts = []
         for name in ("webserver", "daemon"):
-            parts.append(f"--- {name} log tail ({self.logs / (name + '.log')}) ---\n{_tail(self.logs / (name + '.log'))}")
+            parts.append(
+                f"--- {name} log tail ({self.logs / (name + '.log')}) ---\n{_tail(self.logs / (name + '.log'))}"
+            )
         return "\n".join(parts)
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float, what: str, interval: float = 1.0) -> Any:
@@ -168,8 +182,10 @@ class DagsterStack:
             except (OSError, urllib.error.URLError, KeyError) as exc:  # server not up yet
                 last_error = exc
             if time.monotonic() > deadline:
-                raise StackError(f"timed out after {timeout:.0f}s waiting for {what}"
-                                 f"{f' (last error: {last_error!r})' if last_error else ''}\n{self.diagnostics()}")
+                raise StackError(
+                    f"timed out after {timeout:.0f}s waiting for {what}"
+                    f"{f' (last error: {last_error!r})' if last_error else ''}\n{self.diagnostics()}"
+                )
             time.sleep(interval)
 
     # ------------------------------------------------------------------ clients
@@ -179,8 +195,7 @@ class DagsterStack:
 
     def graphql(self, query: str, variables: dict | None = None, timeout: float = 60) -> dict:
         body = json.dumps({"query": query, "variables": variables or {}}).encode()
-        request = urllib.request.Request(f"{self.url}/graphql", data=body,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=timeout) as response:
             payload = json.loads(response.read())
         if payload.get("errors"):
@@ -192,8 +207,15 @@ class DagsterStack:
         return self.finish(self.start_cli(*argv), timeout)
 
     def start_cli(self, *argv: str) -> subprocess.Popen:
-        return subprocess.Popen([str(BIN / argv[0]), *argv[1:]], cwd=REPO, env=self.env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [str(BIN / argv[0]), *argv[1:]],
+            cwd=REPO,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     @staticmethod
     def finish(proc: subprocess.Popen, timeout: float = 180) -> subprocess.CompletedProcess:

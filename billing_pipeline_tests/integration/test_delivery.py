@@ -29,7 +29,12 @@ from billing_pipeline.defs.runner import sync_organization_partitions
 from billing_pipeline.domain.model import BillingInterval
 from billing_pipeline.domain.periods import period_from_key
 from billing_pipeline.services import invoicing
-from billing_pipeline.services.delivery import DeliveryOptions, InvoiceDeliveryService, RetryPolicy, seller_from_settings
+from billing_pipeline.services.delivery import (
+    DeliveryOptions,
+    InvoiceDeliveryService,
+    RetryPolicy,
+    seller_from_settings,
+)
 from billing_pipeline.settings import Settings
 from billing_pipeline_tests.builders import UTC, org, setup_database, subscribe
 
@@ -50,14 +55,26 @@ class Crash(BaseException):
 def world(billing_db_url, s3_server, stripe_server, smtp_server, tmp_path, monkeypatch):
     bucket = s3_server.create_bucket(f"invoices-{uuid.uuid4().hex[:8]}")
     env = {
-        "BILLING_HOME": str(tmp_path), "BILLING_DATABASE_URL": billing_db_url,
-        "DOCUMENT_STORE": "s3", "S3_BUCKET": bucket, "S3_ENDPOINT_URL": s3_server.endpoint_url,
-        "S3_REGION": s3_server.region, "PRESIGNED_URL_EXPIRY_SECONDS": "3600",
-        "PAYMENT_GATEWAY": "stripe", "STRIPE_API_KEY": stripe_server.api_key, "STRIPE_API_BASE": stripe_server.api_base,
-        "MAILER": "smtp", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp_server.port),
-        "SMTP_USERNAME": smtp_server.username, "SMTP_PASSWORD": smtp_server.password, "SMTP_SECURITY": "starttls",
-        "SMTP_CA_FILE": smtp_server.cert_path, "EMAIL_FROM": "billing@seller.test",
-        "AWS_ACCESS_KEY_ID": s3_server.access_key, "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
+        "BILLING_HOME": str(tmp_path),
+        "BILLING_DATABASE_URL": billing_db_url,
+        "DOCUMENT_STORE": "s3",
+        "S3_BUCKET": bucket,
+        "S3_ENDPOINT_URL": s3_server.endpoint_url,
+        "S3_REGION": s3_server.region,
+        "PRESIGNED_URL_EXPIRY_SECONDS": "3600",
+        "PAYMENT_GATEWAY": "stripe",
+        "STRIPE_API_KEY": stripe_server.api_key,
+        "STRIPE_API_BASE": stripe_server.api_base,
+        "MAILER": "smtp",
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": str(smtp_server.port),
+        "SMTP_USERNAME": smtp_server.username,
+        "SMTP_PASSWORD": smtp_server.password,
+        "SMTP_SECURITY": "starttls",
+        "SMTP_CA_FILE": smtp_server.cert_path,
+        "EMAIL_FROM": "billing@seller.test",
+        "AWS_ACCESS_KEY_ID": s3_server.access_key,
+        "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
         "SCHEDULES_RUNNING": "false",
         "DELIVERY_IO_WORKERS": "0",  # the faults below are scripted in order
     }
@@ -74,8 +91,9 @@ def world(billing_db_url, s3_server, stripe_server, smtp_server, tmp_path, monke
         subscribe(billing_db_url, o, "starter", dt.datetime(2026, 10, 1, tzinfo=UTC))
     period = period_from_key(MONTHLY, PERIOD)
     invoicing.draft_batch(engine, period, list(ORGS), dry_run=False)
-    invoicing.finalize_batch(engine, period, list(ORGS), prefix="INV", now=dt.datetime(2026, 11, 1, tzinfo=UTC),
-                             dry_run=False)
+    invoicing.finalize_batch(
+        engine, period, list(ORGS), prefix="INV", now=dt.datetime(2026, 11, 1, tzinfo=UTC), dry_run=False
+    )
     defs = build_definitions(settings)
     instance = dg.DagsterInstance.ephemeral()
     sync_organization_partitions(instance, engine)
@@ -86,9 +104,12 @@ def service(settings, engine, **patches) -> InvoiceDeliveryService:
     res = {k: r.process_config_and_initialize() for k, r in delivery_resources(settings).items()}
     store, gw, mail = res["document_store"], res["payment_gateway"], res["mailer"]
     return InvoiceDeliveryService(
-        engine, seller=seller_from_settings(settings.seller),
+        engine,
+        seller=seller_from_settings(settings.seller),
         options=DeliveryOptions.from_settings(settings, retry=RetryPolicy(max_attempts=3, base_delay=0.05)),
-        store=store.store(), gateway=patches.get("gateway") or gw.gateway(), mailer=patches.get("mailer") or mail.mailer(),
+        store=store.store(),
+        gateway=patches.get("gateway") or gw.gateway(),
+        mailer=patches.get("mailer") or mail.mailer(),
         secrets=[*store.secrets(), *gw.secrets(), *mail.secrets()],
     )
 
@@ -100,8 +121,9 @@ def invoice_ids(engine) -> dict[str, int]:
 
 def statuses(instance) -> dict[str, str | None]:
     pdef = billing_partitions(MONTHLY, dt.date(2026, 1, 1))
-    got = instance.get_status_by_partition(dg.AssetKey("monthly_invoice_deliveries"),
-                                           [f"{PERIOD}|{o}" for o in ORGS], pdef)
+    got = instance.get_status_by_partition(
+        dg.AssetKey("monthly_invoice_deliveries"), [f"{PERIOD}|{o}" for o in ORGS], pdef
+    )
     return {k.split("|")[1]: (v.value if v else None) for k, v in got.items()}
 
 
@@ -151,8 +173,13 @@ def test_exactly_once_across_crashes_faults_and_reruns(world, s3_server, stripe_
     smtp_server.fail_next(1, code=550)
     [outcome] = run_delivery(defs, instance, MONTHLY, PERIOD)
     assert not outcome.success
-    assert statuses(instance) == {"alpha": "MATERIALIZED", "beta": "FAILED", "crlf": "FAILED",
-                                  "evil": "MATERIALIZED", "zed": "MATERIALIZED"}
+    assert statuses(instance) == {
+        "alpha": "MATERIALIZED",
+        "beta": "FAILED",
+        "crlf": "FAILED",
+        "evil": "MATERIALIZED",
+        "zed": "MATERIALIZED",
+    }
     rows = ledger.get_rows(engine, list(ids.values()))
     assert "ambiguous" in rows[(ids["beta"], "email")].last_error
     assert rows[(ids["crlf"], "email")].status == "failed" and rows[(ids["crlf"], "email")].attempts == 1
@@ -175,8 +202,11 @@ def test_exactly_once_across_crashes_faults_and_reruns(world, s3_server, stripe_
     #    the lookup by invoice number still prevents a duplicate.
     stripe_server.expire_idempotency_keys()
     with engine.begin() as conn:
-        conn.execute(delete(invoice_deliveries).where(invoice_deliveries.c.invoice_id == ids["alpha"],
-                                                      invoice_deliveries.c.channel == "stripe"))
+        conn.execute(
+            delete(invoice_deliveries).where(
+                invoice_deliveries.c.invoice_id == ids["alpha"], invoice_deliveries.c.channel == "stripe"
+            )
+        )
     assert all(o.success for o in run_delivery(defs, instance, MONTHLY, PERIOD))
 
     # Exactly once, everywhere.
@@ -230,7 +260,8 @@ def test_io_threads_deliver_exactly_once_against_the_servers(world, s3_server, s
     assert len(new) == len(ids) and len(set(new)) == len(ids)
     numbers = {r.number for r in batch.results}
     per_number = collections.Counter(
-        (i.get("metadata") or {}).get("invoice_id") for i in stripe_server.objects("invoices")
+        (i.get("metadata") or {}).get("invoice_id")
+        for i in stripe_server.objects("invoices")
         if i.get("status") not in ("void",)
     )
     assert all(per_number[n] == 1 for n in numbers)

@@ -35,16 +35,30 @@ def world(billing_db_url, s3_server, stripe_server, smtp_server, tmp_path):
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry: {enabled: false}\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BILLING_", "SMTP_", "STRIPE_", "S3_"))}
-    env.update({
-        "DAGSTER_HOME": str(home), "BILLING_HOME": str(tmp_path / "billing"), "BILLING_DATABASE_URL": billing_db_url,
-        "DOCUMENT_STORE": "s3", "S3_BUCKET": bucket, "S3_ENDPOINT_URL": s3_server.endpoint_url,
-        "S3_REGION": s3_server.region, "AWS_ACCESS_KEY_ID": s3_server.access_key,
-        "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
-        "PAYMENT_GATEWAY": "stripe", "STRIPE_API_KEY": stripe_server.api_key, "STRIPE_API_BASE": stripe_server.api_base,
-        "MAILER": "smtp", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp_server.port),
-        "SMTP_USERNAME": smtp_server.username, "SMTP_PASSWORD": smtp_server.password,
-        "SMTP_SECURITY": "starttls", "SMTP_CA_FILE": smtp_server.cert_path, "SCHEDULES_RUNNING": "false",
-    })
+    env.update(
+        {
+            "DAGSTER_HOME": str(home),
+            "BILLING_HOME": str(tmp_path / "billing"),
+            "BILLING_DATABASE_URL": billing_db_url,
+            "DOCUMENT_STORE": "s3",
+            "S3_BUCKET": bucket,
+            "S3_ENDPOINT_URL": s3_server.endpoint_url,
+            "S3_REGION": s3_server.region,
+            "AWS_ACCESS_KEY_ID": s3_server.access_key,
+            "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
+            "PAYMENT_GATEWAY": "stripe",
+            "STRIPE_API_KEY": stripe_server.api_key,
+            "STRIPE_API_BASE": stripe_server.api_base,
+            "MAILER": "smtp",
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(smtp_server.port),
+            "SMTP_USERNAME": smtp_server.username,
+            "SMTP_PASSWORD": smtp_server.password,
+            "SMTP_SECURITY": "starttls",
+            "SMTP_CA_FILE": smtp_server.cert_path,
+            "SCHEDULES_RUNNING": "false",
+        }
+    )
     setup_database(billing_db_url)
     engine = get_engine(billing_db_url)
     reference.upsert_organizations(engine, [org(o) for o in ORGS])
@@ -52,28 +66,42 @@ def world(billing_db_url, s3_server, stripe_server, smtp_server, tmp_path):
         subscribe(billing_db_url, o, "starter", dt.datetime(2026, 10, 1, tzinfo=UTC))
     period = period_from_key(BillingInterval.MONTHLY, "2026-10-01")
     invoicing.draft_batch(engine, period, ORGS, dry_run=False)
-    invoicing.finalize_batch(engine, period, ORGS, prefix="INV", now=dt.datetime(2026, 11, 1, tzinfo=UTC),
-                             dry_run=False)
+    invoicing.finalize_batch(
+        engine, period, ORGS, prefix="INV", now=dt.datetime(2026, 11, 1, tzinfo=UTC), dry_run=False
+    )
     return env, engine, bucket
 
 
 def deliver(env, *extra) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, "deliver", "2026-10", *extra], env=env, capture_output=True, text=True,
-                          timeout=600, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [*CLI, "deliver", "2026-10", *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_sigkill_mid_month_then_rerun_delivers_each_channel_once(world, s3_server, stripe_server, smtp_server):
     env, engine, bucket = world
     stripe_server.latency = 0.05  # slow enough that the kill lands mid-batch
     log = open(Path(env["BILLING_HOME"]).parent / "killed.log", "w")
-    proc = subprocess.Popen([*CLI, "deliver", "2026-10"], env=env, stdin=subprocess.DEVNULL,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [*CLI, "deliver", "2026-10"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 300
     while len(smtp_server.messages) < 4 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
     assert proc.poll() is None, (
         f"delivery finished before it could be killed ({len(smtp_server.messages)} emails): "
-        + (Path(env["BILLING_HOME"]).parent / "killed.log").read_text()[-3000:])
+        + (Path(env["BILLING_HOME"]).parent / "killed.log").read_text()[-3000:]
+    )
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     stripe_server.latency = 0.0
@@ -85,8 +113,9 @@ def test_sigkill_mid_month_then_rerun_delivers_each_channel_once(world, s3_serve
     # not resent; the operator checks the mail log (here: the server) and settles it.
     with engine.connect() as conn:
         ambiguous = conn.execute(
-            select(invoice_deliveries.c.invoice_id, invoice_deliveries.c.external_id)
-            .where(invoice_deliveries.c.channel == "email", invoice_deliveries.c.status == "failed")
+            select(invoice_deliveries.c.invoice_id, invoice_deliveries.c.external_id).where(
+                invoice_deliveries.c.channel == "email", invoice_deliveries.c.status == "failed"
+            )
         ).all()
     received = {str(m.message["Message-ID"]) for m in smtp_server.messages}
     if ambiguous:
@@ -111,6 +140,11 @@ def test_sigkill_mid_month_then_rerun_delivers_each_channel_once(world, s3_serve
     mids = collections.Counter(str(m.message["Message-ID"]) for m in smtp_server.messages)
     assert len(mids) == len(ORGS) and set(mids.values()) == {1}
     with engine.connect() as conn:
-        rows = conn.execute(select(invoice_deliveries.c.status).join(
-            invoices, invoices.c.id == invoice_deliveries.c.invoice_id)).scalars().all()
+        rows = (
+            conn.execute(
+                select(invoice_deliveries.c.status).join(invoices, invoices.c.id == invoice_deliveries.c.invoice_id)
+            )
+            .scalars()
+            .all()
+        )
     assert len(rows) == 4 * len(ORGS) and set(rows) == {"succeeded"}

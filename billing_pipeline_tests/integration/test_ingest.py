@@ -24,30 +24,36 @@ from billing_pipeline.db.schema import (
     usage_events,
 )
 
-NOW = dt.datetime(2026, 4, 1, 12, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 4, 1, 12, tzinfo=dt.UTC)
 HEADER = "org_id,event_id,metric,value,occurred_at,properties"
 CATALOG = {
     "version": 3,
     "metrics": [
         {"code": "api_calls", "name": "API calls", "aggregation": "count"},
         {"code": "storage_gb", "name": "Storage", "aggregation": "max"},
-        {"code": "payment_volume", "name": "Payments", "aggregation": "sum",
-         "allow_negative": True},
-        {"code": "active_users", "name": "Users", "aggregation": "unique_count",
-         "unique_property": "user_id"},
+        {"code": "payment_volume", "name": "Payments", "aggregation": "sum", "allow_negative": True},
+        {"code": "active_users", "name": "Users", "aggregation": "unique_count", "unique_property": "user_id"},
     ],
-    "plans": [{"code": "basic", "name": "Basic", "currency": "USD", "interval": "monthly",
-               "charges": [{"code": "fee", "description": "Fee", "model": "flat",
-                            "amount": "10.00"}]}],
+    "plans": [
+        {
+            "code": "basic",
+            "name": "Basic",
+            "currency": "USD",
+            "interval": "monthly",
+            "charges": [{"code": "fee", "description": "Fee", "model": "flat", "amount": "10.00"}],
+        }
+    ],
 }
 
 
-@pytest.fixture(params=[
-    "sqlite",
-    pytest.param("postgresql", marks=pytest.mark.integration),
-    # Every file, however small, through the child parser process.
-    pytest.param("postgresql-process", marks=pytest.mark.integration),
-])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgresql", marks=pytest.mark.integration),
+        # Every file, however small, through the child parser process.
+        pytest.param("postgresql-process", marks=pytest.mark.integration),
+    ]
+)
 def engine(request, tmp_path, monkeypatch):
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'billing.db'}"
@@ -58,18 +64,38 @@ def engine(request, tmp_path, monkeypatch):
     migrate(url)
     engine = get_engine(url)
     with engine.begin() as conn:
-        conn.execute(insert(organizations), [
-            {"id": org, "name": org, "billing_email": f"{org}@example.com", "status": "active",
-             "currency": "USD", "tax_rate": 0, "billing_interval": "monthly", "auto_pay": False,
-             "payment_terms_days": 30, "created_at": NOW, "updated_at": NOW}
-            for org in ("org_a", "org_b")
-        ])
-        conn.execute(insert(catalog_versions), [
-            {"version": 1, "document": {**CATALOG, "version": 1, "metrics": CATALOG["metrics"][:1]},
-             "sha256": "1" * 64, "source": "old.yaml", "loaded_at": NOW},
-            {"version": 3, "document": CATALOG, "sha256": "3" * 64, "source": "catalog.yaml",
-             "loaded_at": NOW},
-        ])
+        conn.execute(
+            insert(organizations),
+            [
+                {
+                    "id": org,
+                    "name": org,
+                    "billing_email": f"{org}@example.com",
+                    "status": "active",
+                    "currency": "USD",
+                    "tax_rate": 0,
+                    "billing_interval": "monthly",
+                    "auto_pay": False,
+                    "payment_terms_days": 30,
+                    "created_at": NOW,
+                    "updated_at": NOW,
+                }
+                for org in ("org_a", "org_b")
+            ],
+        )
+        conn.execute(
+            insert(catalog_versions),
+            [
+                {
+                    "version": 1,
+                    "document": {**CATALOG, "version": 1, "metrics": CATALOG["metrics"][:1]},
+                    "sha256": "1" * 64,
+                    "source": "old.yaml",
+                    "loaded_at": NOW,
+                },
+                {"version": 3, "document": CATALOG, "sha256": "3" * 64, "source": "catalog.yaml", "loaded_at": NOW},
+            ],
+        )
     yield engine
     engine.dispose()
 
@@ -140,7 +166,8 @@ def test_every_reason_is_quarantined_with_line_and_raw_text(engine, tmp_path):
     assert summary.by_reason == {r: expected_reasons.count(r) for r in set(expected_reasons)}
     rows = quarantine(engine)
     assert [(row["line_number"], row["reason"]) for row in rows] == [
-        (number, reason) for number, (_, reason) in enumerate(EVERY_REASON, start=2)
+        (number, reason)
+        for number, (_, reason) in enumerate(EVERY_REASON, start=2)
         if reason not in (None, "duplicate")
     ]
     for row in rows:
@@ -157,7 +184,7 @@ def test_every_reason_is_quarantined_with_line_and_raw_text(engine, tmp_path):
     assert events[("org_a", "ok1")]["value_micros"] == 1_000_000  # the first occurrence won
     assert events[("org_a", "ok2")]["properties"] == {"user_id": "u1"}
     assert events[("org_b", "ok3")]["value_micros"] == -12_500_000
-    assert events[("org_b", "ok3")]["occurred_at"] == dt.datetime(2026, 3, 1, 22, tzinfo=dt.timezone.utc)
+    assert events[("org_b", "ok3")]["occurred_at"] == dt.datetime(2026, 3, 1, 22, tzinfo=dt.UTC)
     assert events[("org_b", "ok4")]["value_micros"] == 1_000_000  # count default
     assert events[("org_a", "ok1")]["ingested_at"] == NOW
     assert len(events[("org_a", "ok1")]["payload_sha256"]) == 64
@@ -165,7 +192,11 @@ def test_every_reason_is_quarantined_with_line_and_raw_text(engine, tmp_path):
     with engine.connect() as conn:
         record = conn.execute(select(event_imports)).one()._mapping
     assert (record["read"], record["accepted"], record["duplicates"], record["quarantined"]) == (
-        summary.read, summary.accepted, summary.duplicates, summary.quarantined)
+        summary.read,
+        summary.accepted,
+        summary.duplicates,
+        summary.quarantined,
+    )
     assert record["finished_at"] is not None
 
 
@@ -187,14 +218,17 @@ def test_reimport_is_idempotent(engine, tmp_path):
 
 
 def test_same_id_with_another_payload_later_is_a_conflict(engine, tmp_path):
-    import_events(engine, write_csv(tmp_path / "a.csv",
-                                    "org_a,e1,storage_gb,5,2026-03-01T00:00:00Z,"), now=NOW)
-    summary = import_events(engine, write_csv(
-        tmp_path / "b.csv",
-        "org_a,e1,storage_gb,5.000,2026-03-01T01:00:00+01:00,",   # same payload, other spelling
-        "org_a,e1,storage_gb,6,2026-03-01T00:00:00Z,",            # same id, new value
-        "org_b,e1,storage_gb,6,2026-03-01T00:00:00Z,",            # other org: a new event
-    ), now=NOW)
+    import_events(engine, write_csv(tmp_path / "a.csv", "org_a,e1,storage_gb,5,2026-03-01T00:00:00Z,"), now=NOW)
+    summary = import_events(
+        engine,
+        write_csv(
+            tmp_path / "b.csv",
+            "org_a,e1,storage_gb,5.000,2026-03-01T01:00:00+01:00,",  # same payload, other spelling
+            "org_a,e1,storage_gb,6,2026-03-01T00:00:00Z,",  # same id, new value
+            "org_b,e1,storage_gb,6,2026-03-01T00:00:00Z,",  # other org: a new event
+        ),
+        now=NOW,
+    )
     assert (summary.accepted, summary.duplicates, summary.quarantined) == (1, 1, 1)
     [conflict] = quarantine(engine)
     assert conflict["reason"] == "conflicting_duplicate" and "'e1'" in conflict["detail"]
@@ -207,56 +241,66 @@ def test_duplicates_across_batches_first_occurrence_wins(engine, tmp_path, batch
     lines = [
         "org_a,e1,api_calls,1,2026-03-01T00:00:00Z,",
         "org_a,e2,api_calls,1,2026-03-01T00:00:00Z,",
-        "org_a,e1,api_calls,1,2026-03-01T00:00:00Z,",   # replay
+        "org_a,e1,api_calls,1,2026-03-01T00:00:00Z,",  # replay
         "org_a,e3,api_calls,1,2026-03-01T00:00:00Z,",
-        "org_a,e1,api_calls,7,2026-03-01T00:00:00Z,",   # conflict with line 2
-        "org_a,e2,api_calls,7,2026-03-01T00:00:00Z,",   # conflict with line 3
+        "org_a,e1,api_calls,7,2026-03-01T00:00:00Z,",  # conflict with line 2
+        "org_a,e2,api_calls,7,2026-03-01T00:00:00Z,",  # conflict with line 3
         "org_a,e4,api_calls,1,2026-03-01T00:00:00Z,",
-        "org_a,e2,api_calls,1,2026-03-01T00:00:00Z,",   # replay, far from the first
+        "org_a,e2,api_calls,1,2026-03-01T00:00:00Z,",  # replay, far from the first
         "org_a,e4,api_calls,2,2026-03-01T00:00:00Z,",
     ]
-    summary = import_events(engine, write_csv(tmp_path / "e.csv", *lines), now=NOW,
-                            batch_size=batch_size)
+    summary = import_events(engine, write_csv(tmp_path / "e.csv", *lines), now=NOW, batch_size=batch_size)
     check_invariant(summary)
     assert (summary.accepted, summary.duplicates, summary.quarantined) == (4, 2, 3)
     assert sorted(row["line_number"] for row in quarantine(engine)) == [6, 7, 10]
     assert {key: row["value_micros"] for key, row in stored(engine).items()} == {
-        ("org_a", "e1"): 1_000_000, ("org_a", "e2"): 1_000_000, ("org_a", "e3"): 1_000_000,
-        ("org_a", "e4"): 1_000_000}
+        ("org_a", "e1"): 1_000_000,
+        ("org_a", "e2"): 1_000_000,
+        ("org_a", "e3"): 1_000_000,
+        ("org_a", "e4"): 1_000_000,
+    }
 
 
 def test_repeat_of_a_conflicting_line_follows_the_stored_payload(engine, tmp_path):
-    import_events(engine, write_csv(tmp_path / "a.csv",
-                                    "org_a,e1,api_calls,5,2026-03-01T00:00:00Z,"), now=NOW)
-    summary = import_events(engine, write_csv(
-        tmp_path / "b.csv",
-        "org_a,e1,api_calls,6,2026-03-01T00:00:00Z,",   # conflicts with the stored 5
-        "org_a,e1,api_calls,5,2026-03-01T00:00:00Z,",   # equals the stored row: a replay
-    ), now=NOW)
+    import_events(engine, write_csv(tmp_path / "a.csv", "org_a,e1,api_calls,5,2026-03-01T00:00:00Z,"), now=NOW)
+    summary = import_events(
+        engine,
+        write_csv(
+            tmp_path / "b.csv",
+            "org_a,e1,api_calls,6,2026-03-01T00:00:00Z,",  # conflicts with the stored 5
+            "org_a,e1,api_calls,5,2026-03-01T00:00:00Z,",  # equals the stored row: a replay
+        ),
+        now=NOW,
+    )
     assert (summary.accepted, summary.duplicates, summary.quarantined) == (0, 1, 1)
 
 
 def test_dirty_hours_are_marked_for_accepted_events(engine, tmp_path):
-    import_events(engine, write_csv(
-        tmp_path / "a.csv",
-        "org_a,e1,api_calls,1,2026-03-01T10:15:00Z,",
-        "org_a,e2,api_calls,1,2026-03-01T10:59:59.999Z,",
-        "org_b,e3,api_calls,1,2026-03-01T13:30:00+02:00,",
-        "org_b,e4,api_calls,1,2026-03-05T00:00:00Z,",
-        "org_x,e5,api_calls,1,2026-03-09T00:00:00Z,",     # quarantined: no hour
-    ), now=NOW)
+    import_events(
+        engine,
+        write_csv(
+            tmp_path / "a.csv",
+            "org_a,e1,api_calls,1,2026-03-01T10:15:00Z,",
+            "org_a,e2,api_calls,1,2026-03-01T10:59:59.999Z,",
+            "org_b,e3,api_calls,1,2026-03-01T13:30:00+02:00,",
+            "org_b,e4,api_calls,1,2026-03-05T00:00:00Z,",
+            "org_x,e5,api_calls,1,2026-03-09T00:00:00Z,",  # quarantined: no hour
+        ),
+        now=NOW,
+    )
     with engine.connect() as conn:
         hours = dict(conn.execute(select(dirty_hours.c.hour, dirty_hours.c.marked_at)).all())
-    utc = dt.timezone.utc
-    assert sorted(hours) == [dt.datetime(2026, 3, 1, 10, tzinfo=utc),
-                             dt.datetime(2026, 3, 1, 11, tzinfo=utc),
-                             dt.datetime(2026, 3, 5, 0, tzinfo=utc)]
+    utc = dt.UTC
+    assert sorted(hours) == [
+        dt.datetime(2026, 3, 1, 10, tzinfo=utc),
+        dt.datetime(2026, 3, 1, 11, tzinfo=utc),
+        dt.datetime(2026, 3, 5, 0, tzinfo=utc),
+    ]
     first_mark = hours[dt.datetime(2026, 3, 1, 10, tzinfo=utc)]
     assert first_mark >= NOW
 
     later = NOW + dt.timedelta(days=400)
-    import_events(engine, write_csv(tmp_path / "b.csv",
-                                    "org_a,late,api_calls,1,2026-03-01T10:20:00Z,"), now=later)
+    import_events(engine, write_csv(tmp_path / "b.csv", "org_a,late,api_calls,1,2026-03-01T10:20:00Z,"), now=later)
     with engine.connect() as conn:
         hours = dict(conn.execute(select(dirty_hours.c.hour, dirty_hours.c.marked_at)).all())
     assert hours[dt.datetime(2026, 3, 1, 10, tzinfo=utc)] >= later
@@ -266,26 +310,52 @@ def test_dirty_hours_are_marked_for_accepted_events(engine, tmp_path):
 def test_jsonl_import_with_typed_values_and_malformed_lines(engine, tmp_path):
     path = tmp_path / "events.jsonl"
     lines = [
-        {"org_id": "org_a", "event_id": "j1", "metric": "storage_gb", "value": 2.5,
-         "occurred_at": "2026-03-01T00:00:00Z", "properties": {"b": 1, "a": "x"}},
-        {"org_id": "org_a", "event_id": "j2", "metric": "api_calls",
-         "occurred_at": "2026-03-01T00:00:00Z"},
-        {"org_id": "org_a", "event_id": 3, "metric": "storage_gb", "value": "1e2",
-         "occurred_at": "2026-03-01T00:00:00Z"},
-        {"org_id": "org_a", "event_id": "j4", "metric": "storage_gb", "value": True,
-         "occurred_at": "2026-03-01T00:00:00Z"},
-        {"org_id": "org_a", "event_id": "j5", "metric": "api_calls",
-         "occurred_at": "2026-03-01T00:00:00Z", "properties": "not an object"},
+        {
+            "org_id": "org_a",
+            "event_id": "j1",
+            "metric": "storage_gb",
+            "value": 2.5,
+            "occurred_at": "2026-03-01T00:00:00Z",
+            "properties": {"b": 1, "a": "x"},
+        },
+        {"org_id": "org_a", "event_id": "j2", "metric": "api_calls", "occurred_at": "2026-03-01T00:00:00Z"},
+        {
+            "org_id": "org_a",
+            "event_id": 3,
+            "metric": "storage_gb",
+            "value": "1e2",
+            "occurred_at": "2026-03-01T00:00:00Z",
+        },
+        {
+            "org_id": "org_a",
+            "event_id": "j4",
+            "metric": "storage_gb",
+            "value": True,
+            "occurred_at": "2026-03-01T00:00:00Z",
+        },
+        {
+            "org_id": "org_a",
+            "event_id": "j5",
+            "metric": "api_calls",
+            "occurred_at": "2026-03-01T00:00:00Z",
+            "properties": "not an object",
+        },
     ]
     text = "\n".join(json.dumps(line) for line in lines)
-    text += '\n\n{"org_id": "org_a", "event_id": "j6", "metric": "storage_gb", "value": NaN, ' \
-            '"occurred_at": "2026-03-01T00:00:00Z"}\n[1, 2]\n{broken\n'
+    text += (
+        '\n\n{"org_id": "org_a", "event_id": "j6", "metric": "storage_gb", "value": NaN, '
+        '"occurred_at": "2026-03-01T00:00:00Z"}\n[1, 2]\n{broken\n'
+    )
     path.write_text(text)
     summary = import_events(engine, path, now=NOW)
     check_invariant(summary)
     assert summary.accepted == 3
-    assert summary.by_reason == {"non_numeric_value": 1, "invalid_properties": 1,
-                                 "non_finite_value": 1, "malformed_line": 2}
+    assert summary.by_reason == {
+        "non_numeric_value": 1,
+        "invalid_properties": 1,
+        "non_finite_value": 1,
+        "malformed_line": 2,
+    }
     assert [row["line_number"] for row in quarantine(engine)] == [4, 5, 7, 8, 9]
     events = stored(engine)
     assert events[("org_a", "j1")]["properties"] == {"a": "x", "b": 1}
@@ -295,8 +365,9 @@ def test_jsonl_import_with_typed_values_and_malformed_lines(engine, tmp_path):
 def test_gzip_input_and_explicit_metrics(engine, tmp_path):
     path = tmp_path / "events.csv.gz"
     with gzip.open(path, "wt") as out:
-        out.write(f"{HEADER}\norg_a,g1,api_calls,1,2026-03-01T00:00:00Z,\n"
-                  "org_a,g2,storage_gb,1,2026-03-01T00:00:00Z,\n")
+        out.write(
+            f"{HEADER}\norg_a,g1,api_calls,1,2026-03-01T00:00:00Z,\norg_a,g2,storage_gb,1,2026-03-01T00:00:00Z,\n"
+        )
     metrics = ingest.load_latest_metrics(engine)
     assert set(metrics) == {"api_calls", "storage_gb", "payment_volume", "active_users"}
     only_calls = {"api_calls": metrics["api_calls"]}
@@ -342,8 +413,7 @@ def test_large_file_streams_in_constant_memory(engine, tmp_path):
     with path.open("w") as out:
         out.write(HEADER + "\n")
         for i in range(200_000):
-            out.write(f"org_{'ab'[i % 2]},big-{i:07d},api_calls,1,"
-                      f"2026-03-{1 + i % 28:02d}T{i % 24:02d}:00:00Z,\n")
+            out.write(f"org_{'ab'[i % 2]},big-{i:07d},api_calls,1,2026-03-{1 + i % 28:02d}T{i % 24:02d}:00:00Z,\n")
     small = write_csv(tmp_path / "small.csv", "org_a,s1,api_calls,1,2026-03-01T00:00:00Z,")
     url = engine.url.render_as_string(hide_password=False)
     script = textwrap.dedent("""
@@ -356,8 +426,9 @@ def test_large_file_streams_in_constant_memory(engine, tmp_path):
     """)
 
     def run(file):
-        out = subprocess.run([sys.executable, "-c", script, url, str(file)], check=True,
-                             capture_output=True, text=True, timeout=300).stdout.split()
+        out = subprocess.run(
+            [sys.executable, "-c", script, url, str(file)], check=True, capture_output=True, text=True, timeout=300
+        ).stdout.split()
         return int(out[0]), int(out[1])
 
     baseline_accepted, baseline_mb = run(small)
@@ -409,22 +480,35 @@ def pg_engine(request, tmp_path, monkeypatch):
     migrate(url)
     engine = get_engine(url)
     with engine.begin() as conn:
-        conn.execute(insert(organizations), [
-            {"id": org, "name": org, "billing_email": f"{org}@example.com", "status": "active",
-             "currency": "USD", "tax_rate": 0, "billing_interval": "monthly", "auto_pay": False,
-             "payment_terms_days": 30, "created_at": NOW, "updated_at": NOW}
-            for org in ("org_a", "org_b")
-        ])
-        conn.execute(insert(catalog_versions), [
-            {"version": 3, "document": CATALOG, "sha256": "3" * 64, "source": "catalog.yaml",
-             "loaded_at": NOW}])
+        conn.execute(
+            insert(organizations),
+            [
+                {
+                    "id": org,
+                    "name": org,
+                    "billing_email": f"{org}@example.com",
+                    "status": "active",
+                    "currency": "USD",
+                    "tax_rate": 0,
+                    "billing_interval": "monthly",
+                    "auto_pay": False,
+                    "payment_terms_days": 30,
+                    "created_at": NOW,
+                    "updated_at": NOW,
+                }
+                for org in ("org_a", "org_b")
+            ],
+        )
+        conn.execute(
+            insert(catalog_versions),
+            [{"version": 3, "document": CATALOG, "sha256": "3" * 64, "source": "catalog.yaml", "loaded_at": NOW}],
+        )
     yield engine
     engine.dispose()
 
 
 @pytest.mark.integration
-def test_child_that_dies_raises_and_keeps_only_completed_batches(pg_engine, tmp_path,
-                                                                 monkeypatch):
+def test_child_that_dies_raises_and_keeps_only_completed_batches(pg_engine, tmp_path, monkeypatch):
     lines = [f"org_a,d{i},api_calls,1,2026-03-01T00:00:00Z," for i in range(10)]
     path = write_csv(tmp_path / "events.csv", *lines)
     monkeypatch.setattr(ingest, "_parse_worker", _die_after_two_batches)
@@ -457,14 +541,23 @@ def test_staged_conflicts_on_ids_that_need_copy_escaping(pg_engine, tmp_path, pa
     staged path reports a conflict with the stored row."""
     ids = ["tab\\there", "new\\nline", "back\\\\slash", "cr\\rhere"]  # JSON escapes
     first = tmp_path / "a.jsonl"
-    first.write_text("".join(
-        f'{{"org_id": "org_a", "event_id": "{i}", "metric": "api_calls", "value": 1,'
-        f' "occurred_at": "2026-03-01T00:00:00Z"}}\n' for i in ids))
+    first.write_text(
+        "".join(
+            f'{{"org_id": "org_a", "event_id": "{i}", "metric": "api_calls", "value": 1,'
+            f' "occurred_at": "2026-03-01T00:00:00Z"}}\n'
+            for i in ids
+        )
+    )
     import_events(pg_engine, first, now=NOW, parse_process=parse_process)
     second = tmp_path / "b.jsonl"
-    second.write_text("".join(
-        f'{{"org_id": "org_a", "event_id": "{i}", "metric": "api_calls", "value": {v},'
-        f' "occurred_at": "2026-03-01T00:00:00Z"}}\n' for i in ids for v in (2, 1, 2)))
+    second.write_text(
+        "".join(
+            f'{{"org_id": "org_a", "event_id": "{i}", "metric": "api_calls", "value": {v},'
+            f' "occurred_at": "2026-03-01T00:00:00Z"}}\n'
+            for i in ids
+            for v in (2, 1, 2)
+        )
+    )
     summary = import_events(pg_engine, second, now=NOW, parse_process=parse_process)
     assert (summary.accepted, summary.duplicates, summary.quarantined) == (0, 4, 8)
     expected = {json.loads(f'"{i}"') for i in ids}

@@ -18,8 +18,11 @@ OCT, NOV = dt.datetime(2026, 10, 1, tzinfo=UTC), dt.datetime(2026, 11, 1, tzinfo
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine(request, tmp_path):
-    url = (f"sqlite:///{tmp_path / 'billing.db'}" if request.param == "sqlite"
-           else request.getfixturevalue("billing_db_url"))
+    url = (
+        f"sqlite:///{tmp_path / 'billing.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("billing_db_url")
+    )
     setup_database(url)
     engine = get_engine(url)
     reference.upsert_organizations(engine, [org(f"o{i}") for i in range(20)])
@@ -28,8 +31,18 @@ def engine(request, tmp_path):
 
 def draft(org_id: str, amount: str = "10.00") -> Invoice:
     line = InvoiceLine("platform", "Platform fee", None, Decimal(1), Decimal(amount), Decimal(amount))
-    return Invoice(org_id, OCT, NOV, BillingInterval.MONTHLY, "USD", (line,), Decimal(amount), Decimal("0.2"),
-                   Decimal(amount) * Decimal("0.2"), Decimal(amount) * Decimal("1.2"))
+    return Invoice(
+        org_id,
+        OCT,
+        NOV,
+        BillingInterval.MONTHLY,
+        "USD",
+        (line,),
+        Decimal(amount),
+        Decimal("0.2"),
+        Decimal(amount) * Decimal("0.2"),
+        Decimal(amount) * Decimal("1.2"),
+    )
 
 
 def test_finalized_invoice_is_never_rewritten(engine):
@@ -37,16 +50,18 @@ def test_finalized_invoice_is_never_rewritten(engine):
         rows.save_draft(conn, draft("o1"), plan_code="starter", catalog_version=1)
         rows.save_draft(conn, draft("o1", "12.00"), plan_code="starter", catalog_version=1)  # drafts: replaced
     with engine.begin() as conn:
-        outcome, invoice_id, number = rows.finalize(conn, "o1", BillingInterval.MONTHLY, "2026-10-01",
-                                                    prefix="INV", issued_at=NOV, terms_days=30)
+        outcome, invoice_id, number = rows.finalize(
+            conn, "o1", BillingInterval.MONTHLY, "2026-10-01", prefix="INV", issued_at=NOV, terms_days=30
+        )
     assert outcome is rows.FinalizeOutcome.FINALIZED and number == "INV-2026-000001"
     stored = rows.load_invoices(engine, [invoice_id])[invoice_id].invoice
     assert stored.total == Decimal("14.40") and stored.due_at == NOV + dt.timedelta(days=30)
     with engine.begin() as conn, pytest.raises(rows.FinalizedInvoiceError):
         rows.save_draft(conn, draft("o1", "99.00"), plan_code="starter", catalog_version=1)
     with engine.begin() as conn:
-        again = rows.finalize(conn, "o1", BillingInterval.MONTHLY, "2026-10-01",
-                              prefix="INV", issued_at=NOV, terms_days=30)
+        again = rows.finalize(
+            conn, "o1", BillingInterval.MONTHLY, "2026-10-01", prefix="INV", issued_at=NOV, terms_days=30
+        )
     assert again == (rows.FinalizeOutcome.ALREADY_FINALIZED, invoice_id, "INV-2026-000001")
     assert rows.load_invoices(engine, [invoice_id])[invoice_id].invoice.total == Decimal("14.40")
 
@@ -60,8 +75,9 @@ def test_numbers_are_gapless_under_concurrent_finalization(engine):
     def finalize(o: str, fail: bool) -> str | None:
         try:
             with engine.begin() as conn:
-                _, _, number = rows.finalize(conn, o, BillingInterval.MONTHLY, "2026-10-01",
-                                             prefix="INV", issued_at=NOV, terms_days=30)
+                _, _, number = rows.finalize(
+                    conn, o, BillingInterval.MONTHLY, "2026-10-01", prefix="INV", issued_at=NOV, terms_days=30
+                )
                 if fail:
                     raise RuntimeError("rolled back after taking a number")
                 return number

@@ -28,8 +28,13 @@ OCT = dt.datetime(2026, 10, 1, tzinfo=UTC)
 def pg_instance(postgres_server, billing_db_url, tmp_path, monkeypatch):
     name = f"dagster_{tmp_path.name[-12:].replace('-', '_').lower()}"
     postgres_server.create_database(name)
-    for key, value in {"DAGSTER_PG_HOST": postgres_server.host, "DAGSTER_PG_PORT": str(postgres_server.port),
-                       "DAGSTER_PG_USER": "postgres", "DAGSTER_PG_PASSWORD": "", "DAGSTER_PG_DB": name}.items():
+    for key, value in {
+        "DAGSTER_PG_HOST": postgres_server.host,
+        "DAGSTER_PG_PORT": str(postgres_server.port),
+        "DAGSTER_PG_USER": "postgres",
+        "DAGSTER_PG_PASSWORD": "",
+        "DAGSTER_PG_DB": name,
+    }.items():
         monkeypatch.setenv(key, value)
     home = tmp_path / "dagster_home"
     home.mkdir()
@@ -47,26 +52,36 @@ def test_batched_month_on_postgres_storage(pg_instance, tmp_path):
     for i in range(5):  # org5 has no subscription: it fails, alone
         subscribe(url, f"org{i}", "starter", OCT)
     add_events(url, [(f"org{i}", f"e{i}", "api_calls", "1", OCT + dt.timedelta(hours=i)) for i in range(6)])
-    settings = Settings.from_env({"BILLING_HOME": str(tmp_path), "BILLING_DATABASE_URL": url,
-                                  "INVOICE_BATCH_SIZE": "4"})
+    settings = Settings.from_env(
+        {"BILLING_HOME": str(tmp_path), "BILLING_DATABASE_URL": url, "INVOICE_BATCH_SIZE": "4"}
+    )
     defs = build_definitions(settings)
     sync_organization_partitions(instance, engine)
     assert run_hours(defs, instance, OCT, OCT + dt.timedelta(hours=23)).success
 
     outcomes = run_period(defs, instance, BillingInterval.MONTHLY, "2026-10-01", batch_size=4)
-    assert [o.partition_range for o in outcomes] == [("2026-10-01|org0", "2026-10-01|org3"),
-                                                     ("2026-10-01|org4", "2026-10-01|org5")]
+    assert [o.partition_range for o in outcomes] == [
+        ("2026-10-01|org0", "2026-10-01|org3"),
+        ("2026-10-01|org4", "2026-10-01|org5"),
+    ]
     assert [o.success for o in outcomes] == [True, False]
     keys = [f"2026-10-01|org{i}" for i in range(6)]
-    status = instance.get_status_by_partition(dg.AssetKey("monthly_invoices"), keys,
-                                              billing_partitions(BillingInterval.MONTHLY, dt.date(2026, 1, 1)))
+    status = instance.get_status_by_partition(
+        dg.AssetKey("monthly_invoices"), keys, billing_partitions(BillingInterval.MONTHLY, dt.date(2026, 1, 1))
+    )
     assert {k.split("|")[1]: v.value for k, v in status.items()} == {
-        **{f"org{i}": "MATERIALIZED" for i in range(5)}, "org5": "FAILED"}
+        **{f"org{i}": "MATERIALIZED" for i in range(5)},
+        "org5": "FAILED",
+    }
 
     subscribe(url, "org5", "starter", OCT)
-    assert all(o.success for o in run_period(defs, instance, BillingInterval.MONTHLY, "2026-10-01",
-                                             organizations=["org5"]))
+    assert all(
+        o.success for o in run_period(defs, instance, BillingInterval.MONTHLY, "2026-10-01", organizations=["org5"])
+    )
     with engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(invoices).where(invoices.c.status == "finalized")).scalar() == 6
+        assert (
+            conn.execute(select(func.count()).select_from(invoices).where(invoices.c.status == "finalized")).scalar()
+            == 6
+        )
         numbers = sorted(conn.execute(select(invoices.c.number)).scalars())
     assert numbers == [f"INV-2026-{i:06d}" for i in range(1, 7)]

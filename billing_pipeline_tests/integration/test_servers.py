@@ -69,8 +69,15 @@ def test_s3_put_head_with_checksums(s3_server, bucket):
     body = b"%PDF-1.4 fake invoice"
     sha = base64.b64encode(hashlib.sha256(body).digest()).decode()
     md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
-    c.put_object(Bucket=bucket, Key="2026-10/org0001.pdf", Body=body, ContentType="application/pdf",
-                 ChecksumSHA256=sha, ContentMD5=md5, Metadata={"invoice-id": "inv-1"})
+    c.put_object(
+        Bucket=bucket,
+        Key="2026-10/org0001.pdf",
+        Body=body,
+        ContentType="application/pdf",
+        ChecksumSHA256=sha,
+        ContentMD5=md5,
+        Metadata={"invoice-id": "inv-1"},
+    )
     head = c.head_object(Bucket=bucket, Key="2026-10/org0001.pdf", ChecksumMode="ENABLED")
     assert head["ContentType"] == "application/pdf"
     assert head["ContentLength"] == len(body)
@@ -80,8 +87,12 @@ def test_s3_put_head_with_checksums(s3_server, bucket):
     from botocore.exceptions import ClientError
 
     with pytest.raises(ClientError) as ei:
-        c.put_object(Bucket=bucket, Key="bad.pdf", Body=body,
-                     ContentMD5=base64.b64encode(hashlib.md5(b"other").digest()).decode())
+        c.put_object(
+            Bucket=bucket,
+            Key="bad.pdf",
+            Body=body,
+            ContentMD5=base64.b64encode(hashlib.md5(b"other").digest()).decode(),
+        )
     assert ei.value.response["Error"]["Code"] == "BadDigest"
 
 
@@ -134,7 +145,8 @@ def test_s3_wrong_secret_refused(s3_server, bucket):
 # --------------------------------------------------------------------------- Stripe
 def test_stripe_customer_create_and_search(stripe_client):
     cus = stripe_client.v1.customers.create(
-        params={"email": "billing@acme.test", "name": "Acme", "metadata": {"org_id": "org0001"}})
+        params={"email": "billing@acme.test", "name": "Acme", "metadata": {"org_id": "org0001"}}
+    )
     assert cus.id.startswith("cus_") and cus.object == "customer" and cus.livemode is False
     assert cus.metadata["org_id"] == "org0001"
     stripe_client.v1.customers.create(params={"email": "other@x.test", "metadata": {"org_id": "org0002"}})
@@ -150,16 +162,36 @@ def test_stripe_customer_create_and_search(stripe_client):
 def test_stripe_invoice_flow(stripe_client, stripe_server):
     c = stripe_client
     cus = c.v1.customers.create(params={"email": "a@b.test"})
-    inv = c.v1.invoices.create(params={"customer": cus.id, "collection_method": "send_invoice",
-                                       "days_until_due": 30, "currency": "usd",
-                                       "metadata": {"invoice_id": "2026-10|org0001"}})
+    inv = c.v1.invoices.create(
+        params={
+            "customer": cus.id,
+            "collection_method": "send_invoice",
+            "days_until_due": 30,
+            "currency": "usd",
+            "metadata": {"invoice_id": "2026-10|org0001"},
+        }
+    )
     assert inv.id.startswith("in_") and inv.status == "draft" and inv.number is None
-    i1 = c.v1.invoice_items.create(params={"customer": cus.id, "invoice": inv.id, "currency": "usd",
-                                           "amount": 1999, "description": "Base fee",
-                                           "metadata": {"invoice_id": "2026-10|org0001"}})
-    i2 = c.v1.invoice_items.create(params={"customer": cus.id, "invoice": inv.id, "currency": "usd",
-                                           "quantity": 3, "unit_amount_decimal": "0.5",
-                                           "description": "API calls"})
+    i1 = c.v1.invoice_items.create(
+        params={
+            "customer": cus.id,
+            "invoice": inv.id,
+            "currency": "usd",
+            "amount": 1999,
+            "description": "Base fee",
+            "metadata": {"invoice_id": "2026-10|org0001"},
+        }
+    )
+    i2 = c.v1.invoice_items.create(
+        params={
+            "customer": cus.id,
+            "invoice": inv.id,
+            "currency": "usd",
+            "quantity": 3,
+            "unit_amount_decimal": "0.5",
+            "description": "API calls",
+        }
+    )
     assert i1.id.startswith("ii_") and i2.amount == 2  # 1.5 rounded half up
     fin = c.v1.invoices.finalize_invoice(inv.id)
     assert fin.status == "open"
@@ -187,14 +219,20 @@ def test_stripe_add_lines_is_all_or_none(stripe_client, stripe_server):
     cus = c.v1.customers.create(params={"email": "lines@b.test"})
     inv = c.v1.invoices.create(params={"customer": cus.id, "currency": "eur", "auto_advance": False})
     with pytest.raises(stripe.InvalidRequestError) as ei:  # the second line is invalid: none is added
-        c.v1.invoices.add_lines(inv.id, params={"lines": [{"amount": 100, "description": "ok"},
-                                                          {"description": "no amount"}]})
+        c.v1.invoices.add_lines(
+            inv.id, params={"lines": [{"amount": 100, "description": "ok"}, {"description": "no amount"}]}
+        )
     assert ei.value.param == "lines[1][amount]"
     assert c.v1.invoices.retrieve(inv.id).lines.total_count == 0
-    done = c.v1.invoices.add_lines(inv.id, params={"lines": [
-        {"amount": 1999, "description": "Base fee", "metadata": {"line_index": "0"}},
-        {"amount": 1, "description": "Tax", "period": {"start": 1, "end": 2}},
-    ]})
+    done = c.v1.invoices.add_lines(
+        inv.id,
+        params={
+            "lines": [
+                {"amount": 1999, "description": "Base fee", "metadata": {"line_index": "0"}},
+                {"amount": 1, "description": "Tax", "period": {"start": 1, "end": 2}},
+            ]
+        },
+    )
     assert done.total == 2000 and [line.amount for line in done.lines.data] == [1999, 1]
     assert done.lines.data[0].metadata["line_index"] == "0"
     assert c.v1.invoices.finalize_invoice(inv.id).total == 2000
@@ -279,7 +317,8 @@ def test_stripe_card_declined(stripe_client, stripe_server):
     import stripe
 
     cus = stripe_client.v1.customers.create(
-        params={"invoice_settings": {"default_payment_method": "pm_card_chargeDeclined"}})
+        params={"invoice_settings": {"default_payment_method": "pm_card_chargeDeclined"}}
+    )
     stripe_client.v1.invoice_items.create(params={"customer": cus.id, "currency": "usd", "amount": 1000})
     inv = stripe_client.v1.invoices.create(params={"customer": cus.id, "pending_invoice_items_behavior": "include"})
     stripe_client.v1.invoices.finalize_invoice(inv.id)

@@ -53,16 +53,18 @@ def test_database_matches_the_reference(url):
     results = usage.aggregate_hours(engine, first, last, catalog.metrics)
     assert len(results) == 72 and sum(r.event_count for r in results) == len(events)
     with engine.connect() as conn:
-        snapshot = conn.execute(select(hourly_usage).order_by(hourly_usage.c.hour, hourly_usage.c.org_id,
-                                                              hourly_usage.c.metric_code)).all()
+        snapshot = conn.execute(
+            select(hourly_usage).order_by(hourly_usage.c.hour, hourly_usage.c.org_id, hourly_usage.c.metric_code)
+        ).all()
         assert conn.execute(select(func.count()).select_from(dirty_hours)).scalar() == 0
         assert conn.execute(select(func.count()).select_from(aggregated_hours)).scalar() == 72
 
     # re-materializing replaces exactly: same rows
     usage.aggregate_hours(engine, first, last, catalog.metrics)
     with engine.connect() as conn:
-        again = conn.execute(select(hourly_usage).order_by(hourly_usage.c.hour, hourly_usage.c.org_id,
-                                                           hourly_usage.c.metric_code)).all()
+        again = conn.execute(
+            select(hourly_usage).order_by(hourly_usage.c.hour, hourly_usage.c.org_id, hourly_usage.c.metric_code)
+        ).all()
     assert [tuple(r)[:9] for r in again] == [tuple(r)[:9] for r in snapshot]
 
     period_end = OCT + dt.timedelta(days=31)

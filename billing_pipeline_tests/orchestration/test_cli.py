@@ -50,8 +50,10 @@ def test_bad_inputs_fail_with_the_field_name(cli, tmp_path, monkeypatch):
     run, _ = cli
     run("init-db")
     bad = tmp_path / "catalog.yaml"
-    bad.write_text("version: 1\nmetrics: []\nplans:\n  - {code: p, name: P, currency: USD, interval: monthly,"
-                   " charges: [{code: c, description: C, model: flat, amount: 0.1}]}\n")
+    bad.write_text(
+        "version: 1\nmetrics: []\nplans:\n  - {code: p, name: P, currency: USD, interval: monthly,"
+        " charges: [{code: c, description: C, model: flat, amount: 0.1}]}\n"
+    )
     out = run("load-catalog", str(bad), code=1)
     assert "plans[0].charges[0].amount" in out and "quote" in out
     monkeypatch.setenv("INVOICE_BATCH_SIZE", "many")

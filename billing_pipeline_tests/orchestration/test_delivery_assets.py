@@ -34,8 +34,9 @@ def env(tmp_path):
     engine = get_engine(url)
     bad_mail = org("delta")
     bad_mail = type(bad_mail)(**{**bad_mail.__dict__, "billing_email": "not an address"})
-    reference.upsert_organizations(engine, [org("alpha"), org("beta"), bad_mail, org("gamma"),
-                                            org("zeta", status="suspended")])
+    reference.upsert_organizations(
+        engine, [org("alpha"), org("beta"), bad_mail, org("gamma"), org("zeta", status="suspended")]
+    )
     for o in ("alpha", "beta", "delta", "zeta"):
         subscribe(url, o, "starter", OCT)
     add_events(url, [("alpha", "a1", "api_calls", "1", OCT + dt.timedelta(hours=1))])
@@ -57,8 +58,12 @@ def statuses(instance) -> dict[str, object]:
 def ledger(engine) -> dict[tuple[str, str], tuple[str, int]]:
     with engine.connect() as conn:
         rows = conn.execute(
-            select(invoices.c.org_id, invoice_deliveries.c.channel, invoice_deliveries.c.status,
-                   invoice_deliveries.c.attempts).join(invoices, invoices.c.id == invoice_deliveries.c.invoice_id)
+            select(
+                invoices.c.org_id,
+                invoice_deliveries.c.channel,
+                invoice_deliveries.c.status,
+                invoice_deliveries.c.attempts,
+            ).join(invoices, invoices.c.id == invoice_deliveries.c.invoice_id)
         )
         return {(r.org_id, r.channel): (r.status, r.attempts) for r in rows}
 
@@ -69,12 +74,20 @@ def test_per_organization_status_and_idempotent_reruns(env):
     assert not outcome.success
     assert statuses(instance) == {
         # gamma (no invoice) and zeta (suspended) have nothing to deliver: neither failed nor delivered
-        "alpha": "MATERIALIZED", "beta": "MATERIALIZED", "delta": "FAILED", "gamma": None, "zeta": None,
+        "alpha": "MATERIALIZED",
+        "beta": "MATERIALIZED",
+        "delta": "FAILED",
+        "gamma": None,
+        "zeta": None,
     }
     rows = ledger(engine)
     for o in ("alpha", "beta"):
         assert {c: rows[(o, c)][0] for c in ("pdf", "s3", "stripe", "email")} == {
-            "pdf": "succeeded", "s3": "succeeded", "stripe": "skipped", "email": "succeeded"}
+            "pdf": "succeeded",
+            "s3": "succeeded",
+            "stripe": "skipped",
+            "email": "succeeded",
+        }
     assert rows[("delta", "email")][0] == "failed" and rows[("delta", "email")][1] == 1  # permanent: no retry
     outbox = sorted(Path(settings.outbox_dir).glob("*.eml"))
     assert len(outbox) == 2
@@ -111,14 +124,18 @@ def test_dry_run_sends_and_writes_nothing(env):
 def test_sensor_launches_one_run_per_period_batch_and_is_idempotent(env):
     settings, engine, instance, defs = env
     sensor = defs.get_sensor_def("invoice_delivery_sensor")
-    with dg.build_sensor_context(instance=instance, definitions=defs, resources={"billing_db": defs.resources["billing_db"]}) as context:
+    with dg.build_sensor_context(
+        instance=instance, definitions=defs, resources={"billing_db": defs.resources["billing_db"]}
+    ) as context:
         result = sensor(context)
     [request] = result.run_requests
     assert request.job_name == "deliver_monthly_invoices_job"
     assert request.tags["dagster/asset_partition_range_start"] == "2026-10-01|alpha"
     assert request.tags["dagster/asset_partition_range_end"] == "2026-10-01|delta"
     run_delivery(defs, instance, MONTHLY, "2026-10-01")
-    with dg.build_sensor_context(instance=instance, definitions=defs, resources={"billing_db": defs.resources["billing_db"]}) as context:
+    with dg.build_sensor_context(
+        instance=instance, definitions=defs, resources={"billing_db": defs.resources["billing_db"]}
+    ) as context:
         again = sensor(context)
     assert isinstance(again, dg.SkipReason)  # delivered or failed: nothing new to launch
 
@@ -126,6 +143,11 @@ def test_sensor_launches_one_run_per_period_batch_and_is_idempotent(env):
 def test_run_requests_cover_wanted_orgs_in_contiguous_batches():
     all_orgs = [f"o{i:02d}" for i in range(10)]
     reqs = delivery_run_requests(all_orgs, MONTHLY, "2026-10-01", ["o07", "o01", "o03", "o09"], 3)
-    ranges = [(r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"]) for r in reqs]
+    ranges = [
+        (r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"]) for r in reqs
+    ]
     assert ranges == [("2026-10-01|o01", "2026-10-01|o07"), ("2026-10-01|o09", "2026-10-01|o09")]
-    assert reqs[0].run_key == delivery_run_requests(all_orgs, MONTHLY, "2026-10-01", ["o01", "o03", "o07", "o09"], 3)[0].run_key
+    assert (
+        reqs[0].run_key
+        == delivery_run_requests(all_orgs, MONTHLY, "2026-10-01", ["o01", "o03", "o07", "o09"], 3)[0].run_key
+    )

@@ -8,15 +8,15 @@ import dagster as dg
 import pytest
 from sqlalchemy import func, select
 
+from billing_pipeline.db import reference
 from billing_pipeline.db.engine import get_engine
 from billing_pipeline.db.schema import invoice_lines, invoices
 from billing_pipeline.definitions import build_definitions
-from billing_pipeline.defs.runner import run_hours, run_period, sync_organization_partitions
 from billing_pipeline.defs.partitions import billing_partitions
+from billing_pipeline.defs.runner import run_hours, run_period, sync_organization_partitions
 from billing_pipeline.domain.model import BillingInterval
 from billing_pipeline.settings import Settings
 from billing_pipeline_tests.builders import UTC, add_events, org, setup_database, subscribe
-from billing_pipeline.db import reference
 
 OCT = dt.datetime(2026, 10, 1, tzinfo=UTC)
 MONTHLY = BillingInterval.MONTHLY
@@ -32,12 +32,15 @@ def env(tmp_path):
     for o in ("alpha", "beta", "zeta"):
         subscribe(url, o, "starter", OCT)
     # gamma has no subscription: it must fail alone
-    add_events(url, [
-        ("alpha", "a1", "api_calls", "1", OCT + dt.timedelta(hours=1, minutes=5)),
-        ("alpha", "a2", "api_calls", "1", OCT + dt.timedelta(days=3)),
-        ("alpha", "a3", "storage_gb", "42.5", OCT + dt.timedelta(days=4)),
-        ("beta", "b1", "storage_gb", "250", OCT + dt.timedelta(days=10, hours=3)),
-    ])
+    add_events(
+        url,
+        [
+            ("alpha", "a1", "api_calls", "1", OCT + dt.timedelta(hours=1, minutes=5)),
+            ("alpha", "a2", "api_calls", "1", OCT + dt.timedelta(days=3)),
+            ("alpha", "a3", "storage_gb", "42.5", OCT + dt.timedelta(days=4)),
+            ("beta", "b1", "storage_gb", "250", OCT + dt.timedelta(days=10, hours=3)),
+        ],
+    )
     instance = dg.DagsterInstance.ephemeral()
     defs = build_definitions(settings)
     sync_organization_partitions(instance, engine)
@@ -57,13 +60,17 @@ def test_batched_run_isolates_the_failing_organization(env):
     [outcome] = run_period(defs, instance, MONTHLY, "2026-10-01")
     assert not outcome.success
     assert statuses(instance, "monthly_invoices") == {
-        "alpha": "MATERIALIZED", "beta": "MATERIALIZED", "gamma": "FAILED", "zeta": "MATERIALIZED",
+        "alpha": "MATERIALIZED",
+        "beta": "MATERIALIZED",
+        "gamma": "FAILED",
+        "zeta": "MATERIALIZED",
     }
     with engine.connect() as conn:
         rows = {r.org_id: r for r in conn.execute(select(invoices))}
     assert set(rows) == {"alpha", "beta"}
     assert rows["alpha"].status == "finalized" and rows["alpha"].number == "INV-2026-000001"
-    # alpha: 10.00 platform + 2 calls * 0.001 = 0.002 -> 0.00 + storage max 42.5 -> (42.5-10)*0.25 = 8.13 (half-up of 8.125)
+    # alpha: 10.00 platform + 2 calls * 0.001 = 0.002 -> 0.00
+    #   + storage max 42.5 -> (42.5-10)*0.25 = 8.13 (half-up of 8.125)
     assert rows["alpha"].subtotal_minor == 2500  # minimum spend 25.00 true-up
     assert rows["alpha"].total_minor == 3000
 
@@ -72,7 +79,9 @@ def test_rerun_is_a_no_op_for_finalized_invoices(env):
     url, engine, instance, defs = env
     run_period(defs, instance, MONTHLY, "2026-10-01")
     with engine.connect() as conn:
-        before = conn.execute(select(invoices.c.id, invoices.c.number, invoices.c.total_minor).order_by(invoices.c.id)).all()
+        before = conn.execute(
+            select(invoices.c.id, invoices.c.number, invoices.c.total_minor).order_by(invoices.c.id)
+        ).all()
         lines_before = conn.execute(select(func.count()).select_from(invoice_lines)).scalar()
     subscribe(url, "gamma", "starter", OCT)  # fix the bad data
     outcomes = run_period(defs, instance, MONTHLY, "2026-10-01", organizations=["gamma"])
@@ -80,7 +89,9 @@ def test_rerun_is_a_no_op_for_finalized_invoices(env):
     outcomes = run_period(defs, instance, MONTHLY, "2026-10-01")
     assert all(o.success for o in outcomes)
     with engine.connect() as conn:
-        after = conn.execute(select(invoices.c.id, invoices.c.number, invoices.c.total_minor).order_by(invoices.c.id)).all()
+        after = conn.execute(
+            select(invoices.c.id, invoices.c.number, invoices.c.total_minor).order_by(invoices.c.id)
+        ).all()
         lines_after = conn.execute(select(func.count()).select_from(invoice_lines)).scalar()
     assert after[: len(before)] == before
     assert len(after) == 3 and after[2].number == "INV-2026-000003"
@@ -106,21 +117,30 @@ def test_late_events_are_aggregated_before_drafting(env):
         beta = conn.execute(select(invoices).where(invoices.c.org_id == "beta")).one()
     assert beta.status == "finalized" and beta.usage["storage_gb"] == "900"
     hour_key = "2026-10-21-00:00"
-    status = instance.get_status_by_partition(dg.AssetKey("hourly_usage"), [hour_key],
-                                              dg.HourlyPartitionsDefinition(start_date="2026-01-01-00:00"))
+    status = instance.get_status_by_partition(
+        dg.AssetKey("hourly_usage"), [hour_key], dg.HourlyPartitionsDefinition(start_date="2026-01-01-00:00")
+    )
     assert status[hour_key].value == "MATERIALIZED"
 
 
 def test_reconciliation_check_blocks_finalization_when_hourly_usage_is_stale(env):
     url, engine, instance, defs = env
     from billing_pipeline.db.schema import hourly_usage
+
     with engine.begin() as conn:  # hourly usage tampered with behind the pipeline's back
         conn.execute(hourly_usage.update().where(hourly_usage.c.org_id == "alpha").values(event_count=99))
     [outcome] = run_period(defs, instance, MONTHLY, "2026-10-01")
     assert not outcome.success
     with engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(invoices).where(invoices.c.status == "finalized")).scalar() == 0
-    [evaluation] = [e for e in instance.get_records_for_run(outcome.run_id).records
-                    if e.event_log_entry.dagster_event and e.event_log_entry.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"]
+        assert (
+            conn.execute(select(func.count()).select_from(invoices).where(invoices.c.status == "finalized")).scalar()
+            == 0
+        )
+    [evaluation] = [
+        e
+        for e in instance.get_records_for_run(outcome.run_id).records
+        if e.event_log_entry.dagster_event
+        and e.event_log_entry.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
     data = evaluation.event_log_entry.dagster_event.event_specific_data
     assert not data.passed and "alpha" in data.metadata["problems"].value

@@ -13,5 +13,12 @@ from .s3 import S3Server, SeaweedNotInstalled
 from .smtp import ReceivedMessage, SMTPServer
 from .stripe_server import StripeServer
 
-__all__ = ["PostgresServer", "PostgresNotInstalled", "S3Server", "SeaweedNotInstalled", "StripeServer",
-           "SMTPServer", "ReceivedMessage"]
+__all__ = [
+    "PostgresServer",
+    "PostgresNotInstalled",
+    "S3Server",
+    "SeaweedNotInstalled",
+    "StripeServer",
+    "SMTPServer",
+    "ReceivedMessage",
+]

@@ -1,7 +1,7 @@
 """Start local servers and print their settings as JSON; stop them on Ctrl-C / SIGTERM.
 
-    python -m billing_pipeline_tests.support            # all four
-    python -m billing_pipeline_tests.support pg stripe  # a subset
+python -m billing_pipeline_tests.support            # all four
+python -m billing_pipeline_tests.support pg stripe  # a subset
 """
 
 from __future__ import annotations
@@ -27,16 +27,28 @@ def main(argv: list[str]) -> int:
     with ExitStack() as stack:
         if "pg" in wanted:
             pg = stack.enter_context(PostgresServer())
-            info["postgres"] = {"url": pg.create_database("billing"), "host": pg.host, "port": pg.port,
-                                "startup_seconds": round(pg.startup_seconds, 3)}
+            info["postgres"] = {
+                "url": pg.create_database("billing"),
+                "host": pg.host,
+                "port": pg.port,
+                "startup_seconds": round(pg.startup_seconds, 3),
+            }
         if "s3" in wanted:
             s3 = stack.enter_context(S3Server())
-            info["s3"] = {"endpoint_url": s3.endpoint_url, "access_key": s3.access_key, "secret_key": s3.secret_key,
-                          "region": s3.region, "startup_seconds": round(s3.startup_seconds, 3)}
+            info["s3"] = {
+                "endpoint_url": s3.endpoint_url,
+                "access_key": s3.access_key,
+                "secret_key": s3.secret_key,
+                "region": s3.region,
+                "startup_seconds": round(s3.startup_seconds, 3),
+            }
         if "stripe" in wanted:
             st = stack.enter_context(StripeServer())
-            info["stripe"] = {"api_base": st.api_base, "api_key": st.api_key,
-                              "startup_seconds": round(st.startup_seconds, 3)}
+            info["stripe"] = {
+                "api_base": st.api_base,
+                "api_key": st.api_key,
+                "startup_seconds": round(st.startup_seconds, 3),
+            }
         if "smtp" in wanted:
             sm = stack.enter_context(SMTPServer(require_auth=True, starttls=True))
             info["smtp"] = {**sm.smtp_settings(), "startup_seconds": round(sm.startup_seconds, 3)}

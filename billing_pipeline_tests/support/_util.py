@@ -9,7 +9,7 @@ import socket
 import subprocess
 import threading
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 LOCALHOST = "127.0.0.1"
 
@@ -49,17 +49,23 @@ def port_is_open(port: int, host: str = LOCALHOST, timeout: float = 0.2) -> bool
         return False
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.02,
-               what: str = "condition", proc: subprocess.Popen | None = None,
-               log_path: str | None = None) -> None:
+def wait_until(
+    predicate: Callable[[], bool],
+    timeout: float,
+    interval: float = 0.02,
+    what: str = "condition",
+    proc: subprocess.Popen | None = None,
+    log_path: str | None = None,
+) -> None:
     """Poll *predicate* until true; fail early if *proc* exits."""
     deadline = time.monotonic() + timeout
     while True:
         if predicate():
             return
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with code {proc.returncode} while waiting for {what}"
-                               + _log_tail(log_path))
+            raise RuntimeError(
+                f"process exited with code {proc.returncode} while waiting for {what}" + _log_tail(log_path)
+            )
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}" + _log_tail(log_path))
         time.sleep(interval)

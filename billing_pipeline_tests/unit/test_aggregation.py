@@ -115,8 +115,13 @@ def test_latest_in_a_later_hour_wins_over_a_larger_id():
 def test_hourly_aggregate_fields():
     (first, *_rest) = hourly_aggregates(EVENTS, SUM)
     assert first == HourlyAggregate(
-        hour=utc(2026, 10, 1, 0), metric_code="m", event_count=2, value_sum=D("12.5"),
-        value_max=D("7.5"), latest_value=D("7.5"), latest_at=utc(2026, 10, 1, 0, 50),
+        hour=utc(2026, 10, 1, 0),
+        metric_code="m",
+        event_count=2,
+        value_sum=D("12.5"),
+        value_max=D("7.5"),
+        latest_value=D("7.5"),
+        latest_at=utc(2026, 10, 1, 0, 50),
         latest_event_id="e2",
     )
 

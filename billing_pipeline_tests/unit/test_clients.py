@@ -6,7 +6,6 @@ import base64
 import datetime as dt
 import hashlib
 import smtplib
-import socket
 from decimal import Decimal as D
 from email.message import EmailMessage
 
@@ -45,14 +44,20 @@ from billing_pipeline.domain.model import (
     OrganizationStatus,
 )
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def make_org(**kw) -> Organization:
     values = dict(
-        id="org_42", name="Acme Corp", billing_email="ap@acme.example", status=OrganizationStatus.ACTIVE,
-        currency="USD", tax_rate=D("0.20"), billing_interval=BillingInterval.MONTHLY,
-        auto_pay=False, payment_terms_days=14,
+        id="org_42",
+        name="Acme Corp",
+        billing_email="ap@acme.example",
+        status=OrganizationStatus.ACTIVE,
+        currency="USD",
+        tax_rate=D("0.20"),
+        billing_interval=BillingInterval.MONTHLY,
+        auto_pay=False,
+        payment_terms_days=14,
     )
     values.update(kw)
     return Organization(**values)
@@ -128,7 +133,10 @@ def test_local_store_rejects_bad_keys(tmp_path, key):
 
 def _s3():
     client = boto3.client(
-        "s3", region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test",
+        "s3",
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
         endpoint_url="http://127.0.0.1:1",  # never contacted: the Stubber answers
     )
     return client, Stubber(client)
@@ -143,18 +151,29 @@ def test_s3_store_put_new_then_idempotent_then_conflict():
     sha = hashlib.sha256(data).hexdigest()
     full_key = "prod/invoices/2026/10/org_42/INV-1.pdf"
     put_params = {
-        "Bucket": "bills", "Key": full_key, "Body": data, "ContentType": "application/pdf",
-        "Metadata": {"sha256": sha}, "ServerSideEncryption": "AES256", "IfNoneMatch": "*",
+        "Bucket": "bills",
+        "Key": full_key,
+        "Body": data,
+        "ContentType": "application/pdf",
+        "Metadata": {"sha256": sha},
+        "ServerSideEncryption": "AES256",
+        "IfNoneMatch": "*",
         "ChecksumAlgorithm": "SHA256",
         "ChecksumSHA256": base64.b64encode(hashlib.sha256(data).digest()).decode(),
     }
     stub.add_response("put_object", {"ETag": '"x"'}, expected_params=put_params)
     stub.add_client_error("put_object", "PreconditionFailed", http_status_code=412)
-    stub.add_response("head_object", {"Metadata": {"sha256": sha}, "ContentLength": 6},
-                      expected_params={"Bucket": "bills", "Key": full_key})
+    stub.add_response(
+        "head_object",
+        {"Metadata": {"sha256": sha}, "ContentLength": 6},
+        expected_params={"Bucket": "bills", "Key": full_key},
+    )
     stub.add_client_error("put_object", "PreconditionFailed", http_status_code=412)
-    stub.add_response("head_object", {"Metadata": {"sha256": sha}, "ContentLength": 6},
-                      expected_params={"Bucket": "bills", "Key": full_key})
+    stub.add_response(
+        "head_object",
+        {"Metadata": {"sha256": sha}, "ContentLength": 6},
+        expected_params={"Bucket": "bills", "Key": full_key},
+    )
     with stub:
         doc = store.put("invoices/2026/10/org_42/INV-1.pdf", data, "application/pdf")
         assert doc.created and doc.url_or_path == f"s3://bills/{full_key}"
@@ -169,10 +188,17 @@ def test_s3_store_without_conditional_writes_heads_first():
     store = S3DocumentStore(client, "bills", conditional=False, checksum=False)
     data = b"%PDF-1"
     stub.add_client_error("head_object", "404", http_status_code=404)
-    stub.add_response("put_object", {"ETag": '"x"'}, expected_params={
-        "Bucket": "bills", "Key": "a.pdf", "Body": data, "ContentType": "application/pdf",
-        "Metadata": {"sha256": hashlib.sha256(data).hexdigest()},
-    })
+    stub.add_response(
+        "put_object",
+        {"ETag": '"x"'},
+        expected_params={
+            "Bucket": "bills",
+            "Key": "a.pdf",
+            "Body": data,
+            "ContentType": "application/pdf",
+            "Metadata": {"sha256": hashlib.sha256(data).hexdigest()},
+        },
+    )
     stub.add_response("head_object", {"Metadata": {"sha256": hashlib.sha256(data).hexdigest()}})
     with stub:
         assert store.put("a.pdf", data, "application/pdf").created
@@ -184,10 +210,18 @@ def test_s3_store_falls_back_without_checksum_and_classifies_errors():
     client, stub = _s3()
     store = S3DocumentStore(client, "bills")
     stub.add_client_error("put_object", "NotImplemented", http_status_code=501)
-    stub.add_response("put_object", {"ETag": '"x"'}, expected_params={
-        "Bucket": "bills", "Key": "a.pdf", "Body": b"x", "ContentType": "application/pdf",
-        "Metadata": {"sha256": hashlib.sha256(b"x").hexdigest()}, "IfNoneMatch": "*",
-    })
+    stub.add_response(
+        "put_object",
+        {"ETag": '"x"'},
+        expected_params={
+            "Bucket": "bills",
+            "Key": "a.pdf",
+            "Body": b"x",
+            "ContentType": "application/pdf",
+            "Metadata": {"sha256": hashlib.sha256(b"x").hexdigest()},
+            "IfNoneMatch": "*",
+        },
+    )
     stub.add_client_error("head_object", "SlowDown", http_status_code=503)
     stub.add_client_error("put_object", "ConditionalRequestConflict", http_status_code=409)
     with stub:
@@ -271,8 +305,9 @@ def fake_smtp(monkeypatch):
 
 def test_smtp_mailer_session_reuses_one_connection(fake_smtp):
     log = []
-    mailer = SMTPMailer("smtp.example.com", 587, "user", "s3cret", "starttls", 5,
-                        sent_log=lambda mid, refused: log.append(mid))
+    mailer = SMTPMailer(
+        "smtp.example.com", 587, "user", "s3cret", "starttls", 5, sent_log=lambda mid, refused: log.append(mid)
+    )
     with mailer.session():
         mailer.send(_msg("<a@x>"))
         mailer.send(_msg("<b@x>"))
@@ -287,7 +322,7 @@ def test_smtp_mailer_session_reuses_one_connection(fake_smtp):
     ("exc", "expected"),
     [
         (smtplib.SMTPServerDisconnected("gone"), TransientMailError),
-        (socket.timeout("timed out"), TransientMailError),
+        (TimeoutError("timed out"), TransientMailError),
         (ConnectionResetError(), TransientMailError),
         (smtplib.SMTPDataError(451, b"try later"), TransientMailError),
         (smtplib.SMTPDataError(554, b"rejected"), PermanentMailError),
@@ -376,8 +411,7 @@ class FakeStripe:
                 call = getattr(getattr(self, service), action)
                 result = call(*m.groups(), params=params, options={"idempotency_key": key} if key else None)
                 response = getattr(result, "_last_response", None)
-                return _RawResponse(_plain(result), getattr(response, "headers", None),
-                                    getattr(response, "code", None))
+                return _RawResponse(_plain(result), getattr(response, "headers", None), getattr(response, "code", None))
         raise AssertionError(f"no fake route for {method_.upper()} {url_}")
 
     def _total(self, inv_id):
@@ -386,8 +420,11 @@ class FakeStripe:
     def invoice_view(self, inv_id):
         inv = dict(self.invoices_db[inv_id])
         inv["total"] = self._total(inv_id)
-        inv["lines"] = {"object": "list", "has_more": False,
-                        "data": [dict(i) for i in self.items_db.values() if i["invoice"] == inv_id]}
+        inv["lines"] = {
+            "object": "list",
+            "has_more": False,
+            "data": [dict(i) for i in self.items_db.values() if i["invoice"] == inv_id],
+        }
         return _obj(inv)
 
 
@@ -409,12 +446,17 @@ class _Service:
             if key is not None:
                 self.fake.keys[key] = result
             return result
+
         return call
 
     # customers / invoices / items
     def _db(self):
-        return {"customers": self.fake.customers_db, "invoices": self.fake.invoices_db,
-                "invoice_items": self.fake.items_db, "line_items": self.fake.items_db}[self.name]
+        return {
+            "customers": self.fake.customers_db,
+            "invoices": self.fake.invoices_db,
+            "invoice_items": self.fake.items_db,
+            "line_items": self.fake.items_db,
+        }[self.name]
 
     def _create(self, params):
         db = self._db()
@@ -476,8 +518,9 @@ class _Service:
             raise self.fake.pay_error
         inv = self.fake.invoices_db[inv_id]
         if inv["status"] == "paid":
-            raise stripe.InvalidRequestError("Invoice is already paid", None, code="invoice_already_paid",
-                                             http_status=400)
+            raise stripe.InvalidRequestError(
+                "Invoice is already paid", None, code="invoice_already_paid", http_status=400
+            )
         inv["status"] = "paid"
         return self._view(inv_id)
 
@@ -576,8 +619,10 @@ def test_stripe_total_mismatch_blocks_finalize():
         (stripe.RateLimitError("slow down", http_status=429), TransientGatewayError),
         (stripe.APIError("boom", http_status=500), TransientGatewayError),
         (stripe.InvalidRequestError("bad", "currency", http_status=400), PermanentGatewayError),
-        (stripe.AuthenticationError("Invalid API Key provided: sk_test_abcdef123456", http_status=401),
-         PermanentGatewayError),
+        (
+            stripe.AuthenticationError("Invalid API Key provided: sk_test_abcdef123456", http_status=401),
+            PermanentGatewayError,
+        ),
         (stripe.InvalidRequestError("locked", None, code="lock_timeout", http_status=409), TransientGatewayError),
     ],
 )
@@ -594,8 +639,13 @@ def test_stripe_charge_paid_declined_and_already_paid():
     fake = FakeStripe()
     gateway = StripeGateway(fake)
     synced = gateway.sync_invoice(make_invoice(), make_org(auto_pay=True), idempotency_prefix="")
-    fake.pay_error = stripe.CardError("Your card was declined.", None, "card_declined", http_status=402,
-                                      json_body={"error": {"decline_code": "insufficient_funds"}})
+    fake.pay_error = stripe.CardError(
+        "Your card was declined.",
+        None,
+        "card_declined",
+        http_status=402,
+        json_body={"error": {"decline_code": "insufficient_funds"}},
+    )
     failed = gateway.charge(synced.external_id, "pay-INV-2026-000042-1")
     assert failed.status == "failed" and failed.decline_code in ("insufficient_funds", "card_declined")
     fake.pay_error = None

@@ -86,8 +86,13 @@ class FakeGateway:
             raise self.script.pop(0)
         if invoice.number not in self.invoices:
             self.invoices[invoice.number] = GatewayInvoice(
-                f"in_{invoice.number}", invoice.number, "open",
-                to_minor(invoice.total, invoice.currency) + self.total_offset, invoice.currency, None)
+                f"in_{invoice.number}",
+                invoice.number,
+                "open",
+                to_minor(invoice.total, invoice.currency) + self.total_offset,
+                invoice.currency,
+                None,
+            )
         if self.crash_after:
             self.crash_after = False
             raise Crash()
@@ -124,8 +129,9 @@ def db(tmp_path):
         subscribe(url, o, "starter", oct1)
     period = period_from_key(BillingInterval.MONTHLY, "2026-10-01")
     invoicing.draft_batch(engine, period, list(ORGS), dry_run=False)
-    batch = invoicing.finalize_batch(engine, period, list(ORGS), prefix="INV",
-                                     now=dt.datetime(2026, 11, 1, tzinfo=UTC), dry_run=False)
+    batch = invoicing.finalize_batch(
+        engine, period, list(ORGS), prefix="INV", now=dt.datetime(2026, 11, 1, tzinfo=UTC), dry_run=False
+    )
     ids = [r.invoice_id for r in batch.results]
     assert all(ids)
     return engine, ids
@@ -138,12 +144,22 @@ def fakes():
 
 def make(engine, fakes, sleeps=None, **options):
     store, gateway, mailer = fakes
-    opts = DeliveryOptions(retry=RetryPolicy(max_attempts=3, base_delay=1.0, max_delay=10.0, jitter=0.5),
-                           email_from="billing@seller.test", **options)
+    opts = DeliveryOptions(
+        retry=RetryPolicy(max_attempts=3, base_delay=1.0, max_delay=10.0, jitter=0.5),
+        email_from="billing@seller.test",
+        **options,
+    )
     return InvoiceDeliveryService(
-        engine, seller=SELLER, options=opts, store=store, gateway=gateway, mailer=mailer,
-        secrets=[SECRET], render=fake_render,
-        sleep=(sleeps.append if sleeps is not None else (lambda s: None)), rand=lambda: 1.0,
+        engine,
+        seller=SELLER,
+        options=opts,
+        store=store,
+        gateway=gateway,
+        mailer=mailer,
+        secrets=[SECRET],
+        render=fake_render,
+        sleep=(sleeps.append if sleeps is not None else (lambda s: None)),
+        rand=lambda: 1.0,
     )
 
 

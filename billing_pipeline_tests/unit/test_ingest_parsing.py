@@ -28,23 +28,25 @@ from billing_pipeline.db.event_files import (
 from billing_pipeline.domain.catalog import Aggregation, Metric
 
 HEADER = "org_id,event_id,metric,value,occurred_at,properties"
-NOW = dt.datetime(2026, 4, 1, 12, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 4, 1, 12, tzinfo=dt.UTC)
 METRICS = {
     "api_calls": Metric("api_calls", "API calls", Aggregation.COUNT),
     "storage_gb": Metric("storage_gb", "Storage", Aggregation.MAX),
     "payment_volume": Metric("payment_volume", "Payments", Aggregation.SUM, allow_negative=True),
-    "active_users": Metric("active_users", "Users", Aggregation.UNIQUE_COUNT,
-                           unique_property="user_id"),
+    "active_users": Metric("active_users", "Users", Aggregation.UNIQUE_COUNT, unique_property="user_id"),
 }
 ORGS = frozenset({"org_a", "org_b", "org with space", "org\\slash"})
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("events.csv", EventFormat.CSV),
-    ("EVENTS.CSV.gz", EventFormat.CSV),
-    ("events.jsonl", EventFormat.JSONL),
-    ("events.ndjson.gz", EventFormat.JSONL),
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("events.csv", EventFormat.CSV),
+        ("EVENTS.CSV.gz", EventFormat.CSV),
+        ("events.jsonl", EventFormat.JSONL),
+        ("events.ndjson.gz", EventFormat.JSONL),
+    ],
+)
 def test_detect_format_by_extension(name, expected):
     assert detect_format(name) is expected
 
@@ -59,7 +61,13 @@ def test_csv_header_maps_columns_in_any_order_and_properties_is_optional():
     assert layout.columns == 5
     assert layout.positions == (3, 2, 1, 4, 0, None)
     assert csv_fields("2026-03-01T00:00:00Z,api_calls,e1,org_a,1", layout) == (
-        "org_a", "e1", "api_calls", "1", "2026-03-01T00:00:00Z", "")
+        "org_a",
+        "e1",
+        "api_calls",
+        "1",
+        "2026-03-01T00:00:00Z",
+        "",
+    )
 
 
 def test_csv_header_without_required_columns_is_a_file_error():
@@ -75,32 +83,40 @@ def test_split_csv_line_plain_and_quoted_json():
     assert split_csv_line(line, 6)[5] == '{"k": "v, w"}'
 
 
-@pytest.mark.parametrize(("line", "message"), [
-    ('org_a,"unterminated\n', "invalid CSV quoting"),
-    ('org_a,"bad"quote,x\n', "invalid CSV quoting"),
-    ("org_a,e1,api_calls\n", "expected 6 fields, got 3"),
-    ("a,b,c,d,e,f,g\n", "expected 6 fields, got 7"),
-])
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('org_a,"unterminated\n', "invalid CSV quoting"),
+        ('org_a,"bad"quote,x\n', "invalid CSV quoting"),
+        ("org_a,e1,api_calls\n", "expected 6 fields, got 3"),
+        ("a,b,c,d,e,f,g\n", "expected 6 fields, got 7"),
+    ],
+)
 def test_malformed_csv_lines(line, message):
     with pytest.raises(MalformedLine, match=message):
         split_csv_line(line, 6)
 
 
-@pytest.mark.parametrize(("line", "message"), [
-    ("{not json", "invalid JSON"),
-    ("[1, 2]", "expected a JSON object, got list"),
-    ('"text"', "expected a JSON object, got str"),
-    ("{\"a\": 1} trailing", "invalid JSON"),
-])
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("{not json", "invalid JSON"),
+        ("[1, 2]", "expected a JSON object, got list"),
+        ('"text"', "expected a JSON object, got str"),
+        ('{"a": 1} trailing', "invalid JSON"),
+    ],
+)
 def test_malformed_jsonl_lines(line, message):
     with pytest.raises(MalformedLine, match=message):
         jsonl_fields(line)
 
 
 def test_jsonl_fields_keep_json_types():
-    fields = jsonl_fields('{"org_id": "org_a", "event_id": 7, "metric": "api_calls", '
-                          '"value": 2.5, "occurred_at": "2026-03-01T00:00:00Z", '
-                          '"properties": {"user_id": "u1"}, "extra": true}')
+    fields = jsonl_fields(
+        '{"org_id": "org_a", "event_id": 7, "metric": "api_calls", '
+        '"value": 2.5, "occurred_at": "2026-03-01T00:00:00Z", '
+        '"properties": {"user_id": "u1"}, "extra": true}'
+    )
     assert fields == ("org_a", 7, "api_calls", 2.5, "2026-03-01T00:00:00Z", {"user_id": "u1"})
     assert as_raw_event(fields)["metric"] == "api_calls"
 
@@ -115,8 +131,7 @@ def test_iter_records_numbers_lines_skips_blanks_and_reports_malformed():
         'org_a,e2,api_calls,,2026-03-01T00:00:00Z,"{""a"":1}"\n'
     )
     records = list(iter_records(io.StringIO(text), EventFormat.CSV))
-    assert [(number, error is None) for number, _, _, error in records] == [
-        (2, True), (5, False), (6, True)]
+    assert [(number, error is None) for number, _, _, error in records] == [(2, True), (5, False), (6, True)]
     assert records[1][3] == "expected 6 fields, got 1"
     assert records[2][2] == ("org_a", "e2", "api_calls", "", "2026-03-01T00:00:00Z", '{"a":1}')
 
@@ -124,8 +139,7 @@ def test_iter_records_numbers_lines_skips_blanks_and_reports_malformed():
 def test_iter_records_sniffs_jsonl_when_format_unknown():
     text = '\n{"org_id": "org_a"}\n[1]\n'
     records = list(iter_records(io.StringIO(text)))
-    assert [(number, error) for number, _, _, error in records] == [
-        (2, None), (3, "expected a JSON object, got list")]
+    assert [(number, error) for number, _, _, error in records] == [(2, None), (3, "expected a JSON object, got list")]
 
 
 def test_open_event_file_reads_gzip_and_strips_bom(tmp_path):
@@ -154,8 +168,7 @@ def test_printable_raw_truncates_and_escapes_nul():
 
 
 def _classifier(**overrides):
-    options = {"known_orgs": ORGS, "metrics": METRICS, "now": NOW,
-               "max_future": dt.timedelta(hours=1)}
+    options = {"known_orgs": ORGS, "metrics": METRICS, "now": NOW, "max_future": dt.timedelta(hours=1)}
     options.update(overrides)
     return ingest._Classifier(**options)
 
@@ -168,30 +181,30 @@ CLEAN = [
     ("org_a", "e5", "active_users", "1", "2026-03-01T00:00:00.123Z", '{"user_id": "u1"}'),
     ("org_a", "e6", "api_calls", "0", "2026-03-01T00:00:00Z", '{"b": [1, 2.50], "a": {"z": 1}}'),
     ("org_a", "e7", "storage_gb", "999999999999.999999", "2026-04-01T13:00:00Z", ""),
-    ("org_a", "e8", "api_calls", 3, "2026-03-01T00:00:00Z", {"k": "v\\ with \"quotes\""}),
+    ("org_a", "e8", "api_calls", 3, "2026-03-01T00:00:00Z", {"k": 'v\\ with "quotes"'}),
     ("org_a", "e9", "storage_gb", 2.5, "2026-03-01T00:00:00Z", {"ünïcode": "✓"}),
     ("org_a", "e10", "storage_gb", "100", "2024-02-29T00:00:00Z", None),
 ]
 
 NOT_FAST = [  # the fast path must step aside (the reference path decides)
-    ("org_x", "e1", "api_calls", "1", "2026-03-01T00:00:00Z", ""),          # unknown org
-    ("org_a", "e1", "nope", "1", "2026-03-01T00:00:00Z", ""),               # unknown metric
-    ("org_a", "e1", "api_calls", "", "2026-03-01T00:00:00Z", ""),           # default value
-    ("org_a", "e1", "api_calls", "01", "2026-03-01T00:00:00Z", ""),         # leading zero
+    ("org_x", "e1", "api_calls", "1", "2026-03-01T00:00:00Z", ""),  # unknown org
+    ("org_a", "e1", "nope", "1", "2026-03-01T00:00:00Z", ""),  # unknown metric
+    ("org_a", "e1", "api_calls", "", "2026-03-01T00:00:00Z", ""),  # default value
+    ("org_a", "e1", "api_calls", "01", "2026-03-01T00:00:00Z", ""),  # leading zero
     ("org_a", "e1", "api_calls", "1.1234567", "2026-03-01T00:00:00Z", ""),  # too precise
     ("org_a", "e1", "api_calls", "1e3", "2026-03-01T00:00:00Z", ""),
-    ("org_a", "e1", "api_calls", "-1", "2026-03-01T00:00:00Z", ""),         # negative
+    ("org_a", "e1", "api_calls", "-1", "2026-03-01T00:00:00Z", ""),  # negative
     ("org_a", "e1", "api_calls", "NaN", "2026-03-01T00:00:00Z", ""),
     ("org_a", "e1", "api_calls", float("inf"), "2026-03-01T00:00:00Z", ""),
     ("org_a", "e1", "api_calls", True, "2026-03-01T00:00:00Z", ""),
-    ("org_a", "e1", "api_calls", "1", "2026-03-01T00:00:00", ""),           # naive
-    ("org_a", "e1", "api_calls", "1", "2026-03-01T00:00:00+02:00", ""),     # offset
-    ("org_a", "e1", "api_calls", "1", "2026-02-30T00:00:00Z", ""),          # no such day
-    ("org_a", "e1", "api_calls", "1", "2026-04-01T13:00:00.000001Z", ""),   # future
+    ("org_a", "e1", "api_calls", "1", "2026-03-01T00:00:00", ""),  # naive
+    ("org_a", "e1", "api_calls", "1", "2026-03-01T00:00:00+02:00", ""),  # offset
+    ("org_a", "e1", "api_calls", "1", "2026-02-30T00:00:00Z", ""),  # no such day
+    ("org_a", "e1", "api_calls", "1", "2026-04-01T13:00:00.000001Z", ""),  # future
     ("org_a", "e1", "api_calls", "1", "2026-03-01T00:00:00Z", "[1]"),
     ("org_a", "e1", "api_calls", "1", "2026-03-01T00:00:00Z", '{"a": NaN}'),
     ("org_a", "e1", "api_calls", "1", "2026-03-01T00:00:00Z", " "),
-    ("org_a", "e 1", "api_calls", "1", "2026-03-01T00:00:00Z", ""),         # space in id
+    ("org_a", "e 1", "api_calls", "1", "2026-03-01T00:00:00Z", ""),  # space in id
     ("org_a", "e\t1", "api_calls", "1", "2026-03-01T00:00:00Z", ""),
     ("org_a", "e" * 256, "api_calls", "1", "2026-03-01T00:00:00Z", ""),
     ("org with space", "e1", "api_calls", "1", "2026-03-01T00:00:00Z", ""),
@@ -220,20 +233,66 @@ def test_fast_path_agrees_with_reference_on_random_rows():
     pieces = {
         "org": ["org_a", "org_b", "org_c", "org with space", "org\\slash", ""],
         "metric": list(METRICS) + ["other", ""],
-        "value": ["0", "1", "-1", "1.0", "1.50", "-0", "-0.0", "10", "0.000001", "0.0000001",
-                  "123456789012", "1234567890123", ".5", "5.", "+1", " 1", "1e2", "abc", "",
-                  "-12.340", "007", "999999999999.999999"],
-        "ts": ["2026-03-01T00:00:00Z", "2026-03-01T23:59:59.1Z", "2026-03-01T00:00:00+00:00",
-               "2026-03-01T00:00:00.1234567Z", "2026-13-01T00:00:00Z", "2026-03-01T24:00:00Z",
-               "2026-03-01 00:00:00Z", "2026-03-01T00:00:00z", "2026-04-01T13:00:00Z",
-               "2026-04-01T13:00:00.000001Z", "0001-01-01T00:00:00Z", ""],
-        "props": ["", '{"user_id": "u1"}', '{"a":1,"a":2}', '{"n": 1.0}', '{"n": 1e400}',
-                  "{}", '{"x": [true, null]}', "[]", "{bad", '{"s": "\\u00e9\\n"}'],
+        "value": [
+            "0",
+            "1",
+            "-1",
+            "1.0",
+            "1.50",
+            "-0",
+            "-0.0",
+            "10",
+            "0.000001",
+            "0.0000001",
+            "123456789012",
+            "1234567890123",
+            ".5",
+            "5.",
+            "+1",
+            " 1",
+            "1e2",
+            "abc",
+            "",
+            "-12.340",
+            "007",
+            "999999999999.999999",
+        ],
+        "ts": [
+            "2026-03-01T00:00:00Z",
+            "2026-03-01T23:59:59.1Z",
+            "2026-03-01T00:00:00+00:00",
+            "2026-03-01T00:00:00.1234567Z",
+            "2026-13-01T00:00:00Z",
+            "2026-03-01T24:00:00Z",
+            "2026-03-01 00:00:00Z",
+            "2026-03-01T00:00:00z",
+            "2026-04-01T13:00:00Z",
+            "2026-04-01T13:00:00.000001Z",
+            "0001-01-01T00:00:00Z",
+            "",
+        ],
+        "props": [
+            "",
+            '{"user_id": "u1"}',
+            '{"a":1,"a":2}',
+            '{"n": 1.0}',
+            '{"n": 1e400}',
+            "{}",
+            '{"x": [true, null]}',
+            "[]",
+            "{bad",
+            '{"s": "\\u00e9\\n"}',
+        ],
     }
     for _ in range(3000):
-        fields = (rng.choice(pieces["org"]), f"e{rng.randrange(5)}", rng.choice(pieces["metric"]),
-                  rng.choice(pieces["value"]), rng.choice(pieces["ts"]),
-                  rng.choice(pieces["props"]))
+        fields = (
+            rng.choice(pieces["org"]),
+            f"e{rng.randrange(5)}",
+            rng.choice(pieces["metric"]),
+            rng.choice(pieces["value"]),
+            rng.choice(pieces["ts"]),
+            rng.choice(pieces["props"]),
+        )
         fast = classifier.fast(*fields)
         if fast is not None:
             assert fast == classifier.slow(as_raw_event(fields)), fields
@@ -241,8 +300,7 @@ def test_fast_path_agrees_with_reference_on_random_rows():
 
 def test_reference_path_reasons_for_quantities_and_storage():
     slow = _classifier().slow
-    base = {"org_id": "org_a", "event_id": "e1", "metric": "storage_gb",
-            "occurred_at": "2026-03-01T00:00:00Z"}
+    base = {"org_id": "org_a", "event_id": "e1", "metric": "storage_gb", "occurred_at": "2026-03-01T00:00:00Z"}
     assert slow({**base, "value": "1.1234567"})[0] == "too_precise"
     assert slow({**base, "value": "1e12"})[0] == "value_out_of_range"
     assert slow({**base, "value": "NaN"})[0] == "non_finite_value"
@@ -275,28 +333,34 @@ def test_reader_csv_splitter_matches_the_csv_module():
 def test_canonical_properties_are_what_the_fingerprint_hashes():
     props = {"b": 1, "a": {"d": [1, 2], "c": "é"}}
     assert ingest._canonical_properties(props) == json.dumps(
-        props, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        props, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
 
 
-@pytest.mark.parametrize("text", ["plain", "a\tb", "new\nline", "cr\rx", "back\\slash",
-                                  "\\t literally", "\\\\\t\n\r", "", "ünïcode\\n"])
+@pytest.mark.parametrize(
+    "text", ["plain", "a\tb", "new\nline", "cr\rx", "back\\slash", "\\t literally", "\\\\\t\n\r", "", "ünïcode\\n"]
+)
 def test_copy_unescape_inverts_copy_escape(text):
     assert ingest._copy_unescape(ingest._copy_escape(text)) == text
 
 
 def test_packed_batch_recovers_each_row_for_a_conflict():
     classifier = ingest._Classifier(
-        known_orgs={"org_a", "org\tb"}, metrics={"api_calls": Metric("api_calls", "Calls",
-                                                                       Aggregation.COUNT)},
-        now=NOW, max_future=dt.timedelta(hours=1))
+        known_orgs={"org_a", "org\tb"},
+        metrics={"api_calls": Metric("api_calls", "Calls", Aggregation.COUNT)},
+        now=NOW,
+        max_future=dt.timedelta(hours=1),
+    )
     rows = [
         ("org_a", "zz", "api_calls", "1", "2026-03-01T00:00:00Z", ""),
         ("org\tb", "a\\b", "api_calls", "2", "2026-03-01T01:30:00Z", ""),
         ("org_a", "mm", "api_calls", "3", "2026-03-01T00:10:00Z", ""),
     ]
-    text = "org_id,event_id,metric,value,occurred_at,properties\n" + "".join(
-        ",".join(f'"{f}"' if "\t" in f or "\\" in f else f for f in row) + "\n"
-        for row in rows) + "\xff-not-used\n"
+    text = (
+        "org_id,event_id,metric,value,occurred_at,properties\n"
+        + "".join(",".join(f'"{f}"' if "\t" in f or "\\" in f else f for f in row) + "\n" for row in rows)
+        + "\xff-not-used\n"
+    )
     stream = io.StringIO(text.encode("utf-8").decode("utf-8", "surrogateescape"))
     reader = ingest._BatchReader(stream, event_files.EventFormat.CSV, classifier, 10)
     reader.read_header()
@@ -308,5 +372,4 @@ def test_packed_batch_recovers_each_row_for_a_conflict():
     for position in range(3):
         index, conflict = packed.conflict(position, "f" * 64)
         row = batch.rows[index]
-        assert conflict == ("f" * 64, (row[0], row[1]), row[6], batch.lines[index],
-                            batch.raws[index].rstrip("\n"))
+        assert conflict == ("f" * 64, (row[0], row[1]), row[6], batch.lines[index], batch.raws[index].rstrip("\n"))

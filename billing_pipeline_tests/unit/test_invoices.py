@@ -28,8 +28,10 @@ WEEK = periods.weekly_period(dt.date(2026, 10, 5))
 def test_starter_invoice_lines_totals_and_usage():
     usage = {"api_calls": MetricUsage(D(65000), 65000), "active_users": MetricUsage(D(201), 900)}
     invoice = build_invoice(organization(), STARTER, OCTOBER, usage)
-    assert [(l.charge_code, str(l.amount)) for l in invoice.lines] == [
-        ("platform", "20.00"), ("api_calls", "49.00"), ("users", "10.00"),
+    assert [(line.charge_code, str(line.amount)) for line in invoice.lines] == [
+        ("platform", "20.00"),
+        ("api_calls", "49.00"),
+        ("users", "10.00"),
     ]
     assert invoice.subtotal == D("79.00")
     assert invoice.tax == D("15.80")
@@ -55,9 +57,9 @@ def test_starter_invoice_lines_totals_and_usage():
 def test_minimum_spend_true_up(calls, users, lines_subtotal, true_up):
     usage = {"api_calls": MetricUsage(D(calls), calls), "active_users": MetricUsage(D(users), users)}
     invoice = build_invoice(organization(tax_rate=D(0)), STARTER, OCTOBER, usage)
-    priced = sum(l.amount for l in invoice.lines if l.charge_code != "minimum_spend")
+    priced = sum(line.amount for line in invoice.lines if line.charge_code != "minimum_spend")
     assert priced == D(lines_subtotal)
-    extra = [l for l in invoice.lines if l.charge_code == "minimum_spend"]
+    extra = [line for line in invoice.lines if line.charge_code == "minimum_spend"]
     if true_up is None:
         assert extra == []
         assert invoice.subtotal == D(lines_subtotal)
@@ -96,7 +98,7 @@ def test_tax_is_rounded_once_on_the_subtotal(tax_rate, subtotal, tax):
     invoice = build_invoice(organization(tax_rate=D(tax_rate)), STARTER, OCTOBER, usage)
     assert invoice.subtotal == D(subtotal)
     assert str(invoice.tax) == tax
-    assert invoice.total == invoice.subtotal + invoice.tax == sum(l.amount for l in invoice.lines) + invoice.tax
+    assert invoice.total == invoice.subtotal + invoice.tax == sum(line.amount for line in invoice.lines) + invoice.tax
 
 
 def test_weekly_eur_invoice_keeps_catalog_order():
@@ -108,8 +110,11 @@ def test_weekly_eur_invoice_keeps_catalog_order():
     }
     org = organization(currency="EUR", tax_rate=D("0.21"))
     invoice = build_invoice(org, PRO_EU, WEEK, usage)
-    assert [(l.charge_code, str(l.amount)) for l in invoice.lines] == [
-        ("storage", "41.50"), ("payments", "12.80"), ("compute", "1.00"), ("seats", "36.00"),
+    assert [(line.charge_code, str(line.amount)) for line in invoice.lines] == [
+        ("storage", "41.50"),
+        ("payments", "12.80"),
+        ("compute", "1.00"),
+        ("seats", "36.00"),
     ]
     assert invoice.subtotal == D("91.30")
     assert invoice.tax == D("19.17")  # 19.173
@@ -122,9 +127,10 @@ def test_jpy_invoice_has_no_decimals():
     data["plans"][0].update(currency="JPY", minimum_spend="5000")
     data["plans"][0]["charges"][0]["amount"] = "2000"
     plan = parse_catalog(data).plans["starter"]
-    invoice = build_invoice(organization(currency="JPY", tax_rate=D("0.10")), plan, OCTOBER,
-                            {"api_calls": MetricUsage(D(65000), 65000)})
-    assert [str(l.amount) for l in invoice.lines] == ["2000", "49", "0", "2951"]
+    invoice = build_invoice(
+        organization(currency="JPY", tax_rate=D("0.10")), plan, OCTOBER, {"api_calls": MetricUsage(D(65000), 65000)}
+    )
+    assert [str(line.amount) for line in invoice.lines] == ["2000", "49", "0", "2951"]
     assert (str(invoice.subtotal), str(invoice.tax), str(invoice.total)) == ("5000", "500", "5500")
 
 
@@ -146,8 +152,11 @@ def test_tax_rate_out_of_range_is_refused(rate):
 
 @pytest.mark.parametrize(
     ("prefix", "year", "seq", "number"),
-    [("INV", 2026, 42, "INV-2026-000042"), ("ACME", 2027, 1, "ACME-2027-000001"),
-     ("INV", 2026, 1234567, "INV-2026-1234567")],
+    [
+        ("INV", 2026, 42, "INV-2026-000042"),
+        ("ACME", 2027, 1, "ACME-2027-000001"),
+        ("INV", 2026, 1234567, "INV-2026-1234567"),
+    ],
 )
 def test_format_invoice_number(prefix, year, seq, number):
     assert format_invoice_number(prefix, year, seq) == number
@@ -168,11 +177,15 @@ def test_format_invoice_number_rejects_bad_input(prefix, seq):
         ({"a": D(10)}, {"a": D(12)}, ["metric a: invoice bills 10, events give 12 (difference +2)"]),
         ({"a": D("1.5")}, {"a": D(1)}, ["metric a: invoice bills 1.5, events give 1 (difference -0.5)"]),
         ({"b": D(65000)}, {}, ["metric b: invoice bills 65,000, events give 0 (difference -65,000)"]),
-        ({"b": D(1), "a": D(1)}, {"a": D(2), "c": D(3)}, [
-            "metric a: invoice bills 1, events give 2 (difference +1)",
-            "metric b: invoice bills 1, events give 0 (difference -1)",
-            "metric c: invoice bills 0, events give 3 (difference +3)",
-        ]),
+        (
+            {"b": D(1), "a": D(1)},
+            {"a": D(2), "c": D(3)},
+            [
+                "metric a: invoice bills 1, events give 2 (difference +1)",
+                "metric b: invoice bills 1, events give 0 (difference -1)",
+                "metric c: invoice bills 0, events give 3 (difference +3)",
+            ],
+        ),
     ],
 )
 def test_reconcile_usage(billed, recomputed, messages):

@@ -9,9 +9,24 @@ from billing_pipeline.domain import money
 
 @pytest.mark.parametrize(
     ("currency", "expected"),
-    [("USD", 2), ("EUR", 2), ("GBP", 2), ("CHF", 2), ("INR", 2), ("MXN", 2),
-     ("JPY", 0), ("KRW", 0), ("VND", 0), ("CLP", 0), ("ISK", 0),
-     ("KWD", 3), ("BHD", 3), ("OMR", 3), ("JOD", 3), ("TND", 3)],
+    [
+        ("USD", 2),
+        ("EUR", 2),
+        ("GBP", 2),
+        ("CHF", 2),
+        ("INR", 2),
+        ("MXN", 2),
+        ("JPY", 0),
+        ("KRW", 0),
+        ("VND", 0),
+        ("CLP", 0),
+        ("ISK", 0),
+        ("KWD", 3),
+        ("BHD", 3),
+        ("OMR", 3),
+        ("JOD", 3),
+        ("TND", 3),
+    ],
 )
 def test_exponent(currency, expected):
     assert money.exponent(currency) == expected
@@ -66,8 +81,14 @@ def test_quantize_ratio_rejects_zero_denominator():
 
 @pytest.mark.parametrize(
     ("amount", "currency", "minor"),
-    [("12.345", "USD", 1235), ("12.34", "USD", 1234), ("1235", "JPY", 1235),
-     ("1.2345", "KWD", 1235), ("-5", "USD", -500), ("0", "EUR", 0)],
+    [
+        ("12.345", "USD", 1235),
+        ("12.34", "USD", 1234),
+        ("1235", "JPY", 1235),
+        ("1.2345", "KWD", 1235),
+        ("-5", "USD", -500),
+        ("0", "EUR", 0),
+    ],
 )
 def test_to_minor(amount, currency, minor):
     assert money.to_minor(D(amount), currency) == minor
@@ -107,8 +128,17 @@ def test_format_amount(amount, currency, text):
 
 @pytest.mark.parametrize(
     ("quantity", "text"),
-    [("65000", "65,000"), ("6.5E+4", "65,000"), ("1.50", "1.5"), ("0", "0"), ("0.000", "0"),
-     ("-0", "0"), ("1E-7", "0.0000001"), ("1234567.125", "1,234,567.125"), ("100", "100")],
+    [
+        ("65000", "65,000"),
+        ("6.5E+4", "65,000"),
+        ("1.50", "1.5"),
+        ("0", "0"),
+        ("0.000", "0"),
+        ("-0", "0"),
+        ("1E-7", "0.0000001"),
+        ("1234567.125", "1,234,567.125"),
+        ("100", "100"),
+    ],
 )
 def test_format_quantity(quantity, text):
     assert money.format_quantity(D(quantity)) == text
@@ -116,9 +146,16 @@ def test_format_quantity(quantity, text):
 
 @pytest.mark.parametrize(
     ("price", "currency", "text"),
-    [("0.0010", "USD", "0.001 USD"), ("7", "GBP", "7.00 GBP"), ("6.50", "GBP", "6.50 GBP"),
-     ("0.0004", "USD", "0.0004 USD"), ("1500", "USD", "1,500.00 USD"), ("0.5", "JPY", "0.5 JPY"),
-     ("2", "KWD", "2.000 KWD"), ("1E+2", "USD", "100.00 USD")],
+    [
+        ("0.0010", "USD", "0.001 USD"),
+        ("7", "GBP", "7.00 GBP"),
+        ("6.50", "GBP", "6.50 GBP"),
+        ("0.0004", "USD", "0.0004 USD"),
+        ("1500", "USD", "1,500.00 USD"),
+        ("0.5", "JPY", "0.5 JPY"),
+        ("2", "KWD", "2.000 KWD"),
+        ("1E+2", "USD", "100.00 USD"),
+    ],
 )
 def test_format_unit_price(price, currency, text):
     assert money.format_unit_price(D(price), currency) == text

@@ -8,7 +8,7 @@ from billing_pipeline.domain import periods
 from billing_pipeline.domain.model import BillingInterval
 from billing_pipeline.domain.periods import BillingPeriod
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 M, W = BillingInterval.MONTHLY, BillingInterval.WEEKLY
 
 
@@ -64,7 +64,7 @@ def test_hours_between_covers_a_month_without_gaps():
     period = periods.monthly_period(2026, 10)
     hours = list(periods.hours_between(period.start, period.end))
     assert len(hours) == period.hours == 744
-    assert all(b - a == dt.timedelta(hours=1) for a, b in zip(hours, hours[1:]))
+    assert all(b - a == dt.timedelta(hours=1) for a, b in zip(hours, hours[1:], strict=False))
 
 
 def test_hours_between_includes_a_partial_first_hour():
@@ -74,8 +74,12 @@ def test_hours_between_includes_a_partial_first_hour():
 
 @pytest.mark.parametrize(
     ("interval", "key", "label"),
-    [(M, "2026-10-01", "October 2026"), (M, "2028-02-01", "February 2028"),
-     (W, "2026-10-05", "Week of 2026-10-05"), ("weekly", "2026-12-28", "Week of 2026-12-28")],
+    [
+        (M, "2026-10-01", "October 2026"),
+        (M, "2028-02-01", "February 2028"),
+        (W, "2026-10-05", "Week of 2026-10-05"),
+        ("weekly", "2026-12-28", "Week of 2026-12-28"),
+    ],
 )
 def test_period_from_key_round_trips(interval, key, label):
     period = periods.period_from_key(interval, key)
@@ -182,8 +186,7 @@ def test_billing_period_normalizes_to_utc():
     ("ts", "expected"),
     [
         (utc(2026, 10, 25, 1, 59, 59, 999), utc(2026, 10, 25, 1)),
-        (dt.datetime(2026, 10, 25, 3, 15, tzinfo=dt.timezone(dt.timedelta(hours=2))),
-         utc(2026, 10, 25, 1)),
+        (dt.datetime(2026, 10, 25, 3, 15, tzinfo=dt.timezone(dt.timedelta(hours=2))), utc(2026, 10, 25, 1)),
         (utc(2026, 10, 25, 0), utc(2026, 10, 25, 0)),
     ],
 )

@@ -24,9 +24,7 @@ OCTOBER = periods.monthly_period(2026, 10)
 
 def tiers(*rows):
     """(up_to, unit_price, flat_fee) rows -> Tier tuple."""
-    return tuple(
-        Tier(None if up is None else D(up), D(price), D(flat)) for up, price, flat in rows
-    )
+    return tuple(Tier(None if up is None else D(up), D(price), D(flat)) for up, price, flat in rows)
 
 
 def charge(model, params, metric="units"):
@@ -44,9 +42,7 @@ STRIPE_TIERS = tiers((5, "7", 0), (10, "6.50", 0), (None, "6", 0))
 # Stripe docs, flat fees per tier: 1-5: 5/unit + 10, 6-10: 4 + 20, ... 21+: 1 + 50.
 STRIPE_FLAT_TIERS = tiers((5, 5, 10), (10, 4, 20), (15, 3, 30), (20, 2, 40), (None, 1, 50))
 # Lago docs, volume: API calls, each tier + 10 flat.
-LAGO_VOLUME_TIERS = tiers(
-    (10000, "0.0010", 10), (50000, "0.0008", 10), (100000, "0.0006", 10), (None, "0.0004", 10)
-)
+LAGO_VOLUME_TIERS = tiers((10000, "0.0010", 10), (50000, "0.0008", 10), (100000, "0.0006", 10), (None, "0.0004", 10))
 
 
 @pytest.mark.parametrize(
@@ -94,9 +90,7 @@ def test_graduated_zero_units_shows_first_tier_only():
 
 def test_volume_breakdown_lago():
     line = price(V, TieredParams(LAGO_VOLUME_TIERS), 65000)
-    assert line.tiers == (
-        TierLine(D(50001), D(100000), D(65000), D("0.0006"), D(10), D("49.0000")),
-    )
+    assert line.tiers == (TierLine(D(50001), D(100000), D(65000), D("0.0006"), D(10), D("49.0000")),)
 
 
 def test_tier_amounts_stay_exact_and_line_rounds_once():

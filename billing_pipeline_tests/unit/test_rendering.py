@@ -32,7 +32,7 @@ from billing_pipeline.rendering.pdf import (
     safe_fetcher,
 )
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 SELLER = Seller(
     name="Example Metering Ltd",
     address_lines=("1 Main Street", "London EC1A 1AA", "United Kingdom"),
@@ -44,9 +44,15 @@ SELLER = Seller(
 
 def make_org(name: str = "Acme Corp", **kw) -> Organization:
     values = dict(
-        id="org_42", name=name, billing_email="ap@acme.example", status=OrganizationStatus.ACTIVE,
-        currency="USD", tax_rate=D("0.20"), billing_interval=BillingInterval.MONTHLY,
-        auto_pay=False, payment_terms_days=30,
+        id="org_42",
+        name=name,
+        billing_email="ap@acme.example",
+        status=OrganizationStatus.ACTIVE,
+        currency="USD",
+        tax_rate=D("0.20"),
+        billing_interval=BillingInterval.MONTHLY,
+        auto_pay=False,
+        payment_terms_days=30,
     )
     values.update(kw)
     return Organization(**values)
@@ -56,7 +62,12 @@ def make_invoice(status=InvoiceStatus.FINALIZED, number: str | None = "INV-2026-
     lines = (
         InvoiceLine("base", "Platform fee", None, D("1"), D("99.00"), D("99.00")),
         InvoiceLine(
-            "api", "API requests", "api_calls", D("1250000"), None, D("1035.50"),
+            "api",
+            "API requests",
+            "api_calls",
+            D("1250000"),
+            None,
+            D("1035.50"),
             tiers=(
                 TierLine(D("1"), D("1000000"), D("1000000"), D("0.001"), D("0"), D("1000.000")),
                 TierLine(D("1000001"), None, D("250000"), D("0.000142"), D("0"), D("35.500")),
@@ -133,9 +144,17 @@ def test_pdf_is_byte_identical_across_renders_and_has_metadata():
 
 def test_jpy_amounts_have_no_decimals():
     inv = make_invoice()
-    jpy = Invoice(**{**inv.__dict__, "currency": "JPY", "lines": (
-        InvoiceLine("base", "Platform fee", None, D("1"), D("1235"), D("1235")),
-    ), "subtotal": D("1235"), "tax": D("0"), "tax_rate": D("0"), "total": D("1235")})
+    jpy = Invoice(
+        **{
+            **inv.__dict__,
+            "currency": "JPY",
+            "lines": (InvoiceLine("base", "Platform fee", None, D("1"), D("1235"), D("1235")),),
+            "subtotal": D("1235"),
+            "tax": D("0"),
+            "tax_rate": D("0"),
+            "total": D("1235"),
+        }
+    )
     text = pdftotext(render_invoice_pdf(jpy, make_org(currency="JPY"), SELLER))
     assert "1,235 JPY" in text and "1,235.00" not in text
 
@@ -201,8 +220,10 @@ def test_css_url_to_passwd_or_http_is_refused_and_render_continues():
 # --- e-mail ----------------------------------------------------------------------------
 def build(org=None, **kw):
     params = dict(
-        pdf=b"%PDF-1.7 fake", pdf_url="https://files.example.com/inv.pdf?sig=a&exp=1",
-        from_addr="billing@example.com", message_id_domain="mail.example.com",
+        pdf=b"%PDF-1.7 fake",
+        pdf_url="https://files.example.com/inv.pdf?sig=a&exp=1",
+        from_addr="billing@example.com",
+        message_id_domain="mail.example.com",
         date=dt.datetime(2026, 11, 1, 7, 0, tzinfo=UTC),
     )
     params.update(kw)
@@ -212,9 +233,7 @@ def build(org=None, **kw):
 def test_email_structure_subject_and_attachment():
     msg = build()
     parsed = email.message_from_bytes(msg.as_bytes(), policy=email.policy.default)
-    assert parsed["Subject"] == (
-        "Invoice INV-2026-000042 from Example Metering Ltd — 1,362.60 USD due 2026-12-01"
-    )
+    assert parsed["Subject"] == ("Invoice INV-2026-000042 from Example Metering Ltd — 1,362.60 USD due 2026-12-01")
     assert parsed["Message-ID"] == "<invoice-INV-2026-000042.invoice@mail.example.com>"
     assert parsed["To"].addresses[0].addr_spec == "ap@acme.example"
     assert parsed.get_content_type() == "multipart/mixed"
@@ -231,8 +250,13 @@ def test_email_structure_subject_and_attachment():
 
 @pytest.mark.parametrize(
     "name",
-    ["Evil\r\nBcc: victim@example.org", "Evil\nBcc: victim@example.org", "Evil\rBcc: v@e.org",
-     "Evil\u2028Bcc: v@e.org", "Evil\r\n\r\n<html>body"],
+    [
+        "Evil\r\nBcc: victim@example.org",
+        "Evil\nBcc: victim@example.org",
+        "Evil\rBcc: v@e.org",
+        "Evil\u2028Bcc: v@e.org",
+        "Evil\r\n\r\n<html>body",
+    ],
 )
 def test_crlf_in_org_name_cannot_add_headers(name):
     msg = build(org=make_org(name=name))
@@ -240,7 +264,14 @@ def test_crlf_in_org_name_cannot_add_headers(name):
     parsed = email.message_from_bytes(raw, policy=email.policy.default)
     assert parsed["Bcc"] is None
     assert [k for k in parsed.keys()] == [
-        "From", "To", "Reply-To", "Subject", "Date", "Message-ID", "MIME-Version", "Content-Type",
+        "From",
+        "To",
+        "Reply-To",
+        "Subject",
+        "Date",
+        "Message-ID",
+        "MIME-Version",
+        "Content-Type",
     ]
     assert parsed["To"].addresses[0].addr_spec == "ap@acme.example"
     assert "\n" not in str(parsed["To"]) and "\r" not in str(parsed["To"])
