@@ -7,7 +7,7 @@ export DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS ?= 1
 export DAGSTER_EVENT_BATCH_SIZE ?= 1000
 VENV := .venv/bin
 
-.PHONY: demo test unit ui setup instance bench-ingest bench-billing bench-delivery clean
+.PHONY: demo test check unit ui setup instance bench-ingest bench-billing bench-delivery clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -22,8 +22,27 @@ instance:
 demo: setup instance
 	@$(VENV)/billing-pipeline demo
 
-## Install everything, then run the whole test suite (unit, orchestration, integration, e2e).
-test: setup
+LINTED := billing_pipeline billing_pipeline_tests benchmarks scripts
+# The clock forced to these instants for the period, schedule and invoicing tests (BILLING_TEST_NOW).
+FORCED_NOWS := 2027-01-01T00:00:00Z 2028-02-29T12:00:00Z 2026-12-31T23:59:00Z
+DATED_TESTS := billing_pipeline_tests/unit/test_periods.py billing_pipeline_tests/unit/test_invoices.py \
+	billing_pipeline_tests/orchestration/test_definitions.py billing_pipeline_tests/orchestration/test_invoice_assets.py \
+	billing_pipeline_tests/orchestration/test_cli.py
+
+## Lint, format check, the layer contracts, the one module allowed Dagster internals.
+check: setup
+	@$(VENV)/ruff check -q $(LINTED) && echo "ruff check: clean"
+	@$(VENV)/ruff format -q --check $(LINTED) && echo "ruff format: clean"
+	@$(VENV)/lint-imports --no-logo --no-cache pyproject.toml | grep -E "KEPT|BROKEN|^Contracts" ; test $${PIPESTATUS[0]} -eq 0 || $(VENV)/lint-imports --no-logo --no-cache pyproject.toml
+	@$(VENV)/python scripts/check_dagster_internals.py
+
+## Install everything, then the checks, the dated tests at forced clocks, and the whole test suite
+## (unit, db, orchestration, integration, e2e).
+test: check
+	@for now in $(FORCED_NOWS); do \
+	  echo "== dated tests with the clock at $$now"; \
+	  BILLING_TEST_NOW=$$now $(VENV)/python -m pytest -q -p no:cacheprovider $(DATED_TESTS) || exit 1; \
+	done
 	@$(VENV)/python -m pytest -p no:cacheprovider billing_pipeline_tests
 
 unit: setup

@@ -7,6 +7,10 @@ Servers are session-scoped and start lazily (only when a test asks for them):
 * ``stripe_server``   -> support.stripe_server.StripeServer (state reset before every test using it);
   ``stripe_client``   -> a stripe.StripeClient pointed at it (max_network_retries=0)
 * ``smtp_server``     -> support.smtp.SMTPServer (AUTH + STARTTLS; cleared before every test using it)
+
+``BILLING_TEST_NOW`` (an ISO timestamp) moves the whole process clock there for the session
+(time-machine, ticking): ``.ci/run`` runs the period, schedule and invoicing tests at several
+such dates, so that no test can depend on the day it runs.
 """
 
 from __future__ import annotations
@@ -24,6 +28,24 @@ from billing_pipeline_tests.support.postgres import PostgresServer
 from billing_pipeline_tests.support.s3 import S3Server
 from billing_pipeline_tests.support.smtp import SMTPServer
 from billing_pipeline_tests.support.stripe_server import StripeServer
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _forced_clock():
+    """The process clock at ``BILLING_TEST_NOW`` when it is set (time-machine, ticking from there)."""
+    forced = os.environ.get("BILLING_TEST_NOW")
+    if not forced:
+        yield None
+        return
+    import time_machine
+
+    with time_machine.travel(forced, tick=True) as traveller:
+        yield traveller
+
+
+def pytest_report_header(config):
+    forced = os.environ.get("BILLING_TEST_NOW")
+    return [f"clock forced to {forced} (BILLING_TEST_NOW)"] if forced else []
 
 
 @pytest.fixture(scope="session")
