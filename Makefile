@@ -12,11 +12,11 @@ VENV := .venv/bin
 setup:
 	@scripts/bootstrap.sh
 
-# DAGSTER_HOME gets the production dagster.yaml when PostgreSQL is configured, else the embedded one.
+# DAGSTER_HOME gets the production deploy/dagster.yaml when PostgreSQL is configured, else the embedded one.
 instance:
 	@mkdir -p "$(DAGSTER_HOME)" "$(BILLING_HOME)"
-	@if [ -n "$$DAGSTER_PG_HOST" ]; then cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"; \
-	 else cp dagster.local.yaml "$(DAGSTER_HOME)/dagster.yaml"; fi
+	@if [ -n "$$DAGSTER_PG_HOST" ]; then cp deploy/dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"; \
+	 else cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"; fi
 
 ## Install everything, then bill last month's demo data on embedded defaults and print the result.
 demo: setup instance

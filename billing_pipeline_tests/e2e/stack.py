@@ -1,6 +1,6 @@
 """The whole system as a user runs it: PostgreSQL, dagster-webserver and dagster-daemon.
 
-``DagsterStack`` owns a DAGSTER_HOME holding the production ``dagster.yaml`` (instance storage
+``DagsterStack`` owns a DAGSTER_HOME holding the production ``deploy/dagster.yaml`` (instance storage
 in PostgreSQL through DAGSTER_PG_*), a workspace file, and the two Dagster servers started as
 subprocesses in their own process groups with one shared environment. It also runs the
 project's CLIs with that environment, speaks GraphQL to the webserver (what the UI calls),
@@ -54,7 +54,7 @@ class DagsterStack:
         self.logs = root / "logs"
         for d in (self.home, self.billing_home, self.logs):
             d.mkdir(parents=True, exist_ok=True)
-        shutil.copy(REPO / "dagster.yaml", self.home / "dagster.yaml")
+        shutil.copy(REPO / "deploy" / "dagster.yaml", self.home / "dagster.yaml")
         self.workspace = root / "workspace.yaml"
         self.workspace.write_text(
             "load_from:\n"

@@ -1,5 +1,5 @@
 """The whole billing flow with PostgreSQL as both the billing database and the Dagster
-instance storage (dagster-postgres), configured by the project's own dagster.yaml."""
+instance storage (dagster-postgres), configured by the project's own deploy/dagster.yaml."""
 
 import datetime as dt
 import shutil
@@ -38,7 +38,7 @@ def pg_instance(postgres_server, billing_db_url, tmp_path, monkeypatch):
         monkeypatch.setenv(key, value)
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
     with dg.DagsterInstance.from_config(str(home)) as instance:
         yield instance, billing_db_url
 
