@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,12 @@ def _cron_ok(expr: str) -> bool:
     from dagster._utils.schedules import is_valid_cron_string
 
     return is_valid_cron_string(expr)
+
+
+def _shown(value: str) -> str:
+    """A value for an error message: any password in a URL masked, cut to a readable length."""
+    masked = re.sub(r"(//[^/:@]*:)[^@/]*@", r"\1***@", value)
+    return repr(masked if len(masked) <= 120 else masked[:117] + "...")
 
 
 class _Reader:
@@ -77,6 +85,42 @@ class _Reader:
         if not _cron_ok(value):
             raise SettingsError(f"{name}: not a valid cron expression: {value!r}")
         return value
+
+    def database_url(self, name: str, default: str) -> str:
+        """A SQLite or PostgreSQL SQLAlchemy URL, parsed here so a typo names the variable."""
+        raw = self.str(name, default)
+        scheme = raw.split(":", 1)[0].split("+", 1)[0].lower() if ":" in raw else ""
+        if scheme not in ("sqlite", "postgresql", "postgres"):
+            raise SettingsError(f"{name}: must be a sqlite:/// or postgresql:// URL, got {_shown(raw)}")
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(raw)
+            port = url.port  # parsing the port happens here: "host:abc" fails
+        except (ArgumentError, ValueError) as exc:
+            raise SettingsError(f"{name}: not a valid database URL ({type(exc).__name__}): {_shown(raw)}") from None
+        if scheme != "sqlite" and not (url.host and url.database):
+            raise SettingsError(f"{name}: a postgresql URL needs a host and a database name, got {_shown(raw)}")
+        if port is not None and not 1 <= port <= 65535:
+            raise SettingsError(f"{name}: port must be from 1 to 65535, got {port}")
+        return raw
+
+    def http_url(self, name: str) -> str | None:
+        """An optional http(s) base URL with a host (and a valid port, if any)."""
+        raw = self.optional(name)
+        if raw is None:
+            return None
+        try:
+            parts = urllib.parse.urlsplit(raw)
+            port = parts.port
+        except ValueError:
+            raise SettingsError(f"{name}: not a valid URL: {_shown(raw)}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise SettingsError(f"{name}: must be an http:// or https:// URL with a host, got {_shown(raw)}")
+        if port == 0 or any(c.isspace() for c in raw):
+            raise SettingsError(f"{name}: not a valid URL: {_shown(raw)}")
+        return raw
 
     def date(self, name: str, default: str) -> dt.date:
         raw = self.str(name, default)
@@ -129,11 +173,7 @@ class Settings:
         env = os.environ if env is None else env
         r = _Reader(env)
         home = Path(r.str("BILLING_HOME", str(Path.cwd() / ".billing_home"))).expanduser().resolve()
-        database_url = r.str("BILLING_DATABASE_URL", f"sqlite:///{home / 'billing.db'}")
-        if not database_url.startswith(("sqlite", "postgresql", "postgres")):
-            raise SettingsError(
-                f"BILLING_DATABASE_URL: must be a sqlite:/// or postgresql:// URL, got {database_url.split(':')[0]!r}"
-            )
+        database_url = r.database_url("BILLING_DATABASE_URL", f"sqlite:///{home / 'billing.db'}")
         document_store = r.choice("DOCUMENT_STORE", "local", ("local", "s3"))
         s3_bucket = r.optional("S3_BUCKET")
         if document_store == "s3" and not s3_bucket:
@@ -171,12 +211,12 @@ class Settings:
             documents_dir=Path(r.str("DOCUMENTS_DIR", str(home / "documents"))).resolve(),
             s3_bucket=s3_bucket,
             s3_prefix=r.str("S3_PREFIX", ""),
-            s3_endpoint_url=r.optional("S3_ENDPOINT_URL"),
+            s3_endpoint_url=r.http_url("S3_ENDPOINT_URL"),
             s3_region=r.str("S3_REGION", "us-east-1"),
             s3_conditional_writes=r.bool("S3_CONDITIONAL_WRITES", True),
             presigned_url_expiry_seconds=r.int("PRESIGNED_URL_EXPIRY_SECONDS", 7 * 24 * 3600, 60, 7 * 24 * 3600),
             payment_gateway=payment_gateway,
-            stripe_api_base=r.optional("STRIPE_API_BASE"),
+            stripe_api_base=r.http_url("STRIPE_API_BASE"),
             mailer=mailer,
             outbox_dir=Path(r.str("OUTBOX_DIR", str(home / "outbox"))).resolve(),
             smtp_host=r.str("SMTP_HOST", "localhost"),

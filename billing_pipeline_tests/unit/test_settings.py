@@ -39,11 +39,37 @@ def test_s3_conditional_writes_reach_the_document_store():
         ({"INVOICE_NUMBER_PREFIX": "INV/1"}, "INVOICE_NUMBER_PREFIX"),
         ({"SMTP_PORT": "70000"}, "SMTP_PORT: must be an integer from 1 to 65535"),
         ({"S3_CONDITIONAL_WRITES": "sometimes"}, "S3_CONDITIONAL_WRITES: must be true or false"),
+        ({"BILLING_DATABASE_URL": "postgresql://u:pw@db:notaport/billing"}, "BILLING_DATABASE_URL: not a valid"),
+        ({"BILLING_DATABASE_URL": "postgresql://u:pw@/billing"}, "BILLING_DATABASE_URL: a postgresql URL needs a host"),
+        ({"BILLING_DATABASE_URL": "postgresql://db:5432"}, "BILLING_DATABASE_URL: a postgresql URL needs a host"),
+        ({"BILLING_DATABASE_URL": "postgresql://db:99999/b"}, "BILLING_DATABASE_URL: "),
+        ({"BILLING_DATABASE_URL": "sqlite"}, "BILLING_DATABASE_URL: must be a sqlite"),
+        ({"S3_ENDPOINT_URL": "not a url"}, "S3_ENDPOINT_URL: must be an http"),
+        ({"S3_ENDPOINT_URL": "http://127.0.0.1:port"}, "S3_ENDPOINT_URL: not a valid URL"),
+        ({"STRIPE_API_BASE": "garbage"}, "STRIPE_API_BASE: must be an http"),
+        ({"STRIPE_API_BASE": "ftp://stripe.example"}, "STRIPE_API_BASE: must be an http"),
     ],
 )
 def test_bad_values_name_the_variable(env, message):
     with pytest.raises(SettingsError, match=message.replace("(", r"\(")):
         Settings.from_env(env)
+
+
+def test_a_bad_database_url_error_masks_its_password():
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({"BILLING_DATABASE_URL": "postgresql://billing:s3cret@db:bad/billing"})
+    assert "s3cret" not in str(raised.value) and "***" in str(raised.value)
+
+
+def test_good_urls_load():
+    s = Settings.from_env(
+        {
+            "BILLING_DATABASE_URL": "postgresql://u:p@127.0.0.1:5432/billing",
+            "S3_ENDPOINT_URL": "http://127.0.0.1:8333",
+            "STRIPE_API_BASE": "https://api.stripe.com",
+        }
+    )
+    assert (s.s3_endpoint_url, s.stripe_api_base) == ("http://127.0.0.1:8333", "https://api.stripe.com")
 
 
 def test_secret_values_are_not_kept():
