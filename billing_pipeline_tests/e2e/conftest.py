@@ -6,6 +6,7 @@ the webserver and daemon log tails are attached to the report.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import uuid
@@ -33,8 +34,25 @@ E2E_SETTINGS = {
 }
 
 
-@pytest.fixture(scope="module")
-def e2e_stack(postgres_server):
+# Every schedule and sensor fires under the daemon: crons tick every minute, all channels
+# deliver to the local folder and outbox (test_automation_e2e.py).
+AUTOMATION_SETTINGS = {
+    "BILLING_PARTITIONS_START": BACKFILLED.key,
+    "HOURLY_USAGE_CRON": "* * * * *",
+    "MONTHLY_INVOICE_CRON": "* * * * *",
+    "WEEKLY_INVOICE_CRON": "* * * * *",
+    "SCHEDULES_RUNNING": "true",
+    "INVOICE_BATCH_SIZE": "10",
+    "INVOICE_ENABLE_PDF": "true",
+    "INVOICE_ENABLE_S3": "true",
+    "INVOICE_ENABLE_STRIPE": "false",
+    "INVOICE_ENABLE_EMAIL": "true",
+}
+
+
+@contextlib.contextmanager
+def dagster_stack(postgres_server, settings: dict[str, str], name: str):
+    """A not-yet-started stack on fresh billing and instance databases; logs kept in test-artifacts/."""
     suffix = uuid.uuid4().hex[:8]
     billing_db, instance_db = f"e2e_billing_{suffix}", f"e2e_dagster_{suffix}"
     billing_url = postgres_server.create_database(billing_db)
@@ -46,7 +64,7 @@ def e2e_stack(postgres_server):
         pg_port=postgres_server.port,
         instance_db=instance_db,
         billing_url=billing_url,
-        settings=E2E_SETTINGS,
+        settings=settings,
     )
     # this process opens the same instance for assertions: its dagster.yaml reads DAGSTER_PG_*
     with pytest.MonkeyPatch.context() as mp:
@@ -59,22 +77,35 @@ def e2e_stack(postgres_server):
             from billing_pipeline.db.engine import get_engine
 
             get_engine(billing_url).dispose()  # the tests' pooled connections, before the drop
-            for name in (billing_db, instance_db):
+            for db in (billing_db, instance_db):
                 try:
-                    postgres_server.drop_database(name)
+                    postgres_server.drop_database(db)
                 except Exception:  # the cluster is thrown away at session end anyway
                     pass
             # the server logs outlive the run: CI uploads test-artifacts/
-            logs = Path(__file__).resolve().parents[2] / "test-artifacts" / "e2e-logs"
+            logs = Path(__file__).resolve().parents[2] / "test-artifacts" / name
             shutil.rmtree(logs, ignore_errors=True)
             shutil.copytree(stack.logs, logs, dirs_exist_ok=True)
             shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def e2e_stack(postgres_server):
+    with dagster_stack(postgres_server, E2E_SETTINGS, "e2e-logs") as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def automation_stack(postgres_server):
+    with dagster_stack(postgres_server, AUTOMATION_SETTINGS, "e2e-automation-logs") as stack:
+        yield stack
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    stack = getattr(item, "funcargs", {}).get("e2e_stack") if report.failed else None
+    funcargs = getattr(item, "funcargs", {})
+    stack = (funcargs.get("e2e_stack") or funcargs.get("automation_stack")) if report.failed else None
     if stack is not None:
         report.sections.append(("dagster servers", stack.diagnostics()))
