@@ -13,6 +13,8 @@ from pathlib import Path
 
 import click
 
+from billing_pipeline.clock import utc_now
+
 UTC = dt.UTC
 
 
@@ -136,7 +138,7 @@ def _seed_demo(settings, period_value, events_per_org):
     engine = _engine(settings)
     catalog_file = Path(__file__).parent / "catalog" / "plans.yaml"
     reference.save_catalog(engine, yaml.safe_load(catalog_file.read_text()), str(catalog_file))
-    period = _parse_period(period_value, "monthly") if period_value else demo.demo_period(dt.datetime.now(UTC))
+    period = _parse_period(period_value, "monthly") if period_value else demo.demo_period(utc_now())
     reference.upsert_organizations(engine, [o for o, _ in demo.DEMO_ORGS])
     for org, plan in demo.DEMO_ORGS:
         reference.add_subscription(engine, org.id, plan, dt.datetime(2026, 1, 1, tzinfo=UTC))
@@ -318,7 +320,7 @@ def status(period_value: str | None, interval: str) -> None:
         )
         click.echo(f"  {run.run_id[:8]} {run.job_name:<22} {run.status.value:<10} {part}")
     click.echo("Next scheduled ticks (UTC):")
-    now = dt.datetime.now(UTC)
+    now = utc_now()
     for name, cron in (
         ("hourly_usage_job_schedule", settings.hourly_usage_cron),
         ("monthly_invoices_job_schedule", settings.monthly_invoice_cron),

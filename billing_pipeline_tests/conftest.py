@@ -26,6 +26,20 @@ from billing_pipeline_tests.support.smtp import SMTPServer
 from billing_pipeline_tests.support.stripe_server import StripeServer
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _forced_clock():
+    """With BILLING_TEST_NOW set (an ISO time), the whole process clock starts there and ticks:
+    CI runs the period, schedule and invoicing tests at several such dates."""
+    forced = os.environ.get("BILLING_TEST_NOW")
+    if not forced:
+        yield
+        return
+    import time_machine
+
+    with time_machine.travel(forced, tick=True):
+        yield
+
+
 @pytest.fixture(scope="session")
 def postgres_server():
     with PostgresServer() as server:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from billing_pipeline.clock import utc_now
 from billing_pipeline.db import usage
 from billing_pipeline.defs.events import log_partition_events, mark_partitions_failed
 from billing_pipeline.defs.partitions import billing_key, split_key
@@ -93,7 +94,7 @@ def catch_up_hourly_usage(context, engine, period) -> None:
     hours are aggregated by the same code as the hourly_usage asset and reported as its
     materializations, so lineage stays true and the reconciliation check can pass.
     """
-    now = dt.datetime.now(dt.UTC)
+    now = utc_now()
     stale = [h for h in usage.unaggregated_hours(engine, period.start, period.end) if h + dt.timedelta(hours=1) <= now]
     if not stale:
         return
@@ -203,7 +204,7 @@ def build_invoice_assets(
     def finalized(context: dg.AssetExecutionContext, config: InvoiceRunConfig, billing_db: BillingDatabaseResource):
         dry_run = is_dry_run(context, config, dry_run_default)
         engine = billing_db.engine()
-        now = dt.datetime.now(dt.UTC)
+        now = utc_now()
         done = []
         for period_key, org_ids in batches(context.partition_keys, interval, config.organizations).items():
             batch = invoicing.finalize_batch(

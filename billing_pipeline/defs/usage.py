@@ -4,6 +4,7 @@ import datetime as dt
 
 import dagster as dg
 
+from billing_pipeline.clock import utc_now
 from billing_pipeline.db import reference, usage
 from billing_pipeline.defs.events import log_partition_events, mark_partitions_failed
 from billing_pipeline.defs.partitions import hour_key, hour_of
@@ -113,7 +114,7 @@ def build_late_usage_sensor(partitions_def: dg.HourlyPartitionsDefinition, inter
         """Re-aggregates hours that received events after they were aggregated, and closed
         hours (older than 2 h) whose events were imported but never aggregated."""
         engine = billing_db.engine()
-        now = dt.datetime.now(dt.UTC)
+        now = utc_now()
         first = partitions_def.start.astimezone(dt.UTC)
         current_hour = now.replace(minute=0, second=0, microsecond=0)
         aggregated = {h for h, _ in usage.late_hours(engine, limit=5000)}

@@ -6,6 +6,7 @@ import datetime as dt
 
 import dagster as dg
 import pytest
+import time_machine
 from sqlalchemy import func, select
 
 from billing_pipeline.db import reference
@@ -48,6 +49,13 @@ def env(tmp_path):
     return url, engine, instance, defs
 
 
+@pytest.fixture
+def issued_november_2026():
+    """Invoice numbers carry the year the invoice is issued in (the clock's): pin it."""
+    with time_machine.travel(dt.datetime(2026, 11, 5, 10, tzinfo=UTC), tick=True):
+        yield
+
+
 def statuses(instance, asset: str) -> dict[str, object]:
     pdef = billing_partitions(MONTHLY, dt.date(2026, 1, 1))
     keys = [f"2026-10-01|{o}" for o in ("alpha", "beta", "gamma", "zeta")]
@@ -55,7 +63,7 @@ def statuses(instance, asset: str) -> dict[str, object]:
     return {k.split("|")[1]: (v.value if v else None) for k, v in got.items()}
 
 
-def test_batched_run_isolates_the_failing_organization(env):
+def test_batched_run_isolates_the_failing_organization(env, issued_november_2026):
     url, engine, instance, defs = env
     [outcome] = run_period(defs, instance, MONTHLY, "2026-10-01")
     assert not outcome.success
@@ -75,7 +83,7 @@ def test_batched_run_isolates_the_failing_organization(env):
     assert rows["alpha"].total_minor == 3000
 
 
-def test_rerun_is_a_no_op_for_finalized_invoices(env):
+def test_rerun_is_a_no_op_for_finalized_invoices(env, issued_november_2026):
     url, engine, instance, defs = env
     run_period(defs, instance, MONTHLY, "2026-10-01")
     with engine.connect() as conn:
