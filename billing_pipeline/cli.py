@@ -170,14 +170,19 @@ def aggregate_usage(first: str, last: str | None) -> None:
 
 
 def _hour_range(first: str, last: str | None) -> tuple[dt.datetime, dt.datetime]:
+    """FIRST..LAST as UTC hours (an offset is converted, none means UTC), or a month YYYY-MM."""
+    from billing_pipeline.domain.periods import parse_hour
+
     if len(first) == 7 and last is None:
         period = _parse_period(first, "monthly")
         return period.start, period.end - dt.timedelta(hours=1)
     try:
-        start = dt.datetime.fromisoformat(first).replace(tzinfo=UTC)
-        end = dt.datetime.fromisoformat(last).replace(tzinfo=UTC) if last else start
+        start = parse_hour(first)
+        end = parse_hour(last) if last else start
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+    if end < start:
+        raise click.BadParameter(f"LAST {end:%Y-%m-%d %H:%M} UTC is before FIRST {start:%Y-%m-%d %H:%M} UTC")
     return start, end
 
 

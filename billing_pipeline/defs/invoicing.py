@@ -17,10 +17,10 @@ from billing_pipeline.db import usage
 from billing_pipeline.defs.events import log_partition_events, mark_partitions_failed
 from billing_pipeline.defs.partitions import billing_key, split_key
 from billing_pipeline.defs.resources import BillingDatabaseResource
-from billing_pipeline.defs.usage import HOURLY_USAGE_KEY, aggregate_hour_range, contiguous_ranges
+from billing_pipeline.defs.usage import HOURLY_USAGE_KEY, MAX_HOURS_PER_RUN, aggregate_hour_range
 from billing_pipeline.domain import money
 from billing_pipeline.domain.model import BillingInterval
-from billing_pipeline.domain.periods import period_from_key
+from billing_pipeline.domain.periods import consecutive_hours, period_from_key
 from billing_pipeline.services import invoicing
 from billing_pipeline.services.invoicing import BatchResult, Outcome
 
@@ -99,7 +99,7 @@ def catch_up_hourly_usage(context, engine, period) -> None:
     if not stale:
         return
     events = []
-    for group in contiguous_ranges(stale):
+    for group in consecutive_hours(stale, MAX_HOURS_PER_RUN):
         events += aggregate_hour_range(engine, group, trigger=f"catch-up before invoicing {period.key}")
     log_partition_events(context, events)
     context.log.info(f"aggregated {len(stale)} hour(s) of {period.key} that held new events before drafting")

@@ -50,15 +50,6 @@ def billing_partitions(interval: BillingInterval, start: dt.date) -> dg.MultiPar
     )
 
 
-def hour_of(partition_key: str) -> dt.datetime:
-    """``"2026-10-01-13:00"`` -> 2026-10-01 13:00 UTC."""
-    return dt.datetime.strptime(partition_key, "%Y-%m-%d-%H:%M").replace(tzinfo=dt.UTC)
-
-
-def hour_key(hour: dt.datetime) -> str:
-    return hour.astimezone(dt.UTC).strftime("%Y-%m-%d-%H:%M")
-
-
 def split_key(key: str | dg.MultiPartitionKey, interval: BillingInterval) -> tuple[str, str]:
     """A billing partition key -> (period key, org id)."""
     if not isinstance(key, dg.MultiPartitionKey):

@@ -12,8 +12,9 @@ import dagster as dg
 
 from billing_pipeline.defs.automation import RANGE_END_TAG, RANGE_START_TAG, missing_organization_partitions
 from billing_pipeline.defs.invoicing import DRY_RUN_TAG
-from billing_pipeline.defs.partitions import ORGANIZATION_PARTITIONS, billing_key, hour_key, organization_batches
+from billing_pipeline.defs.partitions import ORGANIZATION_PARTITIONS, billing_key, organization_batches
 from billing_pipeline.domain.model import BillingInterval
+from billing_pipeline.domain.periods import hour_key
 
 #: Console logging of in-process runs: warnings only; the full log is in the instance (UI).
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}

@@ -7,8 +7,8 @@ import dagster as dg
 from billing_pipeline.clock import utc_now
 from billing_pipeline.db import reference, usage
 from billing_pipeline.defs.events import log_partition_events, mark_partitions_failed
-from billing_pipeline.defs.partitions import hour_key, hour_of
 from billing_pipeline.defs.resources import BillingDatabaseResource
+from billing_pipeline.domain.periods import consecutive_hours, hour_from_key, hour_key, hour_start
 
 HOURLY_USAGE_KEY = dg.AssetKey("hourly_usage")
 MAX_HOURS_PER_RUN = 24 * 31
@@ -32,7 +32,7 @@ def build_hourly_usage(partitions_def: dg.HourlyPartitionsDefinition) -> dg.Asse
         engine = billing_db.engine()
         failed: dict[str, str] = {}
         done: list[dg.AssetMaterialization] = []
-        for group in contiguous_ranges([hour_of(k) for k in context.partition_keys]):
+        for group in consecutive_hours(map(hour_from_key, context.partition_keys), MAX_HOURS_PER_RUN):
             try:
                 done += aggregate_hour_range(engine, group)
             except Exception as exc:  # noqa: BLE001 - report the range's hours, go on with others
@@ -84,23 +84,10 @@ def build_hourly_usage_schedule(cron: str, running: bool) -> dg.ScheduleDefiniti
     )
     def hourly_usage_job_schedule(context: dg.ScheduleEvaluationContext):
         """Aggregates the last closed hour before the tick."""
-        tick = context.scheduled_execution_time.astimezone(dt.UTC)
-        hour = tick.replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=1)
-        key = hour_key(hour)
+        key = hour_key(hour_start(context.scheduled_execution_time) - dt.timedelta(hours=1))
         return dg.RunRequest(run_key=key, partition_key=key)
 
     return hourly_usage_job_schedule
-
-
-def contiguous_ranges(hours: list[dt.datetime], limit: int = MAX_HOURS_PER_RUN) -> list[list[dt.datetime]]:
-    """Group sorted hours into runs of consecutive hours, at most ``limit`` each."""
-    groups: list[list[dt.datetime]] = []
-    for hour in sorted(set(hours)):
-        if groups and hour - groups[-1][-1] == dt.timedelta(hours=1) and len(groups[-1]) < limit:
-            groups[-1].append(hour)
-        else:
-            groups.append([hour])
-    return groups
 
 
 def build_late_usage_sensor(partitions_def: dg.HourlyPartitionsDefinition, interval_seconds: int = 60):
@@ -116,7 +103,7 @@ def build_late_usage_sensor(partitions_def: dg.HourlyPartitionsDefinition, inter
         engine = billing_db.engine()
         now = utc_now()
         first = partitions_def.start.astimezone(dt.UTC)
-        current_hour = now.replace(minute=0, second=0, microsecond=0)
+        current_hour = hour_start(now)
         aggregated = {h for h, _ in usage.late_hours(engine, limit=5000)}
         marks = usage.dirty_marks(engine, limit=5000)
         due = [
@@ -128,7 +115,7 @@ def build_late_usage_sensor(partitions_def: dg.HourlyPartitionsDefinition, inter
             return dg.SkipReason("no hour has events waiting for aggregation")
         stamp = max(m for h, m in marks if h in set(due)).isoformat()
         requests = []
-        for group in contiguous_ranges(due):
+        for group in consecutive_hours(due, MAX_HOURS_PER_RUN):
             start, end = hour_key(group[0]), hour_key(group[-1])
             requests.append(
                 dg.RunRequest(
