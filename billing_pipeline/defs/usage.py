@@ -8,6 +8,7 @@ from billing_pipeline.clock import utc_now
 from billing_pipeline.db import reference, usage
 from billing_pipeline.defs.events import log_partition_events, mark_partitions_failed
 from billing_pipeline.defs.resources import BillingDatabaseResource
+from billing_pipeline.domain.aggregation import hours_to_reaggregate
 from billing_pipeline.domain.periods import consecutive_hours, hour_from_key, hour_key, hour_start
 
 HOURLY_USAGE_KEY = dg.AssetKey("hourly_usage")
@@ -103,23 +104,20 @@ def build_late_usage_sensor(partitions_def: dg.HourlyPartitionsDefinition, inter
         engine = billing_db.engine()
         now = utc_now()
         first = partitions_def.start.astimezone(dt.UTC)
-        current_hour = hour_start(now)
-        aggregated = {h for h, _ in usage.late_hours(engine, limit=5000)}
-        marks = usage.dirty_marks(engine, limit=5000)
-        due = [
-            h
-            for h, _ in marks
-            if first <= h < current_hour and (h in aggregated or h < current_hour - dt.timedelta(hours=2))
-        ]
+        due, stamp = hours_to_reaggregate(
+            usage.dirty_marks(engine, limit=5000),
+            [h for h, _ in usage.late_hours(engine, limit=5000)],
+            first=first,
+            now=now,
+        )
         if not due:
             return dg.SkipReason("no hour has events waiting for aggregation")
-        stamp = max(m for h, m in marks if h in set(due)).isoformat()
         requests = []
         for group in consecutive_hours(due, MAX_HOURS_PER_RUN):
             start, end = hour_key(group[0]), hour_key(group[-1])
             requests.append(
                 dg.RunRequest(
-                    run_key=f"late-{start}-{end}-{stamp}",
+                    run_key=f"late-{start}-{end}-{stamp.isoformat()}",
                     tags={
                         "dagster/asset_partition_range_start": start,
                         "dagster/asset_partition_range_end": end,

@@ -12,6 +12,7 @@ from billing_pipeline.domain.aggregation import (
     aggregate_events,
     combine_hourly,
     hourly_aggregates,
+    hours_to_reaggregate,
 )
 from billing_pipeline.domain.catalog import Aggregation, Metric
 from billing_pipeline.domain.events import UsageEvent
@@ -173,3 +174,21 @@ def test_rows_of_another_metric_are_refused(call):
 def test_unique_count_needs_its_property_name():
     with pytest.raises(ValueError, match="unique_property"):
         aggregate_events([], Metric("m", "M", Aggregation.UNIQUE_COUNT))
+
+
+def test_hours_to_reaggregate_picks_late_and_settled_hours():
+    now = utc(2026, 10, 3, 12, 30)
+    marks = [
+        (utc(2025, 12, 31, 23), utc(2026, 10, 3, 9)),  # before the first partition
+        (utc(2026, 10, 3, 8), utc(2026, 10, 3, 9)),  # never aggregated, closed > 2 h ago
+        (utc(2026, 10, 3, 10), utc(2026, 10, 3, 11)),  # never aggregated, closed < 2 h ago: the schedule's turn
+        (utc(2026, 10, 3, 11), utc(2026, 10, 3, 11, 50)),  # aggregated before: late events
+        (utc(2026, 10, 3, 12), utc(2026, 10, 3, 12, 10)),  # the current hour is still open
+    ]
+    due, stamp = hours_to_reaggregate(
+        marks, [utc(2026, 10, 3, 11), utc(2026, 10, 3, 12)], first=utc(2026, 1, 1), now=now
+    )
+    assert due == [utc(2026, 10, 3, 8), utc(2026, 10, 3, 11)]
+    assert stamp == utc(2026, 10, 3, 11, 50)
+    assert hours_to_reaggregate([], [], first=utc(2026, 1, 1), now=now) == ([], None)
+
