@@ -180,7 +180,5 @@ def hours_to_reaggregate(
     """
     current = hour_start(now)
     aggregated = set(aggregated)
-    marks = list(marks)
-    due = [h for h, _ in marks if first <= h < current and (h in aggregated or h < current - settle)]
-    stamp = max((m for h, m in marks if h in set(due)), default=None)
-    return due, stamp
+    due_marks = [(h, m) for h, m in marks if first <= h < current and (h in aggregated or h < current - settle)]
+    return [h for h, _ in due_marks], max((m for _, m in due_marks), default=None)

@@ -192,3 +192,22 @@ def test_hours_to_reaggregate_picks_late_and_settled_hours():
     assert stamp == utc(2026, 10, 3, 11, 50)
     assert hours_to_reaggregate([], [], first=utc(2026, 1, 1), now=now) == ([], None)
 
+
+class _CountedHour(dt.datetime):
+    """A datetime that counts how often it is hashed (set building and membership)."""
+
+    hashes = 0
+
+    def __hash__(self):
+        type(self).hashes += 1
+        return super().__hash__()
+
+
+def test_hours_to_reaggregate_is_linear_in_the_number_of_marks():
+    n = 2000
+    hours = [utc(2026, 10, 1) + dt.timedelta(hours=i) for i in range(n)]
+    marks = [(_CountedHour(*h.timetuple()[:4], tzinfo=dt.UTC), h) for h in hours]
+    _CountedHour.hashes = 0
+    due, stamp = hours_to_reaggregate(marks, hours, first=hours[0], now=hours[-1] + dt.timedelta(hours=1))
+    assert len(due) == n and stamp == hours[-1]
+    assert _CountedHour.hashes <= 4 * n  # a set rebuilt per mark would hash n * n times
