@@ -4,6 +4,7 @@ import datetime as dt
 
 import dagster as dg
 
+from billing_pipeline import launch
 from billing_pipeline.clock import utc_now
 from billing_pipeline.db import reference, usage
 from billing_pipeline.defs.events import log_partition_events, mark_partitions_failed
@@ -12,14 +13,13 @@ from billing_pipeline.domain.aggregation import hours_to_reaggregate
 from billing_pipeline.domain.periods import consecutive_hours, hour_from_key, hour_key, hour_start
 
 HOURLY_USAGE_KEY = dg.AssetKey("hourly_usage")
-MAX_HOURS_PER_RUN = 24 * 31
 
 
-def build_hourly_usage(partitions_def: dg.HourlyPartitionsDefinition) -> dg.AssetsDefinition:
+def hourly_usage_asset(partitions_def: dg.HourlyPartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(
         key=HOURLY_USAGE_KEY,
         partitions_def=partitions_def,
-        backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=MAX_HOURS_PER_RUN),
+        backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=launch.MAX_HOURS_PER_RUN),
         output_required=False,
         group_name="usage",
         kinds={"sql"},
@@ -33,7 +33,7 @@ def build_hourly_usage(partitions_def: dg.HourlyPartitionsDefinition) -> dg.Asse
         engine = billing_db.engine()
         failed: dict[str, str] = {}
         done: list[dg.AssetMaterialization] = []
-        for group in consecutive_hours(map(hour_from_key, context.partition_keys), MAX_HOURS_PER_RUN):
+        for group in consecutive_hours(map(hour_from_key, context.partition_keys), launch.MAX_HOURS_PER_RUN):
             try:
                 done += aggregate_hour_range(engine, group)
             except Exception as exc:  # noqa: BLE001 - report the range's hours, go on with others
@@ -75,57 +75,44 @@ hourly_usage_job = dg.define_asset_job(
 )
 
 
-def build_hourly_usage_schedule(cron: str, running: bool) -> dg.ScheduleDefinition:
+def hourly_usage_schedule(*, name: str, job, cron: str, running: bool) -> dg.ScheduleDefinition:
     @dg.schedule(
-        name="hourly_usage_job_schedule",
-        cron_schedule=cron,  # default "5 * * * *": five past every hour, UTC
-        job=hourly_usage_job,
+        name=name,
+        cron_schedule=cron,
+        job=job,
         execution_timezone="UTC",
         default_status=dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED,
     )
-    def hourly_usage_job_schedule(context: dg.ScheduleEvaluationContext):
+    def _schedule(context: dg.ScheduleEvaluationContext):
         """Aggregates the last closed hour before the tick."""
-        key = hour_key(hour_start(context.scheduled_execution_time) - dt.timedelta(hours=1))
-        return dg.RunRequest(run_key=key, partition_key=key)
+        return launch.hour_run_request(hour_start(context.scheduled_execution_time) - dt.timedelta(hours=1))
 
-    return hourly_usage_job_schedule
+    return _schedule
 
 
-def build_late_usage_sensor(partitions_def: dg.HourlyPartitionsDefinition, interval_seconds: int = 60):
+def late_usage_sensor(
+    *, name: str, job, partitions_def: dg.HourlyPartitionsDefinition, interval_seconds: int = 60
+) -> dg.SensorDefinition:
     @dg.sensor(
-        name="late_usage_sensor",
-        job=hourly_usage_job,
+        name=name,
+        job=job,
         minimum_interval_seconds=interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
     )
-    def late_usage_sensor(context: dg.SensorEvaluationContext, billing_db: BillingDatabaseResource):
+    def _sensor(context: dg.SensorEvaluationContext, billing_db: BillingDatabaseResource):
         """Re-aggregates hours that received events after they were aggregated, and closed
         hours (older than 2 h) whose events were imported but never aggregated."""
         engine = billing_db.engine()
-        now = utc_now()
-        first = partitions_def.start.astimezone(dt.UTC)
         due, stamp = hours_to_reaggregate(
             usage.dirty_marks(engine, limit=5000),
             [h for h, _ in usage.late_hours(engine, limit=5000)],
-            first=first,
-            now=now,
+            first=partitions_def.start,
+            now=utc_now(),
         )
         if not due:
             return dg.SkipReason("no hour has events waiting for aggregation")
-        requests = []
-        for group in consecutive_hours(due, MAX_HOURS_PER_RUN):
-            start, end = hour_key(group[0]), hour_key(group[-1])
-            requests.append(
-                dg.RunRequest(
-                    run_key=f"late-{start}-{end}-{stamp.isoformat()}",
-                    tags={
-                        "dagster/asset_partition_range_start": start,
-                        "dagster/asset_partition_range_end": end,
-                        "billing/trigger": "late_usage_sensor",
-                    },
-                )
-            )
+        requests = launch.hour_range_run_requests(due, trigger=name, run_key_prefix="late", version=stamp.isoformat())
         context.log.info(f"{len(due)} hour(s) to re-aggregate in {len(requests)} run(s)")
         return requests
 
-    return late_usage_sensor
+    return _sensor
