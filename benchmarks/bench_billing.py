@@ -130,14 +130,15 @@ def bare_sql_month(url: str) -> float:
 def hourly_usage_runs(settings) -> tuple[float, bool]:
     import dagster as dg
 
-    from billing_pipeline.definitions import build_definitions
-    from billing_pipeline.defs.runner import run_hours
+    from billing_pipeline.definitions import build_definitions, hourly_usage_job
+    from billing_pipeline.launch import run_hours
 
     defs = build_definitions(settings)
     instance = dg.DagsterInstance.get()
     started = time.perf_counter()
     # one ranged run for the month, as a UI backfill with the asset's multi_run(744) policy
-    ok = run_hours(defs, instance, MONTH, MONTH + dt.timedelta(days=31) - dt.timedelta(hours=1)).success
+    last_hour = MONTH + dt.timedelta(days=31) - dt.timedelta(hours=1)
+    ok = run_hours(defs, instance, hourly_usage_job.name, MONTH, last_hour).success
     return time.perf_counter() - started, ok
 
 
@@ -146,9 +147,9 @@ def _invoice_worker(args) -> tuple[int, bool, float]:
     os.environ.update(env)
     import dagster as dg
 
-    from billing_pipeline.definitions import build_definitions
-    from billing_pipeline.defs.runner import run_period
+    from billing_pipeline.definitions import INVOICE_JOBS, build_definitions
     from billing_pipeline.domain.model import BillingInterval
+    from billing_pipeline.launch import run_period
     from billing_pipeline.settings import Settings
 
     settings = Settings.from_env()
@@ -158,7 +159,7 @@ def _invoice_worker(args) -> tuple[int, bool, float]:
     outcomes = run_period(
         defs,
         instance,
-        BillingInterval.MONTHLY,
+        INVOICE_JOBS[BillingInterval.MONTHLY],
         MONTH.date().isoformat(),
         organizations=chunk,
         batch_size=settings.invoice_batch_size,
@@ -167,8 +168,10 @@ def _invoice_worker(args) -> tuple[int, bool, float]:
 
 
 def invoice_runs(env: dict, orgs: list[str], workers: int, batch: int) -> tuple[float, bool]:
+    from billing_pipeline.launch import organization_batches
+
     # each worker gets whole batches; a batch is a contiguous range of organization keys
-    batches = [orgs[i : i + batch] for i in range(0, len(orgs), batch)]
+    batches = organization_batches(orgs, batch)
     shares = [sum(batches[w::workers], []) for w in range(workers)]
     started = time.perf_counter()
     with mp.get_context("spawn").Pool(workers) as pool:
@@ -246,7 +249,7 @@ def main() -> None:
         import dagster as dg
 
         from billing_pipeline.db.engine import get_engine
-        from billing_pipeline.defs.runner import sync_organization_partitions
+        from billing_pipeline.launch import sync_organization_partitions
         from billing_pipeline.settings import Settings
 
         settings = Settings.from_env()

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import click
 
+from billing_pipeline.clock import utc_now
+
 UTC = dt.UTC
 
 
@@ -136,7 +138,7 @@ def _seed_demo(settings, period_value, events_per_org):
     engine = _engine(settings)
     catalog_file = Path(__file__).parent / "catalog" / "plans.yaml"
     reference.save_catalog(engine, yaml.safe_load(catalog_file.read_text()), str(catalog_file))
-    period = _parse_period(period_value, "monthly") if period_value else demo.demo_period(dt.datetime.now(UTC))
+    period = _parse_period(period_value, "monthly") if period_value else demo.demo_period(utc_now())
     reference.upsert_organizations(engine, [o for o, _ in demo.DEMO_ORGS])
     for org, plan in demo.DEMO_ORGS:
         reference.add_subscription(engine, org.id, plan, dt.datetime(2026, 1, 1, tzinfo=UTC))
@@ -153,12 +155,8 @@ def _seed_demo(settings, period_value, events_per_org):
 @click.argument("last", required=False)
 def aggregate_usage(first: str, last: str | None) -> None:
     """Materialize hourly_usage for hours FIRST..LAST (ISO hours, UTC) or a month YYYY-MM."""
-    from billing_pipeline.definitions import build_definitions
-    from billing_pipeline.defs.runner import run_hours
-
     start, end = _hour_range(first, last)
-    settings = _settings()
-    outcome = run_hours(build_definitions(settings), _instance(), start, end)
+    outcome = _run_hours(_settings(), _instance(), start, end)
     click.echo(
         f"hourly_usage {outcome.partition_range[0]}..{outcome.partition_range[1]}: "
         f"{'success' if outcome.success else 'FAILED'} (run {outcome.run_id})"
@@ -168,14 +166,19 @@ def aggregate_usage(first: str, last: str | None) -> None:
 
 
 def _hour_range(first: str, last: str | None) -> tuple[dt.datetime, dt.datetime]:
+    """FIRST..LAST as UTC hours (an offset is converted, none means UTC), or a month YYYY-MM."""
+    from billing_pipeline.domain.periods import parse_hour
+
     if len(first) == 7 and last is None:
         period = _parse_period(first, "monthly")
         return period.start, period.end - dt.timedelta(hours=1)
     try:
-        start = dt.datetime.fromisoformat(first).replace(tzinfo=UTC)
-        end = dt.datetime.fromisoformat(last).replace(tzinfo=UTC) if last else start
+        start = parse_hour(first)
+        end = parse_hour(last) if last else start
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+    if end < start:
+        raise click.BadParameter(f"LAST {end:%Y-%m-%d %H:%M} UTC is before FIRST {start:%Y-%m-%d %H:%M} UTC")
     return start, end
 
 
@@ -250,20 +253,27 @@ def _deliver(settings, period, orgs, dry_run, resend_ambiguous_email=False, defs
     return all(o.success for o in outcomes)
 
 
+def _run_hours(settings, instance, first: dt.datetime, last: dt.datetime):
+    from billing_pipeline import definitions, launch
+
+    return launch.run_hours(
+        definitions.build_definitions(settings), instance, definitions.hourly_usage_job.name, first, last
+    )
+
+
 def _run_period(settings, period, orgs, dry_run, deliver=True) -> bool:
-    from billing_pipeline.definitions import build_definitions
-    from billing_pipeline.defs.runner import run_period, sync_organization_partitions
+    from billing_pipeline import definitions, launch
     from billing_pipeline.services.reporting import format_period_report, period_states
 
     engine = _engine(settings)
     instance = _instance()
-    sync_organization_partitions(instance, engine)
-    defs = build_definitions(settings)
+    launch.sync_organization_partitions(instance, engine)
+    defs = definitions.build_definitions(settings)
     try:
-        outcomes = run_period(
+        outcomes = launch.run_period(
             defs,
             instance,
-            period.interval,
+            definitions.INVOICE_JOBS[period.interval],
             period.key,
             organizations=orgs,
             dry_run=dry_run,
@@ -291,43 +301,43 @@ def _run_period(settings, period, orgs, dry_run, deliver=True) -> bool:
 @click.option("--interval", type=click.Choice(["monthly", "weekly"]), default="monthly", show_default=True)
 def status(period_value: str | None, interval: str) -> None:
     """Last runs, next scheduled ticks, per-organization invoice state, quarantine counts."""
-    from dagster._utils.schedules import cron_string_iterator
-
     from billing_pipeline.domain.model import BillingInterval
     from billing_pipeline.domain.periods import previous_period
-    from billing_pipeline.services.reporting import (
-        format_period_report,
-        period_states,
-        quarantine_counts,
-        recent_imports,
-    )
+    from billing_pipeline.services.reporting import format_period_report, period_states
 
     settings = _settings()
     engine = _engine(settings)
-    instance = _instance()
-    click.echo("Last runs:")
-    for run in instance.get_runs(limit=8):
-        part = run.tags.get("dagster/partition") or "..".join(
-            filter(
-                None,
-                [
-                    run.tags.get("dagster/asset_partition_range_start"),
-                    run.tags.get("dagster/asset_partition_range_end"),
-                ],
-            )
-        )
-        click.echo(f"  {run.run_id[:8]} {run.job_name:<22} {run.status.value:<10} {part}")
-    click.echo("Next scheduled ticks (UTC):")
-    now = dt.datetime.now(UTC)
-    for name, cron in (
-        ("hourly_usage_job_schedule", settings.hourly_usage_cron),
-        ("monthly_invoices_job_schedule", settings.monthly_invoice_cron),
-        ("weekly_invoices_job_schedule", settings.weekly_invoice_cron),
-    ):
-        tick = next(cron_string_iterator(now.timestamp(), cron, "UTC"))
-        click.echo(f"  {name:<32} {cron:<12} {tick:%Y-%m-%d %H:%M}")
+    now = utc_now()
+    _print_runs(_instance())
+    _print_next_ticks(now)
     period = _parse_period(period_value, interval) if period_value else previous_period(BillingInterval(interval), now)
     click.echo(format_period_report(period, period_states(engine, period)))
+    _print_quarantine(engine)
+
+
+def _print_runs(instance, limit: int = 8) -> None:
+    from billing_pipeline.launch import RANGE_END_TAG, RANGE_START_TAG
+
+    click.echo("Last runs:")
+    for run in instance.get_runs(limit=limit):
+        ends = [run.tags.get(RANGE_START_TAG), run.tags.get(RANGE_END_TAG)]
+        part = run.tags.get("dagster/partition") or "..".join(filter(None, ends))
+        click.echo(f"  {run.run_id[:8]} {run.job_name:<22} {run.status.value:<10} {part}")
+
+
+def _print_next_ticks(now: dt.datetime) -> None:
+    from billing_pipeline import definitions
+    from billing_pipeline.defs.events import next_cron_tick
+
+    click.echo("Next scheduled ticks (UTC):")
+    for schedule in definitions.defs.schedules:
+        tick = next_cron_tick(schedule.cron_schedule, now)
+        click.echo(f"  {schedule.name:<32} {schedule.cron_schedule:<12} {tick:%Y-%m-%d %H:%M}")
+
+
+def _print_quarantine(engine) -> None:
+    from billing_pipeline.services.reporting import quarantine_counts, recent_imports
+
     counts = quarantine_counts(engine)
     click.echo("Quarantined events: " + (", ".join(f"{k}: {v}" for k, v in counts.items()) or "none"))
     for imp in recent_imports(engine, 3):
@@ -341,22 +351,19 @@ def status(period_value: str | None, interval: str) -> None:
 @click.option("--period", "period_value", default=None, help="Month YYYY-MM (default: last closed month).")
 def demo_cmd(period_value: str | None) -> None:
     """Everything on embedded defaults: schema, catalog, demo data, hourly usage, invoices."""
-    from billing_pipeline.definitions import build_definitions
-    from billing_pipeline.defs.runner import run_hours
+    from billing_pipeline.domain.model import BillingInterval
+    from billing_pipeline.domain.periods import period_containing
 
     settings = _settings()
     click.echo(f"billing database: {_redact(settings.database_url)}")
     click.echo(f"dagster instance: {os.environ.get('DAGSTER_HOME') or Path.cwd() / '.dagster_home'}")
     period = _seed_demo(settings, period_value, 400)
     instance = _instance()
-    outcome = run_hours(build_definitions(settings), instance, period.start, period.end - dt.timedelta(hours=1))
+    outcome = _run_hours(settings, instance, period.start, period.end - dt.timedelta(hours=1))
     click.echo(f"hourly_usage for {period.label}: {'success' if outcome.success else 'FAILED'} ({period.hours} hours)")
     ok = _run_period(settings, period, (), False)
-    from billing_pipeline.domain.periods import weekly_period
-
-    monday = (period.end - dt.timedelta(days=7)).date()
-    monday -= dt.timedelta(days=monday.weekday())
-    ok = _run_period(settings, weekly_period(monday), (), False) and ok
+    last_week = period_containing(BillingInterval.WEEKLY, period.end - dt.timedelta(days=7))
+    ok = _run_period(settings, last_week, (), False) and ok
     click.echo("\nOpen the UI on the same instance:  make ui   (then http://127.0.0.1:3000)")
     if not ok:
         sys.exit(1)

@@ -1,4 +1,9 @@
-"""The one entry point: ``dagster dev -m billing_pipeline.definitions`` (see workspace.yaml)."""
+"""The one entry point: ``dagster dev -m billing_pipeline.definitions`` (see workspace.yaml).
+
+Every asset, job, schedule and sensor is a module-level object here or in ``defs/``, its
+name literal and equal to its variable. The environment is read once, at load
+(``settings``): crons, batch size and the first partition are part of the definitions.
+"""
 
 from __future__ import annotations
 
@@ -6,92 +11,142 @@ import os
 
 import dagster as dg
 
-from billing_pipeline.defs.automation import build_invoice_schedule, organizations_sensor
+from billing_pipeline.defs import automation, invoicing, partitions, usage
+from billing_pipeline.defs.automation import organizations_sensor
 from billing_pipeline.defs.delivery import build_delivery_assets, build_delivery_job, build_invoice_delivery_sensor
 from billing_pipeline.defs.delivery_resources import DocumentStoreResource, MailerResource, PaymentGatewayResource
-from billing_pipeline.defs.invoicing import build_invoice_assets
-from billing_pipeline.defs.partitions import billing_partitions, hourly_usage_partitions
 from billing_pipeline.defs.resources import BillingDatabaseResource
-from billing_pipeline.defs.usage import (
-    build_hourly_usage,
-    build_hourly_usage_schedule,
-    build_late_usage_sensor,
-    hourly_usage_job,
-)
+from billing_pipeline.defs.usage import hourly_usage_job
 from billing_pipeline.domain.model import BillingInterval
+from billing_pipeline.launch import PeriodJob
 from billing_pipeline.services.delivery import DeliveryOptions, seller_from_settings
 from billing_pipeline.settings import Settings
 
+MONTHLY, WEEKLY = BillingInterval.MONTHLY, BillingInterval.WEEKLY
 
-def build_definitions(settings: Settings | None = None) -> dg.Definitions:
-    settings = settings or Settings.from_env()
-    hours = hourly_usage_partitions(settings.partitions_start)
-    assets: list = [build_hourly_usage(hours)]
-    checks: list = []
-    jobs: list = [hourly_usage_job]
-    schedules: list = [build_hourly_usage_schedule(settings.hourly_usage_cron, settings.schedules_running)]
+settings = Settings.from_env()
+
+hourly_usage_partitions = partitions.hourly_usage_partitions(settings.partitions_start)
+monthly_billing_partitions = partitions.billing_partitions(MONTHLY, settings.partitions_start)
+weekly_billing_partitions = partitions.billing_partitions(WEEKLY, settings.partitions_start)
+_invoice_options = {"batch_size": settings.invoice_batch_size, "dry_run_default": settings.dry_run}
+
+hourly_usage = usage.hourly_usage_asset(hourly_usage_partitions)
+
+monthly_invoice_drafts = invoicing.invoice_drafts_asset(
+    name="monthly_invoice_drafts", interval=MONTHLY, partitions_def=monthly_billing_partitions, **_invoice_options
+)
+monthly_invoices = invoicing.invoices_asset(
+    name="monthly_invoices",
+    interval=MONTHLY,
+    drafts=monthly_invoice_drafts,
+    partitions_def=monthly_billing_partitions,
+    **_invoice_options,
+)
+weekly_invoice_drafts = invoicing.invoice_drafts_asset(
+    name="weekly_invoice_drafts", interval=WEEKLY, partitions_def=weekly_billing_partitions, **_invoice_options
+)
+weekly_invoices = invoicing.invoices_asset(
+    name="weekly_invoices",
+    interval=WEEKLY,
+    drafts=weekly_invoice_drafts,
+    partitions_def=weekly_billing_partitions,
+    **_invoice_options,
+)
+monthly_usage_reconciliation = invoicing.usage_reconciliation_check(drafts=monthly_invoice_drafts, interval=MONTHLY)
+weekly_usage_reconciliation = invoicing.usage_reconciliation_check(drafts=weekly_invoice_drafts, interval=WEEKLY)
+
+monthly_invoices_job = dg.define_asset_job(
+    name="monthly_invoices_job",
+    selection=dg.AssetSelection.assets(monthly_invoice_drafts, monthly_invoices),
+    description="Draft, reconcile and finalize monthly invoices (partition = month × organization).",
+)
+weekly_invoices_job = dg.define_asset_job(
+    name="weekly_invoices_job",
+    selection=dg.AssetSelection.assets(weekly_invoice_drafts, weekly_invoices),
+    description="Draft, reconcile and finalize weekly invoices (partition = billing week × organization).",
+)
+
+hourly_usage_job_schedule = usage.hourly_usage_schedule(
+    name="hourly_usage_job_schedule",
+    job=hourly_usage_job,
+    cron=settings.hourly_usage_cron,  # default "5 * * * *": five past every hour, UTC
+    running=settings.schedules_running,
+)
+monthly_invoices_job_schedule = automation.invoice_schedule(
+    name="monthly_invoices_job_schedule",
+    interval=MONTHLY,
+    job=monthly_invoices_job,
+    cron=settings.monthly_invoice_cron,  # default "0 0 1 * *": the 1st of the month, 00:00 UTC
+    first_period=settings.partitions_start,
+    batch_size=settings.invoice_batch_size,
+    running=settings.schedules_running,
+)
+weekly_invoices_job_schedule = automation.invoice_schedule(
+    name="weekly_invoices_job_schedule",
+    interval=WEEKLY,
+    job=weekly_invoices_job,
+    cron=settings.weekly_invoice_cron,  # default "0 0 * * 1": Monday 00:00 UTC
+    first_period=settings.partitions_start,
+    batch_size=settings.invoice_batch_size,
+    running=settings.schedules_running,
+)
+late_usage_sensor = usage.late_usage_sensor(
+    name="late_usage_sensor", job=hourly_usage_job, partitions_def=hourly_usage_partitions
+)
+
+#: What run-month launches per interval: the invoices job and the assets its run config goes to.
+INVOICE_JOBS = {
+    MONTHLY: PeriodJob(MONTHLY, monthly_invoices_job.name, (monthly_invoice_drafts.op.name, monthly_invoices.op.name)),
+    WEEKLY: PeriodJob(WEEKLY, weekly_invoices_job.name, (weekly_invoice_drafts.op.name, weekly_invoices.op.name)),
+}
+
+
+def build_definitions(settings: Settings = settings) -> dg.Definitions:
+    """The definitions with resources (and delivery) for ``settings``; the objects above are
+    shared and come from the environment at load."""
+    delivery = _delivery_definitions(settings)
+    return dg.Definitions(
+        assets=[hourly_usage, monthly_invoice_drafts, monthly_invoices, weekly_invoice_drafts, weekly_invoices]
+        + delivery["assets"],
+        asset_checks=[monthly_usage_reconciliation, weekly_usage_reconciliation],
+        jobs=[hourly_usage_job, monthly_invoices_job, weekly_invoices_job] + delivery["jobs"],
+        schedules=[hourly_usage_job_schedule, monthly_invoices_job_schedule, weekly_invoices_job_schedule],
+        sensors=[organizations_sensor, late_usage_sensor] + delivery["sensors"],
+        resources=resources(settings),
+        # Steps of a billing run are sequential and cheap; one process per run saves ~2 s per step.
+        executor=dg.in_process_executor,
+    )
+
+
+def resources(settings: Settings) -> dict:
+    """Every resource, one implementation per role, chosen from ``settings``."""
+    database_url = _env("BILLING_DATABASE_URL") or settings.database_url  # may hold a password
+    return {
+        "billing_db": BillingDatabaseResource(url=database_url, invoice_number_prefix=settings.invoice_number_prefix),
+        **delivery_resources(settings),
+    }
+
+
+def _delivery_definitions(settings: Settings) -> dict[str, list]:
     delivery_options = DeliveryOptions.from_settings(
         settings, render_workers=2, io_workers=settings.delivery_io_workers
     )
-    delivery_jobs: list = []
-    crons = {
-        BillingInterval.MONTHLY: settings.monthly_invoice_cron,
-        BillingInterval.WEEKLY: settings.weekly_invoice_cron,
-    }
-    for interval in BillingInterval:
-        partitions = billing_partitions(interval, settings.partitions_start)
-        drafts, finalized, check = build_invoice_assets(
-            interval,
-            partitions,
-            batch_size=settings.invoice_batch_size,
-            dry_run_default=settings.dry_run,
-        )
-        assets += [drafts, finalized]
-        checks.append(check)
-        job = dg.define_asset_job(
-            name=f"{interval.value}_invoices_job",
-            selection=dg.AssetSelection.assets(drafts, finalized),
-            description=f"Draft, reconcile and finalize {interval.value} invoices (partition = period × organization).",
-        )
-        jobs.append(job)
+    assets, jobs = [], []
+    for interval, billing in ((MONTHLY, monthly_billing_partitions), (WEEKLY, weekly_billing_partitions)):
         deliveries = build_delivery_assets(
             interval,
-            partitions,
+            billing,
             options=delivery_options,
             seller=seller_from_settings(settings.seller),
             batch_size=settings.invoice_batch_size,
         )
         assets.append(deliveries)
-        delivery_jobs.append(build_delivery_job(interval, deliveries))
-        schedules.append(
-            build_invoice_schedule(
-                interval,
-                job,
-                crons[interval],
-                first_period=settings.partitions_start,
-                batch_size=settings.invoice_batch_size,
-                running=settings.schedules_running,
-            )
-        )
-    database_url = _env("BILLING_DATABASE_URL") or settings.database_url  # may hold a password
+        jobs.append(build_delivery_job(interval, deliveries))
     delivery_sensor = build_invoice_delivery_sensor(
-        delivery_options, delivery_jobs, batch_size=settings.invoice_batch_size, running=settings.schedules_running
+        delivery_options, jobs, batch_size=settings.invoice_batch_size, running=settings.schedules_running
     )
-    return dg.Definitions(
-        assets=assets,
-        asset_checks=checks,
-        jobs=jobs + delivery_jobs,
-        schedules=schedules,
-        sensors=[organizations_sensor, build_late_usage_sensor(hours), delivery_sensor],
-        resources={
-            "billing_db": BillingDatabaseResource(
-                url=database_url, invoice_number_prefix=settings.invoice_number_prefix
-            ),
-            **delivery_resources(settings),
-        },
-        # Steps of a billing run are sequential and cheap; one process per run saves ~2 s per step.
-        executor=dg.in_process_executor,
-    )
+    return {"assets": assets, "jobs": jobs, "sensors": [delivery_sensor]}
 
 
 def _env(name: str) -> dg.EnvVar | None:

@@ -28,10 +28,14 @@ _FALSE = {"0", "false", "no", "off", ""}
 
 
 def _cron_ok(expr: str) -> bool:
-    # The same check Dagster applies to schedules, so a value accepted here loads there.
-    from dagster._utils.schedules import is_valid_cron_string
+    # Dagster's own check: a value accepted here makes a schedule that loads.
+    import dagster as dg
 
-    return is_valid_cron_string(expr)
+    try:
+        dg.ScheduleDefinition(name="cron_check", cron_schedule=expr, job_name="cron_check")
+    except dg.DagsterInvalidDefinitionError:
+        return False
+    return True
 
 
 def _shown(value: str) -> str:

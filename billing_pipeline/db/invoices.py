@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 
+from billing_pipeline.clock import utc_now
 from billing_pipeline.db.engine import dialect_insert
 from billing_pipeline.db.schema import (
     invoice_errors,
@@ -53,10 +54,6 @@ class StoredInvoice:
     invoice: Invoice
     plan_code: str
     catalog_version: int
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def _dec(value: Decimal | None) -> str | None:
@@ -116,7 +113,7 @@ def save_draft(conn: Connection, invoice: Invoice, *, plan_code: str, catalog_ve
     if invoice.status is not InvoiceStatus.DRAFT:
         raise ValueError("only drafts can be saved")
     currency = invoice.currency
-    now = _now()
+    now = utc_now()
     period_key = _period_key(invoice)
     found = conn.execute(
         select(invoices.c.id, invoices.c.status).where(
@@ -223,6 +220,7 @@ def finalize(
     if found.status != InvoiceStatus.DRAFT.value:
         return FinalizeOutcome.ALREADY_FINALIZED, found.id, found.number
     number = _next_number(conn, prefix, issued_at.year)
+    now = utc_now()
     conn.execute(
         update(invoices)
         .where(invoices.c.id == found.id, invoices.c.status == InvoiceStatus.DRAFT.value)
@@ -231,8 +229,8 @@ def finalize(
             number=number,
             issued_at=issued_at,
             due_at=due_date(issued_at, terms_days),
-            finalized_at=_now(),
-            updated_at=_now(),
+            finalized_at=now,
+            updated_at=now,
         )
     )
     return FinalizeOutcome.FINALIZED, found.id, number
@@ -305,7 +303,7 @@ def record_error(
             period_key=period_key,
             stage=stage,
             message=message[:4000],
-            recorded_at=_now(),
+            recorded_at=utc_now(),
         )
     )
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, func, or_, select
 
+from billing_pipeline.clock import utc_now
 from billing_pipeline.db.schema import catalog_versions, organizations, subscriptions
 from billing_pipeline.domain.catalog import Catalog, parse_catalog
 from billing_pipeline.domain.model import BillingInterval, Organization, OrganizationStatus
@@ -18,10 +19,6 @@ from billing_pipeline.domain.model import BillingInterval, Organization, Organiz
 
 class CatalogVersionConflict(ValueError):
     pass
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def _org_from_row(row: Any) -> Organization:
@@ -40,7 +37,7 @@ def _org_from_row(row: Any) -> Organization:
 
 def upsert_organizations(engine: Engine, orgs: Iterable[Organization]) -> int:
     """Insert or update organizations by id; returns how many rows were written."""
-    now = _now()
+    now = utc_now()
     count = 0
     with engine.begin() as conn:
         existing = {r.id for r in conn.execute(select(organizations.c.id))}
@@ -147,7 +144,7 @@ def save_catalog(engine: Engine, document: Mapping[str, Any], source: str) -> tu
                 document=json.loads(canonical),
                 sha256=digest,
                 source=source,
-                loaded_at=_now(),
+                loaded_at=utc_now(),
             )
         )
     return catalog, True

@@ -18,6 +18,7 @@ from decimal import Decimal
 from sqlalchemy import Engine, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import OperationalError
 
+from billing_pipeline.clock import utc_now
 from billing_pipeline.db.schema import aggregated_hours, dirty_hours, hourly_usage, usage_events
 from billing_pipeline.db.types import UTCDateTime
 from billing_pipeline.domain.aggregation import MetricUsage
@@ -34,10 +35,6 @@ class HourResult:
     event_count: int
     row_count: int
     seconds: float
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def _chunks(items: Sequence[str], size: int = _CHUNK):
@@ -91,7 +88,7 @@ def _aggregate_once(
     options = {"isolation_level": "REPEATABLE READ"} if engine.dialect.name == "postgresql" else {}
     bucket = _hour_bucket(engine)
     with engine.connect().execution_options(**options) as conn, conn.begin():
-        snapshot_at = _now()
+        snapshot_at = utc_now()
         in_range = (usage_events.c.occurred_at >= start) & (usage_events.c.occurred_at < end)
         conn.execute(delete(hourly_usage).where(hourly_usage.c.hour >= start, hourly_usage.c.hour < end))
         grouped = (

@@ -1,4 +1,5 @@
-"""Per-partition asset events, written to the event log in batches.
+"""The one module that leans on Dagster internals: per-partition asset events written to
+the event log in batches, and cron ticks computed as Dagster's scheduler computes them.
 
 A run that carries a batch of organizations reports each organization on its own
 partition. ``context.log_event`` writes every event in its own transaction (~10 ms
@@ -8,6 +9,7 @@ supports batch writes (dagster-postgres) stores them in a few statements, when
 same way Dagster's own ranged outputs do; it is kept to this one module.
 """
 
+import datetime as dt
 from collections.abc import Sequence
 
 import dagster as dg
@@ -64,3 +66,10 @@ def mark_partitions_failed(
             AssetMaterializationPlannedData(asset_key, partition=str(key)),
         )
         step_context.instance.report_dagster_event(event, step_context.run_id)
+
+
+def next_cron_tick(cron: str, after: dt.datetime, timezone: str = "UTC") -> dt.datetime:
+    """The first tick of ``cron`` (in ``timezone``) after ``after``, as the daemon would fire it."""
+    from dagster._utils.schedules import cron_string_iterator
+
+    return next(cron_string_iterator(after.timestamp(), cron, timezone))

@@ -12,18 +12,18 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from billing_pipeline import launch
+from billing_pipeline.clock import utc_now
 from billing_pipeline.db import usage
 from billing_pipeline.defs.events import log_partition_events, mark_partitions_failed
 from billing_pipeline.defs.partitions import billing_key, split_key
 from billing_pipeline.defs.resources import BillingDatabaseResource
-from billing_pipeline.defs.usage import HOURLY_USAGE_KEY, aggregate_hour_range, contiguous_ranges
+from billing_pipeline.defs.usage import HOURLY_USAGE_KEY, aggregate_hour_range
 from billing_pipeline.domain import money
 from billing_pipeline.domain.model import BillingInterval
-from billing_pipeline.domain.periods import period_from_key
+from billing_pipeline.domain.periods import consecutive_hours, period_from_key
 from billing_pipeline.services import invoicing
 from billing_pipeline.services.invoicing import BatchResult, Outcome
-
-DRY_RUN_TAG = "billing/dry_run"
 
 
 class InvoiceRunConfig(dg.Config):
@@ -36,7 +36,7 @@ class InvoiceRunConfig(dg.Config):
 
 
 def is_dry_run(context, config: InvoiceRunConfig | None, default: bool) -> bool:
-    tag = (context.run.tags.get(DRY_RUN_TAG) or "").strip().lower()
+    tag = (context.run.tags.get(launch.DRY_RUN_TAG) or "").strip().lower()
     return default or (config is not None and config.dry_run) or tag in {"1", "true", "yes"}
 
 
@@ -93,42 +93,50 @@ def catch_up_hourly_usage(context, engine, period) -> None:
     hours are aggregated by the same code as the hourly_usage asset and reported as its
     materializations, so lineage stays true and the reconciliation check can pass.
     """
-    now = dt.datetime.now(dt.UTC)
+    now = utc_now()
     stale = [h for h in usage.unaggregated_hours(engine, period.start, period.end) if h + dt.timedelta(hours=1) <= now]
     if not stale:
         return
     events = []
-    for group in contiguous_ranges(stale):
+    for group in consecutive_hours(stale, launch.MAX_HOURS_PER_RUN):
         events += aggregate_hour_range(engine, group, trigger=f"catch-up before invoicing {period.key}")
     log_partition_events(context, events)
     context.log.info(f"aggregated {len(stale)} hour(s) of {period.key} that held new events before drafting")
 
 
-def build_invoice_assets(
+def _observations(asset_key: dg.AssetKey, interval: BillingInterval, batch: BatchResult) -> list:
+    return [
+        dg.AssetObservation(
+            asset_key=asset_key, partition=billing_key(interval, batch.period.key, r.org_id), metadata=_org_metadata(r)
+        )
+        for r in batch.results
+    ]
+
+
+def invoice_drafts_asset(
+    *,
+    name: str,
     interval: BillingInterval,
     partitions_def: dg.MultiPartitionsDefinition,
-    *,
     batch_size: int,
     dry_run_default: bool,
-) -> tuple[dg.AssetsDefinition, dg.AssetsDefinition, dg.AssetChecksDefinition]:
-    name = interval.value
-    drafts_key = dg.AssetKey(f"{name}_invoice_drafts")
-    invoices_key = dg.AssetKey(f"{name}_invoices")
-    policy = dg.BackfillPolicy.multi_run(max_partitions_per_run=batch_size)
+) -> dg.AssetsDefinition:
+    """Drafts of one interval: usage priced with the catalog, replaced on every run until finalized."""
+    key = dg.AssetKey(name)
 
     @dg.asset(
-        key=drafts_key,
+        key=key,
         partitions_def=partitions_def,
         deps=[HOURLY_USAGE_KEY],
-        backfill_policy=policy,
+        backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=batch_size),
         group_name="invoicing",
         kinds={"sql"},
         description=(
-            f"Draft {name} invoices: usage from hourly_usage priced with the catalog, per "
+            f"Draft {interval.value} invoices: usage from hourly_usage priced with the catalog, per "
             "organization and period. Drafts are replaced on every run until finalized."
         ),
     )
-    def drafts(context: dg.AssetExecutionContext, config: InvoiceRunConfig, billing_db: BillingDatabaseResource):
+    def _drafts(context: dg.AssetExecutionContext, config: InvoiceRunConfig, billing_db: BillingDatabaseResource):
         dry_run = is_dry_run(context, config, dry_run_default)
         engine = billing_db.engine()
         done = []
@@ -138,24 +146,20 @@ def build_invoice_assets(
                 catch_up_hourly_usage(context, engine, period)
             batch = invoicing.draft_batch(engine, period, org_ids, dry_run=dry_run)
             done.append(batch)
-            log_partition_events(
-                context,
-                [
-                    dg.AssetObservation(
-                        asset_key=drafts_key,
-                        partition=billing_key(interval, period_key, r.org_id),
-                        metadata=_org_metadata(r),
-                    )
-                    for r in batch.results
-                ],
-            )
+            log_partition_events(context, _observations(key, interval, batch))
             for r in batch.failed:
                 context.log.warning(f"{r.org_id} {period_key}: {r.message}")
         context.log.info("\n" + "\n".join(invoicing.format_summary(b) for b in done))
         return dg.MaterializeResult(metadata={"dry_run": dry_run, **summary_metadata(done)})
 
+    return _drafts
+
+
+def usage_reconciliation_check(*, drafts: dg.AssetsDefinition, interval: BillingInterval) -> dg.AssetChecksDefinition:
+    """The blocking check between drafts and finalization."""
+
     @dg.asset_check(
-        asset=drafts_key,
+        asset=drafts,
         name="usage_reconciles_with_hourly_usage",
         blocking=True,
         description=(
@@ -163,7 +167,7 @@ def build_invoice_assets(
             "equals the raw events, and no hour of the period has events not yet aggregated."
         ),
     )
-    def reconcile(context: dg.AssetCheckExecutionContext, billing_db: BillingDatabaseResource):
+    def _check(context: dg.AssetCheckExecutionContext, billing_db: BillingDatabaseResource):
         engine = billing_db.engine()
         problems: list[str] = []
         checked = 0
@@ -187,23 +191,38 @@ def build_invoice_assets(
             },
         )
 
+    return _check
+
+
+def invoices_asset(
+    *,
+    name: str,
+    interval: BillingInterval,
+    drafts: dg.AssetsDefinition,
+    partitions_def: dg.MultiPartitionsDefinition,
+    batch_size: int,
+    dry_run_default: bool,
+) -> dg.AssetsDefinition:
+    """Finalized invoices of one interval: numbered once, immutable."""
+    key = dg.AssetKey(name)
+
     @dg.asset(
-        key=invoices_key,
+        key=key,
         partitions_def=partitions_def,
-        deps=[drafts_key],
-        backfill_policy=policy,
+        deps=[drafts],
+        backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=batch_size),
         output_required=False,
         group_name="invoicing",
         kinds={"sql"},
         description=(
-            f"Finalized {name} invoices: each draft gets a gapless number and becomes immutable. "
+            f"Finalized {interval.value} invoices: each draft gets a gapless number and becomes immutable. "
             "Re-materializing a finalized invoice changes nothing and says so."
         ),
     )
-    def finalized(context: dg.AssetExecutionContext, config: InvoiceRunConfig, billing_db: BillingDatabaseResource):
+    def _invoices(context: dg.AssetExecutionContext, config: InvoiceRunConfig, billing_db: BillingDatabaseResource):
         dry_run = is_dry_run(context, config, dry_run_default)
         engine = billing_db.engine()
-        now = dt.datetime.now(dt.UTC)
+        now = utc_now()
         done = []
         for period_key, org_ids in batches(context.partition_keys, interval, config.organizations).items():
             batch = invoicing.finalize_batch(
@@ -216,34 +235,13 @@ def build_invoice_assets(
             )
             done.append(batch)
             if dry_run:
-                log_partition_events(
-                    context,
-                    [
-                        dg.AssetObservation(
-                            asset_key=invoices_key,
-                            partition=billing_key(interval, period_key, r.org_id),
-                            metadata=_org_metadata(r),
-                        )
-                        for r in batch.results
-                    ],
-                )
+                log_partition_events(context, _observations(key, interval, batch))
             else:  # skipped organizations too: nothing to invoice is a final answer
-                log_partition_events(
-                    context,
-                    [
-                        dg.AssetMaterialization(
-                            asset_key=invoices_key,
-                            partition=billing_key(interval, period_key, r.org_id),
-                            metadata=_org_metadata(r),
-                        )
-                        for r in batch.results
-                        if r.ok
-                    ],
-                )
+                log_partition_events(context, _materializations(key, interval, batch))
         context.log.info("\n" + "\n".join(invoicing.format_summary(b) for b in done))
         failed = [(b.period.key, r) for b in done for r in b.failed]
         if failed and not dry_run:
-            mark_partitions_failed(context, invoices_key, [str(billing_key(interval, p, r.org_id)) for p, r in failed])
+            mark_partitions_failed(context, key, [str(billing_key(interval, p, r.org_id)) for p, r in failed])
             raise dg.Failure(
                 description=f"{len(failed)} organization(s) failed: "
                 + "; ".join(f"{r.org_id}: {r.message}" for _, r in failed[:50]),
@@ -251,4 +249,14 @@ def build_invoice_assets(
             )
         yield from ()
 
-    return drafts, finalized, reconcile
+    return _invoices
+
+
+def _materializations(asset_key: dg.AssetKey, interval: BillingInterval, batch: BatchResult) -> list:
+    return [
+        dg.AssetMaterialization(
+            asset_key=asset_key, partition=billing_key(interval, batch.period.key, r.org_id), metadata=_org_metadata(r)
+        )
+        for r in batch.results
+        if r.ok
+    ]

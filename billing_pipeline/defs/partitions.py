@@ -8,7 +8,6 @@ backfills split runs on contiguous key ranges, so the time dimension must sort b
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Sequence
 
 import dagster as dg
 
@@ -50,15 +49,6 @@ def billing_partitions(interval: BillingInterval, start: dt.date) -> dg.MultiPar
     )
 
 
-def hour_of(partition_key: str) -> dt.datetime:
-    """``"2026-10-01-13:00"`` -> 2026-10-01 13:00 UTC."""
-    return dt.datetime.strptime(partition_key, "%Y-%m-%d-%H:%M").replace(tzinfo=dt.UTC)
-
-
-def hour_key(hour: dt.datetime) -> str:
-    return hour.astimezone(dt.UTC).strftime("%Y-%m-%d-%H:%M")
-
-
 def split_key(key: str | dg.MultiPartitionKey, interval: BillingInterval) -> tuple[str, str]:
     """A billing partition key -> (period key, org id)."""
     if not isinstance(key, dg.MultiPartitionKey):
@@ -68,22 +58,14 @@ def split_key(key: str | dg.MultiPartitionKey, interval: BillingInterval) -> tup
     return dims[TIME_DIMENSION[interval]], dims[ORG_DIMENSION]
 
 
-def organization_batches(
-    all_orgs: Sequence[str], batch_size: int, wanted: Collection[str] | None = None
-) -> list[list[str]]:
-    """``wanted`` organizations (default: all) in partition order, ``batch_size`` at a time.
-
-    A batch becomes one run over the contiguous key range from its first to its last
-    organization; organizations in between that are not wanted are skipped by the run's
-    ``organizations`` config.
-    """
-    if wanted is None:
-        ordered = list(all_orgs)
-    else:
-        chosen = set(wanted)
-        ordered = [o for o in all_orgs if o in chosen]
-    return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
-
-
 def billing_key(interval: BillingInterval, period_key: str, org_id: str) -> dg.MultiPartitionKey:
     return dg.MultiPartitionKey({TIME_DIMENSION[interval]: period_key, ORG_DIMENSION: org_id})
+
+
+def __getattr__(name: str):
+    # defs/delivery.py imports organization_batches from here until it moves to billing_pipeline.launch
+    if name == "organization_batches":
+        from billing_pipeline.launch import organization_batches
+
+        return organization_batches
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

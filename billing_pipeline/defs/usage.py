@@ -4,20 +4,22 @@ import datetime as dt
 
 import dagster as dg
 
+from billing_pipeline import launch
+from billing_pipeline.clock import utc_now
 from billing_pipeline.db import reference, usage
 from billing_pipeline.defs.events import log_partition_events, mark_partitions_failed
-from billing_pipeline.defs.partitions import hour_key, hour_of
 from billing_pipeline.defs.resources import BillingDatabaseResource
+from billing_pipeline.domain.aggregation import hours_to_reaggregate
+from billing_pipeline.domain.periods import consecutive_hours, hour_from_key, hour_key, hour_start
 
 HOURLY_USAGE_KEY = dg.AssetKey("hourly_usage")
-MAX_HOURS_PER_RUN = 24 * 31
 
 
-def build_hourly_usage(partitions_def: dg.HourlyPartitionsDefinition) -> dg.AssetsDefinition:
+def hourly_usage_asset(partitions_def: dg.HourlyPartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(
         key=HOURLY_USAGE_KEY,
         partitions_def=partitions_def,
-        backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=MAX_HOURS_PER_RUN),
+        backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=launch.MAX_HOURS_PER_RUN),
         output_required=False,
         group_name="usage",
         kinds={"sql"},
@@ -31,7 +33,7 @@ def build_hourly_usage(partitions_def: dg.HourlyPartitionsDefinition) -> dg.Asse
         engine = billing_db.engine()
         failed: dict[str, str] = {}
         done: list[dg.AssetMaterialization] = []
-        for group in contiguous_ranges([hour_of(k) for k in context.partition_keys]):
+        for group in consecutive_hours(map(hour_from_key, context.partition_keys), launch.MAX_HOURS_PER_RUN):
             try:
                 done += aggregate_hour_range(engine, group)
             except Exception as exc:  # noqa: BLE001 - report the range's hours, go on with others
@@ -73,73 +75,44 @@ hourly_usage_job = dg.define_asset_job(
 )
 
 
-def build_hourly_usage_schedule(cron: str, running: bool) -> dg.ScheduleDefinition:
+def hourly_usage_schedule(*, name: str, job, cron: str, running: bool) -> dg.ScheduleDefinition:
     @dg.schedule(
-        name="hourly_usage_job_schedule",
-        cron_schedule=cron,  # default "5 * * * *": five past every hour, UTC
-        job=hourly_usage_job,
+        name=name,
+        cron_schedule=cron,
+        job=job,
         execution_timezone="UTC",
         default_status=dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED,
     )
-    def hourly_usage_job_schedule(context: dg.ScheduleEvaluationContext):
+    def _schedule(context: dg.ScheduleEvaluationContext):
         """Aggregates the last closed hour before the tick."""
-        tick = context.scheduled_execution_time.astimezone(dt.UTC)
-        hour = tick.replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=1)
-        key = hour_key(hour)
-        return dg.RunRequest(run_key=key, partition_key=key)
+        return launch.hour_run_request(hour_start(context.scheduled_execution_time) - dt.timedelta(hours=1))
 
-    return hourly_usage_job_schedule
+    return _schedule
 
 
-def contiguous_ranges(hours: list[dt.datetime], limit: int = MAX_HOURS_PER_RUN) -> list[list[dt.datetime]]:
-    """Group sorted hours into runs of consecutive hours, at most ``limit`` each."""
-    groups: list[list[dt.datetime]] = []
-    for hour in sorted(set(hours)):
-        if groups and hour - groups[-1][-1] == dt.timedelta(hours=1) and len(groups[-1]) < limit:
-            groups[-1].append(hour)
-        else:
-            groups.append([hour])
-    return groups
-
-
-def build_late_usage_sensor(partitions_def: dg.HourlyPartitionsDefinition, interval_seconds: int = 60):
+def late_usage_sensor(
+    *, name: str, job, partitions_def: dg.HourlyPartitionsDefinition, interval_seconds: int = 60
+) -> dg.SensorDefinition:
     @dg.sensor(
-        name="late_usage_sensor",
-        job=hourly_usage_job,
+        name=name,
+        job=job,
         minimum_interval_seconds=interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
     )
-    def late_usage_sensor(context: dg.SensorEvaluationContext, billing_db: BillingDatabaseResource):
+    def _sensor(context: dg.SensorEvaluationContext, billing_db: BillingDatabaseResource):
         """Re-aggregates hours that received events after they were aggregated, and closed
         hours (older than 2 h) whose events were imported but never aggregated."""
         engine = billing_db.engine()
-        now = dt.datetime.now(dt.UTC)
-        first = partitions_def.start.astimezone(dt.UTC)
-        current_hour = now.replace(minute=0, second=0, microsecond=0)
-        aggregated = {h for h, _ in usage.late_hours(engine, limit=5000)}
-        marks = usage.dirty_marks(engine, limit=5000)
-        due = [
-            h
-            for h, _ in marks
-            if first <= h < current_hour and (h in aggregated or h < current_hour - dt.timedelta(hours=2))
-        ]
+        due, stamp = hours_to_reaggregate(
+            usage.dirty_marks(engine, limit=5000),
+            [h for h, _ in usage.late_hours(engine, limit=5000)],
+            first=partitions_def.start,
+            now=utc_now(),
+        )
         if not due:
             return dg.SkipReason("no hour has events waiting for aggregation")
-        stamp = max(m for h, m in marks if h in set(due)).isoformat()
-        requests = []
-        for group in contiguous_ranges(due):
-            start, end = hour_key(group[0]), hour_key(group[-1])
-            requests.append(
-                dg.RunRequest(
-                    run_key=f"late-{start}-{end}-{stamp}",
-                    tags={
-                        "dagster/asset_partition_range_start": start,
-                        "dagster/asset_partition_range_end": end,
-                        "billing/trigger": "late_usage_sensor",
-                    },
-                )
-            )
+        requests = launch.hour_range_run_requests(due, trigger=name, run_key_prefix="late", version=stamp.isoformat())
         context.log.info(f"{len(due)} hour(s) to re-aggregate in {len(requests)} run(s)")
         return requests
 
-    return late_usage_sensor
+    return _sensor

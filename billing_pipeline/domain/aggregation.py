@@ -162,3 +162,23 @@ def _combine(rows: list[HourlyAggregate], metric: Metric) -> MetricUsage:
         else:
             quantity = Decimal(0)
     return MetricUsage(quantity, count)
+
+
+def hours_to_reaggregate(
+    marks: Iterable[tuple[dt.datetime, dt.datetime]],
+    aggregated: Iterable[dt.datetime],
+    *,
+    first: dt.datetime,
+    now: dt.datetime,
+    settle: dt.timedelta = dt.timedelta(hours=2),
+) -> tuple[list[dt.datetime], dt.datetime | None]:
+    """Which hours holding events not yet aggregated to aggregate at ``now``, and their latest mark.
+
+    ``marks`` are (hour, marked_at) of those hours; ``aggregated`` the hours aggregated before.
+    Due are the closed hours from ``first`` on that were aggregated before (late events), or
+    that closed more than ``settle`` ago (never aggregated: the hourly schedule had its turn).
+    """
+    current = hour_start(now)
+    aggregated = set(aggregated)
+    due_marks = [(h, m) for h, m in marks if first <= h < current and (h in aggregated or h < current - settle)]
+    return [h for h, _ in due_marks], max((m for _, m in due_marks), default=None)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from .model import BillingInterval
@@ -21,6 +21,7 @@ from .model import BillingInterval
 UTC = dt.UTC
 _HOUR = dt.timedelta(hours=1)
 _KEY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_HOUR_KEY_FORMAT = "%Y-%m-%d-%H:%M"  # Dagster's hourly partition keys
 _MONTH_NAMES = (
     "January",
     "February",
@@ -175,6 +176,39 @@ def previous_period(interval: BillingInterval | str, now: dt.datetime) -> Billin
 def hour_start(ts: dt.datetime) -> dt.datetime:
     """``ts`` in UTC truncated to the hour."""
     return to_utc(ts).replace(minute=0, second=0, microsecond=0)
+
+
+def hour_key(hour: dt.datetime) -> str:
+    """Partition key of the UTC hour holding ``hour``: ``"2026-10-01-13:00"``."""
+    return hour_start(hour).strftime(_HOUR_KEY_FORMAT)
+
+
+def hour_from_key(key: str) -> dt.datetime:
+    """``"2026-10-01-13:00"`` -> 2026-10-01 13:00 UTC."""
+    return dt.datetime.strptime(key, _HOUR_KEY_FORMAT).replace(tzinfo=UTC)
+
+
+def parse_hour(text: str) -> dt.datetime:
+    """An ISO hour, converted to UTC (``13:00+02:00`` is 11:00 UTC); without an offset it is UTC.
+
+    ``ValueError`` unless it is a valid time at the start of an hour.
+    """
+    ts = dt.datetime.fromisoformat(text)
+    ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    if ts != hour_start(ts):
+        raise ValueError(f"{text!r} is not the start of an hour")
+    return ts
+
+
+def consecutive_hours(hours: Iterable[dt.datetime], limit: int) -> list[list[dt.datetime]]:
+    """Distinct hours, sorted, in runs of consecutive hours of at most ``limit`` each."""
+    runs: list[list[dt.datetime]] = []
+    for hour in sorted(set(hours)):
+        if runs and hour - runs[-1][-1] == _HOUR and len(runs[-1]) < limit:
+            runs[-1].append(hour)
+        else:
+            runs.append([hour])
+    return runs
 
 
 def hours_between(start: dt.datetime, end: dt.datetime) -> Iterator[dt.datetime]:

@@ -28,6 +28,7 @@ from email.mime.application import MIMEApplication
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 
+from billing_pipeline.clock import utc_now
 from billing_pipeline.domain.model import Invoice, Organization
 from billing_pipeline.rendering.context import environment, invoice_reference, invoice_view, one_line
 from billing_pipeline.rendering.seller import Seller
@@ -163,7 +164,7 @@ def build_invoice_email(
     msg["To"] = _address(org.name, org.billing_email)
     msg["Reply-To"] = _address(seller.name, seller.email)
     msg["Subject"] = _header_text(subject)
-    msg["Date"] = email.utils.format_datetime((date or dt.datetime.now(dt.UTC)).astimezone(dt.UTC))
+    msg["Date"] = email.utils.format_datetime((date or utc_now()).astimezone(dt.UTC))
     msg["Message-ID"] = invoice_message_id(invoice, kind, domain=message_id_domain)
     # MIMEMultipart set MIME-Version and Content-Type first; keep the usual order.
     for name in ("MIME-Version", "Content-Type"):

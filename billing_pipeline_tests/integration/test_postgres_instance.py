@@ -12,10 +12,10 @@ from sqlalchemy import func, select
 from billing_pipeline.db import reference
 from billing_pipeline.db.engine import get_engine
 from billing_pipeline.db.schema import invoices
-from billing_pipeline.definitions import build_definitions
+from billing_pipeline.definitions import INVOICE_JOBS, build_definitions, hourly_usage_job
 from billing_pipeline.defs.partitions import billing_partitions
-from billing_pipeline.defs.runner import run_hours, run_period, sync_organization_partitions
 from billing_pipeline.domain.model import BillingInterval
+from billing_pipeline.launch import run_hours, run_period, sync_organization_partitions
 from billing_pipeline.settings import Settings
 from billing_pipeline_tests.builders import UTC, add_events, org, setup_database, subscribe
 
@@ -57,9 +57,9 @@ def test_batched_month_on_postgres_storage(pg_instance, tmp_path):
     )
     defs = build_definitions(settings)
     sync_organization_partitions(instance, engine)
-    assert run_hours(defs, instance, OCT, OCT + dt.timedelta(hours=23)).success
+    assert run_hours(defs, instance, hourly_usage_job.name, OCT, OCT + dt.timedelta(hours=23)).success
 
-    outcomes = run_period(defs, instance, BillingInterval.MONTHLY, "2026-10-01", batch_size=4)
+    outcomes = run_period(defs, instance, INVOICE_JOBS[BillingInterval.MONTHLY], "2026-10-01", batch_size=4)
     assert [o.partition_range for o in outcomes] == [
         ("2026-10-01|org0", "2026-10-01|org3"),
         ("2026-10-01|org4", "2026-10-01|org5"),
@@ -76,7 +76,8 @@ def test_batched_month_on_postgres_storage(pg_instance, tmp_path):
 
     subscribe(url, "org5", "starter", OCT)
     assert all(
-        o.success for o in run_period(defs, instance, BillingInterval.MONTHLY, "2026-10-01", organizations=["org5"])
+        o.success
+        for o in run_period(defs, instance, INVOICE_JOBS[BillingInterval.MONTHLY], "2026-10-01", organizations=["org5"])
     )
     with engine.connect() as conn:
         assert (

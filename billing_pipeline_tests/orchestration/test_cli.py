@@ -1,8 +1,10 @@
 """The billing-pipeline CLI on embedded defaults (SQLite billing DB and Dagster instance)."""
 
+import datetime as dt
 import re
 
 import pytest
+import time_machine
 from click.testing import CliRunner
 
 from billing_pipeline.cli import main
@@ -25,6 +27,7 @@ def cli(tmp_path, monkeypatch):
     return run, tmp_path
 
 
+@time_machine.travel(dt.datetime(2026, 11, 5, 10, tzinfo=dt.UTC), tick=True)  # invoices issued in 2026
 def test_demo_flow_and_idempotent_reruns(cli):
     run, tmp_path = cli
     out = run("seed-demo", "--period", "2026-10", "--events-per-org", "50")

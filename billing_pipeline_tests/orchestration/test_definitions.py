@@ -1,75 +1,121 @@
 """The public surface: definitions load, names and crons are pinned, schedules and sensors decide right."""
 
 import datetime as dt
+import json
+import os
+import subprocess
+import sys
 
 import dagster as dg
 import pytest
 
+from billing_pipeline import definitions
 from billing_pipeline.db import reference
 from billing_pipeline.db.engine import get_engine
 from billing_pipeline.definitions import build_definitions
+from billing_pipeline.defs.automation import invoice_schedule
 from billing_pipeline.defs.partitions import ORGANIZATION_PARTITIONS
 from billing_pipeline.defs.resources import BillingDatabaseResource
 from billing_pipeline.domain.model import BillingInterval
 from billing_pipeline.settings import Settings
 from billing_pipeline_tests.builders import UTC, add_events, org, setup_database
 
+ASSETS = {
+    "hourly_usage",
+    "monthly_invoice_drafts",
+    "monthly_invoices",
+    "monthly_invoice_deliveries",
+    "weekly_invoice_drafts",
+    "weekly_invoices",
+    "weekly_invoice_deliveries",
+}
+CHECKS = {
+    ("monthly_invoice_drafts", "usage_reconciles_with_hourly_usage"),
+    ("weekly_invoice_drafts", "usage_reconciles_with_hourly_usage"),
+}
+JOBS = {
+    "hourly_usage_job",
+    "monthly_invoices_job",
+    "weekly_invoices_job",
+    "deliver_monthly_invoices_job",
+    "deliver_weekly_invoices_job",
+}
+SCHEDULES = {
+    ("hourly_usage_job_schedule", "hourly_usage_job", "5 * * * *", "UTC"),
+    ("monthly_invoices_job_schedule", "monthly_invoices_job", "0 0 1 * *", "UTC"),
+    ("weekly_invoices_job_schedule", "weekly_invoices_job", "0 0 * * 1", "UTC"),
+}
+SENSORS = {"organizations_sensor", "late_usage_sensor", "invoice_delivery_sensor"}
+
 
 @pytest.fixture
 def settings(tmp_path):
-    return Settings.from_env({"BILLING_HOME": str(tmp_path), "INVOICE_BATCH_SIZE": "2"})
+    return Settings.from_env({"BILLING_HOME": str(tmp_path)})
 
 
 def test_definitions_load_and_public_names_are_pinned(settings):
     defs = build_definitions(settings)
     dg.Definitions.validate_loadable(defs)
-    schedules = sorted((s.name, s.job_name, s.cron_schedule, s.execution_timezone) for s in defs.schedules)
-    assert schedules == [
-        ("hourly_usage_job_schedule", "hourly_usage_job", "5 * * * *", "UTC"),
-        ("monthly_invoices_job_schedule", "monthly_invoices_job", "0 0 1 * *", "UTC"),
-        ("weekly_invoices_job_schedule", "weekly_invoices_job", "0 0 * * 1", "UTC"),
-    ]
-    sensors = {s.name for s in defs.sensors}
-    assert {"organizations_sensor", "late_usage_sensor"} <= sensors
-    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert {
-        "hourly_usage",
-        "monthly_invoice_drafts",
-        "monthly_invoices",
-        "weekly_invoice_drafts",
-        "weekly_invoices",
-    } <= keys
+    graph = defs.resolve_asset_graph()
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == ASSETS
+    assert {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys} == CHECKS
+    assert {j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__")} == JOBS
+    assert {(s.name, s.job_name, s.cron_schedule, s.execution_timezone) for s in defs.schedules} == SCHEDULES
+    assert {s.name for s in defs.sensors} == SENSORS
+
+
+def test_module_level_names_match_their_variables():
+    for name in ["monthly_invoice_drafts", "monthly_invoices", "weekly_invoice_drafts", "weekly_invoices"]:
+        assert getattr(definitions, name).key.to_user_string() == name
+    for name in ["hourly_usage_job", "monthly_invoices_job", "weekly_invoices_job"]:
+        assert getattr(definitions, name).name == name
+    for name, *_ in SCHEDULES:
+        assert getattr(definitions, name).name == name
+    for name in ["organizations_sensor", "late_usage_sensor"]:
+        assert getattr(definitions, name).name == name
 
 
 def test_crons_come_from_the_environment(tmp_path):
-    defs = build_definitions(Settings.from_env({"BILLING_HOME": str(tmp_path), "MONTHLY_INVOICE_CRON": "*/5 * * * *"}))
-    assert defs.resolve_schedule_def("monthly_invoices_job_schedule").cron_schedule == "*/5 * * * *"
+    """Crons are part of the definitions: read from the environment when the code location loads."""
+    code = (
+        "import json; from billing_pipeline.definitions import defs; "
+        "print(json.dumps({s.name: s.cron_schedule for s in defs.schedules}))"
+    )
+    env = {**os.environ, "BILLING_HOME": str(tmp_path), "MONTHLY_INVOICE_CRON": "*/5 * * * *"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    crons = json.loads(out.stdout.strip().splitlines()[-1])
+    assert crons["monthly_invoices_job_schedule"] == "*/5 * * * *"
+    assert crons["weekly_invoices_job_schedule"] == "0 0 * * 1"
 
 
-def test_hourly_schedule_requests_the_last_closed_hour(settings):
-    defs = build_definitions(settings)
-    schedule = defs.resolve_schedule_def("hourly_usage_job_schedule")
+def test_hourly_schedule_requests_the_last_closed_hour():
     with dg.instance_for_test() as instance:
         ctx = dg.build_schedule_context(
-            instance=instance,
-            repository_def=defs.get_repository_def(),
-            scheduled_execution_time=dt.datetime(2026, 11, 23, 10, 5, tzinfo=UTC),
+            instance=instance, scheduled_execution_time=dt.datetime(2026, 11, 23, 10, 5, tzinfo=UTC)
         )
-        [request] = schedule.evaluate_tick(ctx).run_requests
+        request = definitions.hourly_usage_job_schedule(ctx)
     assert request.partition_key == "2026-11-23-09:00" and request.run_key == "2026-11-23-09:00"
 
 
-def test_monthly_schedule_bills_the_previous_month_in_batches(settings):
-    defs = build_definitions(settings)
-    schedule = defs.resolve_schedule_def("monthly_invoices_job_schedule")
+def small_batch_schedule(batch_size=2):
+    return invoice_schedule(
+        name="monthly_invoices_job_schedule",
+        interval=BillingInterval.MONTHLY,
+        job=definitions.monthly_invoices_job,
+        cron="0 0 1 * *",
+        first_period=dt.date(2026, 1, 1),
+        batch_size=batch_size,
+        running=True,
+    )
+
+
+def test_monthly_schedule_bills_the_previous_month_in_batches():
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("monthly_billed_organizations", ["a", "b", "c", "d", "e"])
         ctx = dg.build_schedule_context(
-            instance=instance,
-            repository_def=defs.get_repository_def(),
-            scheduled_execution_time=dt.datetime(2026, 11, 1, tzinfo=UTC),
+            instance=instance, scheduled_execution_time=dt.datetime(2026, 11, 1, tzinfo=UTC)
         )
-        requests = schedule.evaluate_tick(ctx).run_requests
+        requests = small_batch_schedule()(ctx)
     ranges = [
         (r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"]) for r in requests
     ]
@@ -83,6 +129,44 @@ def test_monthly_schedule_bills_the_previous_month_in_batches(settings):
         "monthly-schedule-2026-10-01-c-d",
         "monthly-schedule-2026-10-01-e-e",
     ]
+    assert {r.tags["billing/period"] for r in requests} == {"2026-10-01"}
+
+
+@pytest.mark.parametrize(
+    ("tick", "period"),
+    [
+        (dt.datetime(2027, 1, 1, tzinfo=UTC), "2026-12-01"),
+        (dt.datetime(2028, 3, 1, tzinfo=UTC), "2028-02-01"),
+        (dt.datetime(2026, 12, 31, 23, 59, tzinfo=UTC), "2026-11-01"),  # an off-cron tick: December is open
+    ],
+)
+def test_monthly_schedule_period_comes_from_the_tick(tick, period):
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("monthly_billed_organizations", ["a"])
+        ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)
+        [request] = small_batch_schedule()(ctx)
+    assert request.tags["dagster/asset_partition_range_start"] == f"{period}|a"
+
+
+def test_schedule_skips_batches_it_launched_on_an_earlier_tick():
+    tick = dt.datetime(2026, 11, 1, tzinfo=UTC)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("monthly_billed_organizations", ["a", "b", "c"])
+        launched = {
+            "dagster/run_key": "monthly-schedule-2026-10-01-a-b",
+            "dagster/schedule_name": "monthly_invoices_job_schedule",
+        }
+        dg.materialize([_noop], instance=instance, tags=launched)
+        requests = small_batch_schedule()(dg.build_schedule_context(instance=instance, scheduled_execution_time=tick))
+        assert [r.run_key for r in requests] == ["monthly-schedule-2026-10-01-c-c"]
+        instance.delete_dynamic_partition("monthly_billed_organizations", "c")
+        skip = small_batch_schedule()(dg.build_schedule_context(instance=instance, scheduled_execution_time=tick))
+    assert isinstance(skip, dg.SkipReason) and "already launched" in skip.skip_message
+
+
+@dg.asset
+def _noop():
+    return None
 
 
 def test_organizations_sensor_adds_new_organizations_once(settings):
@@ -91,7 +175,7 @@ def test_organizations_sensor_adds_new_organizations_once(settings):
     reference.upsert_organizations(engine, [org("m1"), org("w1", interval="weekly")])
     resources = {"billing_db": BillingDatabaseResource(url=settings.database_url)}
     with dg.instance_for_test() as instance:
-        sensor = build_definitions(settings).resolve_sensor_def("organizations_sensor")
+        sensor = definitions.organizations_sensor
         result = sensor(dg.build_sensor_context(instance=instance, resources=resources))
         for request in result.dynamic_partitions_requests:
             instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
@@ -116,9 +200,10 @@ def test_late_usage_sensor_requests_contiguous_hour_ranges(settings):
     )
     resources = {"billing_db": BillingDatabaseResource(url=settings.database_url)}
     with dg.instance_for_test() as instance:
-        sensor = build_definitions(settings).resolve_sensor_def("late_usage_sensor")
-        requests = sensor(dg.build_sensor_context(instance=instance, resources=resources))
+        requests = definitions.late_usage_sensor(dg.build_sensor_context(instance=instance, resources=resources))
     spans = [
         (r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"]) for r in requests
     ]
     assert spans == [("2026-10-03-00:00", "2026-10-03-01:00"), ("2026-10-03-05:00", "2026-10-03-05:00")]
+    assert {r.tags["billing/trigger"] for r in requests} == {"late_usage_sensor"}
+    assert all(r.run_key.startswith(f"late-{s}-{e}-") for r, (s, e) in zip(requests, spans, strict=True))

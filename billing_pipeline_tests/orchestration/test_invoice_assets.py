@@ -6,15 +6,16 @@ import datetime as dt
 
 import dagster as dg
 import pytest
+import time_machine
 from sqlalchemy import func, select
 
 from billing_pipeline.db import reference
 from billing_pipeline.db.engine import get_engine
 from billing_pipeline.db.schema import invoice_lines, invoices
-from billing_pipeline.definitions import build_definitions
+from billing_pipeline.definitions import INVOICE_JOBS, build_definitions, hourly_usage_job
 from billing_pipeline.defs.partitions import billing_partitions
-from billing_pipeline.defs.runner import run_hours, run_period, sync_organization_partitions
 from billing_pipeline.domain.model import BillingInterval
+from billing_pipeline.launch import run_hours, run_period, sync_organization_partitions
 from billing_pipeline.settings import Settings
 from billing_pipeline_tests.builders import UTC, add_events, org, setup_database, subscribe
 
@@ -44,8 +45,17 @@ def env(tmp_path):
     instance = dg.DagsterInstance.ephemeral()
     defs = build_definitions(settings)
     sync_organization_partitions(instance, engine)
-    assert run_hours(defs, instance, OCT, OCT + dt.timedelta(days=31) - dt.timedelta(hours=1)).success
+    assert run_hours(
+        defs, instance, hourly_usage_job.name, OCT, OCT + dt.timedelta(days=31) - dt.timedelta(hours=1)
+    ).success
     return url, engine, instance, defs
+
+
+@pytest.fixture
+def issued_november_2026():
+    """Invoice numbers carry the year the invoice is issued in (the clock's): pin it."""
+    with time_machine.travel(dt.datetime(2026, 11, 5, 10, tzinfo=UTC), tick=True):
+        yield
 
 
 def statuses(instance, asset: str) -> dict[str, object]:
@@ -55,9 +65,9 @@ def statuses(instance, asset: str) -> dict[str, object]:
     return {k.split("|")[1]: (v.value if v else None) for k, v in got.items()}
 
 
-def test_batched_run_isolates_the_failing_organization(env):
+def test_batched_run_isolates_the_failing_organization(env, issued_november_2026):
     url, engine, instance, defs = env
-    [outcome] = run_period(defs, instance, MONTHLY, "2026-10-01")
+    [outcome] = run_period(defs, instance, INVOICE_JOBS[MONTHLY], "2026-10-01")
     assert not outcome.success
     assert statuses(instance, "monthly_invoices") == {
         "alpha": "MATERIALIZED",
@@ -75,18 +85,18 @@ def test_batched_run_isolates_the_failing_organization(env):
     assert rows["alpha"].total_minor == 3000
 
 
-def test_rerun_is_a_no_op_for_finalized_invoices(env):
+def test_rerun_is_a_no_op_for_finalized_invoices(env, issued_november_2026):
     url, engine, instance, defs = env
-    run_period(defs, instance, MONTHLY, "2026-10-01")
+    run_period(defs, instance, INVOICE_JOBS[MONTHLY], "2026-10-01")
     with engine.connect() as conn:
         before = conn.execute(
             select(invoices.c.id, invoices.c.number, invoices.c.total_minor).order_by(invoices.c.id)
         ).all()
         lines_before = conn.execute(select(func.count()).select_from(invoice_lines)).scalar()
     subscribe(url, "gamma", "starter", OCT)  # fix the bad data
-    outcomes = run_period(defs, instance, MONTHLY, "2026-10-01", organizations=["gamma"])
+    outcomes = run_period(defs, instance, INVOICE_JOBS[MONTHLY], "2026-10-01", organizations=["gamma"])
     assert all(o.success for o in outcomes)
-    outcomes = run_period(defs, instance, MONTHLY, "2026-10-01")
+    outcomes = run_period(defs, instance, INVOICE_JOBS[MONTHLY], "2026-10-01")
     assert all(o.success for o in outcomes)
     with engine.connect() as conn:
         after = conn.execute(
@@ -101,7 +111,7 @@ def test_rerun_is_a_no_op_for_finalized_invoices(env):
 
 def test_dry_run_writes_nothing(env):
     url, engine, instance, defs = env
-    outcomes = run_period(defs, instance, MONTHLY, "2026-10-01", dry_run=True)
+    outcomes = run_period(defs, instance, INVOICE_JOBS[MONTHLY], "2026-10-01", dry_run=True)
     assert all(o.success for o in outcomes)
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(invoices)).scalar() == 0
@@ -111,7 +121,7 @@ def test_dry_run_writes_nothing(env):
 def test_late_events_are_aggregated_before_drafting(env):
     url, engine, instance, defs = env
     add_events(url, [("beta", "late-1", "storage_gb", "900", OCT + dt.timedelta(days=20))])
-    [outcome] = run_period(defs, instance, MONTHLY, "2026-10-01")
+    [outcome] = run_period(defs, instance, INVOICE_JOBS[MONTHLY], "2026-10-01")
     assert not outcome.success  # gamma only
     with engine.connect() as conn:
         beta = conn.execute(select(invoices).where(invoices.c.org_id == "beta")).one()
@@ -129,7 +139,7 @@ def test_reconciliation_check_blocks_finalization_when_hourly_usage_is_stale(env
 
     with engine.begin() as conn:  # hourly usage tampered with behind the pipeline's back
         conn.execute(hourly_usage.update().where(hourly_usage.c.org_id == "alpha").values(event_count=99))
-    [outcome] = run_period(defs, instance, MONTHLY, "2026-10-01")
+    [outcome] = run_period(defs, instance, INVOICE_JOBS[MONTHLY], "2026-10-01")
     assert not outcome.success
     with engine.connect() as conn:
         assert (

@@ -12,6 +12,7 @@ from billing_pipeline.domain.aggregation import (
     aggregate_events,
     combine_hourly,
     hourly_aggregates,
+    hours_to_reaggregate,
 )
 from billing_pipeline.domain.catalog import Aggregation, Metric
 from billing_pipeline.domain.events import UsageEvent
@@ -173,3 +174,40 @@ def test_rows_of_another_metric_are_refused(call):
 def test_unique_count_needs_its_property_name():
     with pytest.raises(ValueError, match="unique_property"):
         aggregate_events([], Metric("m", "M", Aggregation.UNIQUE_COUNT))
+
+
+def test_hours_to_reaggregate_picks_late_and_settled_hours():
+    now = utc(2026, 10, 3, 12, 30)
+    marks = [
+        (utc(2025, 12, 31, 23), utc(2026, 10, 3, 9)),  # before the first partition
+        (utc(2026, 10, 3, 8), utc(2026, 10, 3, 9)),  # never aggregated, closed > 2 h ago
+        (utc(2026, 10, 3, 10), utc(2026, 10, 3, 11)),  # never aggregated, closed < 2 h ago: the schedule's turn
+        (utc(2026, 10, 3, 11), utc(2026, 10, 3, 11, 50)),  # aggregated before: late events
+        (utc(2026, 10, 3, 12), utc(2026, 10, 3, 12, 10)),  # the current hour is still open
+    ]
+    due, stamp = hours_to_reaggregate(
+        marks, [utc(2026, 10, 3, 11), utc(2026, 10, 3, 12)], first=utc(2026, 1, 1), now=now
+    )
+    assert due == [utc(2026, 10, 3, 8), utc(2026, 10, 3, 11)]
+    assert stamp == utc(2026, 10, 3, 11, 50)
+    assert hours_to_reaggregate([], [], first=utc(2026, 1, 1), now=now) == ([], None)
+
+
+class _CountedHour(dt.datetime):
+    """A datetime that counts how often it is hashed (set building and membership)."""
+
+    hashes = 0
+
+    def __hash__(self):
+        type(self).hashes += 1
+        return super().__hash__()
+
+
+def test_hours_to_reaggregate_is_linear_in_the_number_of_marks():
+    n = 2000
+    hours = [utc(2026, 10, 1) + dt.timedelta(hours=i) for i in range(n)]
+    marks = [(_CountedHour(*h.timetuple()[:4], tzinfo=dt.UTC), h) for h in hours]
+    _CountedHour.hashes = 0
+    due, stamp = hours_to_reaggregate(marks, hours, first=hours[0], now=hours[-1] + dt.timedelta(hours=1))
+    assert len(due) == n and stamp == hours[-1]
+    assert _CountedHour.hashes <= 4 * n  # a set rebuilt per mark would hash n * n times

@@ -199,3 +199,43 @@ def test_due_date():
     assert periods.due_date(utc(2026, 11, 1), 0) == utc(2026, 11, 1)
     with pytest.raises(ValueError, match="non-negative"):
         periods.due_date(utc(2026, 11, 1), -1)
+
+
+@pytest.mark.parametrize(
+    ("hour", "key"),
+    [
+        (utc(2026, 10, 1, 13), "2026-10-01-13:00"),
+        (dt.datetime(2026, 10, 1, 0, 45, tzinfo=dt.timezone(dt.timedelta(hours=2))), "2026-09-30-22:00"),
+        (utc(2028, 2, 29, 23), "2028-02-29-23:00"),
+    ],
+)
+def test_hour_keys_round_trip(hour, key):
+    assert periods.hour_key(hour) == key
+    assert periods.hour_from_key(key) == periods.hour_start(hour)
+    assert periods.hour_from_key(key).tzinfo is UTC
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-10-01T13:00+02:00", utc(2026, 10, 1, 11)),
+        ("2026-12-31T23:00-05:00", utc(2027, 1, 1, 4)),
+        ("2026-10-01T13:00", utc(2026, 10, 1, 13)),
+        ("2026-10-01 13:00:00Z", utc(2026, 10, 1, 13)),
+    ],
+)
+def test_parse_hour_converts_to_utc(text, expected):
+    assert periods.parse_hour(text) == expected
+
+
+def test_parse_hour_refuses_a_time_inside_an_hour():
+    with pytest.raises(ValueError, match="not the start of an hour"):
+        periods.parse_hour("2026-10-01T13:30+00:00")
+
+
+def test_consecutive_hours_are_grouped_in_runs_of_at_most_limit():
+    day = [utc(2026, 10, 1, h) for h in range(6)]
+    hours = [day[4], day[0], day[1], day[1], day[2], day[5], utc(2026, 10, 2, 0)]
+    assert periods.consecutive_hours(hours, limit=24) == [day[0:3], day[4:6], [utc(2026, 10, 2, 0)]]
+    assert periods.consecutive_hours(day, limit=4) == [day[0:4], day[4:6]]
+    assert periods.consecutive_hours([], limit=4) == []
