@@ -433,3 +433,20 @@ def test_lago_percentage_refuses_values_that_disagree_with_the_totals():
     usage = MetricUsage(D(450), 4, (D(200), D(100), D(100)))
     with pytest.raises(PricingError, match="disagree with the usage"):
         price_charge(charge(ChargeModel.PERCENTAGE, lago("0.012", "0.10", 3)), usage, "USD", OCTOBER)
+
+
+def test_printed_tier_amounts_add_up_to_the_printed_line():
+    # issue 10: "4.959 USD" was printed under a USD line; the view prints the rounded shares
+    from billing_pipeline.domain.invoices import build_invoice
+    from billing_pipeline.domain.model import BillingInterval
+    from billing_pipeline.rendering.context import invoice_view
+
+    from .examples import organization
+    from .test_rendering import SELLER
+
+    c = Charge("api", "API", G, "api_calls", TieredParams(tiers((3, "0.551", 0), (6, "0.551", 0), (None, "0.551", 0))))
+    plan = Plan("p", "P", "USD", BillingInterval.MONTHLY, (c,))
+    invoice = build_invoice(organization(), plan, OCTOBER, {"api_calls": MetricUsage(D(9), 9)})
+    (line,) = invoice_view(invoice, organization(), SELLER)["lines"]
+    assert [t.amount for t in line.tiers] == ["1.66 USD", "1.65 USD", "1.65 USD"]
+    assert line.amount == "4.96 USD"
