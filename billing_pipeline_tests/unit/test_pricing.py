@@ -13,6 +13,7 @@ from billing_pipeline.domain.catalog import (
     PackageParams,
     PercentageParams,
     PerUnitParams,
+    Plan,
     Rounding,
     Tier,
     TieredParams,
