@@ -78,20 +78,42 @@ def _redact(url: str) -> str:
 
 @main.command("load-catalog")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def load_catalog(file: Path) -> None:
-    """Validate and store a plan catalog YAML file (a version is immutable once loaded)."""
+@click.option(
+    "--replace",
+    "replacements",
+    multiple=True,
+    metavar="OLD=NEW",
+    help="Move the subscriptions of plan OLD, dropped from this version, to plan NEW (repeatable).",
+)
+def load_catalog(file: Path, replacements: tuple[str, ...]) -> None:
+    """Validate and store a plan catalog YAML file (a version is immutable once loaded).
+
+    At most 2 MB of UTF-8. A plan organizations are still subscribed to cannot be dropped
+    unless --replace OLD=NEW names the plan of this version they move to.
+    """
     import yaml
 
     from billing_pipeline.db.reference import CatalogVersionConflict, save_catalog
-    from billing_pipeline.domain.catalog import CatalogError
+    from billing_pipeline.domain.catalog import CatalogError, decode_catalog
 
+    moves: dict[str, str] = {}
+    for item in replacements:
+        old, sep, new = item.partition("=")
+        if not sep or not old or not new:
+            raise click.BadParameter(f"expected OLD=NEW, got {item!r}", param_hint="--replace")
+        moves[old] = new
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C parser when libyaml is there
     try:
-        document = yaml.safe_load(file.read_text())
-        catalog, created = save_catalog(_engine(_settings()), document, str(file))
-    except (CatalogError, CatalogVersionConflict, yaml.YAMLError) as exc:
+        document = yaml.load(decode_catalog(file.read_bytes(), str(file)), Loader=loader)  # noqa: S506
+        catalog, created = save_catalog(_engine(_settings()), document, str(file), replacements=moves)
+    except CatalogError as exc:
+        raise click.ClickException(str(exc) if str(exc).startswith(str(file)) else f"{file}: {exc}") from None
+    except (CatalogVersionConflict, yaml.YAMLError) as exc:
         raise click.ClickException(f"{file}: {exc}") from None
     state = "loaded" if created else "already loaded (unchanged)"
     click.echo(f"catalog version {catalog.version} {state}: {len(catalog.metrics)} metrics, {len(catalog.plans)} plans")
+    for old, new in moves.items() if created else ():
+        click.echo(f"subscriptions of plan {old} moved to plan {new}")
 
 
 @main.command("import-events")

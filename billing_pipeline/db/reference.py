@@ -9,11 +9,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, or_, select
+from sqlalchemy import Connection, Engine, and_, or_, select
 
 from billing_pipeline.clock import utc_now
 from billing_pipeline.db.schema import catalog_versions, organizations, subscriptions
-from billing_pipeline.domain.catalog import Catalog, parse_catalog
+from billing_pipeline.domain.catalog import Catalog, CatalogError, parse_catalog
 from billing_pipeline.domain.model import BillingInterval, Organization, OrganizationStatus
 
 
@@ -115,13 +115,19 @@ def plans_for_period(engine: Engine, org_ids: Sequence[str], start: dt.datetime,
     return plans
 
 
-def save_catalog(engine: Engine, document: Mapping[str, Any], source: str) -> tuple[Catalog, bool]:
+def save_catalog(
+    engine: Engine, document: Mapping[str, Any], source: str, *, replacements: Mapping[str, str] | None = None
+) -> tuple[Catalog, bool]:
     """Validate and store a catalog version. Returns (catalog, created).
 
     Loading the same version with the same content again is a no-op; the same version
     with different content is refused: published versions are immutable, bump ``version``.
+    A plan still subscribed (``_subscribed_plans``) cannot disappear from a new version
+    unless ``replacements`` maps it to a plan of the new version with the same currency
+    and interval; its subscriptions then move to that plan in the same transaction.
     """
     catalog = parse_catalog(document)
+    replacements = dict(replacements or {})
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
     digest = hashlib.sha256(canonical.encode()).hexdigest()
     with engine.begin() as conn:
@@ -135,9 +141,18 @@ def save_catalog(engine: Engine, document: Mapping[str, Any], source: str) -> tu
                     "content; published versions are immutable, increase 'version'"
                 )
             return catalog, False
-        latest = conn.execute(select(func.max(catalog_versions.c.version))).scalar()
-        if latest is not None and catalog.version < latest:
-            raise CatalogVersionConflict(f"version: {catalog.version} is older than the loaded version {latest}")
+        latest = conn.execute(
+            select(catalog_versions.c.version, catalog_versions.c.document)
+            .order_by(catalog_versions.c.version.desc())
+            .limit(1)
+        ).first()
+        if latest is not None and catalog.version < latest.version:
+            raise CatalogVersionConflict(
+                f"version: {catalog.version} is older than the loaded version {latest.version}"
+            )
+        previous = _parsed_or_none(latest.document) if latest is not None else None
+        _check_replacements(catalog, previous, replacements)
+        _check_subscribed_plans(conn, catalog, replacements)
         conn.execute(
             catalog_versions.insert().values(
                 version=catalog.version,
@@ -147,7 +162,73 @@ def save_catalog(engine: Engine, document: Mapping[str, Any], source: str) -> tu
                 loaded_at=utc_now(),
             )
         )
+        for old, new in replacements.items():
+            conn.execute(
+                subscriptions.update()
+                .where(subscriptions.c.plan_code == old, _still_subscribed())
+                .values(plan_code=new)
+            )
     return catalog, True
+
+
+def _parsed_or_none(document: Mapping[str, Any]) -> Catalog | None:
+    """A stored version, or None if it no longer passes today's validation (being replaced)."""
+    try:
+        return parse_catalog(document)
+    except CatalogError:
+        return None
+
+
+class PlanStillSubscribed(CatalogVersionConflict):
+    """A new catalog version drops a plan that organizations are subscribed to."""
+
+
+def _still_subscribed():
+    """Subscriptions not ended, or ended since the start of the previous UTC month.
+
+    A period that ended before that has been billed; the previous month and the current
+    one may still be drafted, finalized or re-drafted with the latest catalog.
+    """
+    now = _now()
+    this_month = dt.datetime(now.year, now.month, 1, tzinfo=dt.UTC)
+    previous_month = (this_month - dt.timedelta(days=1)).replace(day=1)
+    return or_(subscriptions.c.ends_at.is_(None), subscriptions.c.ends_at > previous_month)
+
+
+def _check_replacements(catalog: Catalog, previous: Catalog | None, replacements: Mapping[str, str]) -> None:
+    for old, new in replacements.items():
+        where = f"replace {old}={new}"
+        if old in catalog.plans:
+            raise CatalogVersionConflict(f"{where}: plan {old!r} is still in catalog version {catalog.version}")
+        target = catalog.plans.get(new)
+        if target is None:
+            raise CatalogVersionConflict(f"{where}: plan {new!r} is not in catalog version {catalog.version}")
+        replaced = previous.plans.get(old) if previous else None
+        if replaced and (replaced.currency, replaced.interval) != (target.currency, target.interval):
+            raise CatalogVersionConflict(
+                f"{where}: {old!r} is billed {replaced.interval.value} in {replaced.currency}, {new!r} "
+                f"{target.interval.value} in {target.currency}; a replacement must match both"
+            )
+
+
+def _check_subscribed_plans(conn: Connection, catalog: Catalog, replacements: Mapping[str, str]) -> None:
+    query = (
+        select(subscriptions.c.plan_code, subscriptions.c.org_id)
+        .where(_still_subscribed())
+        .distinct()
+        .order_by(subscriptions.c.plan_code, subscriptions.c.org_id)
+    )
+    dropped: dict[str, list[str]] = {}
+    for row in conn.execute(query):
+        if row.plan_code not in catalog.plans and row.plan_code not in replacements:
+            dropped.setdefault(row.plan_code, []).append(row.org_id)
+    for code, orgs in dropped.items():
+        shown = ", ".join(orgs[:5]) + (f" and {len(orgs) - 5} more" if len(orgs) > 5 else "")
+        raise PlanStillSubscribed(
+            f"plans: plan {code!r} is not in catalog version {catalog.version} but {len(orgs)} "
+            f"organization(s) are subscribed to it ({shown}); keep the plan, or move them to another "
+            f"plan of this version (load-catalog --replace {code}=NEW_PLAN)"
+        )
 
 
 def latest_catalog(engine: Engine) -> Catalog | None:

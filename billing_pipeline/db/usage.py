@@ -4,11 +4,13 @@
 ``INSERT ... SELECT ... GROUP BY`` over the raw events: raw events never travel to
 Python. ``period_usage`` turns hourly rows into billed quantities for a period, except
 ``unique_count`` metrics, which are counted over the period's raw events (distinct
-values do not add up hour by hour).
+values do not add up hour by hour), and the per-event values of metrics that keep them
+(Lago percentage options), read from the raw events in event order.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from collections.abc import Mapping, Sequence
@@ -273,7 +275,33 @@ def period_usage(
             for metric in metrics.values():
                 if metric.aggregation is Aggregation.UNIQUE_COUNT:
                     _period_unique(conn, chunk, start, end, metric, result)
+                if metric.keeps_event_values:
+                    _period_values(conn, chunk, start, end, metric, result)
     return result
+
+
+def _period_values(conn, chunk, start, end, metric: Metric, result) -> None:
+    """Each event's value in (occurred_at, event_id) order, beside the hourly totals.
+
+    Pricing checks that they add up to the hourly sum and count: an hour aggregated before
+    late events arrived fails loudly instead of pricing two different sets of events.
+    """
+    rows = conn.execute(
+        select(usage_events.c.org_id, usage_events.c.value_micros)
+        .where(
+            usage_events.c.metric_code == metric.code,
+            usage_events.c.occurred_at >= start,
+            usage_events.c.occurred_at < end,
+            usage_events.c.org_id.in_(chunk),
+        )
+        .order_by(usage_events.c.org_id, usage_events.c.occurred_at, usage_events.c.event_id)
+    )
+    values: dict[str, list[Decimal]] = {}
+    for org_id, micros in rows:
+        values.setdefault(org_id, []).append(from_micros(micros))
+    for org_id, org_values in values.items():
+        usage = result[org_id].get(metric.code, MetricUsage.zero())
+        result[org_id][metric.code] = dataclasses.replace(usage, values=tuple(org_values))
 
 
 def _period_latest(conn, chunk, in_period, latest_codes, result) -> None:

@@ -10,6 +10,10 @@ incremental path (hourly partitions rolled up into a billing period):
   **whole period**, compared by their text (a string as-is, anything else as JSON, like
   PostgreSQL's ``->>``); events without the property (or with null) are not counted.
 
+A metric that ``keeps_event_values`` also gets each event's value in event order (the
+order Lago's free events and running totals follow); hourly aggregates cannot rebuild
+them, so ``combine_hourly`` leaves them out and pricing refuses to guess.
+
 ``unique_count`` is not combinable: a user active in two hours is one user in the month,
 so summing hourly distinct counts over-counts. ``combine_hourly`` refuses it; compute it
 from the period's events instead. A period with no events has quantity 0.
@@ -32,10 +36,15 @@ from .periods import hour_start
 
 @dataclass(frozen=True)
 class MetricUsage:
-    """A metric's billed quantity for one organization and period, and its event count."""
+    """A metric's billed quantity for one organization and period, and its event count.
+
+    ``values``: each event's value in ``(occurred_at, event_id)`` order, only for metrics
+    that keep them (``Metric.keeps_event_values``: Lago percentage options), else ``None``.
+    """
 
     quantity: Decimal
     event_count: int
+    values: tuple[Decimal, ...] | None = None
 
     @classmethod
     def zero(cls) -> MetricUsage:
@@ -103,6 +112,8 @@ def _aggregate(events: list[UsageEvent], metric: Metric) -> MetricUsage:
         keys = {unique_key((e.properties or {}).get(metric.unique_property)) for e in events}
         keys.discard(None)
         quantity = Decimal(len(keys))
+    if metric.keeps_event_values:
+        return MetricUsage(quantity, count, tuple(e.value for e in sorted(events, key=_latest)))
     return MetricUsage(quantity, count)
 
 

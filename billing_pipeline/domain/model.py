@@ -69,14 +69,19 @@ class Organization:
 
 @dataclass(frozen=True)
 class TierLine:
-    """One tier's share of a tiered charge, printed under its invoice line."""
+    """One tier's share of a tiered charge, printed under its invoice line.
+
+    With a block size (Kill Bill tiered blocks) ``quantity`` counts blocks, ``unit_price``
+    is the price of one block. Invoices stored before the largest-remainder split hold the
+    exact tier amounts.
+    """
 
     first_unit: Decimal
     last_unit: Decimal | None  # None: unbounded
     quantity: Decimal
     unit_price: Decimal
     flat_fee: Decimal
-    amount: Decimal  # exact (not rounded): the line amount is rounded once
+    amount: Decimal  # this tier's share of the rounded line amount (money.allocate)
 
 
 @dataclass(frozen=True)

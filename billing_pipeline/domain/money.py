@@ -6,7 +6,12 @@ The rounding rule (the only one in the project):
   to the currency's minor unit with ``ROUND_HALF_UP``;
 * ``subtotal`` = sum of the rounded line amounts (no further rounding needed);
 * ``tax`` = ``subtotal * tax_rate`` rounded **once** with ``ROUND_HALF_UP``;
-* ``total`` = ``subtotal + tax``.
+* ``total`` = ``subtotal + tax``;
+* the parts printed under a line (tier sub-amounts) are the line's rounded amount
+  distributed by **largest remainder** (``allocate``): each exact part rounded down to the
+  minor unit, then the minor units still missing to reach the line amount go one each to
+  the parts with the largest remainders (the earlier part first on a tie), so every part
+  prints with the currency's decimals and the parts add up to the line exactly.
 
 Intermediate results (tier amounts, quantities, unit prices) are never rounded. Exact
 arithmetic runs under ``EXACT``, a decimal context that raises instead of silently
@@ -17,6 +22,8 @@ exact rational result. Floats are rejected everywhere: ``to_decimal(0.1)`` is a 
 from __future__ import annotations
 
 import decimal
+import math
+from collections.abc import Sequence
 from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 
@@ -150,6 +157,25 @@ def quantize_ratio(numerator: Decimal | int, denominator: Decimal | int, currenc
     exact = Fraction(to_decimal(numerator)) / den * 10 ** exponent(currency)
     units = int(abs(exact) + Fraction(1, 2))  # half-up on the magnitude
     return from_minor(-units if exact < 0 else units, currency)
+
+
+def allocate(parts: Sequence[Decimal], currency: str) -> tuple[Decimal, ...]:
+    """``parts`` rounded to minor units by largest remainder, adding up to their rounded sum.
+
+    ``allocate([0.0045, 0.0045], "USD") == (0.01, 0.00)``: the line is
+    ``quantize(0.009) = 0.01``, both parts floor to 0 with equal remainders, the earlier one
+    gets the cent.
+    """
+    scale = 10 ** exponent(currency)
+    exact = [Fraction(to_decimal(p)) * scale for p in parts]
+    floors = [math.floor(x) for x in exact]
+    total = sum(exact, Fraction(0))
+    rounded = int(abs(total) + Fraction(1, 2))  # half-up on the magnitude, like quantize
+    missing = (-rounded if total < 0 else rounded) - sum(floors)
+    by_remainder = sorted(range(len(exact)), key=lambda i: (-(exact[i] - floors[i]), i))
+    for i in by_remainder[:missing]:
+        floors[i] += 1
+    return tuple(from_minor(units, currency) for units in floors)
 
 
 def to_minor(amount: Decimal | int, currency: str) -> int:

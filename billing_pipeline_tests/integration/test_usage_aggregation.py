@@ -105,3 +105,38 @@ def test_late_event_marks_an_aggregated_hour_and_reaggregation_clears_it(url):
     assert [h for h, _ in usage.late_hours(engine)] == [hour]
     [result] = usage.aggregate_hours(engine, hour, hour, catalog.metrics)
     assert result.event_count == 2 and usage.late_hours(engine) == []
+
+
+def test_per_event_values_in_event_order_for_lago_percentage(url):
+    """payment_volume keeps its events' values (plans.yaml: payments_usd); the database reads
+    them in (occurred_at, event_id) order like the reference, and they price Lago's example."""
+    from billing_pipeline.domain import periods
+    from billing_pipeline.domain.pricing import price_charge
+
+    setup_database(url)
+    engine = get_engine(url)
+    reference.upsert_organizations(engine, [org("a"), org("b")])
+    at = OCT + dt.timedelta(hours=2)
+    # Lago docs: 200, 100, 100, 50; inserted out of order, two at the same instant (event id decides)
+    rows = [
+        ("a", "t4", "payment_volume", "50", at + dt.timedelta(days=2)),
+        ("a", "t2", "payment_volume", "100", at),
+        ("a", "t1", "payment_volume", "200", at),
+        ("a", "t3", "payment_volume", "100", at + dt.timedelta(hours=30)),
+        ("b", "x1", "payment_volume", "7.5", at),
+        ("a", "late", "payment_volume", "999", OCT + dt.timedelta(days=31)),  # next period
+    ]
+    add_events(url, rows)
+    catalog = reference.latest_catalog(engine)
+    assert catalog.metrics["payment_volume"].keeps_event_values
+    usage.aggregate_hours(engine, OCT, OCT + dt.timedelta(days=3), catalog.metrics)
+    got = usage.period_usage(engine, ["a", "b", "c"], OCT, OCT + dt.timedelta(days=31), catalog.metrics)
+    events = [UsageEvent(o, e, m, Decimal(v), None, t) for o, e, m, v, t in rows[:4]]
+    want = aggregate_events(events, catalog.metrics["payment_volume"])
+    assert got["a"]["payment_volume"] == want
+    assert want.values == (Decimal(200), Decimal(100), Decimal(100), Decimal(50))
+    assert got["b"]["payment_volume"].values == (Decimal("7.5"),)
+    assert "payment_volume" not in got["c"]
+    charge = catalog.plans["payments_usd"].charges[0]
+    line = price_charge(charge, got["a"]["payment_volume"], "USD", periods.monthly_period(2026, 10))
+    assert str(line.amount) == "0.70"  # 0.10 + 1.2 % of 50 = 0.70, above the 0.25 minimum

@@ -5,6 +5,8 @@ from decimal import Decimal as D
 import pytest
 
 from billing_pipeline.domain.catalog import (
+    MAX_CODE_LENGTH,
+    MAX_TEXT_LENGTH,
     Aggregation,
     CatalogError,
     Charge,
@@ -14,8 +16,11 @@ from billing_pipeline.domain.catalog import (
     PackageParams,
     PercentageParams,
     PerUnitParams,
+    Rounding,
     Tier,
     TieredParams,
+    TransformQuantity,
+    decode_catalog,
     parse_catalog,
 )
 from billing_pipeline.domain.model import BillingInterval
@@ -229,7 +234,7 @@ INVALID = [
     (
         "tier typo",
         lambda d: d["plans"][1]["charges"][0]["tiers"][0].update(flatfee="1"),
-        "plans[1].charges[0].tiers[0].flatfee: unknown field (allowed: flat_fee, unit_price, up_to)",
+        "plans[1].charges[0].tiers[0].flatfee: unknown field (allowed: block_size, flat_fee, unit_price, up_to)",
     ),
     (
         "rate above 1",
@@ -272,6 +277,130 @@ INVALID = [
         "plans[1].charges[3].description: must be a non-empty string, got ' '",
     ),
     ("plan not a mapping", lambda d: d["plans"].append("gold"), "plans[2]: must be a mapping, got str"),
+    # what the database can hold (db/schema.py; see test_limits_fit_the_database_columns)
+    (
+        "metric code longer than the column",
+        lambda d: d["metrics"][0].update(code="m" * 100),
+        "metrics[0].code: must be at most 64 characters, got 100",
+    ),
+    (
+        "plan code longer than the column",
+        lambda d: d["plans"][0].update(code="p" * 65),
+        "plans[0].code: must be at most 64 characters, got 65",
+    ),
+    (
+        "charge code longer than the column",
+        lambda d: d["plans"][0]["charges"][0].update(code="c" * 65),
+        "plans[0].charges[0].code: must be at most 64 characters",
+    ),
+    (
+        "description too long",
+        lambda d: d["plans"][0]["charges"][0].update(description="d" * 256),
+        "plans[0].charges[0].description: must be at most 255 characters, got 256",
+    ),
+    (
+        "amount 1e200",
+        lambda d: d["plans"][0]["charges"][0].update(amount="1e200"),
+        "plans[0].charges[0].amount: out of range: must be below 10^12 with at most 12 decimals, got '1e200'",
+    ),
+    (
+        "unit price with 13 decimals",
+        lambda d: d["plans"][1]["charges"][3].update(unit_price="0.0000000000001"),
+        "plans[1].charges[3].unit_price: out of range",
+    ),
+    (
+        "huge integer up_to",
+        lambda d: d["plans"][1]["charges"][0]["tiers"][0].update(up_to=10**30),
+        "plans[1].charges[0].tiers[0].up_to: out of range",
+    ),
+    (
+        "version beyond the column",
+        lambda d: d.update(version=2**31),
+        "version: must be an integer >= 1, got 2147483648",
+    ),
+    (
+        "bidi override in a plan name",
+        lambda d: d["plans"][0].update(name="Starter \u202egnp.exe"),
+        "plans[0].name: must not contain control or bidi characters, got U+202E at 8",
+    ),
+    (
+        "bidi isolate in a description",
+        lambda d: d["plans"][1]["charges"][3].update(description="Seats \u2066x"),
+        "plans[1].charges[3].description: must not contain control or bidi characters, got U+2066",
+    ),
+    (
+        "newline in a metric name",
+        lambda d: d["metrics"][0].update(name="API\ncalls"),
+        "metrics[0].name: must not contain control or bidi characters, got U+000A at 3",
+    ),
+    (
+        "C1 control in a code",
+        lambda d: d["metrics"][0].update(code="api\x85"),
+        "metrics[0].code: must not contain control or bidi characters, got U+0085",
+    ),
+    ("too many metrics", lambda d: d.update(metrics=[{}] * 10_001), "metrics: has 10,001 items; at most 10,000"),
+    ("too many plans", lambda d: d.update(plans=[{}] * 10_001), "plans: has 10,001 items; at most 10,000"),
+    (
+        "too many tiers",
+        lambda d: d["plans"][1]["charges"][0].update(tiers=[{}] * 101),
+        "plans[1].charges[0].tiers: has 101 items; at most 100",
+    ),
+    # the vendors' features
+    (
+        "block size zero",
+        lambda d: d["plans"][1]["charges"][0]["tiers"][2].update(block_size=0),
+        "plans[1].charges[0].tiers[2].block_size: must be > 0, got 0",
+    ),
+    (
+        "tier not a whole number of blocks",
+        lambda d: d["plans"][1]["charges"][0]["tiers"][1].update(block_size=2),
+        "plans[1].charges[0].tiers[1].block_size: the tier holds 5 units, not a whole number of blocks of 2",
+    ),
+    (
+        "transform on a tiered charge",
+        lambda d: d["plans"][1]["charges"][0].update(transform_quantity={"divide_by": 5, "round": "up"}),
+        "plans[1].charges[0].transform_quantity: unknown field",
+    ),
+    (
+        "transform without round",
+        lambda d: d["plans"][1]["charges"][3].update(transform_quantity={"divide_by": 5}),
+        "plans[1].charges[3].transform_quantity.round: is required",
+    ),
+    (
+        "transform round sideways",
+        lambda d: d["plans"][1]["charges"][3].update(transform_quantity={"divide_by": 5, "round": "nearest"}),
+        "plans[1].charges[3].transform_quantity.round: must be one of up | down, got 'nearest'",
+    ),
+    (
+        "transform divide by zero",
+        lambda d: d["plans"][1]["charges"][3].update(transform_quantity={"divide_by": 0, "round": "up"}),
+        "plans[1].charges[3].transform_quantity.divide_by: must be an integer from 1",
+    ),
+    (
+        "transform divide by a decimal",
+        lambda d: d["plans"][1]["charges"][3].update(transform_quantity={"divide_by": "2.5", "round": "up"}),
+        "plans[1].charges[3].transform_quantity.divide_by: must be an integer, got '2.5'",
+    ),
+    (
+        "free events negative",
+        lambda d: d["plans"][1]["charges"][1].update(free_units_per_events=-1),
+        "plans[1].charges[1].free_units_per_events: must be an integer from 0",
+    ),
+    (
+        "both free amounts",
+        lambda d: d["plans"][1]["charges"][1].update(free_units_per_total_aggregation="500"),
+        "plans[1].charges[1].free_units_per_total_aggregation: cannot be combined with free_units",
+    ),
+    (
+        "min above max",
+        lambda d: d["plans"][1]["charges"][1].update(per_transaction_min_amount="5", per_transaction_max_amount="1"),
+        "plans[1].charges[1].per_transaction_max_amount: must be >= per_transaction_min_amount (5)",
+    ),
+    (
+        "min with more decimals than the currency",
+        lambda d: d["plans"][1]["charges"][1].update(per_transaction_min_amount="0.001"),
+        "plans[1].charges[1].per_transaction_min_amount: '0.001' has more decimals than EUR allows (2)",
+    ),
 ]
 
 
@@ -319,3 +448,81 @@ def test_parse_does_not_mutate_input():
     data = example_catalog()
     parse_catalog(data)
     assert data == example_catalog()
+
+
+def test_vendor_features_parse_to_typed_objects():
+    data = example_catalog()
+    payments = data["plans"][1]["charges"][1]
+    del payments["free_units"]
+    payments.update(
+        free_units_per_events=3,
+        free_units_per_total_aggregation="500",
+        per_transaction_min_amount="1",
+        per_transaction_max_amount="5.00",
+    )
+    data["plans"][1]["charges"][0]["tiers"] = [
+        {"up_to": 1000, "unit_price": "1.00", "block_size": 10},
+        {"up_to": None, "unit_price": "0.50", "block_size": 30},
+    ]
+    data["plans"][1]["charges"][3]["transform_quantity"] = {"divide_by": 60, "round": "down"}
+    catalog = parse_catalog(data)
+    storage, payments, _, seats = catalog.plans["pro_eu"].charges
+    assert payments.params == PercentageParams(D("0.025"), D("0.10"), D(0), 3, D(500), D(1), D(5))
+    assert storage.params.tiers == (Tier(D(1000), D(1), D(0), D(10)), Tier(None, D("0.50"), D(0), D(30)))
+    assert seats.params.transform_quantity == TransformQuantity(60, Rounding.DOWN)
+    assert catalog.metrics["payment_volume"].keeps_event_values
+    assert not catalog.metrics["api_calls"].keeps_event_values
+
+
+def test_only_lago_options_keep_event_values():
+    assert not parse_catalog(example_catalog()).metrics["payment_volume"].keeps_event_values
+
+
+def test_limits_fit_the_database_columns():
+    from billing_pipeline.db import schema
+
+    code_columns = [
+        schema.usage_events.c.metric_code,
+        schema.hourly_usage.c.metric_code,
+        schema.invoice_lines.c.metric_code,
+        schema.invoice_lines.c.charge_code,
+        schema.subscriptions.c.plan_code,
+        schema.invoices.c.plan_code,
+    ]
+    assert {column.type.length for column in code_columns} == {MAX_CODE_LENGTH}
+    # a description plus the pricing detail "(...)" the line adds
+    assert schema.invoice_lines.c.description.type.length >= 2 * MAX_TEXT_LENGTH
+    # 12 integer digits, the point, 12 decimals, sign: the exact unit price text fits
+    assert schema.invoice_lines.c.unit_price.type.length >= 26
+
+
+@pytest.mark.parametrize("value", ["999999999999.999999999999", "1.000000000000000000", "0.000000000001"])
+def test_decimals_at_the_edge_of_the_range_load(value):
+    data = example_catalog()
+    data["plans"][1]["charges"][3]["unit_price"] = value
+    assert parse_catalog(data).plans["pro_eu"].charges[3].params.unit_price == D(value)
+
+
+def test_decode_catalog_names_the_file_and_the_byte():
+    data = "version: 1\nmetrics:\n  - {code: caf\u00e9}\n".encode("latin-1")
+    with pytest.raises(CatalogError) as excinfo:
+        decode_catalog(data, "plans.yaml")
+    assert str(excinfo.value) == (
+        "plans.yaml: not UTF-8: byte 0xe9 at offset 34 (line 3, column 15); save the catalog as UTF-8"
+    )
+
+
+def test_decode_catalog_caps_the_size():
+    with pytest.raises(CatalogError, match=r"plans.yaml: file is 2,000,001 bytes; a catalog may be at most 2,000,000"):
+        decode_catalog(b" " * 2_000_001, "plans.yaml")
+    assert decode_catalog("name: caf\u00e9".encode(), "x") == "name: caf\u00e9"
+
+
+def test_the_shipped_catalog_parses():
+    import pathlib
+
+    import yaml
+
+    path = pathlib.Path(__file__).parents[2] / "billing_pipeline" / "catalog" / "plans.yaml"
+    catalog = parse_catalog(yaml.safe_load(decode_catalog(path.read_bytes(), str(path))))
+    assert catalog.plans

@@ -13,11 +13,14 @@ from billing_pipeline.domain.catalog import (
     PackageParams,
     PercentageParams,
     PerUnitParams,
+    Plan,
+    Rounding,
     Tier,
     TieredParams,
+    TransformQuantity,
 )
 from billing_pipeline.domain.model import TierLine
-from billing_pipeline.domain.pricing import MetricUsage, PricingError, price_charge
+from billing_pipeline.domain.pricing import MetricUsage, PricingError, free_period, price_charge
 
 OCTOBER = periods.monthly_period(2026, 10)
 
@@ -90,15 +93,35 @@ def test_graduated_zero_units_shows_first_tier_only():
 
 def test_volume_breakdown_lago():
     line = price(V, TieredParams(LAGO_VOLUME_TIERS), 65000)
-    assert line.tiers == (TierLine(D(50001), D(100000), D(65000), D("0.0006"), D(10), D("49.0000")),)
+    assert line.tiers == (TierLine(D(50001), D(100000), D(65000), D("0.0006"), D(10), D("49.00")),)
 
 
-def test_tier_amounts_stay_exact_and_line_rounds_once():
-    # 3 units at 0.0015 = 0.0045 per tier, two tiers: per-tier rounding would give 0.00 + 0.00
+def test_tier_shares_are_the_rounded_line_by_largest_remainder():
+    # 3 units at 0.0015 = 0.0045 per tier: the line is rounded once from 0.009 to 0.01, and the
+    # cent goes to the first of the two equal remainders (money.allocate); each tier prints in cents
     table = tiers((3, "0.0015", 0), (None, "0.0015", 0))
     line = price(G, TieredParams(table), 6)
-    assert [t.amount for t in line.tiers] == [D("0.0045"), D("0.0045")]
+    assert [str(t.amount) for t in line.tiers] == ["0.01", "0.00"]
     assert line.amount == D("0.01")
+
+
+@pytest.mark.parametrize(
+    ("quantity", "shares", "amount"),
+    [
+        # issue 10: "4.959 USD" printed on a USD invoice. Each tier is 3 x 0.551 = 1.653 exactly:
+        # the line 4.959 rounds once to 4.96; floors 1.65 x 3 = 4.95, the missing cent goes to the
+        # largest remainder, the first tier on a tie
+        (9, ["1.66", "1.65", "1.65"], "4.96"),
+        (6, ["1.66", "1.65"], "3.31"),  # 3.306 -> 3.31
+        (3, ["1.65"], "1.65"),
+    ],
+)
+def test_tier_shares_add_up_to_the_line(quantity, shares, amount):
+    table = tiers((3, "0.551", 0), (6, "0.551", 0), (None, "0.551", 0))
+    line = price(G, TieredParams(table), quantity)
+    assert [str(t.amount) for t in line.tiers] == shares
+    assert str(line.amount) == amount
+    assert sum(t.amount for t in line.tiers) == line.amount
 
 
 @pytest.mark.parametrize(
@@ -231,3 +254,200 @@ def test_unknown_currency_is_refused():
 
     with pytest.raises(UnknownCurrency):
         price(ChargeModel.PER_UNIT, PerUnitParams(D(1)), 1, currency="XXX")
+
+
+def blocks(*rows):
+    """(up_to, price per block, block size) rows -> Tier tuple."""
+    return tuple(Tier(None if up is None else D(up), D(p), D(0), D(size)) for up, p, size in rows)
+
+
+# Kill Bill docs, "Catalog Examples" > Usage Billing (docs.killbill.io/latest/catalog-examples.html).
+# "Consumable Billing All Tiers": liters, size 1, 1.50 for the first 1000 (max 1000), then 2.0.
+KB_WATER = blocks((1000, "1.50", 1), (None, "2.0", 1))
+# "Block Size Greater Than One": minutes in blocks of 10, 1.00 per block for 100 blocks, then 0.5.
+KB_MINUTES = blocks((1000, "1.00", 10), (None, "0.5", 10))
+# issue 10: 1.00 EUR per block of 10 minutes, 10 blocks, then 0.80 per block of 30 minutes.
+ISSUE_BLOCKS = blocks((100, "1.00", 10), (None, "0.80", 30))
+
+
+@pytest.mark.parametrize(
+    ("source", "model", "table", "quantity", "amount", "tier_quantities"),
+    [
+        # the invoices are 630 and 1930 with the 30 USD recurring price: usage is 600 and 1900
+        ("kill bill ALL_TIERS: 400 liters = 400 x 1.5", G, KB_WATER, 400, "600.00", [400]),
+        ("kill bill ALL_TIERS: 1200 liters = 1000 x 1.5 + 200 x 2.0", G, KB_WATER, 1200, "1900.00", [1000, 200]),
+        ("kill bill TOP_TIER: 400 liters = 400 x 1.5", V, KB_WATER, 400, "600.00", [400]),
+        ("kill bill TOP_TIER: 1200 liters = 1200 x 2.0", V, KB_WATER, 1200, "2400.00", [1200]),
+        # the invoices are 70 and 140: 40 blocks x 1.0; 100 blocks x 1.0 + 20 blocks x 0.5
+        ("kill bill blocks of 10: 400 minutes", G, KB_MINUTES, 400, "40.00", [40]),
+        ("kill bill blocks of 10: 1200 minutes", G, KB_MINUTES, 1200, "110.00", [100, 20]),
+        ("a started block is billed in full: 401 minutes", G, KB_MINUTES, 401, "41.00", [41]),
+        ("blocks of 10: 1 minute is one block", G, KB_MINUTES, 1, "1.00", [1]),
+        ("blocks of 10: 0 minutes", G, KB_MINUTES, 0, "0.00", [0]),
+        ("a started block per tier: 1001 minutes", G, KB_MINUTES, 1001, "100.50", [100, 1]),
+        ("block size per tier: 100 + 31 minutes", G, ISSUE_BLOCKS, 131, "11.60", [10, 2]),
+        ("block size per tier: top tier 131 minutes / 30", V, ISSUE_BLOCKS, 131, "4.00", [5]),
+    ],
+)
+def test_kill_bill_tiered_blocks(source, model, table, quantity, amount, tier_quantities):
+    line = price(model, TieredParams(table), quantity, "USD")
+    assert str(line.amount) == amount
+    assert [t.quantity for t in line.tiers] == tier_quantities  # blocks billed per tier
+    assert sum(t.amount for t in line.tiers) == line.amount
+    assert line.quantity == quantity and "units in blocks of" in line.description
+
+
+@pytest.mark.parametrize(
+    ("source", "price_", "divide_by", "rounding", "quantity", "billed", "amount"),
+    [
+        # Stripe docs, "Transform quantities" (docs.stripe.com/billing/subscriptions/usage-based/
+        # transform-quantities): 10 USD per hour, minutes reported, round up: 150 minutes = 30 USD
+        ("stripe car rental: 150 minutes", "10", 60, Rounding.UP, 150, 3, "30.00"),
+        # Stripe docs, "Quantity transformation" (stripe.com/docs/billing/subscriptions/
+        # quantity-transformation): 10 USD for every 5 users or portion thereof
+        ("stripe per 5 users: 1", "10", 5, Rounding.UP, 1, 1, "10.00"),
+        ("stripe per 5 users: 3", "10", 5, Rounding.UP, 3, 1, "10.00"),
+        ("stripe per 5 users: 5", "10", 5, Rounding.UP, 5, 1, "10.00"),
+        ("stripe per 5 users: 6", "10", 5, Rounding.UP, 6, 2, "20.00"),
+        ("stripe per 5 users: 7", "10", 5, Rounding.UP, 7, 2, "20.00"),
+        # same page: round down "for every full gigabyte" (no figures given; ours)
+        ("round down: 1,999 MB per full GB", "2", 1000, Rounding.DOWN, 1999, 1, "2.00"),
+        ("round down: 999 MB is no full GB", "2", 1000, Rounding.DOWN, 999, 0, "0.00"),
+        ("round up: 0 stays 0", "10", 5, Rounding.UP, 0, 0, "0.00"),
+        ("round up: fractional usage", "10", 5, Rounding.UP, "5.000001", 2, "20.00"),
+    ],
+)
+def test_stripe_transform_quantity(source, price_, divide_by, rounding, quantity, billed, amount):
+    params = PerUnitParams(D(price_), TransformQuantity(divide_by, rounding))
+    line = price(ChargeModel.PER_UNIT, params, quantity)
+    assert (line.quantity, str(line.amount), line.unit_price) == (billed, amount, D(price_))
+    assert line.description.endswith(f" / {divide_by}, rounded {rounding.value})")
+
+
+def test_transform_quantity_description():
+    params = PerUnitParams(D(10), TransformQuantity(60, Rounding.UP))
+    assert price(ChargeModel.PER_UNIT, params, 150).description == "Charge (150 / 60, rounded up)"
+
+
+def lago(rate, fixed="0", events=0, free_total="0", low=None, high=None):
+    return PercentageParams(
+        D(rate),
+        D(fixed),
+        free_units_per_events=events,
+        free_units_per_total_aggregation=D(free_total),
+        per_transaction_min_amount=None if low is None else D(low),
+        per_transaction_max_amount=None if high is None else D(high),
+    )
+
+
+def price_events(params, values, currency="USD"):
+    values = tuple(D(v) for v in values)
+    usage = MetricUsage(sum(values, D(0)), len(values), values)
+    return price_charge(charge(ChargeModel.PERCENTAGE, params), usage, currency, OCTOBER)
+
+
+# Lago's own examples: the docs page "Percentage" (getlago.com/docs/guide/plans/charges/charge-models/
+# percentage): 1.2 % + 0.10 per transaction, the first 3 events or 500 USD free; the product
+# update "Minimum / Maximum per transaction": 1 % + 0.50, at least 1 and at most 5 USD; and the
+# cases of lago-api's spec/services/charges/charge_models/percentage_service_spec.rb (events
+# 50, 100, 250, 400: running totals 50, 150, 400; total 800; rate 1.3 %, fixed 2.0).
+LAGO_SPEC = ("50", "100", "250", "400")
+MINMAX = lago("0.01", "0.50", low="1", high="5")
+
+
+@pytest.mark.parametrize(
+    ("source", "params", "values", "amount"),
+    [
+        (
+            "lago docs: 4th transaction = 0.10 + 1.2% of 50",
+            lago("0.012", "0.10", 3, "500"),
+            (200, 100, 100, 50),
+            "0.70",
+        ),
+        ("lago docs: the first 3 transactions are free", lago("0.012", "0.10", 3, "500"), (200, 100, 100), "0.00"),
+        (
+            "lago update: 20 USD at 1% + 0.50 = 0.70 -> minimum 1",
+            MINMAX,
+            (20,),
+            "1.00",
+        ),
+        (
+            "lago update: 600 USD at 1% + 0.50 = 6.50 -> maximum 5",
+            MINMAX,
+            (600,),
+            "5.00",
+        ),
+        ("lago update: both transactions", MINMAX, (20, 600), "6.00"),
+        ("lago update: 100 USD within the bounds = 1.50", MINMAX, (100,), "1.50"),
+        # spec: (800 - 250) x 1.3 % + (4 - 2) x 2.0 = 7.15 + 4 (the 3rd event reaches 250)
+        ("lago spec: 3 events and 250 free", lago("0.013", "2.0", 3, "250"), LAGO_SPEC, "11.15"),
+        ("lago spec: 250 free only", lago("0.013", "2.0", 0, "250"), LAGO_SPEC, "11.15"),
+        # spec: (800 - 400) x 1.3 % + (4 - 3) x 2.0
+        ("lago spec: 3 events free only", lago("0.013", "2.0", 3, "0"), LAGO_SPEC, "7.20"),
+        ("lago spec: 500 free, more than the 3 free events hold", lago("0.013", "2.0", 3, "500"), LAGO_SPEC, "7.20"),
+        ("lago spec: nothing free = 800 x 1.3 % + 4 x 2.0", lago("0.013", "2.0"), LAGO_SPEC, "18.40"),
+        ("lago spec: 5 free events, 4 events", lago("0.013", "2.0", 5), ("50", "100", "250", "0"), "0.00"),
+        ("lago spec: rate 0 = 4 x 2.0", lago("0", "2.0", low="0"), LAGO_SPEC, "8.00"),
+        # ours: a free amount reached exactly by an event: that event pays the fixed fee
+        ("free amount reached exactly", lago("0.01", "1", 0, "300"), (100, 200, 50), "2.50"),
+        ("free events then min/max per event", lago("0.01", "0.50", 1, low="1", high="5"), (20, 20, 600), "6.00"),
+        ("free amount split inside an event, then min", lago("0.01", "0", 0, "150", low="1"), (100, 100), "1.00"),
+        ("no events", lago("0.012", "0.10", 3, "500"), (), "0.00"),
+    ],
+)
+def test_lago_percentage(source, params, values, amount):
+    line = price_events(params, values)
+    assert str(line.amount) == amount
+    assert line.quantity == sum((D(v) for v in values), D(0))
+
+
+def test_lago_percentage_description():
+    line = price_events(lago("0.012", "0.10", 3, "500"), (200, 100, 100, 50))
+    assert line.description == "Charge (1.2% of 50 + 1 x 0.10 USD; 3 of 4 events free)"
+    line = price_events(MINMAX, (20, 600))
+    assert line.description == "Charge (1% of 620 + 2 x 0.50 USD, each event 1.00 USD - 5.00 USD)"
+
+
+@pytest.mark.parametrize(
+    ("values", "events", "amount", "expected"),
+    [
+        ((200, 100, 100, 50), 3, "500", (3, "400")),  # lago docs: the 4th event ends it (3 events)
+        ((50, 100, 250, 400), 3, "250", (2, "250")),  # the 3rd event reaches the free amount
+        ((50, 100, 250, 400), 0, "250", (2, "250")),
+        ((50, 100), 0, "250", (2, "150")),  # never reached: everything free
+        ((50, 100), 0, "0", (0, "0")),  # no free options
+        ((300,), 3, "250", (0, "250")),  # the 1st event already exceeds it: it pays the fixed fee
+    ],
+)
+def test_free_period(values, events, amount, expected):
+    count, free = free_period(tuple(D(v) for v in values), events, D(amount))
+    assert (count, free) == (expected[0], D(expected[1]))
+
+
+def test_lago_percentage_needs_the_event_values():
+    usage = MetricUsage(D(450), 4)  # totals only (e.g. rebuilt from hourly aggregates)
+    with pytest.raises(PricingError, match="needs each event's value"):
+        price_charge(charge(ChargeModel.PERCENTAGE, lago("0.012", "0.10", 3)), usage, "USD", OCTOBER)
+
+
+def test_lago_percentage_refuses_values_that_disagree_with_the_totals():
+    usage = MetricUsage(D(450), 4, (D(200), D(100), D(100)))
+    with pytest.raises(PricingError, match="disagree with the usage"):
+        price_charge(charge(ChargeModel.PERCENTAGE, lago("0.012", "0.10", 3)), usage, "USD", OCTOBER)
+
+
+def test_printed_tier_amounts_add_up_to_the_printed_line():
+    # issue 10: "4.959 USD" was printed under a USD line; the view prints the rounded shares
+    from billing_pipeline.domain.invoices import build_invoice
+    from billing_pipeline.domain.model import BillingInterval
+    from billing_pipeline.rendering.context import invoice_view
+
+    from .examples import organization
+    from .test_rendering import SELLER
+
+    c = Charge("api", "API", G, "api_calls", TieredParams(tiers((3, "0.551", 0), (6, "0.551", 0), (None, "0.551", 0))))
+    plan = Plan("p", "P", "USD", BillingInterval.MONTHLY, (c,))
+    invoice = build_invoice(organization(), plan, OCTOBER, {"api_calls": MetricUsage(D(9), 9)})
+    (line,) = invoice_view(invoice, organization(), SELLER)["lines"]
+    assert [t.amount for t in line.tiers] == ["1.66 USD", "1.65 USD", "1.65 USD"]
+    assert line.amount == "4.96 USD"
