@@ -374,8 +374,9 @@ def parse_customers(
         if isinstance(org_id, str):
             first_line[org_id] = record.line
         if org is not None:
+            listed = _present(record.fields.get("subscriptions"))
             for name, message in history_problems(org, given, (stored or {}).get(org.id, ()), plans):
-                row.fail(name, message)
+                row.fail("subscriptions" if listed and name == "starts_at" else name, message)
             customers.append(Customer(org, tuple(sorted(given)), record.line))
     found.sort(key=lambda p: (p.line is None, p.line or 0))
     return customers, found
