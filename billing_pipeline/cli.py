@@ -115,6 +115,8 @@ def import_customers_cmd(file: Path, dry_run: bool) -> None:
 
     All or nothing: any bad field is reported with its line, and nothing is written.
     """
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
     from billing_pipeline.db.customer_files import CustomerFileError, read_customer_file
     from billing_pipeline.db.reference import import_customers
     from billing_pipeline.domain.customers import CustomersInvalid
@@ -127,6 +129,8 @@ def import_customers_cmd(file: Path, dry_run: bool) -> None:
         raise click.ClickException(f"{file}: {len(exc.problems)} problem(s); nothing was written") from None
     except (CustomerFileError, LookupError) as exc:
         raise click.ClickException(str(exc)) from None
+    except (OperationalError, ProgrammingError) as exc:
+        raise click.ClickException(f"billing database: {exc.orig} (is it created? billing-pipeline init-db)") from None
     verb = "would be" if dry_run else "were"
     for what, counts in (("organizations", result.organizations), ("subscriptions", result.subscriptions)):
         detail = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("created", "updated", "unchanged"))

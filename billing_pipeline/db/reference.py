@@ -135,7 +135,8 @@ def add_subscription(
         if org is None or catalog is None:
             raise LookupError(f"organization {org_id!r} is not stored" if org is None else "no plan catalog loaded")
         stored = stored_subscriptions(conn, [org_id]).get(org_id, [])
-        problems = subscription_problems(org, sub, catalog.plans) + history_problems(org, [sub], stored, catalog.plans)
+        problems = subscription_problems(sub, catalog.plans, org.currency, org.billing_interval)
+        problems += history_problems(org, [sub], stored, catalog.plans)
         if problems:
             raise ValueError(f"subscription of {org_id!r}: " + "; ".join(f"{f}: {m}" for f, m in problems))
         _write_subscription(conn, org_id, sub, stored)

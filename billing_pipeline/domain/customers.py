@@ -237,18 +237,19 @@ _ORGANIZATION_PARSERS = {
 }
 
 
-def _organization(row: _Row) -> Organization | None:
+def _organization(row: _Row) -> tuple[Organization | None, dict[str, object]]:
+    """The record's organization (None if any field is bad) and the values that did parse."""
     node = row.record.fields
     for name in sorted(set(node) - set(FIELDS), key=str):
         row.fail(str(name), f"unknown field (allowed: {', '.join(FIELDS)})")
     before = len(row.problems)
     values = {attr: row.get(node, name, parse) for name, (attr, parse) in _ORGANIZATION_PARSERS.items()}
     if len(row.problems) > before:
-        return None
+        return None, values
     org = Organization(**values)  # type: ignore[arg-type]
     for name, message in organization_problems(org):  # none left: every rule ran above
         row.fail(name, message)
-    return None if len(row.problems) > before else org
+    return (None if len(row.problems) > before else org), values
 
 
 def _subscription_nodes(row: _Row) -> list[tuple[str, Mapping[str, object]]]:
@@ -278,27 +279,20 @@ def _subscription_nodes(row: _Row) -> list[tuple[str, Mapping[str, object]]]:
 
 
 def subscription_problems(
-    org: Organization | None, sub: Subscription, plans: Mapping[str, Plan]
+    sub: Subscription, plans: Mapping[str, Plan], currency: str | None, interval: BillingInterval | None
 ) -> list[tuple[str, str]]:
-    """``(field, message)`` for one subscription of ``org``: plan known and matching (when the
-    organization is known), dates in order."""
+    """``(field, message)`` for one subscription of an organization billed in ``currency`` on
+    ``interval`` (``None``: unknown, not checked): plan known and matching, dates in order."""
     problems = []
     plan = plans.get(sub.plan_code)
     if plan is None:
         known = ", ".join(sorted(plans)) or "none"
         problems.append(("plan", f"unknown plan {sub.plan_code!r} in the latest catalog (known: {known})"))
-    elif org is None:
-        pass
-    elif plan.currency != org.currency:
+    elif currency is not None and plan.currency != currency:
+        problems.append(("plan", f"plan {plan.code!r} is priced in {plan.currency}, the organization in {currency}"))
+    elif interval is not None and plan.interval is not interval:
         problems.append(
-            ("plan", f"plan {plan.code!r} is priced in {plan.currency}, the organization in {org.currency}")
-        )
-    elif plan.interval is not org.billing_interval:
-        problems.append(
-            (
-                "plan",
-                f"plan {plan.code!r} is billed {plan.interval.value}, the organization {org.billing_interval.value}",
-            )
+            ("plan", f"plan {plan.code!r} is billed {plan.interval.value}, the organization {interval.value}")
         )
     if sub.ends_at is not None and sub.ends_at <= sub.starts_at:
         problems.append(("ends_at", f"must be after starts_at ({sub.starts_at.date().isoformat()})"))
@@ -318,7 +312,7 @@ def history_problems(
     kept = [s for s in stored if s.starts_at not in starts]
     problems = []
     for sub in kept:
-        for _, message in subscription_problems(org, sub, plans):
+        for _, message in subscription_problems(sub, plans, org.currency, org.billing_interval):
             if not message.startswith("unknown plan"):  # a plan dropped since: billing reports it
                 problems.append(("currency", f"stored subscription {sub.describe()}: {message}"))
     timeline = sorted((*given, *kept))
@@ -331,7 +325,7 @@ def history_problems(
     return problems
 
 
-def _subscriptions(row: _Row, org: Organization | None, plans: Mapping[str, Plan]) -> list[Subscription]:
+def _subscriptions(row: _Row, plans: Mapping[str, Plan], currency, interval) -> list[Subscription]:
     result = []
     for path, node in _subscription_nodes(row):
         plan_code = row.get(node, "plan", _text, path)
@@ -340,7 +334,7 @@ def _subscriptions(row: _Row, org: Organization | None, plans: Mapping[str, Plan
         if plan_code is None or starts_at is None:
             continue
         sub = Subscription(starts_at, ends_at, plan_code)
-        found = subscription_problems(org, sub, plans)
+        found = subscription_problems(sub, plans, currency, interval)
         for name, message in found:
             row.fail(f"{path}{name}", message)
         if not found:
@@ -364,8 +358,8 @@ def parse_customers(
     first_line: dict[str, int | None] = {}
     for record in records:
         row = _Row(record, found)
-        org = _organization(row)
-        given = _subscriptions(row, org, plans)
+        org, values = _organization(row)
+        given = _subscriptions(row, plans, values["currency"], values["billing_interval"])
         org_id = record.fields.get("org_id")
         if isinstance(org_id, str) and org_id in first_line:
             where = f"line {first_line[org_id]}" if first_line[org_id] is not None else "earlier"

@@ -325,3 +325,11 @@ def test_the_examples_are_valid_and_alike(example):
     from billing_pipeline.demo import DEMO_ORGS
 
     assert [c.organization for c in customers] == [o for o, _ in DEMO_ORGS]
+
+
+def test_a_bad_field_does_not_hide_the_plan_mismatch():
+    _, problems = parse({**GOOD, "billing_email": "a@x.com, b@y.com", "currency": "EUR"})
+    assert [(p.path, p.message) for p in problems] == [
+        ("billing_email", "must be one address, got 'a@x.com, b@y.com'"),
+        ("plan", "plan 'starter' is priced in USD, the organization in EUR"),
+    ]
