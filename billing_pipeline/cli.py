@@ -131,6 +131,37 @@ def import_events_cmd(file: Path, batch_size: int) -> None:
     _print_import(summary)
 
 
+@main.command("import-customers")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Validate and show what would change; write nothing.")
+def import_customers_cmd(file: Path, dry_run: bool) -> None:
+    """Upsert organizations and subscriptions from CSV, JSON Lines or YAML (README, "Customers").
+
+    All or nothing: any bad field is reported with its line, and nothing is written.
+    """
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    from billing_pipeline.db.customer_files import CustomerFileError, read_customer_file
+    from billing_pipeline.db.reference import import_customers
+    from billing_pipeline.domain.customers import CustomersInvalid
+
+    try:
+        records, problems = read_customer_file(file)
+        result = import_customers(_engine(_settings()), file.name, records, problems, dry_run=dry_run)
+    except CustomersInvalid as exc:
+        click.echo(str(exc), err=True)
+        raise click.ClickException(f"{file}: {len(exc.problems)} problem(s); nothing was written") from None
+    except (CustomerFileError, LookupError) as exc:
+        raise click.ClickException(str(exc)) from None
+    except (OperationalError, ProgrammingError) as exc:
+        raise click.ClickException(f"billing database: {exc.orig} (is it created? billing-pipeline init-db)") from None
+    verb = "would be" if dry_run else "were"
+    for what, counts in (("organizations", result.organizations), ("subscriptions", result.subscriptions)):
+        detail = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("created", "updated", "unchanged"))
+        click.echo(f"{file.name}: {what}: {detail}")
+    click.echo(f"dry run: nothing was written (these changes {verb} made)" if dry_run else f"{file.name}: imported")
+
+
 def _print_import(summary) -> None:
     click.echo(
         f"read {summary.read} = accepted {summary.accepted} + duplicates {summary.duplicates} "

@@ -12,7 +12,7 @@ from sqlalchemy import insert
 
 from billing_pipeline.db import reference
 from billing_pipeline.db.engine import get_engine, migrate
-from billing_pipeline.db.schema import dirty_hours, usage_events
+from billing_pipeline.db.schema import dirty_hours, organizations, usage_events
 from billing_pipeline.domain.model import BillingInterval, Organization, OrganizationStatus
 from billing_pipeline.domain.quantity import to_micros
 
@@ -32,7 +32,7 @@ def org(
     return Organization(
         org_id,
         f"{org_id.title()} Inc",
-        f"billing@{org_id}.test",
+        f"billing@{org_id.replace('_', '-')}.test",
         OrganizationStatus(status),
         currency,
         Decimal(tax_rate),
@@ -77,3 +77,27 @@ def add_events(url: str, rows: list[tuple[str, str, str, str, dt.datetime]], pro
         for h in hours:
             conn.execute(dirty_hours.delete().where(dirty_hours.c.hour == h))
             conn.execute(insert(dirty_hours).values(hour=h, marked_at=now))
+
+
+def store_unchecked_organizations(url: str, orgs: list[Organization]) -> None:
+    """Write organizations as a row from before validation would be (``upsert_organizations``
+    refuses them): for the tests of what delivery still does with such data."""
+    now = dt.datetime.now(UTC)
+    with get_engine(url).begin() as conn:
+        for o in orgs:
+            conn.execute(organizations.delete().where(organizations.c.id == o.id))
+            conn.execute(
+                insert(organizations).values(
+                    id=o.id,
+                    name=o.name,
+                    billing_email=o.billing_email,
+                    status=o.status.value,
+                    currency=o.currency,
+                    tax_rate=o.tax_rate,
+                    billing_interval=o.billing_interval.value,
+                    auto_pay=o.auto_pay,
+                    payment_terms_days=o.payment_terms_days,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )

@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -14,7 +16,17 @@ from sqlalchemy import Connection, Engine, and_, or_, select
 from billing_pipeline.clock import utc_now
 from billing_pipeline.db.schema import catalog_versions, organizations, subscriptions
 from billing_pipeline.domain.catalog import Catalog, CatalogError, parse_catalog
+from billing_pipeline.domain.customers import (
+    CustomersInvalid,
+    Problem,
+    SourceRecord,
+    Subscription,
+    history_problems,
+    parse_customers,
+    subscription_problems,
+)
 from billing_pipeline.domain.model import BillingInterval, Organization, OrganizationStatus
+from billing_pipeline.domain.organizations import check_organization
 
 
 class CatalogVersionConflict(ValueError):
@@ -36,32 +48,54 @@ def _org_from_row(row: Any) -> Organization:
 
 
 def upsert_organizations(engine: Engine, orgs: Iterable[Organization]) -> int:
-    """Insert or update organizations by id; returns how many rows were written."""
-    now = utc_now()
-    count = 0
+    """Insert or update organizations by id; returns how many rows were written.
+
+    Every organization is checked first (``domain.organizations``: lengths the database
+    holds, one deliverable address, no control or bidi characters...); one invalid
+    organization raises ``InvalidOrganization`` and nothing is written. An organization
+    equal to its stored row is left untouched (``updated_at`` too).
+    """
+    orgs = list(orgs)
+    for org in orgs:
+        check_organization(org)
     with engine.begin() as conn:
-        existing = {r.id for r in conn.execute(select(organizations.c.id))}
-        for org in orgs:
-            if "|" in org.id or "," in org.id or not org.id.strip():
-                raise ValueError(f"organization id {org.id!r}: must be non-empty without '|' or ','")
-            values = {
-                "name": org.name,
-                "billing_email": org.billing_email,
-                "status": org.status.value,
-                "currency": org.currency,
-                "tax_rate": org.tax_rate,
-                "billing_interval": org.billing_interval.value,
-                "auto_pay": org.auto_pay,
-                "payment_terms_days": org.payment_terms_days,
-                "updated_at": now,
-            }
-            if org.id in existing:
-                conn.execute(organizations.update().where(organizations.c.id == org.id).values(**values))
-            else:
-                conn.execute(organizations.insert().values(id=org.id, created_at=now, **values))
-                existing.add(org.id)
-            count += 1
-    return count
+        outcomes = _write_organizations(conn, orgs, utc_now())
+    return sum(1 for outcome in outcomes.values() if outcome != "unchanged")
+
+
+def _write_organizations(conn: Connection, orgs: Sequence[Organization], now: dt.datetime) -> dict[str, str]:
+    """Upsert ``orgs`` (already checked); ``{org id: created | updated | unchanged}``."""
+    ids = [org.id for org in orgs]
+    stored = _organizations_in(conn, ids)
+    outcomes: dict[str, str] = {}
+    for org in orgs:
+        values = {
+            "name": org.name,
+            "billing_email": org.billing_email,
+            "status": org.status.value,
+            "currency": org.currency,
+            "tax_rate": org.tax_rate,
+            "billing_interval": org.billing_interval.value,
+            "auto_pay": org.auto_pay,
+            "payment_terms_days": org.payment_terms_days,
+        }
+        before = stored.get(org.id)
+        if before is None:
+            conn.execute(organizations.insert().values(id=org.id, created_at=now, updated_at=now, **values))
+            outcomes[org.id] = "created"
+        elif before != org:
+            conn.execute(organizations.update().where(organizations.c.id == org.id).values(updated_at=now, **values))
+            outcomes.setdefault(org.id, "updated")
+        else:
+            outcomes.setdefault(org.id, "unchanged")
+        stored[org.id] = org
+    return outcomes
+
+
+def _organizations_in(conn: Connection, ids: Sequence[str]) -> dict[str, Organization]:
+    return {
+        row.id: _org_from_row(row) for row in conn.execute(select(organizations).where(organizations.c.id.in_(ids)))
+    }
 
 
 def get_organizations(engine: Engine, ids: Sequence[str] | None = None) -> dict[str, Organization]:
@@ -85,16 +119,93 @@ def organization_ids_by_interval(engine: Engine) -> dict[BillingInterval, list[s
 def add_subscription(
     engine: Engine, org_id: str, plan_code: str, starts_at: dt.datetime, ends_at: dt.datetime | None = None
 ) -> None:
-    """Subscribe ``org_id`` to ``plan_code`` from ``starts_at``; idempotent on (org, start)."""
+    """Subscribe ``org_id`` to ``plan_code`` from ``starts_at``; idempotent on (org, start).
+
+    Checked like a customers file's subscription (``domain.customers``): the plan is in the
+    latest catalog, in the organization's currency and interval, and overlaps none of its
+    other subscriptions; ``ValueError`` naming the problem otherwise.
+    """
+    sub = Subscription(starts_at, ends_at, plan_code)
     with engine.begin() as conn:
-        found = conn.execute(
-            select(subscriptions.c.id).where(subscriptions.c.org_id == org_id, subscriptions.c.starts_at == starts_at)
-        ).first()
-        values = {"plan_code": plan_code, "ends_at": ends_at}
+        org = _organizations_in(conn, [org_id]).get(org_id)
+        catalog = _latest_catalog_in(conn)
+        if org is None or catalog is None:
+            raise LookupError(f"organization {org_id!r} is not stored" if org is None else "no plan catalog loaded")
+        stored = stored_subscriptions(conn, [org_id]).get(org_id, [])
+        problems = subscription_problems(sub, catalog.plans, org.currency, org.billing_interval)
+        problems += history_problems(org, [sub], stored, catalog.plans)
+        if problems:
+            raise ValueError(f"subscription of {org_id!r}: " + "; ".join(f"{f}: {m}" for f, m in problems))
+        _write_subscription(conn, org_id, sub, stored)
+
+
+@dataclass(frozen=True)
+class CustomersImported:
+    """What an import did (or, dry run, would do): ``created``/``updated``/``unchanged`` counts."""
+
+    organizations: Mapping[str, int]
+    subscriptions: Mapping[str, int]
+    dry_run: bool
+
+
+def stored_subscriptions(conn: Connection, org_ids: Sequence[str]) -> dict[str, list[Subscription]]:
+    """The subscriptions stored for ``org_ids``, by organization, in start order."""
+    query = select(subscriptions).where(subscriptions.c.org_id.in_(list(org_ids))).order_by(subscriptions.c.starts_at)
+    result: dict[str, list[Subscription]] = {}
+    for row in conn.execute(query):
+        result.setdefault(row.org_id, []).append(Subscription(row.starts_at, row.ends_at, row.plan_code))
+    return result
+
+
+def import_customers(
+    engine: Engine,
+    source: str,
+    records: Sequence[SourceRecord],
+    problems: Sequence[Problem] = (),
+    *,
+    dry_run: bool = False,
+) -> CustomersImported:
+    """Upsert one customers file's organizations and subscriptions in one transaction.
+
+    Every record is validated against the latest catalog and the stored subscriptions
+    inside that transaction; any problem (``problems`` are the reader's) raises
+    ``CustomersInvalid`` listing them all, and nothing is written. Subscriptions are keyed
+    by (organization, start): importing the same file again changes nothing. A dry run
+    does the same work and rolls it back. ``LookupError`` when no catalog is loaded.
+    """
+    org_ids = [r.fields["org_id"] for r in records if isinstance(r.fields.get("org_id"), str)]
+    with engine.connect() as conn, conn.begin() as transaction:
+        catalog = _latest_catalog_in(conn)
+        if catalog is None:
+            raise LookupError("no plan catalog loaded: run `billing-pipeline load-catalog FILE` first")
+        stored = stored_subscriptions(conn, org_ids)
+        customers, found = parse_customers(records, catalog.plans, stored, problems)
         if found:
-            conn.execute(subscriptions.update().where(subscriptions.c.id == found.id).values(**values))
-        else:
-            conn.execute(subscriptions.insert().values(org_id=org_id, starts_at=starts_at, **values))
+            raise CustomersInvalid(source, found)
+        org_outcomes = _write_organizations(conn, [c.organization for c in customers], utc_now())
+        sub_outcomes = [
+            _write_subscription(conn, c.organization.id, sub, stored.get(c.organization.id, ()))
+            for c in customers
+            for sub in c.subscriptions
+        ]
+        if dry_run:
+            transaction.rollback()
+    return CustomersImported(
+        organizations=Counter(org_outcomes.values()), subscriptions=Counter(sub_outcomes), dry_run=dry_run
+    )
+
+
+def _write_subscription(conn: Connection, org_id: str, sub: Subscription, stored: Sequence[Subscription]) -> str:
+    same_start = next((s for s in stored if s.starts_at == sub.starts_at), None)
+    if same_start == sub:
+        return "unchanged"
+    values = {"plan_code": sub.plan_code, "ends_at": sub.ends_at}
+    if same_start is None:
+        conn.execute(subscriptions.insert().values(org_id=org_id, starts_at=sub.starts_at, **values))
+        return "created"
+    where = and_(subscriptions.c.org_id == org_id, subscriptions.c.starts_at == sub.starts_at)
+    conn.execute(subscriptions.update().where(where).values(**values))
+    return "updated"
 
 
 def plans_for_period(engine: Engine, org_ids: Sequence[str], start: dt.datetime, end: dt.datetime) -> dict[str, str]:
@@ -189,7 +300,7 @@ def _still_subscribed():
     A period that ended before that has been billed; the previous month and the current
     one may still be drafted, finalized or re-drafted with the latest catalog.
     """
-    now = _now()
+    now = utc_now()
     this_month = dt.datetime(now.year, now.month, 1, tzinfo=dt.UTC)
     previous_month = (this_month - dt.timedelta(days=1)).replace(day=1)
     return or_(subscriptions.c.ends_at.is_(None), subscriptions.c.ends_at > previous_month)
@@ -233,7 +344,9 @@ def _check_subscribed_plans(conn: Connection, catalog: Catalog, replacements: Ma
 
 def latest_catalog(engine: Engine) -> Catalog | None:
     with engine.connect() as conn:
-        row = conn.execute(
-            select(catalog_versions.c.document).order_by(catalog_versions.c.version.desc()).limit(1)
-        ).first()
+        return _latest_catalog_in(conn)
+
+
+def _latest_catalog_in(conn: Connection) -> Catalog | None:
+    row = conn.execute(select(catalog_versions.c.document).order_by(catalog_versions.c.version.desc()).limit(1)).first()
     return parse_catalog(row.document) if row else None

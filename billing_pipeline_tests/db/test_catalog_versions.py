@@ -26,7 +26,7 @@ def engine(tmp_path):
     url = f"sqlite:///{tmp_path / 'billing.db'}"
     setup_database(url)
     engine = get_engine(url)
-    reference.upsert_organizations(engine, [org("acme"), org("globex"), org("old_customer")])
+    reference.upsert_organizations(engine, [org("acme"), org("globex"), org("old_customer", interval="weekly")])
     reference.add_subscription(engine, "acme", "starter", NOW - dt.timedelta(days=400))
     reference.add_subscription(engine, "globex", "starter", NOW - dt.timedelta(days=10), NOW + dt.timedelta(days=30))
     # ended well before the previous month: its periods are billed, it does not hold the plan

@@ -19,7 +19,14 @@ from billing_pipeline.defs.partitions import billing_partitions
 from billing_pipeline.defs.runner import run_hours, run_period, sync_organization_partitions
 from billing_pipeline.domain.model import BillingInterval
 from billing_pipeline.settings import Settings
-from billing_pipeline_tests.builders import UTC, add_events, org, setup_database, subscribe
+from billing_pipeline_tests.builders import (
+    UTC,
+    add_events,
+    org,
+    setup_database,
+    store_unchecked_organizations,
+    subscribe,
+)
 
 OCT = dt.datetime(2026, 10, 1, tzinfo=UTC)
 MONTHLY = BillingInterval.MONTHLY
@@ -34,9 +41,8 @@ def env(tmp_path):
     engine = get_engine(url)
     bad_mail = org("delta")
     bad_mail = type(bad_mail)(**{**bad_mail.__dict__, "billing_email": "not an address"})
-    reference.upsert_organizations(
-        engine, [org("alpha"), org("beta"), bad_mail, org("gamma"), org("zeta", status="suspended")]
-    )
+    reference.upsert_organizations(engine, [org("alpha"), org("beta"), org("gamma"), org("zeta", status="suspended")])
+    store_unchecked_organizations(url, [bad_mail])  # upsert_organizations refuses it
     for o in ("alpha", "beta", "delta", "zeta"):
         subscribe(url, o, "starter", OCT)
     add_events(url, [("alpha", "a1", "api_calls", "1", OCT + dt.timedelta(hours=1))])
