@@ -26,6 +26,7 @@ from billing_pipeline.db.schema import (
     invoice_number_sequences,
     invoices,
 )
+from billing_pipeline.db.types import rate_from_row
 from billing_pipeline.domain import money
 from billing_pipeline.domain.invoices import format_invoice_number
 from billing_pipeline.domain.model import (
@@ -273,7 +274,7 @@ def load_invoices(engine: Engine, invoice_ids: Sequence[int]) -> dict[int, Store
                     currency=currency,
                     lines=lines,
                     subtotal=money.from_minor(row.subtotal_minor, currency),
-                    tax_rate=Decimal(str(row.tax_rate)).normalize() if row.tax_rate else Decimal(0),
+                    tax_rate=rate_from_row(row.tax_rate),
                     tax=money.from_minor(row.tax_minor, currency),
                     total=money.from_minor(row.total_minor, currency),
                     status=InvoiceStatus(row.status),

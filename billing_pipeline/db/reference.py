@@ -6,13 +6,13 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Engine, and_, func, or_, select
 
 from billing_pipeline.clock import utc_now
 from billing_pipeline.db.schema import catalog_versions, organizations, subscriptions
+from billing_pipeline.db.types import rate_from_row
 from billing_pipeline.domain.catalog import Catalog, parse_catalog
 from billing_pipeline.domain.model import BillingInterval, Organization, OrganizationStatus
 
@@ -28,7 +28,7 @@ def _org_from_row(row: Any) -> Organization:
         billing_email=row.billing_email,
         status=OrganizationStatus(row.status),
         currency=row.currency,
-        tax_rate=Decimal(str(row.tax_rate)).normalize() if row.tax_rate else Decimal(0),
+        tax_rate=rate_from_row(row.tax_rate),
         billing_interval=BillingInterval(row.billing_interval),
         auto_pay=bool(row.auto_pay),
         payment_terms_days=row.payment_terms_days,
