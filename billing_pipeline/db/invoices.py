@@ -158,25 +158,30 @@ def save_draft(conn: Connection, invoice: Invoice, *, plan_code: str, catalog_ve
             )
             .returning(invoices.c.id)
         ).scalar_one()
-    if invoice.lines:
-        conn.execute(
-            insert(invoice_lines),
-            [
-                {
-                    "invoice_id": invoice_id,
-                    "line_number": i,
-                    "charge_code": line.charge_code,
-                    "description": line.description,
-                    "metric_code": line.metric_code,
-                    "quantity": _dec(line.quantity),
-                    "unit_price": _dec(line.unit_price),
-                    "amount_minor": money.to_minor(line.amount, currency),
-                    "tiers": _tiers_json(line.tiers),
-                }
-                for i, line in enumerate(invoice.lines, start=1)
-            ],
-        )
+    _insert_lines(conn, invoice_id, invoice)
     return invoice_id
+
+
+def _insert_lines(conn: Connection, invoice_id: int, invoice: Invoice) -> None:
+    if not invoice.lines:
+        return
+    conn.execute(
+        insert(invoice_lines),
+        [
+            {
+                "invoice_id": invoice_id,
+                "line_number": i,
+                "charge_code": line.charge_code,
+                "description": line.description,
+                "metric_code": line.metric_code,
+                "quantity": _dec(line.quantity),
+                "unit_price": _dec(line.unit_price),
+                "amount_minor": money.to_minor(line.amount, invoice.currency),
+                "tiers": _tiers_json(line.tiers),
+            }
+            for i, line in enumerate(invoice.lines, start=1)
+        ],
+    )
 
 
 def _next_number(conn: Connection, prefix: str, year: int) -> str:

@@ -21,7 +21,7 @@ from billing_pipeline.db import reference, usage
 from billing_pipeline.domain import money
 from billing_pipeline.domain.catalog import Catalog
 from billing_pipeline.domain.invoices import PricingError, build_invoice, not_billable_reason, reconcile_usage
-from billing_pipeline.domain.model import Invoice, InvoiceStatus
+from billing_pipeline.domain.model import Invoice, InvoiceStatus, Organization
 from billing_pipeline.domain.periods import BillingPeriod
 
 log = logging.getLogger(__name__)
@@ -232,49 +232,43 @@ def finalize_batch(
     orgs = reference.get_organizations(engine, org_ids)
     errors = invoice_rows.get_errors(engine, period.interval, period.key, org_ids)
     for org_id in org_ids:
-        org = orgs.get(org_id)
         if org_id in errors:
             stage, message = errors[org_id]
             batch.results.append(OrgResult(org_id, Outcome.FAILED, f"{stage}: {message}"))
-            continue
-        if org is None:
+        elif org_id not in orgs:
             batch.results.append(OrgResult(org_id, Outcome.FAILED, f"organization {org_id!r} does not exist"))
-            continue
-        try:
-            with engine.begin() as conn:
-                outcome, invoice_id, number = invoice_rows.finalize(
-                    conn,
-                    org_id,
-                    period.interval,
-                    period.key,
-                    prefix=prefix,
-                    issued_at=now,
-                    terms_days=org.payment_terms_days,
-                )
-        except Exception as exc:  # noqa: BLE001 - isolate one organization
-            log.exception("finalizing %s failed", org_id)
-            batch.results.append(OrgResult(org_id, Outcome.FAILED, f"finalize failed: {exc}"))
-            continue
-        if outcome is invoice_rows.FinalizeOutcome.NO_DRAFT:
-            reason = not_billable_reason(org, period.interval)
-            if reason:
-                batch.results.append(OrgResult(org_id, Outcome.SKIPPED, reason))
-            else:
-                batch.results.append(OrgResult(org_id, Outcome.FAILED, "no draft to finalize (drafting did not run)"))
-            continue
-        batch.results.append(
-            OrgResult(
-                org_id,
-                Outcome.FINALIZED if outcome is invoice_rows.FinalizeOutcome.FINALIZED else Outcome.ALREADY_FINALIZED,
-                ""
-                if outcome is invoice_rows.FinalizeOutcome.FINALIZED
-                else f"invoice {number} was already final; no change",
-                invoice_id=invoice_id,
-                number=number,
-            )
-        )
+        else:
+            batch.results.append(_finalize_one(engine, orgs[org_id], period, prefix=prefix, now=now))
     _attach_totals(engine, batch)
     return batch
+
+
+def _finalize_one(
+    engine: Engine, org: Organization, period: BillingPeriod, *, prefix: str, now: dt.datetime
+) -> OrgResult:
+    try:
+        with engine.begin() as conn:
+            outcome, invoice_id, number = invoice_rows.finalize(
+                conn,
+                org.id,
+                period.interval,
+                period.key,
+                prefix=prefix,
+                issued_at=now,
+                terms_days=org.payment_terms_days,
+            )
+    except Exception as exc:  # noqa: BLE001 - isolate one organization
+        log.exception("finalizing %s failed", org.id)
+        return OrgResult(org.id, Outcome.FAILED, f"finalize failed: {exc}")
+    if outcome is invoice_rows.FinalizeOutcome.NO_DRAFT:
+        reason = not_billable_reason(org, period.interval)
+        if reason:
+            return OrgResult(org.id, Outcome.SKIPPED, reason)
+        return OrgResult(org.id, Outcome.FAILED, "no draft to finalize (drafting did not run)")
+    if outcome is invoice_rows.FinalizeOutcome.FINALIZED:
+        return OrgResult(org.id, Outcome.FINALIZED, "", invoice_id=invoice_id, number=number)
+    message = f"invoice {number} was already final; no change"
+    return OrgResult(org.id, Outcome.ALREADY_FINALIZED, message, invoice_id=invoice_id, number=number)
 
 
 def _attach_totals(engine: Engine, batch: BatchResult) -> None:
