@@ -13,8 +13,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-
-from sqlalchemy import Engine
+from typing import TYPE_CHECKING
 
 from billing_pipeline.db import invoices as invoice_rows
 from billing_pipeline.db import reference, usage
@@ -23,6 +22,9 @@ from billing_pipeline.domain.catalog import Catalog
 from billing_pipeline.domain.invoices import PricingError, build_invoice, not_billable_reason, reconcile_usage
 from billing_pipeline.domain.model import Invoice, InvoiceStatus, Organization
 from billing_pipeline.domain.periods import BillingPeriod
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 log = logging.getLogger(__name__)
 

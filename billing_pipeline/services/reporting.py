@@ -1,18 +1,20 @@
-"""Read-only views of billing state for the CLI and run summaries."""
+"""Read-only views of billing state for the CLI and run summaries (the queries are in ``db``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-
-from sqlalchemy import Engine, func, select
+from typing import TYPE_CHECKING
 
 from billing_pipeline.db import invoices as invoice_rows
 from billing_pipeline.db import reference
-from billing_pipeline.db.schema import event_imports, quarantined_events
+from billing_pipeline.db.reports import delivery_states  # noqa: F401 - the CLI's deliver command reads it here
 from billing_pipeline.domain import money
 from billing_pipeline.domain.invoices import not_billable_reason
 from billing_pipeline.domain.periods import BillingPeriod
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 
 @dataclass(frozen=True)
@@ -66,38 +68,6 @@ def format_period_report(period: BillingPeriod, rows: list[OrgPeriodState]) -> s
     lines.append("  revenue: " + money.format_revenue(revenue))
     lines.append(f"  failures: {counts.get('failed', 0)}")
     return "\n".join(lines)
-
-
-def quarantine_counts(engine: Engine) -> dict[str, int]:
-    with engine.connect() as conn:
-        rows = conn.execute(select(quarantined_events.c.reason, func.count()).group_by(quarantined_events.c.reason))
-        return dict(sorted((r[0], int(r[1])) for r in rows))
-
-
-def recent_imports(engine: Engine, limit: int = 5) -> list:
-    with engine.connect() as conn:
-        return conn.execute(select(event_imports).order_by(event_imports.c.id.desc()).limit(limit)).all()
-
-
-def delivery_states(engine: Engine, period: BillingPeriod) -> dict[str, dict[str, tuple[str, str | None]]]:
-    """org id -> channel -> (ledger status, last error) for the period's invoices."""
-    from billing_pipeline.db.schema import invoice_deliveries, invoices
-
-    query = (
-        select(
-            invoices.c.org_id,
-            invoice_deliveries.c.channel,
-            invoice_deliveries.c.status,
-            invoice_deliveries.c.last_error,
-        )
-        .join(invoices, invoices.c.id == invoice_deliveries.c.invoice_id)
-        .where(invoices.c.interval == period.interval.value, invoices.c.period_key == period.key)
-    )
-    out: dict[str, dict[str, tuple[str, str | None]]] = {}
-    with engine.connect() as conn:
-        for r in conn.execute(query):
-            out.setdefault(r.org_id, {})[r.channel] = (r.status, r.last_error)
-    return out
 
 
 def format_delivery_report(states: dict[str, dict[str, tuple[str, str | None]]]) -> str:
