@@ -389,7 +389,7 @@ def _print_next_ticks(now: dt.datetime) -> None:
 
 
 def _print_quarantine(engine) -> None:
-    from billing_pipeline.services.reporting import quarantine_counts, recent_imports
+    from billing_pipeline.db.reports import quarantine_counts, recent_imports
 
     counts = quarantine_counts(engine)
     click.echo("Quarantined events: " + (", ".join(f"{k}: {v}" for k, v in counts.items()) or "none"))

@@ -26,6 +26,7 @@ from billing_pipeline.db.schema import (
     invoice_number_sequences,
     invoices,
 )
+from billing_pipeline.db.types import rate_from_row
 from billing_pipeline.domain import money
 from billing_pipeline.domain.invoices import format_invoice_number
 from billing_pipeline.domain.model import (
@@ -157,25 +158,30 @@ def save_draft(conn: Connection, invoice: Invoice, *, plan_code: str, catalog_ve
             )
             .returning(invoices.c.id)
         ).scalar_one()
-    if invoice.lines:
-        conn.execute(
-            insert(invoice_lines),
-            [
-                {
-                    "invoice_id": invoice_id,
-                    "line_number": i,
-                    "charge_code": line.charge_code,
-                    "description": line.description,
-                    "metric_code": line.metric_code,
-                    "quantity": _dec(line.quantity),
-                    "unit_price": _dec(line.unit_price),
-                    "amount_minor": money.to_minor(line.amount, currency),
-                    "tiers": _tiers_json(line.tiers),
-                }
-                for i, line in enumerate(invoice.lines, start=1)
-            ],
-        )
+    _insert_lines(conn, invoice_id, invoice)
     return invoice_id
+
+
+def _insert_lines(conn: Connection, invoice_id: int, invoice: Invoice) -> None:
+    if not invoice.lines:
+        return
+    conn.execute(
+        insert(invoice_lines),
+        [
+            {
+                "invoice_id": invoice_id,
+                "line_number": i,
+                "charge_code": line.charge_code,
+                "description": line.description,
+                "metric_code": line.metric_code,
+                "quantity": _dec(line.quantity),
+                "unit_price": _dec(line.unit_price),
+                "amount_minor": money.to_minor(line.amount, invoice.currency),
+                "tiers": _tiers_json(line.tiers),
+            }
+            for i, line in enumerate(invoice.lines, start=1)
+        ],
+    )
 
 
 def _next_number(conn: Connection, prefix: str, year: int) -> str:
@@ -273,7 +279,7 @@ def load_invoices(engine: Engine, invoice_ids: Sequence[int]) -> dict[int, Store
                     currency=currency,
                     lines=lines,
                     subtotal=money.from_minor(row.subtotal_minor, currency),
-                    tax_rate=Decimal(str(row.tax_rate)).normalize() if row.tax_rate else Decimal(0),
+                    tax_rate=rate_from_row(row.tax_rate),
                     tax=money.from_minor(row.tax_minor, currency),
                     total=money.from_minor(row.total_minor, currency),
                     status=InvoiceStatus(row.status),

@@ -8,13 +8,13 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, or_, select
 
 from billing_pipeline.clock import utc_now
 from billing_pipeline.db.schema import catalog_versions, organizations, subscriptions
+from billing_pipeline.db.types import rate_from_row
 from billing_pipeline.domain.catalog import Catalog, CatalogError, parse_catalog
 from billing_pipeline.domain.customers import (
     CustomersInvalid,
@@ -40,7 +40,7 @@ def _org_from_row(row: Any) -> Organization:
         billing_email=row.billing_email,
         status=OrganizationStatus(row.status),
         currency=row.currency,
-        tax_rate=Decimal(str(row.tax_rate)).normalize() if row.tax_rate else Decimal(0),
+        tax_rate=rate_from_row(row.tax_rate),
         billing_interval=BillingInterval(row.billing_interval),
         auto_pay=bool(row.auto_pay),
         payment_terms_days=row.payment_terms_days,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 
 from sqlalchemy.types import DateTime, TypeDecorator
 
@@ -36,3 +37,10 @@ class UTCDateTime(TypeDecorator):
         if value.tzinfo is None:
             return value.replace(tzinfo=dt.UTC)
         return value.astimezone(dt.UTC)
+
+
+def rate_from_row(value: object) -> Decimal:
+    """A stored NUMERIC rate (a tax rate) as an exact Decimal without trailing zeros:
+    ``0.200000`` -> ``Decimal("0.2")``; NULL or zero -> ``Decimal(0)``. SQLite hands back floats
+    or strings, PostgreSQL Decimals; ``str`` first keeps a float's shortest repr."""
+    return Decimal(str(value)).normalize() if value else Decimal(0)

@@ -1,6 +1,6 @@
 """Hourly aggregation and period quantities, computed inside the database.
 
-``aggregate_hour`` replaces one hour of ``hourly_usage`` with a single
+``aggregate_hours`` replaces a range of hours of ``hourly_usage`` with a single
 ``INSERT ... SELECT ... GROUP BY`` over the raw events: raw events never travel to
 Python. ``period_usage`` turns hourly rows into billed quantities for a period, except
 ``unique_count`` metrics, which are counted over the period's raw events (distinct
@@ -42,11 +42,6 @@ class HourResult:
 def _chunks(items: Sequence[str], size: int = _CHUNK):
     for i in range(0, len(items), size):
         yield list(items[i : i + size])
-
-
-def aggregate_hour(engine: Engine, hour: dt.datetime, metrics: Mapping[str, Metric]) -> HourResult:
-    """Re-aggregate one UTC hour exactly (see ``aggregate_hours``)."""
-    return aggregate_hours(engine, hour, hour, metrics)[0]
 
 
 def aggregate_hours(

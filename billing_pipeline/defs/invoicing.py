@@ -70,15 +70,11 @@ def _org_metadata(result) -> dict:
 
 def summary_metadata(batches_done: Sequence[BatchResult]) -> dict:
     results = [r for b in batches_done for r in b.results]
-    revenue: dict[str, object] = {}
-    for b in batches_done:
-        for currency, amount in b.revenue_by_currency().items():
-            revenue[currency] = revenue.get(currency, 0) + amount
     counts = {o.value: sum(1 for r in results if r.outcome is o) for o in Outcome}
     return {
         "organizations": len(results),
-        **{k: v for k, v in counts.items()},
-        "revenue": ", ".join(money.format_amount(v, c) for c, v in sorted(revenue.items())) or "none",
+        **counts,
+        "revenue": money.format_revenue(invoicing.revenue_by_currency(results)),
         "failures": dg.MetadataValue.md(
             "\n".join([f"- `{r.org_id}`: {r.message}" for r in results if r.outcome is Outcome.FAILED][:20]) or "none"
         ),

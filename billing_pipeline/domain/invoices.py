@@ -15,13 +15,25 @@ from decimal import Decimal
 from . import money
 from .aggregation import MetricUsage
 from .catalog import MINIMUM_SPEND_CODE, Plan
-from .model import Invoice, InvoiceLine, InvoiceStatus, Organization
+from .model import BillingInterval, Invoice, InvoiceLine, InvoiceStatus, Organization, OrganizationStatus
 from .periods import BillingPeriod
 from .pricing import PricingError, price_charge
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PricingError", "build_invoice", "format_invoice_number", "reconcile_usage"]
+__all__ = ["PricingError", "build_invoice", "format_invoice_number", "not_billable_reason", "reconcile_usage"]
+
+
+def not_billable_reason(org: Organization, interval: BillingInterval) -> str | None:
+    """Why ``org`` gets no invoice for a period of ``interval``; ``None`` when it is billed.
+
+    Only active organizations are billed, each on its own billing interval.
+    """
+    if org.status is not OrganizationStatus.ACTIVE:
+        return f"organization is {org.status.value}"
+    if org.billing_interval is not interval:
+        return f"organization is billed {org.billing_interval.value}"
+    return None
 
 
 def _minimum_spend_line(plan: Plan, subtotal: Decimal) -> InvoiceLine | None:

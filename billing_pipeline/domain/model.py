@@ -25,33 +25,14 @@ class BillingInterval(str, enum.Enum):
 
 
 class InvoiceStatus(str, enum.Enum):
-    """Invoice lifecycle. Only ``DRAFT`` may change its lines or totals."""
+    """Invoice lifecycle: draft -> finalized -> paid | void | uncollectible. Only ``DRAFT``
+    may change its lines or totals."""
 
     DRAFT = "draft"
     FINALIZED = "finalized"
     PAID = "paid"
     VOID = "void"
     UNCOLLECTIBLE = "uncollectible"
-
-
-#: Allowed lifecycle moves (from -> allowed targets).
-INVOICE_TRANSITIONS: dict[InvoiceStatus, frozenset[InvoiceStatus]] = {
-    InvoiceStatus.DRAFT: frozenset({InvoiceStatus.FINALIZED, InvoiceStatus.VOID}),
-    InvoiceStatus.FINALIZED: frozenset({InvoiceStatus.PAID, InvoiceStatus.VOID, InvoiceStatus.UNCOLLECTIBLE}),
-    InvoiceStatus.UNCOLLECTIBLE: frozenset({InvoiceStatus.PAID, InvoiceStatus.VOID}),
-    InvoiceStatus.PAID: frozenset(),
-    InvoiceStatus.VOID: frozenset(),
-}
-
-
-class InvalidTransition(ValueError):
-    pass
-
-
-def check_transition(current: InvoiceStatus, target: InvoiceStatus) -> None:
-    """Raise ``InvalidTransition`` unless ``current -> target`` is allowed."""
-    if target not in INVOICE_TRANSITIONS[current]:
-        raise InvalidTransition(f"invoice cannot go from {current.value} to {target.value}")
 
 
 @dataclass(frozen=True)

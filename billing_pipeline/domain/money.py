@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import decimal
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 
@@ -194,6 +194,28 @@ def from_minor(units: int, currency: str) -> Decimal:
 def format_amount(amount: Decimal | int, currency: str) -> str:
     """Display an amount with exactly the currency's decimals: ``"1,234.50 USD"``."""
     return f"{quantize(amount, currency):,.{exponent(currency)}f} {currency}"
+
+
+def format_rate(rate: Decimal) -> str:
+    """A rate as a percentage: ``Decimal("0.20")`` -> ``"20%"``, ``Decimal("0.075")`` -> ``"7.5%"``."""
+    return f"{(rate * 100).normalize(_WIDE):f}%"
+
+
+def revenue_by_currency(amounts: Iterable[tuple[str | None, Decimal | None]]) -> dict[str, Decimal]:
+    """(currency, amount) pairs summed per currency, sorted by currency; pairs without either are left out.
+
+    Amounts of different currencies never add up: revenue is reported one total per currency.
+    """
+    totals: dict[str, Decimal] = {}
+    for currency, amount in amounts:
+        if currency and amount is not None:
+            totals[currency] = totals.get(currency, Decimal(0)) + amount
+    return dict(sorted(totals.items()))
+
+
+def format_revenue(totals: dict[str, Decimal]) -> str:
+    """``"272.75 EUR, 4,950 JPY, 45.19 USD"`` (in currency order), or ``"none"``."""
+    return ", ".join(format_amount(v, c) for c, v in sorted(totals.items())) or "none"
 
 
 def _plain(value: Decimal) -> Decimal:

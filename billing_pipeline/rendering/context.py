@@ -60,12 +60,6 @@ def format_date(value: dt.datetime | dt.date | None) -> str:
     return value.isoformat()
 
 
-def format_rate(rate: Decimal) -> str:
-    """Decimal("0.20") -> "20%", Decimal("0.075") -> "7.5%"."""
-    pct = (rate * 100).normalize()
-    return f"{pct:f}%"
-
-
 def invoice_reference(invoice: Invoice) -> str:
     """The invoice number, or a stable stand-in for a draft that has none yet."""
     if invoice.number:
@@ -139,7 +133,7 @@ def invoice_view(invoice: Invoice, org: Organization, seller: Seller) -> dict:
         "currency": cur,
         "lines": lines,
         "subtotal": money.format_amount(invoice.subtotal, cur),
-        "tax_rate": format_rate(invoice.tax_rate),
+        "tax_rate": money.format_rate(invoice.tax_rate),
         "tax": money.format_amount(invoice.tax, cur),
         "total": money.format_amount(invoice.total, cur),
         "amount_due": money.format_amount(amount_due, cur),

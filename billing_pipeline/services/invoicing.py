@@ -10,19 +10,21 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-
-from sqlalchemy import Engine
+from typing import TYPE_CHECKING
 
 from billing_pipeline.db import invoices as invoice_rows
 from billing_pipeline.db import reference, usage
 from billing_pipeline.domain import money
 from billing_pipeline.domain.catalog import Catalog
-from billing_pipeline.domain.invoices import PricingError, build_invoice, reconcile_usage
-from billing_pipeline.domain.model import Invoice, InvoiceStatus, OrganizationStatus
+from billing_pipeline.domain.invoices import PricingError, build_invoice, not_billable_reason, reconcile_usage
+from billing_pipeline.domain.model import Invoice, InvoiceStatus, Organization
 from billing_pipeline.domain.periods import BillingPeriod
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +68,12 @@ class BatchResult:
 
     def revenue_by_currency(self) -> dict[str, Decimal]:
         """Totals of the invoices this batch produced or confirmed, per currency."""
-        totals: dict[str, Decimal] = {}
-        for r in self.results:
-            if r.ok and r.total is not None and r.currency:
-                totals[r.currency] = totals.get(r.currency, Decimal(0)) + r.total
-        return dict(sorted(totals.items()))
+        return revenue_by_currency(self.results)
+
+
+def revenue_by_currency(results: Iterable[OrgResult]) -> dict[str, Decimal]:
+    """Totals of the invoices produced or confirmed, per currency (failures left out)."""
+    return money.revenue_by_currency((r.currency, r.total) for r in results if r.ok)
 
 
 class CatalogMissing(RuntimeError):
@@ -96,59 +99,44 @@ def compute_drafts(
     orgs = reference.get_organizations(engine, org_ids)
     states = invoice_rows.get_invoice_states(engine, period.interval, period.key, org_ids)
     plans = reference.plans_for_period(engine, org_ids, period.start, period.end)
-    billable = [
-        o
-        for o in org_ids
-        if o in orgs and orgs[o].status is OrganizationStatus.ACTIVE and orgs[o].billing_interval is period.interval
-    ]
+    billable = [o for o in org_ids if o in orgs and not_billable_reason(orgs[o], period.interval) is None]
     usage_by_org = usage.period_usage(engine, billable, period.start, period.end, catalog.metrics)
     results: list[OrgResult] = []
     drafts: dict[str, tuple[Invoice, str]] = {}
     for org_id in org_ids:
-        org = orgs.get(org_id)
-        state = states.get(org_id)
-        if org is None:
-            results.append(OrgResult(org_id, Outcome.FAILED, f"organization {org_id!r} does not exist"))
-            continue
-        if state is not None and state[1] != InvoiceStatus.DRAFT.value:
-            results.append(
-                OrgResult(
-                    org_id,
-                    Outcome.ALREADY_FINALIZED,
-                    f"invoice {state[2]} is {state[1]}; left unchanged",
-                    invoice_id=state[0],
-                    number=state[2],
-                )
-            )
-            continue
-        if org.status is not OrganizationStatus.ACTIVE:
-            results.append(OrgResult(org_id, Outcome.SKIPPED, f"organization is {org.status.value}"))
-            continue
-        if org.billing_interval is not period.interval:
-            results.append(OrgResult(org_id, Outcome.SKIPPED, f"organization is billed {org.billing_interval.value}"))
-            continue
-        plan_code = plans.get(org_id)
-        if plan_code is None:
-            results.append(OrgResult(org_id, Outcome.FAILED, f"no subscription covers {period.key} ({period.label})"))
-            continue
-        plan = catalog.plans.get(plan_code)
-        if plan is None:
-            results.append(
-                OrgResult(org_id, Outcome.FAILED, f"plan {plan_code!r} is not in catalog version {catalog.version}")
-            )
-            continue
-        try:
-            invoice = build_invoice(org, plan, period, usage_by_org.get(org_id, {}))
-        except (PricingError, ArithmeticError, ValueError) as exc:
-            results.append(OrgResult(org_id, Outcome.FAILED, f"pricing failed: {exc}"))
-            continue
-        drafts[org_id] = (invoice, plan_code)
-        results.append(
-            OrgResult(
-                org_id, Outcome.DRAFTED, "", currency=invoice.currency, total=invoice.total, lines=len(invoice.lines)
-            )
+        result, draft = _draft(
+            org_id, orgs.get(org_id), states.get(org_id), plans.get(org_id), catalog, period, usage_by_org
         )
+        results.append(result)
+        if draft is not None:
+            drafts[org_id] = draft
     return catalog, results, drafts
+
+
+def _draft(org_id, org, state, plan_code, catalog, period, usage_by_org) -> tuple[OrgResult, tuple | None]:
+    """One organization's draft (or why there is none), and the draft with its plan code."""
+    if org is None:
+        return OrgResult(org_id, Outcome.FAILED, f"organization {org_id!r} does not exist"), None
+    if state is not None and state[1] != InvoiceStatus.DRAFT.value:
+        message = f"invoice {state[2]} is {state[1]}; left unchanged"
+        return OrgResult(org_id, Outcome.ALREADY_FINALIZED, message, invoice_id=state[0], number=state[2]), None
+    reason = not_billable_reason(org, period.interval)
+    if reason:
+        return OrgResult(org_id, Outcome.SKIPPED, reason), None
+    if plan_code is None:
+        return OrgResult(org_id, Outcome.FAILED, f"no subscription covers {period.key} ({period.label})"), None
+    plan = catalog.plans.get(plan_code)
+    if plan is None:
+        message = f"plan {plan_code!r} is not in catalog version {catalog.version}"
+        return OrgResult(org_id, Outcome.FAILED, message), None
+    try:
+        invoice = build_invoice(org, plan, period, usage_by_org.get(org_id, {}))
+    except (PricingError, ArithmeticError, ValueError) as exc:
+        return OrgResult(org_id, Outcome.FAILED, f"pricing failed: {exc}"), None
+    drafted = OrgResult(
+        org_id, Outcome.DRAFTED, "", currency=invoice.currency, total=invoice.total, lines=len(invoice.lines)
+    )
+    return drafted, (invoice, plan_code)
 
 
 def draft_batch(engine: Engine, period: BillingPeriod, org_ids: Sequence[str], *, dry_run: bool) -> BatchResult:
@@ -246,53 +234,43 @@ def finalize_batch(
     orgs = reference.get_organizations(engine, org_ids)
     errors = invoice_rows.get_errors(engine, period.interval, period.key, org_ids)
     for org_id in org_ids:
-        org = orgs.get(org_id)
         if org_id in errors:
             stage, message = errors[org_id]
             batch.results.append(OrgResult(org_id, Outcome.FAILED, f"{stage}: {message}"))
-            continue
-        if org is None:
+        elif org_id not in orgs:
             batch.results.append(OrgResult(org_id, Outcome.FAILED, f"organization {org_id!r} does not exist"))
-            continue
-        try:
-            with engine.begin() as conn:
-                outcome, invoice_id, number = invoice_rows.finalize(
-                    conn,
-                    org_id,
-                    period.interval,
-                    period.key,
-                    prefix=prefix,
-                    issued_at=now,
-                    terms_days=org.payment_terms_days,
-                )
-        except Exception as exc:  # noqa: BLE001 - isolate one organization
-            log.exception("finalizing %s failed", org_id)
-            batch.results.append(OrgResult(org_id, Outcome.FAILED, f"finalize failed: {exc}"))
-            continue
-        if outcome is invoice_rows.FinalizeOutcome.NO_DRAFT:
-            if org.status is not OrganizationStatus.ACTIVE or org.billing_interval is not period.interval:
-                reason = (
-                    f"organization is {org.status.value}"
-                    if org.status is not OrganizationStatus.ACTIVE
-                    else f"organization is billed {org.billing_interval.value}"
-                )
-                batch.results.append(OrgResult(org_id, Outcome.SKIPPED, reason))
-            else:
-                batch.results.append(OrgResult(org_id, Outcome.FAILED, "no draft to finalize (drafting did not run)"))
-            continue
-        batch.results.append(
-            OrgResult(
-                org_id,
-                Outcome.FINALIZED if outcome is invoice_rows.FinalizeOutcome.FINALIZED else Outcome.ALREADY_FINALIZED,
-                ""
-                if outcome is invoice_rows.FinalizeOutcome.FINALIZED
-                else f"invoice {number} was already final; no change",
-                invoice_id=invoice_id,
-                number=number,
-            )
-        )
+        else:
+            batch.results.append(_finalize_one(engine, orgs[org_id], period, prefix=prefix, now=now))
     _attach_totals(engine, batch)
     return batch
+
+
+def _finalize_one(
+    engine: Engine, org: Organization, period: BillingPeriod, *, prefix: str, now: dt.datetime
+) -> OrgResult:
+    try:
+        with engine.begin() as conn:
+            outcome, invoice_id, number = invoice_rows.finalize(
+                conn,
+                org.id,
+                period.interval,
+                period.key,
+                prefix=prefix,
+                issued_at=now,
+                terms_days=org.payment_terms_days,
+            )
+    except Exception as exc:  # noqa: BLE001 - isolate one organization
+        log.exception("finalizing %s failed", org.id)
+        return OrgResult(org.id, Outcome.FAILED, f"finalize failed: {exc}")
+    if outcome is invoice_rows.FinalizeOutcome.NO_DRAFT:
+        reason = not_billable_reason(org, period.interval)
+        if reason:
+            return OrgResult(org.id, Outcome.SKIPPED, reason)
+        return OrgResult(org.id, Outcome.FAILED, "no draft to finalize (drafting did not run)")
+    if outcome is invoice_rows.FinalizeOutcome.FINALIZED:
+        return OrgResult(org.id, Outcome.FINALIZED, "", invoice_id=invoice_id, number=number)
+    message = f"invoice {number} was already final; no change"
+    return OrgResult(org.id, Outcome.ALREADY_FINALIZED, message, invoice_id=invoice_id, number=number)
 
 
 def _attach_totals(engine: Engine, batch: BatchResult) -> None:
@@ -315,6 +293,5 @@ def format_summary(batch: BatchResult) -> str:
         out.append(f"  {r.org_id:<20} {r.outcome.value:<18} {r.number or '-':<18} {total:>16}  {r.message}")
     counts = {o.value: len(batch.by_outcome(o)) for o in Outcome if batch.by_outcome(o)}
     out.append("  " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
-    revenue = batch.revenue_by_currency()
-    out.append("  revenue: " + (", ".join(money.format_amount(v, c) for c, v in revenue.items()) or "none"))
+    out.append("  revenue: " + money.format_revenue(batch.revenue_by_currency()))
     return "\n".join(out)

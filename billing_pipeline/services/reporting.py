@@ -1,18 +1,20 @@
-"""Read-only views of billing state for the CLI and run summaries."""
+"""Read-only views of billing state for the CLI and run summaries (the queries are in ``db``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-
-from sqlalchemy import Engine, func, select
+from typing import TYPE_CHECKING
 
 from billing_pipeline.db import invoices as invoice_rows
 from billing_pipeline.db import reference
-from billing_pipeline.db.schema import event_imports, quarantined_events
+from billing_pipeline.db.reports import delivery_states  # noqa: F401 - the CLI's deliver command reads it here
 from billing_pipeline.domain import money
-from billing_pipeline.domain.model import OrganizationStatus
+from billing_pipeline.domain.invoices import not_billable_reason
 from billing_pipeline.domain.periods import BillingPeriod
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 
 @dataclass(frozen=True)
@@ -41,12 +43,8 @@ def period_states(engine: Engine, period: BillingPeriod) -> list[OrgPeriodState]
             inv_id, status, number = states[org_id]
             inv = stored[inv_id].invoice
             rows.append(OrgPeriodState(org_id, org.name, status, number, inv.total, inv.currency, ""))
-        elif org.status is not OrganizationStatus.ACTIVE:
-            rows.append(
-                OrgPeriodState(
-                    org_id, org.name, "skipped", None, None, org.currency, f"organization is {org.status.value}"
-                )
-            )
+        elif reason := not_billable_reason(org, period.interval):
+            rows.append(OrgPeriodState(org_id, org.name, "skipped", None, None, org.currency, reason))
         else:
             rows.append(OrgPeriodState(org_id, org.name, "missing", None, None, org.currency, "not invoiced yet"))
     return rows
@@ -58,52 +56,18 @@ def format_period_report(period: BillingPeriod, rows: list[OrgPeriodState]) -> s
         f"({period.start:%Y-%m-%d} to {period.end:%Y-%m-%d}, end exclusive)"
     ]
     lines.append(f"  {'organization':<16} {'state':<10} {'invoice':<17} {'total':>18}  detail")
-    revenue: dict[str, Decimal] = {}
     for r in rows:
         total = money.format_amount(r.total, r.currency) if r.total is not None else "-"
         lines.append(f"  {r.org_id:<16} {r.state:<10} {r.number or '-':<17} {total:>18}  {r.detail}")
-        if r.state in {"finalized", "paid"} and r.total is not None:
-            revenue[r.currency] = revenue.get(r.currency, Decimal(0)) + r.total
+    revenue = money.revenue_by_currency((r.currency, r.total) for r in rows if r.state in {"finalized", "paid"})
     counts: dict[str, int] = {}
     for r in rows:
         counts[r.state] = counts.get(r.state, 0) + 1
     invoiced = counts.get("finalized", 0) + counts.get("paid", 0)
     lines.append(f"  invoices: {invoiced}; " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
-    lines.append("  revenue: " + (", ".join(money.format_amount(v, c) for c, v in sorted(revenue.items())) or "none"))
+    lines.append("  revenue: " + money.format_revenue(revenue))
     lines.append(f"  failures: {counts.get('failed', 0)}")
     return "\n".join(lines)
-
-
-def quarantine_counts(engine: Engine) -> dict[str, int]:
-    with engine.connect() as conn:
-        rows = conn.execute(select(quarantined_events.c.reason, func.count()).group_by(quarantined_events.c.reason))
-        return dict(sorted((r[0], int(r[1])) for r in rows))
-
-
-def recent_imports(engine: Engine, limit: int = 5) -> list:
-    with engine.connect() as conn:
-        return conn.execute(select(event_imports).order_by(event_imports.c.id.desc()).limit(limit)).all()
-
-
-def delivery_states(engine: Engine, period: BillingPeriod) -> dict[str, dict[str, tuple[str, str | None]]]:
-    """org id -> channel -> (ledger status, last error) for the period's invoices."""
-    from billing_pipeline.db.schema import invoice_deliveries, invoices
-
-    query = (
-        select(
-            invoices.c.org_id,
-            invoice_deliveries.c.channel,
-            invoice_deliveries.c.status,
-            invoice_deliveries.c.last_error,
-        )
-        .join(invoices, invoices.c.id == invoice_deliveries.c.invoice_id)
-        .where(invoices.c.interval == period.interval.value, invoices.c.period_key == period.key)
-    )
-    out: dict[str, dict[str, tuple[str, str | None]]] = {}
-    with engine.connect() as conn:
-        for r in conn.execute(query):
-            out.setdefault(r.org_id, {})[r.channel] = (r.status, r.last_error)
-    return out
 
 
 def format_delivery_report(states: dict[str, dict[str, tuple[str, str | None]]]) -> str:

@@ -45,8 +45,11 @@ def test_demo_flow_and_idempotent_reruns(cli):
     out = run("run-month", "2026-10")  # finalized invoices and delivered channels stay as they are
     assert "acme             finalized  INV-2026-000001" in out and "INV-2026-000005" not in out
     assert len(list((tmp_path / "billing" / "outbox").glob("*.eml"))) == 4
-    status = run("status", "--period", "2026-10")
+    status = run("status")  # the last closed month and the next ticks, from the (pinned) clock
     assert "monthly_invoices_job" in status and "Quarantined events:" in status
+    assert "Monthly invoices for October 2026" in status
+    assert re.search(r"monthly_invoices_job_schedule +0 0 1 \* \* +2026-12-01 00:00", status)
+    assert re.search(r"weekly_invoices_job_schedule +0 0 \* \* 1 +2026-11-09 00:00", status)
 
 
 def test_bad_inputs_fail_with_the_field_name(cli, tmp_path, monkeypatch):

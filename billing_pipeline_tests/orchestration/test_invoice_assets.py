@@ -154,3 +154,15 @@ def test_reconciliation_check_blocks_finalization_when_hourly_usage_is_stale(env
     ]
     data = evaluation.event_log_entry.dagster_event.event_specific_data
     assert not data.passed and "alpha" in data.metadata["problems"].value
+
+
+def test_invoices_are_issued_and_numbered_at_the_clock(env):
+    url, engine, instance, defs = env
+    new_year = dt.datetime(2027, 1, 1, 0, 30, tzinfo=UTC)
+    with time_machine.travel(new_year, tick=True):
+        run_period(defs, instance, INVOICE_JOBS[MONTHLY], "2026-10-01", organizations=["alpha"])
+    with engine.connect() as conn:
+        alpha = conn.execute(select(invoices).where(invoices.c.org_id == "alpha")).one()
+    assert alpha.number == "INV-2027-000001"
+    assert new_year <= alpha.issued_at < new_year + dt.timedelta(minutes=5)
+    assert alpha.due_at == alpha.issued_at + dt.timedelta(days=30)  # net 30

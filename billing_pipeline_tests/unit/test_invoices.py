@@ -11,9 +11,10 @@ from billing_pipeline.domain.invoices import (
     PricingError,
     build_invoice,
     format_invoice_number,
+    not_billable_reason,
     reconcile_usage,
 )
-from billing_pipeline.domain.model import InvoiceStatus
+from billing_pipeline.domain.model import BillingInterval, InvoiceStatus, OrganizationStatus
 from billing_pipeline.domain.pricing import MetricUsage
 
 from .examples import example_catalog, organization
@@ -196,3 +197,17 @@ def test_reconcile_round_trip_with_built_invoice():
     usage = {"api_calls": MetricUsage(D(65000), 65000), "active_users": MetricUsage(D(201), 1)}
     invoice = build_invoice(organization(), STARTER, OCTOBER, usage)
     assert reconcile_usage(invoice.usage, {k: v.quantity for k, v in usage.items()}) == []
+
+
+@pytest.mark.parametrize(
+    ("status", "billed", "interval", "reason"),
+    [
+        (OrganizationStatus.ACTIVE, BillingInterval.MONTHLY, BillingInterval.MONTHLY, None),
+        (OrganizationStatus.ACTIVE, BillingInterval.WEEKLY, BillingInterval.WEEKLY, None),
+        (OrganizationStatus.SUSPENDED, BillingInterval.MONTHLY, BillingInterval.MONTHLY, "organization is suspended"),
+        (OrganizationStatus.CLOSED, BillingInterval.WEEKLY, BillingInterval.MONTHLY, "organization is closed"),
+        (OrganizationStatus.ACTIVE, BillingInterval.WEEKLY, BillingInterval.MONTHLY, "organization is billed weekly"),
+    ],
+)
+def test_only_active_organizations_on_their_own_interval_are_billed(status, billed, interval, reason):
+    assert not_billable_reason(organization(status=status, billing_interval=billed), interval) == reason

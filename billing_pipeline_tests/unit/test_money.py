@@ -186,3 +186,28 @@ def test_to_decimal_rejects_non_numbers(value):
 def test_rule_is_stated_in_module_docstring():
     doc = money.__doc__ or ""
     assert "ROUND_HALF_UP" in doc and "once" in doc and "subtotal" in doc
+
+
+def test_revenue_is_one_total_per_currency():
+    totals = money.revenue_by_currency(
+        [
+            ("USD", D("45.19")),
+            ("EUR", D("272.75")),
+            ("USD", D("0.81")),
+            ("JPY", D("4950")),
+            (None, D("1")),
+            ("KWD", None),
+        ]
+    )
+    assert totals == {"EUR": D("272.75"), "JPY": D("4950"), "USD": D("46.00")}
+    assert list(totals) == ["EUR", "JPY", "USD"]
+    assert money.format_revenue(totals) == "272.75 EUR, 4,950 JPY, 46.00 USD"
+    assert money.format_revenue({}) == "none"
+
+
+@pytest.mark.parametrize(
+    ("rate", "text"),
+    [(D("0.20"), "20%"), (D("0.075"), "7.5%"), (D("0"), "0%"), (D("0.190000"), "19%"), (D("1"), "100%")],
+)
+def test_format_rate(rate, text):
+    assert money.format_rate(rate) == text
