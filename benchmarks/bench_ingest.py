@@ -31,9 +31,9 @@ import generate_events  # noqa: E402
 from sqlalchemy import insert, text  # noqa: E402
 
 from billing_pipeline.db.engine import get_engine, migrate  # noqa: E402
-from billing_pipeline.db.ingest import import_events  # noqa: E402
 from billing_pipeline.db.schema import catalog_versions, organizations  # noqa: E402
 from billing_pipeline.domain.catalog import parse_catalog  # noqa: E402
+from billing_pipeline.ingest import import_events  # noqa: E402
 
 DURABLE_SETTINGS = {
     "fsync": "on",
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     sizes = args.events or [2_000_000]
     args.data_dir.mkdir(parents=True, exist_ok=True)
     report = {
-        "benchmark": "usage-event import (billing_pipeline.db.ingest.import_events)",
+        "benchmark": "usage-event import (billing_pipeline.ingest.import_events)",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "orgs": args.orgs,

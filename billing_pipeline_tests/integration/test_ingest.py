@@ -12,9 +12,8 @@ import textwrap
 import pytest
 from sqlalchemy import func, insert, select
 
-from billing_pipeline.db import ingest
+from billing_pipeline.db import event_imports as imports_db
 from billing_pipeline.db.engine import get_engine, migrate
-from billing_pipeline.db.ingest import import_events
 from billing_pipeline.db.schema import (
     catalog_versions,
     dirty_hours,
@@ -23,6 +22,7 @@ from billing_pipeline.db.schema import (
     quarantined_events,
     usage_events,
 )
+from billing_pipeline.ingest import ImportFailed, ParserProcessError, import_events, parse_process, pipeline
 
 NOW = dt.datetime(2026, 4, 1, 12, tzinfo=dt.UTC)
 HEADER = "org_id,event_id,metric,value,occurred_at,properties"
@@ -60,7 +60,7 @@ def engine(request, tmp_path, monkeypatch):
     else:
         url = request.getfixturevalue("billing_db_url")
         if request.param == "postgresql-process":
-            monkeypatch.setattr(ingest, "PARSE_PROCESS_MIN_BYTES", 0)
+            monkeypatch.setattr(parse_process, "PARSE_PROCESS_MIN_BYTES", 0)
     migrate(url)
     engine = get_engine(url)
     with engine.begin() as conn:
@@ -212,8 +212,9 @@ def test_reimport_is_idempotent(engine, tmp_path):
     assert again.read == first.read
     assert again.accepted == 0
     assert again.duplicates == first.accepted + first.duplicates
-    assert again.by_reason == first.by_reason  # bad lines stay bad; quarantined per import
+    assert again.by_reason == first.by_reason  # bad lines stay bad, counted per import
     assert (stored(engine), table_count(engine, dirty_hours)) == before
+    assert table_count(engine, quarantined_events) == first.quarantined  # stored once
     assert table_count(engine, event_imports) == 2
 
 
@@ -368,7 +369,7 @@ def test_gzip_input_and_explicit_metrics(engine, tmp_path):
         out.write(
             f"{HEADER}\norg_a,g1,api_calls,1,2026-03-01T00:00:00Z,\norg_a,g2,storage_gb,1,2026-03-01T00:00:00Z,\n"
         )
-    metrics = ingest.load_latest_metrics(engine)
+    metrics = imports_db.load_latest_metrics(engine)
     assert set(metrics) == {"api_calls", "storage_gb", "payment_volume", "active_users"}
     only_calls = {"api_calls": metrics["api_calls"]}
     summary = import_events(engine, path, metrics=only_calls, known_orgs={"org_a"}, now=NOW)
@@ -378,15 +379,18 @@ def test_gzip_input_and_explicit_metrics(engine, tmp_path):
 def test_unusable_header_fails_before_anything_is_written(engine, tmp_path):
     path = tmp_path / "events.csv"
     path.write_text("org,id,what\norg_a,e1,api_calls\n")
-    with pytest.raises(ingest.event_files.EventFileError):
+    with pytest.raises(ImportFailed, match="lacks column"):
         import_events(engine, path, now=NOW)
-    assert table_count(engine, event_imports) == 0
+    assert table_count(engine, usage_events) == 0
+    with engine.connect() as conn:
+        record = conn.execute(select(event_imports)).one()._mapping
+    assert (record["status"], record["read"]) == ("failed", 0)
 
 
 def test_crash_mid_import_keeps_committed_batches_and_rerun_completes(engine, tmp_path, monkeypatch):
     lines = [f"org_a,c{i},api_calls,1,2026-03-01T00:00:00Z," for i in range(10)]
     path = write_csv(tmp_path / "events.csv", *lines)
-    original = ingest._settle
+    original = pipeline._settle
     calls = {"n": 0}
 
     def failing_settle(*args, **kwargs):
@@ -395,11 +399,11 @@ def test_crash_mid_import_keeps_committed_batches_and_rerun_completes(engine, tm
             raise RuntimeError("simulated crash")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(ingest, "_settle", failing_settle)
+    monkeypatch.setattr(pipeline, "_settle", failing_settle)
     with pytest.raises(RuntimeError, match="simulated crash"):
         import_events(engine, path, now=NOW, batch_size=4)
     assert table_count(engine, usage_events) == 8  # two committed batches of four
-    monkeypatch.setattr(ingest, "_settle", original)
+    monkeypatch.setattr(pipeline, "_settle", original)
 
     summary = import_events(engine, path, now=NOW, batch_size=4)
     assert (summary.accepted, summary.duplicates) == (2, 8)
@@ -419,7 +423,7 @@ def test_large_file_streams_in_constant_memory(engine, tmp_path):
     script = textwrap.dedent("""
         import datetime as dt, resource, sys
         from billing_pipeline.db.engine import get_engine
-        from billing_pipeline.db.ingest import import_events
+        from billing_pipeline.ingest import import_events
         summary = import_events(get_engine(sys.argv[1]), sys.argv[2], batch_size=10_000,
                                 now=dt.datetime(2026, 4, 1, 12, tzinfo=dt.timezone.utc))
         print(summary.accepted, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
@@ -441,10 +445,10 @@ def test_large_file_streams_in_constant_memory(engine, tmp_path):
 
 
 def _die_after_two_batches(conn, *args):
-    """A ``_parse_worker`` stand-in (run in the spawned child) that dies abruptly."""
+    """A ``parse_worker`` stand-in (run in the spawned child) that dies abruptly."""
     import os
 
-    from billing_pipeline.db import ingest as child_ingest
+    from billing_pipeline.ingest import parse_process as child
 
     class Dying:
         sent = 0
@@ -458,24 +462,24 @@ def _die_after_two_batches(conn, *args):
         def close(self):
             conn.close()
 
-    child_ingest._parse_worker(Dying(), *args)
+    child.parse_worker(Dying(), *args)
 
 
 def _fail_in_child(conn, *args):
-    from billing_pipeline.db import ingest as child_ingest
+    from billing_pipeline.ingest import parse_process as child
 
     class Broken:
         def __init__(self, **options):
             raise ValueError("classifier exploded")
 
-    child_ingest._Classifier = Broken
-    child_ingest._parse_worker(conn, *args)
+    child.Classifier = Broken
+    child.parse_worker(conn, *args)
 
 
 @pytest.fixture
 def pg_engine(request, tmp_path, monkeypatch):
     request.applymarker(pytest.mark.integration)
-    monkeypatch.setattr(ingest, "PARSE_PROCESS_MIN_BYTES", 0)
+    monkeypatch.setattr(parse_process, "PARSE_PROCESS_MIN_BYTES", 0)
     url = request.getfixturevalue("billing_db_url")
     migrate(url)
     engine = get_engine(url)
@@ -511,13 +515,14 @@ def pg_engine(request, tmp_path, monkeypatch):
 def test_child_that_dies_raises_and_keeps_only_completed_batches(pg_engine, tmp_path, monkeypatch):
     lines = [f"org_a,d{i},api_calls,1,2026-03-01T00:00:00Z," for i in range(10)]
     path = write_csv(tmp_path / "events.csv", *lines)
-    monkeypatch.setattr(ingest, "_parse_worker", _die_after_two_batches)
-    with pytest.raises(ingest.ParserProcessError, match="exit code 3"):
+    monkeypatch.setattr(parse_process, "parse_worker", _die_after_two_batches)
+    with pytest.raises(ParserProcessError, match="exit code 3"):
         import_events(pg_engine, path, now=NOW, batch_size=4)
     assert table_count(pg_engine, usage_events) == 8  # two committed batches of four
     with pg_engine.connect() as conn:
         record = conn.execute(select(event_imports)).one()._mapping
-    assert (record["read"], record["accepted"], record["finished_at"]) == (8, 8, None)
+    assert (record["read"], record["accepted"], record["status"]) == (8, 8, "failed")
+    assert "exit code 3" in record["error"]
     monkeypatch.undo()
 
     summary = import_events(pg_engine, path, now=NOW, batch_size=4, parse_process=True)
@@ -528,8 +533,8 @@ def test_child_that_dies_raises_and_keeps_only_completed_batches(pg_engine, tmp_
 @pytest.mark.integration
 def test_child_error_is_reported_with_its_traceback(pg_engine, tmp_path, monkeypatch):
     path = write_csv(tmp_path / "events.csv", "org_a,x1,api_calls,1,2026-03-01T00:00:00Z,")
-    monkeypatch.setattr(ingest, "_parse_worker", _fail_in_child)
-    with pytest.raises(ingest.ParserProcessError, match="classifier exploded"):
+    monkeypatch.setattr(parse_process, "parse_worker", _fail_in_child)
+    with pytest.raises(ParserProcessError, match="classifier exploded"):
         import_events(pg_engine, path, now=NOW)
     assert table_count(pg_engine, usage_events) == 0
 
@@ -563,7 +568,8 @@ def test_staged_conflicts_on_ids_that_need_copy_escaping(pg_engine, tmp_path, pa
     expected = {json.loads(f'"{i}"') for i in ids}
     rows = quarantine(pg_engine)
     assert {row["event_id"] for row in rows} == expected
-    assert sorted(row["line_number"] for row in rows) == [1, 3, 4, 6, 7, 9, 10, 12]
+    # Lines 3, 6, 9, 12 repeat lines 1, 4, 7, 10 byte for byte: counted, stored once.
+    assert sorted(row["line_number"] for row in rows) == [1, 4, 7, 10]
     stored_conflicts = [row for row in rows if "already imported" in row["detail"]]
     assert len(stored_conflicts) == 4
     for row in stored_conflicts:

@@ -1,5 +1,5 @@
 """Reading event files (no database): CSV/JSONL lines to raw fields, malformed lines,
-and the import's fast validation path agreeing with the domain's reference path."""
+and the import's fast classifier agreeing with the domain's reference rules."""
 
 from __future__ import annotations
 
@@ -11,8 +11,12 @@ import random
 
 import pytest
 
-from billing_pipeline.db import event_files, ingest
-from billing_pipeline.db.event_files import (
+from billing_pipeline.db import event_writers
+from billing_pipeline.domain.catalog import Aggregation, Metric
+from billing_pipeline.domain.events import canonical_properties
+from billing_pipeline.ingest import batches, classify
+from billing_pipeline.ingest import files as event_files
+from billing_pipeline.ingest.files import (
     EventFileError,
     EventFormat,
     MalformedLine,
@@ -22,10 +26,8 @@ from billing_pipeline.db.event_files import (
     iter_records,
     jsonl_fields,
     parse_csv_header,
-    printable_raw,
     split_csv_line,
 )
-from billing_pipeline.domain.catalog import Aggregation, Metric
 
 HEADER = "org_id,event_id,metric,value,occurred_at,properties"
 NOW = dt.datetime(2026, 4, 1, 12, tzinfo=dt.UTC)
@@ -155,12 +157,12 @@ def test_open_event_file_keeps_invalid_utf8_for_the_quarantine(tmp_path):
     path.write_bytes(HEADER.encode() + b"\norg_a,e\xff1,api_calls,1,2026-03-01T00:00:00Z,\n")
     with event_files.open_event_file(path) as stream:
         line = list(stream)[1]
-    assert printable_raw(line) == "org_a,e\\xff1,api_calls,1,2026-03-01T00:00:00Z,"
+    assert event_writers.storable_text(line) == "org_a,e\\xff1,api_calls,1,2026-03-01T00:00:00Z,"
 
 
 def test_printable_raw_truncates_and_escapes_nul():
-    assert printable_raw("a\x00b\r\n") == "a\\x00b"
-    long = printable_raw("x" * 20_000)
+    assert event_writers.storable_text("a\x00b\r\n") == "a\\x00b"
+    long = event_writers.storable_text("x" * 20_000)
     assert len(long) < 10_100 and long.endswith("...[truncated]")
 
 
@@ -170,7 +172,7 @@ def test_printable_raw_truncates_and_escapes_nul():
 def _classifier(**overrides):
     options = {"known_orgs": ORGS, "metrics": METRICS, "now": NOW, "max_future": dt.timedelta(hours=1)}
     options.update(overrides)
-    return ingest._Classifier(**options)
+    return classify.Classifier(**options)
 
 
 CLEAN = [
@@ -218,7 +220,7 @@ def test_fast_path_takes_clean_rows_and_matches_the_reference(fields):
     classifier = _classifier()
     fast = classifier.fast(*fields)
     assert fast is not None
-    assert fast == classifier.slow(as_raw_event(fields))
+    assert fast == classifier.reference(as_raw_event(fields))
 
 
 @pytest.mark.parametrize("fields", NOT_FAST, ids=range(len(NOT_FAST)))
@@ -295,21 +297,21 @@ def test_fast_path_agrees_with_reference_on_random_rows():
         )
         fast = classifier.fast(*fields)
         if fast is not None:
-            assert fast == classifier.slow(as_raw_event(fields)), fields
+            assert fast == classifier.reference(as_raw_event(fields)), fields
 
 
 def test_reference_path_reasons_for_quantities_and_storage():
-    slow = _classifier().slow
+    reference = _classifier().reference
     base = {"org_id": "org_a", "event_id": "e1", "metric": "storage_gb", "occurred_at": "2026-03-01T00:00:00Z"}
-    assert slow({**base, "value": "1.1234567"})[0] == "too_precise"
-    assert slow({**base, "value": "1e12"})[0] == "value_out_of_range"
-    assert slow({**base, "value": "NaN"})[0] == "non_finite_value"
-    assert slow({**base, "event_id": "e\x001", "value": "1"})[0] == "malformed_line"
+    assert reference({**base, "value": "1.1234567"}).reason.value == "too_precise"
+    assert reference({**base, "value": "1e12"}).reason.value == "value_out_of_range"
+    assert reference({**base, "value": "NaN"}).reason.value == "non_finite_value"
+    assert reference({**base, "event_id": "e\x001", "value": "1"}).reason.value == "malformed_line"
 
 
 def test_reader_csv_splitter_matches_the_csv_module():
     layout = parse_csv_header(HEADER)
-    split = ingest._BatchReader._csv_splitter(layout)
+    split = event_files.csv_splitter(layout)
     lines = [
         'a,b,c,d,e,"{""k"": ""v""}"',
         'a,b,c,d,e,"{""k"": ""v,w""}"',
@@ -332,20 +334,18 @@ def test_reader_csv_splitter_matches_the_csv_module():
 
 def test_canonical_properties_are_what_the_fingerprint_hashes():
     props = {"b": 1, "a": {"d": [1, 2], "c": "é"}}
-    assert ingest._canonical_properties(props) == json.dumps(
-        props, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
+    assert canonical_properties(props) == json.dumps(props, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 @pytest.mark.parametrize(
     "text", ["plain", "a\tb", "new\nline", "cr\rx", "back\\slash", "\\t literally", "\\\\\t\n\r", "", "ünïcode\\n"]
 )
 def test_copy_unescape_inverts_copy_escape(text):
-    assert ingest._copy_unescape(ingest._copy_escape(text)) == text
+    assert event_writers.copy_unescape(event_writers.copy_escape(text)) == text
 
 
 def test_packed_batch_recovers_each_row_for_a_conflict():
-    classifier = ingest._Classifier(
+    classifier = classify.Classifier(
         known_orgs={"org_a", "org\tb"},
         metrics={"api_calls": Metric("api_calls", "Calls", Aggregation.COUNT)},
         now=NOW,
@@ -362,14 +362,19 @@ def test_packed_batch_recovers_each_row_for_a_conflict():
         + "\xff-not-used\n"
     )
     stream = io.StringIO(text.encode("utf-8").decode("utf-8", "surrogateescape"))
-    reader = ingest._BatchReader(stream, event_files.EventFormat.CSV, classifier, 10)
+    reader = batches.BatchReader(stream, event_files.EventFormat.CSV, classifier, 10, "test.csv")
     reader.read_header()
     [batch] = list(reader)
-    packed = ingest._pack(batch)
-    assert packed.count == 3 and packed.read == 4
-    assert packed.payload == "".join(sorted(row[7] for row in batch.rows)).encode()
-    assert packed.hours == ["2026-03-01T00:00:00+00:00", "2026-03-01T01:00:00+00:00"]
+    packed = batches.pack(batch)
+    assert packed.events.count == 3 and packed.events.read == 4
+    assert packed.events.payload == "".join(sorted(batch.copy_lines)).encode()
+    assert packed.events.hours == ["2026-03-01T00:00:00+00:00", "2026-03-01T01:00:00+00:00"]
+    lines = packed.events.payload.split(b"\n")
+    raws = packed.raws.split(b"\n")
     for position in range(3):
-        index, conflict = packed.conflict(position, "f" * 64)
-        row = batch.rows[index]
-        assert conflict == ("f" * 64, (row[0], row[1]), row[6], batch.lines[index], batch.raws[index].rstrip("\n"))
+        index = packed.events.order[position]
+        fields = event_writers.copy_fields(lines[position])
+        assert fields[7] == batch.shas[index]
+        assert (fields[0], fields[1]) == (rows[index][0], rows[index][1])
+        assert raws[index].decode("utf-8", "surrogateescape") == batch.raws[index].rstrip("\n")
+        assert packed.lines[index] == batch.lines[index]
