@@ -12,7 +12,9 @@ the same keys, ``properties`` an object; numbers keep their written text
 decompressed on the fly, and so is gzip data on stdin (``-``, format sniffed).
 
 Invalid UTF-8 is decoded with ``surrogateescape`` so the bad bytes survive to the
-quarantine instead of aborting the read. A file that cannot be read as a whole (missing,
+quarantine instead of aborting the read. A ``.gz`` file is read through once first, so a
+truncated or damaged one is refused before any of it is stored (gzip on stdin cannot be:
+what precedes the damage is imported). A file that cannot be read as a whole (missing,
 a directory, not gzip, truncated, closed stdin, an unusable header) raises
 ``EventFileError`` with one line naming the file and the problem; echoed input is cut
 to ``ECHO_CHARS``.
@@ -115,7 +117,7 @@ def open_event_file(path: Path | str) -> Iterator[TextIO]:
     """Text lines of ``path`` (``-`` is stdin, gzip sniffed; ``.gz`` is decompressed)."""
     try:
         stream = _stdin() if str(path) == "-" else _open_file(path)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, zlib.error) as exc:
         raise read_error(path, exc) from None
     try:
         yield stream
@@ -130,8 +132,17 @@ def _open_file(path: Path | str) -> TextIO:
     if Path(path).is_dir():
         raise IsADirectoryError(path)
     if str(path).lower().endswith(".gz"):
+        _verify_gzip(path)
         return gzip.open(path, "rt", **_TEXT)
     return open(path, buffering=1 << 20, **_TEXT)
+
+
+def _verify_gzip(path: Path | str) -> None:
+    """Read a gzip file through once before importing it: its CRC is only checked at the
+    end, and damaged deflate data can decode to plausible lines that must not be stored."""
+    with gzip.open(path, "rb") as stream:
+        while stream.read(1 << 22):
+            pass
 
 
 def _stdin() -> TextIO:
