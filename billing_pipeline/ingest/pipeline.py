@@ -104,27 +104,11 @@ def import_events(
     ``PARSE_PROCESS_MIN_BYTES`` or more; ``ParserProcessError`` if that child dies.
     """
     started = time.perf_counter()
-    now = now or dt.datetime.now(UTC)
-    if now.tzinfo is None or now.utcoffset() is None:
-        raise ValueError("now must be timezone-aware")
     if batch_size < 1:
         raise ValueError("batch_size must be positive")
-    if metrics is None:
-        metrics = event_imports.load_latest_metrics(engine)
-    too_long = [code for code in metrics if len(code) > MAX_METRIC_CODE]
-    if too_long:
-        raise ValueError(f"metric codes longer than {MAX_METRIC_CODE} characters: {too_long}")
-    if known_orgs is None:
-        known_orgs = event_imports.load_org_ids(engine)
+    options = _classifier_options(engine, metrics, known_orgs, now, max_future, max_properties_bytes)
     source = storable_text(source_name or str(path))[:MAX_SOURCE]
-    options = {
-        "known_orgs": frozenset(known_orgs),
-        "metrics": dict(metrics),
-        "now": now,
-        "max_future": max_future,
-        "max_properties_bytes": max_properties_bytes,
-    }
-    import_id = event_imports.start_import(engine, source, now)
+    import_id = event_imports.start_import(engine, source, options["now"])
     try:
         if fmt is None and str(path) != "-":
             fmt = files.detect_format(path)
@@ -146,6 +130,27 @@ def import_events(
     )
     log.info("imported %s: %s", source, summary)
     return summary
+
+
+def _classifier_options(engine, metrics, known_orgs, now, max_future, max_properties_bytes) -> dict:
+    """``Classifier`` keyword arguments, with the defaults read from the database."""
+    now = now or dt.datetime.now(UTC)
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be timezone-aware")
+    if metrics is None:
+        metrics = event_imports.load_latest_metrics(engine)
+    too_long = [code for code in metrics if len(code) > MAX_METRIC_CODE]
+    if too_long:
+        raise ValueError(f"metric codes longer than {MAX_METRIC_CODE} characters: {too_long}")
+    if known_orgs is None:
+        known_orgs = event_imports.load_org_ids(engine)
+    return {
+        "known_orgs": frozenset(known_orgs),
+        "metrics": dict(metrics),
+        "now": now,
+        "max_future": max_future,
+        "max_properties_bytes": max_properties_bytes,
+    }
 
 
 def _fail(engine: Engine, import_id: int, path: Path | str, exc: BaseException) -> None:
