@@ -60,8 +60,8 @@ def dagster_yaml(home: Path, host: str, port: int, db: str) -> None:
 
 def seed(url: str, orgs: int, events_file: Path) -> dict:
     from billing_pipeline.db.engine import get_engine, migrate
-    from billing_pipeline.db.ingest import import_events
     from billing_pipeline.db.schema import catalog_versions, organizations, subscriptions
+    from billing_pipeline.ingest import import_events
 
     migrate(url)
     engine = get_engine(url)

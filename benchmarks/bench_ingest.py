@@ -2,6 +2,11 @@
 
     python benchmarks/bench_ingest.py --events 2000000 --events 10000000
     python benchmarks/bench_ingest.py --database-url postgresql://... --events 1000000
+    python benchmarks/bench_ingest.py --sqlite --events 1000000
+
+``--sqlite``: growth on the embedded database instead: N events into an empty SQLite file,
+then N other events into the table that already holds them; the second must take at most
+3x the first (the dedup lookup is index-backed, so time is linear in the file).
 
 Without ``--database-url`` it starts a throwaway PostgreSQL 15 (billing_pipeline_tests'
 ``PostgresServer``) with durability ON (fsync, synchronous_commit, full_page_writes), unlike
@@ -31,9 +36,9 @@ import generate_events  # noqa: E402
 from sqlalchemy import insert, text  # noqa: E402
 
 from billing_pipeline.db.engine import get_engine, migrate  # noqa: E402
-from billing_pipeline.db.ingest import import_events  # noqa: E402
 from billing_pipeline.db.schema import catalog_versions, organizations  # noqa: E402
 from billing_pipeline.domain.catalog import parse_catalog  # noqa: E402
+from billing_pipeline.ingest import import_events  # noqa: E402
 
 DURABLE_SETTINGS = {
     "fsync": "on",
@@ -162,6 +167,41 @@ def run_size(url: str, path: Path, orgs: int, batch_size: int, postmaster_pid: i
     return result
 
 
+def run_sqlite_growth(path_a: Path, path_b: Path, orgs: int, batch_size: int, workdir: Path) -> dict:
+    db = workdir / "bench.db"
+    db.unlink(missing_ok=True)
+    url = f"sqlite:///{db}"
+    seed(url, orgs)
+    engine = get_engine(url)
+    metrics = parse_catalog(generate_events.CATALOG).metrics
+    result: dict = {}
+    for label, path in (("into_empty", path_a), ("into_full", path_b)):
+        cpu_before = time.process_time()
+        summary = import_events(engine, path, metrics=metrics, now=NOW, batch_size=batch_size)
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT count(*) FROM usage_events")).scalar()
+        print(
+            f"  {label:10s} read={summary.read:,} accepted={summary.accepted:,} "
+            f"{summary.seconds:.1f}s -> {summary.read / summary.seconds:,.0f} events/s "
+            f"(CPU {time.process_time() - cpu_before:.1f}s; table now {rows:,} rows; "
+            f"load avg {os.getloadavg()[0]:.1f})",
+            flush=True,
+        )
+        result[label] = {
+            "read": summary.read,
+            "accepted": summary.accepted,
+            "seconds": round(summary.seconds, 2),
+            "events_per_second": round(summary.read / summary.seconds),
+            "table_rows_after": rows,
+            "load_average_after": round(os.getloadavg()[0], 2),
+        }
+    result["ratio"] = round(result["into_full"]["seconds"] / result["into_empty"]["seconds"], 2)
+    print(f"  second / first: {result['ratio']}x (target <= 3x)", flush=True)
+    engine.dispose()
+    db.unlink(missing_ok=True)
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database-url", help="use this server (each size needs an empty database)")
@@ -173,12 +213,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--fast-unsafe", action="store_true", help="fsync/synchronous_commit/full_page_writes off (test defaults)"
     )
-    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks/results/ingest.json")
+    parser.add_argument("--sqlite", action="store_true", help="SQLite growth: N events into empty, then N more")
+    parser.add_argument("--output", type=Path, default=None, help="default benchmarks/results/ingest[-sqlite].json")
     args = parser.parse_args(argv)
     sizes = args.events or [2_000_000]
     args.data_dir.mkdir(parents=True, exist_ok=True)
+    if args.output is None:
+        args.output = ROOT / "benchmarks/results" / ("ingest-sqlite.json" if args.sqlite else "ingest.json")
+    if args.sqlite:
+        report = {
+            "benchmark": "usage-event import on SQLite, into an empty table then into a full one",
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+            "orgs": args.orgs,
+            "batch_size": args.batch_size,
+            "runs": {},
+        }
+        for events in sizes:
+            first = event_file(args.data_dir, events, args.orgs, args.seed)
+            second = event_file(args.data_dir, events, args.orgs, args.seed + 1)
+            print(f"SQLite: {events:,} events, then {events:,} more", flush=True)
+            report["runs"][str(events)] = run_sqlite_growth(first, second, args.orgs, args.batch_size, args.data_dir)
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.output}")
+        return
     report = {
-        "benchmark": "usage-event import (billing_pipeline.db.ingest.import_events)",
+        "benchmark": "usage-event import (billing_pipeline.ingest.import_events)",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "orgs": args.orgs,

@@ -121,12 +121,17 @@ def load_catalog(file: Path, replacements: tuple[str, ...]) -> None:
 @click.option("--batch-size", default=50_000, show_default=True)
 def import_events_cmd(file: Path, batch_size: int) -> None:
     """Import usage events from CSV or JSON Lines (idempotent; bad rows are quarantined)."""
-    from billing_pipeline.db.event_files import EventFileError
-    from billing_pipeline.db.ingest import import_events
+    from billing_pipeline.ingest import EventFileError, ParserProcessError, import_events
 
+    settings = _settings()
     try:
-        summary = import_events(_engine(_settings()), file, batch_size=batch_size)
-    except (EventFileError, LookupError, FileNotFoundError) as exc:
+        summary = import_events(
+            _engine(settings),
+            file,
+            batch_size=batch_size,
+            max_properties_bytes=settings.ingest_max_properties_bytes,
+        )
+    except (EventFileError, ParserProcessError, LookupError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     _print_import(summary)
 
@@ -185,7 +190,7 @@ def _seed_demo(settings, period_value, events_per_org):
     from billing_pipeline import demo
     from billing_pipeline.db import reference
     from billing_pipeline.db.engine import migrate
-    from billing_pipeline.db.ingest import import_events
+    from billing_pipeline.ingest import import_events
 
     migrate(settings.database_url)
     engine = _engine(settings)

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from billing_pipeline.domain.events import DEFAULT_MAX_PROPERTIES_BYTES
+
 
 class SettingsError(ValueError):
     """A configuration value is invalid; the message starts with the variable name."""
@@ -171,6 +173,7 @@ class Settings:
     email_from: str
     seller: dict[str, str] = field(default_factory=dict)
     smtp_ca_file: str | None = None  # CA bundle for a private SMTP server's certificate
+    ingest_max_properties_bytes: int = DEFAULT_MAX_PROPERTIES_BYTES  # larger: quarantined properties_too_large
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -230,6 +233,7 @@ class Settings:
             smtp_timeout_seconds=r.int("SMTP_TIMEOUT_SECONDS", 30, 1, 600),
             email_from=email_from,
             smtp_ca_file=r.optional("SMTP_CA_FILE"),
+            ingest_max_properties_bytes=r.int("INGEST_MAX_PROPERTIES_BYTES", DEFAULT_MAX_PROPERTIES_BYTES, 2, 64 << 20),
             seller={
                 "name": r.str("SELLER_NAME", "Example Cloud Ltd"),
                 "address": r.str("SELLER_ADDRESS", "1 Example Street, London EC1A 1AA"),

@@ -103,8 +103,11 @@ quarantined_events = Table(
     Column("reason", String(64), nullable=False),
     Column("detail", Text, nullable=False),
     Column("raw", Text, nullable=False),
+    # sha256 of the raw line: one row per distinct bad line, however often it is imported.
+    Column("raw_sha256", String(64), nullable=False),
     Column("quarantined_at", UTCDateTime, nullable=False),
     Index("ix_quarantined_events_reason", "reason"),
+    Index("uq_quarantined_events_raw_sha256", "raw_sha256", unique=True),
 )
 
 event_imports = Table(
@@ -118,6 +121,10 @@ event_imports = Table(
     Column("accepted", BigInteger, nullable=False, default=0),
     Column("duplicates", BigInteger, nullable=False, default=0),
     Column("quarantined", BigInteger, nullable=False, default=0),
+    # running | succeeded | failed (error says why; the counts are what was committed).
+    Column("status", String(16), nullable=False, server_default="running"),
+    Column("error", Text, nullable=True),
+    CheckConstraint("status IN ('running', 'succeeded', 'failed')", name="status"),
 )
 
 # Hours that received events since they were last aggregated: the late-event sensor's input.

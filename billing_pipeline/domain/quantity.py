@@ -12,23 +12,44 @@ from decimal import Decimal
 QUANTITY_EXPONENT = 6
 QUANTITY_SCALE = 10**QUANTITY_EXPONENT
 #: Largest storable magnitude: hourly sums must still fit a signed 64-bit integer.
-MAX_ABS_VALUE = Decimal(10) ** 12
+MAX_ABS_EXPONENT = 12
+MAX_ABS_VALUE = Decimal(10) ** MAX_ABS_EXPONENT
 
 
 class QuantityError(ValueError):
     pass
 
 
+class ValueTooPrecise(QuantityError):
+    """More than six decimal places: storing it would round."""
+
+
+class ValueOutOfRange(QuantityError):
+    """A magnitude of ``MAX_ABS_VALUE`` or more."""
+
+
+def _short(value: Decimal) -> str:
+    text = str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def to_micros(value: Decimal) -> int:
-    """Exact ``value * 10**6`` as an int; raises ``QuantityError`` if that loses digits."""
+    """Exact ``value * 10**6`` as an int; ``ValueTooPrecise`` / ``ValueOutOfRange`` if that
+    would lose digits. Pure integer work on the digits: no ``decimal`` context, so nothing
+    is rounded to its precision and no exponent over- or underflows."""
     if not value.is_finite():
         raise QuantityError(f"value {value} is not finite")
-    if abs(value) >= MAX_ABS_VALUE:
-        raise QuantityError(f"value {value} exceeds the maximum of {MAX_ABS_VALUE}")
-    scaled = value.scaleb(QUANTITY_EXPONENT)
-    if scaled != scaled.to_integral_value():
-        raise QuantityError(f"value {value} has more than {QUANTITY_EXPONENT} decimal places")
-    return int(scaled)
+    sign, digits, exponent = value.as_tuple()
+    significant = "".join(map(str, digits)).rstrip("0")
+    if not significant:
+        return 0
+    exponent += len(digits) - len(significant)  # the trailing zeros dropped
+    if exponent + len(significant) - 1 >= MAX_ABS_EXPONENT:  # abs(value) >= 10**12
+        raise ValueOutOfRange(f"value {_short(value)} exceeds the maximum of {MAX_ABS_VALUE}")
+    if exponent < -QUANTITY_EXPONENT:
+        raise ValueTooPrecise(f"value {_short(value)} has more than {QUANTITY_EXPONENT} decimal places")
+    micros = int(significant) * 10 ** (exponent + QUANTITY_EXPONENT)
+    return -micros if sign else micros
 
 
 def from_micros(micros: int | None) -> Decimal:

@@ -7,10 +7,12 @@ import pytest
 
 from billing_pipeline.domain.catalog import Aggregation, Metric
 from billing_pipeline.domain.events import (
+    JsonNumber,
     Rejection,
     RejectReason,
     UsageEvent,
     payload_fingerprint,
+    replay_or_conflict,
     validate_event,
 )
 
@@ -118,10 +120,17 @@ REJECTED = [
     ("hex", raw(value="0x10"), R.NON_NUMERIC_VALUE, "not a number"),
     ("bool", raw(value=True), R.NON_NUMERIC_VALUE, "must be a number, got True"),
     ("list", raw(value=[1]), R.NON_NUMERIC_VALUE, "must be a number, got list"),
-    ("huge", raw(value="1e40"), R.NON_NUMERIC_VALUE, "cannot be stored exactly"),
-    ("too large", raw(value=10**12), R.NON_NUMERIC_VALUE, "exceeds the maximum"),
-    ("seven decimals", raw(value="0.0000001"), R.NON_NUMERIC_VALUE, "more than 6 decimal places"),
-    ("tiny float", raw(value=1e-7), R.NON_NUMERIC_VALUE, "more than 6 decimal places"),
+    ("huge", raw(value="1e40"), R.VALUE_OUT_OF_RANGE, "exceeds the maximum"),
+    ("too large", raw(value=10**12), R.VALUE_OUT_OF_RANGE, "exceeds the maximum"),
+    ("too large negative", raw(metric="credits", value="-1e12"), R.VALUE_OUT_OF_RANGE, "exceeds the maximum"),
+    ("beyond decimal's exponents", raw(value="1e99999999999999999999"), R.VALUE_OUT_OF_RANGE, "out of range"),
+    ("seven decimals", raw(value="0.0000001"), R.TOO_PRECISE, "more than 6 decimal places"),
+    ("tiny float", raw(value=1e-7), R.TOO_PRECISE, "more than 6 decimal places"),
+    # Not rounded by the decimal context (28 digits) nor flushed to zero by its Emin:
+    ("32 digits", raw(value="1.0000000000000000000000000000001"), R.TOO_PRECISE, "more than 6 decimal places"),
+    ("underflow", raw(value="1e-9999999"), R.TOO_PRECISE, "more than 6 decimal places"),
+    ("below decimal's exponents", raw(value="1e-99999999999999999999"), R.TOO_PRECISE, "more than 6 decimal"),
+    ("JSON digits", raw(value=JsonNumber("1.00000000000000000001")), R.TOO_PRECISE, "more than 6 decimal places"),
     ("nan text", raw(value="nan"), R.NON_FINITE_VALUE, "not finite"),
     ("NaN text", raw(value="NaN"), R.NON_FINITE_VALUE, "not finite"),
     ("inf text", raw(value="inf"), R.NON_FINITE_VALUE, "not finite"),
@@ -134,6 +143,8 @@ REJECTED = [
     ("bad timestamp", raw(occurred_at="yesterday"), R.INVALID_TIMESTAMP, "not an ISO 8601"),
     ("bad date", raw(occurred_at="2026-02-30T00:00:00Z"), R.INVALID_TIMESTAMP, "not an ISO 8601"),
     ("epoch number", raw(occurred_at=1760000000), R.INVALID_TIMESTAMP, "must be an ISO 8601 string"),
+    ("year 10000 in UTC", raw(occurred_at="9999-12-31T23:59:59-14:00"), R.INVALID_TIMESTAMP, "out of range"),
+    ("year 0 in UTC", raw(occurred_at="0001-01-01T00:00:00+14:00"), R.INVALID_TIMESTAMP, "out of range"),
     ("naive", raw(occurred_at="2026-10-15T10:00:00"), R.NAIVE_TIMESTAMP, "has no timezone"),
     ("date only", raw(occurred_at="2026-10-15"), R.NAIVE_TIMESTAMP, "has no timezone"),
     ("naive datetime", raw(occurred_at=dt.datetime(2026, 10, 15)), R.NAIVE_TIMESTAMP, "no timezone"),
@@ -145,6 +156,11 @@ REJECTED = [
     ("props nan", raw(properties={"x": float("nan")}), R.INVALID_PROPERTIES, "not plain JSON"),
     ("props object", raw(properties={"x": object()}), R.INVALID_PROPERTIES, "not plain JSON"),
     ("props int key", raw(properties={1: "x"}), R.INVALID_PROPERTIES, "keys must be strings"),
+    ("props 5,000-digit int", raw(properties='{"n": ' + "1" * 5000 + "}"), R.INVALID_PROPERTIES, "not valid JSON"),
+    ("props too deep", raw(properties="[" * 100_000), R.INVALID_PROPERTIES, "not valid JSON"),
+    ("props too large", raw(properties={"k": "x" * 16_400}), R.PROPERTIES_TOO_LARGE, "16408 bytes of JSON (max 16384)"),
+    ("props surrogate", raw(properties={"k": "\udcff"}), R.MALFORMED_LINE, "invalid UTF-8"),
+    ("NUL in id", raw(event_id="e\x00"), R.MALFORMED_LINE, "NUL"),
 ]
 
 
@@ -157,7 +173,33 @@ def test_rejections(data, reason, detail):
 
 
 def test_every_reject_reason_is_exercised():
-    assert {c[2] for c in REJECTED} == set(RejectReason)
+    # A conflicting duplicate needs a second event: replay_or_conflict, below.
+    assert {c[2] for c in REJECTED} | {R.CONFLICTING_DUPLICATE} == set(RejectReason)
+
+
+def test_properties_limit_is_a_parameter():
+    big = raw(properties={"k": "x" * 100})
+    assert check(big, max_properties_bytes=108).properties == {"k": "x" * 100}
+    assert check(big, max_properties_bytes=107).reason is R.PROPERTIES_TOO_LARGE
+
+
+def test_huge_exponent_of_zero_is_zero():
+    assert check(raw(value="0e99999999999999999999")).value == 0
+
+
+def test_replay_or_conflict():
+    assert replay_or_conflict("a" * 64, "a" * 64, "org_1", "e1", "appears earlier (line 3)") is None
+    conflict = replay_or_conflict("a" * 64, "b" * 64, "org_1", "e1", "appears earlier (line 3)")
+    assert conflict == Rejection(
+        R.CONFLICTING_DUPLICATE, "event 'e1' of 'org_1' appears earlier (line 3) with a different payload"
+    )
+
+
+def test_json_numbers_keep_their_text_and_act_as_floats():
+    number = JsonNumber("2.50")
+    assert number == 2.5 and number.text == "2.50"
+    assert check(raw(value=number)).value == D("2.50")
+    assert check(raw(properties={"n": number})).properties == {"n": 2.5}
 
 
 def test_first_failure_wins():
