@@ -7,8 +7,7 @@ import os
 import dagster as dg
 
 from billing_pipeline.defs.automation import build_invoice_schedule, organizations_sensor
-from billing_pipeline.defs.delivery import build_delivery_assets, build_delivery_job, build_invoice_delivery_sensor
-from billing_pipeline.defs.delivery_resources import DocumentStoreResource, MailerResource, PaymentGatewayResource
+from billing_pipeline.defs.delivery import build_delivery_asset, build_delivery_job, build_invoice_delivery_sensor
 from billing_pipeline.defs.invoicing import build_invoice_assets
 from billing_pipeline.defs.partitions import billing_partitions, hourly_usage_partitions
 from billing_pipeline.defs.resources import BillingDatabaseResource
@@ -20,7 +19,7 @@ from billing_pipeline.defs.usage import (
 )
 from billing_pipeline.domain.model import BillingInterval
 from billing_pipeline.services.delivery import DeliveryOptions, seller_from_settings
-from billing_pipeline.settings import Settings
+from billing_pipeline.settings import Settings, delivery_resources
 
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
@@ -30,9 +29,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     checks: list = []
     jobs: list = [hourly_usage_job]
     schedules: list = [build_hourly_usage_schedule(settings.hourly_usage_cron, settings.schedules_running)]
-    delivery_options = DeliveryOptions.from_settings(
-        settings, render_workers=2, io_workers=settings.delivery_io_workers
-    )
+    delivery_options = DeliveryOptions.from_settings(settings, render_workers=2)
     delivery_jobs: list = []
     crons = {
         BillingInterval.MONTHLY: settings.monthly_invoice_cron,
@@ -54,7 +51,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
             description=f"Draft, reconcile and finalize {interval.value} invoices (partition = period × organization).",
         )
         jobs.append(job)
-        deliveries = build_delivery_assets(
+        deliveries = build_delivery_asset(
             interval,
             partitions,
             options=delivery_options,
@@ -99,36 +96,6 @@ def _env(name: str) -> dg.EnvVar | None:
     return dg.EnvVar(name) if os.environ.get(name) else None
 
 
-def delivery_resources(settings: Settings) -> dict:
-    return {
-        "document_store": DocumentStoreResource(
-            kind=settings.document_store,
-            documents_dir=str(settings.documents_dir),
-            bucket=settings.s3_bucket,
-            prefix=settings.s3_prefix,
-            endpoint_url=settings.s3_endpoint_url,
-            region=settings.s3_region,
-            aws_access_key_id=_env("AWS_ACCESS_KEY_ID"),
-            aws_secret_access_key=_env("AWS_SECRET_ACCESS_KEY"),
-            conditional_writes=settings.s3_conditional_writes,
-        ),
-        "payment_gateway": PaymentGatewayResource(
-            kind=settings.payment_gateway,
-            api_base=settings.stripe_api_base,
-            api_key=dg.EnvVar("STRIPE_API_KEY") if settings.payment_gateway == "stripe" else None,
-        ),
-        "mailer": MailerResource(
-            kind=settings.mailer,
-            outbox_dir=str(settings.outbox_dir),
-            host=settings.smtp_host,
-            port=settings.smtp_port,
-            username=settings.smtp_username,
-            password=_env("SMTP_PASSWORD"),
-            security=settings.smtp_security,
-            timeout_seconds=settings.smtp_timeout_seconds,
-            ca_file=settings.smtp_ca_file,
-        ),
-    }
-
+__all__ = ["build_definitions", "defs", "delivery_resources"]
 
 defs = build_definitions()
