@@ -30,24 +30,19 @@ import dagster as dg
 
 from billing_pipeline.db import deliveries as ledger
 from billing_pipeline.defs.automation import RANGE_END_TAG, RANGE_START_TAG
+from billing_pipeline.defs.delivery_report import report_deliveries
 from billing_pipeline.defs.delivery_resources import DocumentStoreResource, MailerResource, PaymentGatewayResource
-from billing_pipeline.defs.events import log_partition_events, mark_partitions_failed
 from billing_pipeline.defs.invoicing import batches, is_dry_run
 from billing_pipeline.defs.partitions import ORGANIZATION_PARTITIONS, billing_key, organization_batches
 from billing_pipeline.defs.resources import BillingDatabaseResource
 from billing_pipeline.defs.runner import RunOutcome, execute_batches, wanted_batches
-from billing_pipeline.domain import money
 from billing_pipeline.domain.model import BillingInterval
 from billing_pipeline.rendering.seller import Seller
 from billing_pipeline.services.delivery import (
     CHANNELS,
     ChannelReport,
-    ChannelStatus,
     DeliveryOptions,
-    InvoiceDelivery,
     InvoiceDeliveryService,
-    format_summary,
-    summarize,
 )
 
 DELIVERY_POOLS = {"pdf": "pdf", "s3": "s3", "stripe": "stripe", "email": "email"}
@@ -126,36 +121,6 @@ def _run_invoices(context, interval: BillingInterval, config: DeliveryConfig, en
         ids[period_key] = [found[o] for o in org_ids if o in found]
         missing[period_key] = [o for o in org_ids if o not in found]
     return _Run(ids, missing)
-
-
-def _org_metadata(r: InvoiceDelivery) -> dict:
-    meta: dict = {"outcome": "delivered" if r.ok else "failed"}
-    if r.number:
-        meta["invoice_number"] = r.number
-    if r.total is not None and r.currency:
-        meta["total"] = money.format_amount(r.total, r.currency)
-    for channel, cr in r.channels.items():
-        meta[channel] = cr.status.value
-        if cr.external_id and cr.status is ChannelStatus.SUCCEEDED and channel in ("stripe", "email"):
-            meta[f"{channel}_id"] = cr.external_id
-    if r.failure:
-        meta["error"] = r.failure
-    return meta
-
-
-def summary_metadata(results: Sequence[InvoiceDelivery], without_invoice: int, dry_run: bool) -> dict:
-    summary = summarize(results, dry_run=dry_run)
-    return {
-        "invoices": summary.invoices,
-        "delivered": summary.delivered,
-        "failed": summary.failed,
-        "without_invoice": without_invoice,
-        "revenue": summary.revenue_text(),
-        **{f"errors_{c}": n for c, n in summary.errors_by_channel.items()},
-        "failures": dg.MetadataValue.md(
-            "\n".join(f"- `{org}`: {err}" for org, err in list(summary.failed_orgs.items())[:50]) or "none"
-        ),
-    }
 
 
 def _channel_output(context, report: ChannelReport) -> dg.Output:
@@ -262,7 +227,7 @@ def build_delivery_asset(
     ):
         svc = service(context, config, billing_db, document_store, payment_gateway, mailer)
         run = _run_invoices(context, interval, config, svc.engine)
-        yield from _report(context, interval, deliveries_key, svc, run)
+        yield from report_deliveries(context, interval, deliveries_key, svc, run)
 
     @dg.graph_asset(
         key=deliveries_key,
@@ -280,49 +245,6 @@ def build_delivery_asset(
         return report_invoice_deliveries(email(stripe_sync(upload(render(finalized)))))
 
     return invoice_deliveries
-
-
-def _report(context, interval: BillingInterval, deliveries_key: dg.AssetKey, svc: InvoiceDeliveryService, run: _Run):
-    dry_run = svc.dry_run
-    results: list[InvoiceDelivery] = []
-    failed: list[InvoiceDelivery] = []
-    failed_keys: list[str] = []
-    observations: list[dg.AssetObservation] = []
-    materializations: list[dg.AssetMaterialization] = []
-    for period_key, ids in run.invoice_ids.items():
-        for r in svc.report(ids):
-            results.append(r)
-            key = str(billing_key(interval, period_key, r.org_id))
-            event = dg.AssetObservation if dry_run or not r.ok else dg.AssetMaterialization
-            (observations if event is dg.AssetObservation else materializations).append(
-                event(asset_key=deliveries_key, partition=key, metadata=_org_metadata(r))
-            )
-            if not r.ok and not dry_run:
-                failed.append(r)
-                failed_keys.append(key)
-        for org in run.without_invoice.get(period_key, []):
-            observations.append(
-                dg.AssetObservation(
-                    asset_key=deliveries_key,
-                    partition=str(billing_key(interval, period_key, org)),
-                    metadata={"outcome": "no finalized invoice"},
-                )
-            )
-    log_partition_events(context, observations)
-    log_partition_events(context, materializations)
-    shown = results if len(results) <= 200 else [r for r in results if not r.ok][:200]
-    context.log.info("\n" + format_summary(summarize(results, dry_run=dry_run), shown))
-    without = sum(len(v) for v in run.without_invoice.values())
-    metadata = summary_metadata(results, without, dry_run)
-    context.log_event(dg.AssetObservation(asset_key=deliveries_key, metadata=metadata))
-    if failed:
-        mark_partitions_failed(context, deliveries_key, failed_keys)
-        raise dg.Failure(
-            description=f"{len(failed)} organization(s) not delivered: "
-            + "; ".join(f"{r.org_id}: {r.failure}" for r in failed[:50]),
-            metadata={"failed_organizations": [r.org_id for r in failed], **metadata},
-        )
-    yield from ()
 
 
 def build_delivery_job(interval: BillingInterval, asset: dg.AssetsDefinition):
