@@ -158,3 +158,21 @@ def test_dagster_storage_does_not_grow_with_the_number_of_pdfs(tmp_path, instanc
     assert len(list(settings.documents_dir.rglob("*.pdf"))) == 12
     assert before == after_two == after_twelve == 0  # ops pass nothing through the IO manager
     assert not list(Path(settings.home / "rendered").rglob("*.pdf"))  # the spool is emptied once delivered
+
+
+def test_delivery_names_are_pinned_and_literal_in_the_source(tmp_path):
+    defs = build_definitions(Settings.from_env({"BILLING_HOME": str(tmp_path)}))
+    source = "\n".join(p.read_text() for p in Path(__file__).parents[2].joinpath("billing_pipeline").rglob("*.py"))
+    for interval in ("monthly", "weekly"):
+        job = defs.resolve_job_def(f"deliver_{interval}_invoices_job")
+        ops = {node.name for node in job.graph.nodes[0].definition.node_defs}
+        assert ops == {
+            f"render_{interval}_invoice_pdfs",
+            f"upload_{interval}_invoice_pdfs",
+            f"sync_{interval}_stripe_invoices",
+            f"send_{interval}_invoice_emails",
+            f"report_{interval}_invoice_deliveries",
+        }
+        names = {job.name, f"{interval}_invoice_deliveries", *ops}
+        assert all(f'"{name}"' in source for name in names), names  # a grep for the UI name finds it
+    assert "invoice_delivery_sensor" in {s.name for s in defs.sensors}
