@@ -11,10 +11,10 @@ process. Then, for the same N finalized invoices:
 * floor: render every PDF with WeasyPrint in 2 processes, nothing else;
 * job: ``invoice_delivery_sensor`` started on the instance and ``dagster-daemon run``: the sensor
   asks for one ``deliver_monthly_invoices_job`` run per batch, the daemon's run queue launches
-  them (``dagster.yaml``: at most 2 delivery runs at once), each run a ``dagster api
+  them (``dagster.yaml``: at most 3 delivery runs at once), each run a ``dagster api
   execute_run`` process with its ops pdf (2 render processes) -> s3 -> stripe -> email (I/O
-  threads, ``DELIVERY_IO_WORKERS``) -> report; the ``pdf`` pool is set to 1 as README
-  recommends, so one run renders while another does its network steps. Both Dagster
+  threads, ``DELIVERY_IO_WORKERS``) -> report; the pools pdf, s3, stripe and email are set to 1
+  as README recommends, so one run renders while others sync Stripe and e-mail. Both Dagster
   performance variables are set (``DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=1``,
   ``DAGSTER_EVENT_BATCH_SIZE=1000``).
 
@@ -234,10 +234,10 @@ def dagster_job(
     os.environ.update(env)
     bin_dir = Path(sys.executable).parent
     module = ["-m", "billing_pipeline.definitions"]
-    # Every pool's limit set explicitly, as README says: pdf 1 (one run renders on both cores), the
-    # others at dagster.yaml's default. (Left to the default, two runs creating a pool's row at
-    # once on dagster-postgres fail: IntegrityError, then InFailedSqlTransaction in Dagster.)
-    for pool, limit in (("pdf", 1), ("s3", 2), ("stripe", 2), ("email", 2)):
+    # Every pool's limit set explicitly to 1, as README says: one run renders on both cores while
+    # another syncs Stripe and a third e-mails. (Left to the default, two runs creating a pool's
+    # row at once on dagster-postgres fail: IntegrityError, then InFailedSqlTransaction in Dagster.)
+    for pool, limit in (("pdf", 1), ("s3", 1), ("stripe", 1), ("email", 1)):
         concurrency = [bin_dir / "dagster", "instance", "concurrency", "set", pool, str(limit)]
         subprocess.run(concurrency, env=env, check=True, cwd=ROOT, capture_output=True)
     with dg.DagsterInstance.from_config(str(home)) as instance:
@@ -342,7 +342,7 @@ def main() -> int:
     result = {
         "benchmark": "delivery",
         "path": "deliver_monthly_invoices_job launched by invoice_delivery_sensor under dagster-daemon "
-        "(dagster-postgres instance, dagster.yaml, pdf pool 1)",
+        "(dagster-postgres instance, dagster.yaml, pools pdf/s3/stripe/email at 1)",
         "when": dt.datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "load_average": {"before": load_before, "after_floor": load_floor, "after_job": load_job},
