@@ -53,6 +53,18 @@ def _peak_rss_kb(pid: int) -> int:
     return 0
 
 
+def _rss_kb(pid: int) -> int:
+    """The process's current resident set (VmRSS), in KiB."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def machine_cpu_seconds() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
     with open("/proc/stat") as f:
@@ -80,8 +92,10 @@ class CpuAccounting:
         self.by_group: dict[str, float] = {}
         self.machine_busy = 0.0
         self.machine_total = 0.0
+        self.peak_concurrent_rss_kb = 0  # the most the rss_groups held at one sample, all processes together
 
     def _sample(self, baseline: bool = False) -> None:
+        concurrent = 0
         for name in os.listdir("/proc"):
             if not name.isdigit():
                 continue
@@ -99,6 +113,8 @@ class CpuAccounting:
             self._last[pid] = (self._groups[pid], cpu)
             if self._groups[pid] in self.rss_groups:
                 self._rss[pid] = (self._groups[pid], max(self._rss.get(pid, ("", 0))[1], _peak_rss_kb(pid)))
+                concurrent += _rss_kb(pid)
+        self.peak_concurrent_rss_kb = max(self.peak_concurrent_rss_kb, concurrent)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -125,7 +141,8 @@ class CpuAccounting:
         self.by_group = dict(sorted(groups.items(), key=lambda kv: -kv[1]))
 
     def peak_rss_mb(self) -> dict[str, float]:
-        """Per tracked group: the sum of its processes' peak RSS (they run at the same time)."""
+        """Per tracked group: the sum of its processes' peak RSS (an upper bound when they ran one
+        after the other; ``peak_concurrent_rss_kb`` is what was resident at once)."""
         out: dict[str, float] = {}
         for group, kb in self._rss.values():
             out[group] = out.get(group, 0.0) + kb / 1024

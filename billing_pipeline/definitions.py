@@ -13,14 +13,13 @@ import dagster as dg
 
 from billing_pipeline.defs import automation, invoicing, partitions, usage
 from billing_pipeline.defs.automation import organizations_sensor
-from billing_pipeline.defs.delivery import build_delivery_assets, build_delivery_job, build_invoice_delivery_sensor
-from billing_pipeline.defs.delivery_resources import DocumentStoreResource, MailerResource, PaymentGatewayResource
+from billing_pipeline.defs.delivery import build_delivery_asset, build_delivery_job, build_invoice_delivery_sensor
 from billing_pipeline.defs.resources import BillingDatabaseResource
 from billing_pipeline.defs.usage import hourly_usage_job
 from billing_pipeline.domain.model import BillingInterval
 from billing_pipeline.launch import PeriodJob
 from billing_pipeline.services.delivery import DeliveryOptions, seller_from_settings
-from billing_pipeline.settings import Settings
+from billing_pipeline.settings import Settings, delivery_resources
 
 MONTHLY, WEEKLY = BillingInterval.MONTHLY, BillingInterval.WEEKLY
 
@@ -129,12 +128,10 @@ def resources(settings: Settings) -> dict:
 
 
 def _delivery_definitions(settings: Settings) -> dict[str, list]:
-    delivery_options = DeliveryOptions.from_settings(
-        settings, render_workers=2, io_workers=settings.delivery_io_workers
-    )
+    delivery_options = DeliveryOptions.from_settings(settings, render_workers=2)
     assets, jobs = [], []
     for interval, billing in ((MONTHLY, monthly_billing_partitions), (WEEKLY, weekly_billing_partitions)):
-        deliveries = build_delivery_assets(
+        deliveries = build_delivery_asset(
             interval,
             billing,
             options=delivery_options,
@@ -154,36 +151,6 @@ def _env(name: str) -> dg.EnvVar | None:
     return dg.EnvVar(name) if os.environ.get(name) else None
 
 
-def delivery_resources(settings: Settings) -> dict:
-    return {
-        "document_store": DocumentStoreResource(
-            kind=settings.document_store,
-            documents_dir=str(settings.documents_dir),
-            bucket=settings.s3_bucket,
-            prefix=settings.s3_prefix,
-            endpoint_url=settings.s3_endpoint_url,
-            region=settings.s3_region,
-            aws_access_key_id=_env("AWS_ACCESS_KEY_ID"),
-            aws_secret_access_key=_env("AWS_SECRET_ACCESS_KEY"),
-            conditional_writes=settings.s3_conditional_writes,
-        ),
-        "payment_gateway": PaymentGatewayResource(
-            kind=settings.payment_gateway,
-            api_base=settings.stripe_api_base,
-            api_key=dg.EnvVar("STRIPE_API_KEY") if settings.payment_gateway == "stripe" else None,
-        ),
-        "mailer": MailerResource(
-            kind=settings.mailer,
-            outbox_dir=str(settings.outbox_dir),
-            host=settings.smtp_host,
-            port=settings.smtp_port,
-            username=settings.smtp_username,
-            password=_env("SMTP_PASSWORD"),
-            security=settings.smtp_security,
-            timeout_seconds=settings.smtp_timeout_seconds,
-            ca_file=settings.smtp_ca_file,
-        ),
-    }
-
+__all__ = ["build_definitions", "defs", "delivery_resources"]
 
 defs = build_definitions()

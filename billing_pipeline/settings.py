@@ -174,6 +174,10 @@ class Settings:
     seller: dict[str, str] = field(default_factory=dict)
     smtp_ca_file: str | None = None  # CA bundle for a private SMTP server's certificate
     ingest_max_properties_bytes: int = DEFAULT_MAX_PROPERTIES_BYTES  # larger: quarantined properties_too_large
+    # vendor rate limits, enforced by each client's token bucket per run process (0: no limit)
+    stripe_requests_per_second: int = 80
+    s3_requests_per_second: int = 100
+    smtp_messages_per_second: int = 20
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -186,8 +190,7 @@ class Settings:
         if document_store == "s3" and not s3_bucket:
             raise SettingsError("S3_BUCKET: required when DOCUMENT_STORE=s3")
         payment_gateway = r.choice("PAYMENT_GATEWAY", "none", ("none", "stripe"))
-        if payment_gateway == "stripe" and not r.optional("STRIPE_API_KEY"):
-            raise SettingsError("STRIPE_API_KEY: required when PAYMENT_GATEWAY=stripe")
+        # STRIPE_API_KEY is read when a run starts (dg.EnvVar): loading needs no secret.
         mailer = r.choice("MAILER", "outbox", ("outbox", "smtp"))
         smtp_security = r.choice("SMTP_SECURITY", "starttls", ("starttls", "ssl", "none"))
         if mailer == "smtp" and not r.optional("SMTP_HOST"):
@@ -234,6 +237,9 @@ class Settings:
             email_from=email_from,
             smtp_ca_file=r.optional("SMTP_CA_FILE"),
             ingest_max_properties_bytes=r.int("INGEST_MAX_PROPERTIES_BYTES", DEFAULT_MAX_PROPERTIES_BYTES, 2, 64 << 20),
+            stripe_requests_per_second=r.int("STRIPE_REQUESTS_PER_SECOND", 80, 0, 10_000),
+            s3_requests_per_second=r.int("S3_REQUESTS_PER_SECOND", 100, 0, 10_000),
+            smtp_messages_per_second=r.int("SMTP_MESSAGES_PER_SECOND", 20, 0, 10_000),
             seller={
                 "name": r.str("SELLER_NAME", "Example Cloud Ltd"),
                 "address": r.str("SELLER_ADDRESS", "1 Example Street, London EC1A 1AA"),
@@ -244,3 +250,54 @@ class Settings:
                 ),
             },
         )
+
+
+def _env_var(name: str):
+    """A secret as a ``dg.EnvVar`` when it is set: its value is read when a run starts, never here."""
+    import dagster as dg
+
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
+
+def delivery_resources(settings: Settings) -> dict:
+    """The one place that picks the delivery implementations: document store, payment gateway, mailer."""
+    import dagster as dg
+
+    from billing_pipeline.defs import delivery_resources as r
+
+    if settings.document_store == "s3":
+        document_store: r.DocumentStoreResource = r.S3DocumentStoreResource(
+            bucket=settings.s3_bucket or "",
+            prefix=settings.s3_prefix,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            aws_access_key_id=_env_var("AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=_env_var("AWS_SECRET_ACCESS_KEY"),
+            conditional_writes=settings.s3_conditional_writes,
+            requests_per_second=settings.s3_requests_per_second,
+            max_connections=max(10, settings.delivery_io_workers),
+        )
+    else:
+        document_store = r.LocalDocumentStoreResource(documents_dir=str(settings.documents_dir))
+    if settings.payment_gateway == "stripe":
+        payment_gateway: r.PaymentGatewayResource = r.StripePaymentGatewayResource(
+            api_key=dg.EnvVar("STRIPE_API_KEY"),
+            api_base=settings.stripe_api_base,
+            requests_per_second=settings.stripe_requests_per_second,
+        )
+    else:
+        payment_gateway = r.NoPaymentGatewayResource()
+    if settings.mailer == "smtp":
+        mailer: r.MailerResource = r.SMTPMailerResource(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            username=settings.smtp_username,
+            password=_env_var("SMTP_PASSWORD"),
+            security=settings.smtp_security,
+            timeout_seconds=settings.smtp_timeout_seconds,
+            ca_file=settings.smtp_ca_file,
+            messages_per_second=settings.smtp_messages_per_second,
+        )
+    else:
+        mailer = r.OutboxMailerResource(outbox_dir=str(settings.outbox_dir))
+    return {"document_store": document_store, "payment_gateway": payment_gateway, "mailer": mailer}

@@ -17,11 +17,8 @@ must never silently change. Objects are private; share them through ``presigned_
 from __future__ import annotations
 
 import base64
-import errno
 import hashlib
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -32,6 +29,8 @@ from billing_pipeline.clients.errors import (
     PermanentStorageError,
     TransientStorageError,
 )
+from billing_pipeline.clients.files import write_once
+from billing_pipeline.clients.rate_limit import TokenBucket
 from billing_pipeline.domain.model import Invoice
 
 __all__ = [
@@ -93,10 +92,8 @@ def _sha256(data: bytes) -> str:
 class LocalDocumentStore:
     """Documents as files under ``root`` (for local runs and tests).
 
-    Writes go to a temp file in the target folder, are fsynced, then linked into place with
-    ``os.link`` which, unlike ``os.replace``, fails if the name already exists -- two
-    concurrent writers cannot overwrite each other (``os.replace`` is the fallback on
-    filesystems without hard links). Content type is not stored.
+    Written with ``clients.files.write_once`` (temp file, fsync, ``os.link``): two concurrent
+    writers cannot overwrite each other. Content type is not stored.
     """
 
     def __init__(self, root: Path | str) -> None:
@@ -117,26 +114,8 @@ class LocalDocumentStore:
     def put(self, key: str, data: bytes, content_type: str) -> StoredDocument:
         path = self._path(key)
         sha = _sha256(data)
-        if path.exists():
+        if not write_once(path, data):
             return self._existing(key, path, sha, len(data))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                return self._existing(key, path, sha, len(data))
-            except OSError as exc:
-                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EOPNOTSUPP):
-                    raise
-                os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         return StoredDocument(key, sha, len(data), str(path), created=True)
 
     def exists(self, key: str) -> bool:
@@ -211,8 +190,10 @@ class S3DocumentStore:
         sse_kms_key_id: str | None = None,
         checksum: bool = True,
         conditional: bool = True,
+        rate_limit: TokenBucket | None = None,
     ) -> None:
         self.client = client
+        self.rate_limit = rate_limit
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.server_side_encryption = server_side_encryption
@@ -225,6 +206,8 @@ class S3DocumentStore:
 
     def _call(self, method: str, **kwargs: Any) -> Any:
         """Call the client, mapping botocore errors to Transient/PermanentStorageError."""
+        if self.rate_limit is not None and method != "generate_presigned_url":  # presigning is local
+            self.rate_limit.acquire()
         try:
             return getattr(self.client, method)(**kwargs)
         except Exception as exc:  # botocore exceptions; classified below

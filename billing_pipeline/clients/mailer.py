@@ -14,12 +14,10 @@ Errors: connection drops, timeouts, 4xx replies -> ``TransientMailError`` (retry
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import smtplib
 import socket
 import ssl
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,6 +26,8 @@ from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 from billing_pipeline.clients.errors import PermanentMailError, TransientMailError
+from billing_pipeline.clients.files import write_once
+from billing_pipeline.clients.rate_limit import TokenBucket
 
 __all__ = ["SentMail", "Mailer", "OutboxMailer", "SMTPMailer", "eml_filename"]
 
@@ -60,8 +60,8 @@ def eml_filename(message_id: str) -> str:
 class OutboxMailer:
     """Writes each message to ``folder/<message-id>.eml`` (CRLF, as it would go on the wire).
 
-    Atomic (temp file + ``os.link``, which refuses to overwrite) and idempotent: a message
-    whose file exists is not written again (``created=False``).
+    Atomic and idempotent (``clients.files.write_once``): a message whose file exists is not
+    written again (``created=False``).
     """
 
     def __init__(self, folder: Path | str) -> None:
@@ -72,27 +72,7 @@ class OutboxMailer:
 
     def send(self, msg: EmailMessage) -> SentMail:
         mid = _message_id(msg)
-        path = self.path_for(mid)
-        if path.exists():
-            return SentMail(mid, created=False)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        data = msg.as_bytes()
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".outbox.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                return SentMail(mid, created=False)
-            except OSError:
-                os.replace(tmp, path)  # filesystem without hard links
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return SentMail(mid, created=True)
+        return SentMail(mid, created=write_once(self.path_for(mid), msg.as_bytes()))
 
 
 Security = Literal["starttls", "ssl", "none"]
@@ -136,6 +116,7 @@ class SMTPMailer:
     ``"none"`` (local test servers only). TLS verifies certificates with the system store,
     or ``ca_file``; ``verify=False`` is for tests against self-signed servers.
     ``sent_log(message_id, refused_recipients)`` is called after each accepted message.
+    ``rate_limit`` takes one token per message.
     """
 
     def __init__(
@@ -151,6 +132,7 @@ class SMTPMailer:
         ca_file: str | None = None,
         verify: bool = True,
         local_hostname: str | None = None,
+        rate_limit: TokenBucket | None = None,
     ) -> None:
         if security not in ("starttls", "ssl", "none"):
             raise ValueError(f"security must be 'starttls', 'ssl' or 'none', not {security!r}")
@@ -164,6 +146,7 @@ class SMTPMailer:
         self.ca_file = ca_file
         self.verify = verify
         self.local_hostname = local_hostname
+        self.rate_limit = rate_limit
         self._local = threading.local()  # this thread's session: conn, broken
 
     @property
@@ -261,6 +244,8 @@ class SMTPMailer:
                 self._conn.close()
             self._conn = self._connect()
             self._broken = False
+        if self.rate_limit is not None:
+            self.rate_limit.acquire()
         try:
             refused = self._conn.send_message(msg)
         except Exception as exc:

@@ -1,4 +1,4 @@
-"""Payment gateway: mirror a finalized invoice into Stripe and (for auto-pay) charge it.
+"""Payment gateway: mirror a finalized invoice into Stripe (charging comes with collections).
 
 ``StripeGateway.sync_invoice`` is safe to re-run at any point (a crashed run, a retried
 step, a re-executed backfill):
@@ -22,7 +22,7 @@ step, a re-executed backfill):
 4. Stripe's total is compared with ours in minor units *before* finalizing (from the
    ``add_lines`` answer) and after; any difference raises ``GatewayTotalMismatch``;
 5. finalize with key ``fin-{number}`` (``auto_advance=False``: Stripe sends no e-mail and
-   attempts no charge on its own; charging is ``charge``).
+   attempts no charge on its own).
 
 Idempotency keys are derived from our own ids (``{idempotency_prefix}-`` + the keys above).
 Stripe keeps them 24 h; after that the metadata lookups are what prevent duplicates.
@@ -37,7 +37,6 @@ import contextlib
 import http.client
 import io
 import logging
-import re
 import select
 import socket
 import ssl
@@ -46,7 +45,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import SplitResult, quote, urlsplit
 
 import stripe
@@ -57,13 +56,14 @@ from billing_pipeline.clients.errors import (
     PermanentGatewayError,
     TransientGatewayError,
 )
+from billing_pipeline.clients.rate_limit import TokenBucket
+from billing_pipeline.clients.redaction import redact
 from billing_pipeline.domain.model import Invoice, InvoiceStatus, Organization
 from billing_pipeline.domain.money import to_minor
 
 __all__ = [
     "stripe_client",
     "GatewayInvoice",
-    "ChargeResult",
     "PaymentGateway",
     "NullGateway",
     "StripeGateway",
@@ -83,19 +83,9 @@ class GatewayInvoice:
     hosted_url: str | None
 
 
-@dataclass(frozen=True)
-class ChargeResult:
-    status: Literal["paid", "failed", "pending", "skipped"]  # pending: async method (e.g. bank debit)
-    external_id: str | None
-    decline_code: str | None = None
-    message: str | None = None
-
-
 @runtime_checkable
 class PaymentGateway(Protocol):
     def sync_invoice(self, invoice: Invoice, org: Organization, *, idempotency_prefix: str) -> GatewayInvoice: ...
-
-    def charge(self, invoice_external_id: str, idempotency_key: str) -> ChargeResult: ...
 
 
 class NullGateway:
@@ -110,9 +100,6 @@ class NullGateway:
             currency=invoice.currency,
             hosted_url=None,
         )
-
-    def charge(self, invoice_external_id: str, idempotency_key: str) -> ChargeResult:
-        return ChargeResult(status="skipped", external_id=invoice_external_id or None)
 
 
 # --- the client ---------------------------------------------------------------------------
@@ -234,17 +221,10 @@ def stripe_client(api_key: str, *, api_base: str | None = None, timeout: float =
 
 
 # --- error translation -------------------------------------------------------------------
-_SECRET_RE = re.compile(r"\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9*]+|\bwhsec_[A-Za-z0-9*]+|Bearer\s+\S+")
-
-
-def _redact(text: str) -> str:
-    return _SECRET_RE.sub("[redacted]", text)
-
-
 def _stripe_message(exc: stripe.StripeError) -> str:
     raw = getattr(exc, "_message", None) or type(exc).__name__
     rid = f" (request {exc.request_id})" if getattr(exc, "request_id", None) else ""
-    return _redact(f"Stripe {type(exc).__name__}: {raw}{rid}")
+    return redact(f"Stripe {type(exc).__name__}: {raw}{rid}")
 
 
 def translate_stripe_error(exc: BaseException) -> DeliveryError:
@@ -267,7 +247,7 @@ def translate_stripe_error(exc: BaseException) -> DeliveryError:
         return err
     if isinstance(exc, (TimeoutError, ConnectionError)):
         return TransientGatewayError(f"network error talking to Stripe: {type(exc).__name__}")
-    return PermanentGatewayError(_redact(f"unexpected gateway error: {type(exc).__name__}: {exc}"))
+    return PermanentGatewayError(redact(f"unexpected gateway error: {type(exc).__name__}: {exc}"))
 
 
 @contextlib.contextmanager
@@ -341,9 +321,10 @@ class StripeGateway:
     #: How long a customer found or created is reused for the same org without a lookup.
     CUSTOMER_CACHE_SECONDS = 300.0
 
-    def __init__(self, client: Any, *, use_search: bool = True) -> None:
+    def __init__(self, client: Any, *, use_search: bool = True, rate_limit: TokenBucket | None = None) -> None:
         self.client = client
         self.use_search = use_search
+        self.rate_limit = rate_limit  # one token per API request
         self._customers: dict[str, tuple[float, Any]] = {}
         self._customers_lock = threading.Lock()
 
@@ -385,6 +366,8 @@ class StripeGateway:
         (Building stripe's typed objects from an invoice costs about as much CPU as the rest
         of the request.) Errors are stripe's usual exceptions."""
         options = {"idempotency_key": key} if key else {}
+        if self.rate_limit is not None:
+            self.rate_limit.acquire()
         response = self.client.raw_request(method, path, **(params or {}), **options)
         obj = _Obj(response.data)
         obj.created_now = _is_fresh_create(getattr(response, "headers", None), getattr(response, "code", None))
@@ -608,32 +591,3 @@ class StripeGateway:
             currency=their_currency,
             hosted_url=_get(stripe_invoice, "hosted_invoice_url"),
         )
-
-    # charging ------------------------------------------------------------------------
-    def charge(self, invoice_external_id: str, idempotency_key: str) -> ChargeResult:
-        """``POST /v1/invoices/:id/pay``. A declined card is a ``failed`` result, not an error.
-
-        Already paid (e.g. a retried step whose first attempt succeeded) -> ``paid``.
-        """
-        with _stripe_errors():
-            try:
-                paid = self._api("post", _path("invoices", invoice_external_id, "pay"), key=idempotency_key)
-            except stripe.CardError as exc:
-                error = getattr(exc, "error", None)
-                decline = _get(error, "decline_code") or exc.code
-                return ChargeResult(
-                    status="failed",
-                    external_id=invoice_external_id,
-                    decline_code=decline,
-                    message=_stripe_message(exc),
-                )
-            except stripe.InvalidRequestError:
-                current = self._api("get", _path("invoices", invoice_external_id))
-                if _get(current, "status") == "paid":
-                    return ChargeResult(status="paid", external_id=invoice_external_id)
-                raise
-            status = _get(paid, "status")
-            return ChargeResult(
-                status="paid" if status == "paid" else "pending",
-                external_id=invoice_external_id,
-            )

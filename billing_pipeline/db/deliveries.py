@@ -237,6 +237,13 @@ def write_finish(bind: Bind, finish: Finish) -> None:
         _mark_succeeded(conn, finish)
 
 
+def write_finishes(bind: Bind, finishes: Sequence[Finish]) -> None:
+    """Write many final statuses in one transaction (e.g. a batch of rendered PDFs)."""
+    with _transaction(bind) as conn:
+        for finish in finishes:
+            _mark_succeeded(conn, finish)
+
+
 def _mark_succeeded(conn: Connection, f: Finish) -> None:
     if f.status not in FINAL_STATUSES:
         raise ValueError(f"not a final status: {f.status!r}")
@@ -353,6 +360,7 @@ __all__ = [
     "mark_sending",
     "mark_succeeded",
     "write_finish",
+    "write_finishes",
     "mark_failed",
     "undelivered_invoices",
     "finalized_invoice_ids",

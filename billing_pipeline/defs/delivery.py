@@ -1,56 +1,95 @@
-"""Invoice delivery in Dagster: ``{interval}_invoice_deliveries``, a graph-backed asset.
+"""Invoice delivery in Dagster: ``monthly_invoice_deliveries`` / ``weekly_invoice_deliveries``.
 
-Same partitions as ``{interval}_invoices`` (period x organization); a run carries a batch of
-organizations (a key range). Its ops are the channels, so each vendor has its own
-concurrency pool (set the limits in ``dagster.yaml``)::
+A graph-backed asset, same partitions as the invoices (period x organization); a run carries a
+batch of organizations (a key range). One op per channel, each with its vendor's pool::
 
-    render_invoice_pdfs -> upload_invoice_pdfs (pool "s3") -> sync_stripe_invoices (pool "stripe")
-      -> send_invoice_emails (pool "email") -> report_invoice_deliveries
+    render_{interval}_invoice_pdfs (pool "pdf") -> upload_{interval}_invoice_pdfs (pool "s3")
+      -> sync_{interval}_stripe_invoices (pool "stripe") -> send_{interval}_invoice_emails (pool "email")
+      -> report_{interval}_invoice_deliveries
 
-``report_invoice_deliveries`` logs one ``AssetMaterialization`` per delivered organization and
-raises ``Failure`` naming the ones that failed, so the UI shows exactly those partitions
-FAILED. Organizations in the range without a finalized invoice get an ``AssetObservation``
-(nothing to deliver). The ledger makes re-materializing any partition safe: channels that
-already succeeded are not repeated.
+The ops are linked by ``Nothing`` dependencies: nothing passes between them through Dagster's
+storage. Each op works out the run's invoice ids from its partitions and reads the invoices
+and their ledger rows itself (``services.delivery``), so a run re-executed from failure picks
+up exactly where the ledger stands. PDF bytes wait in the spool (``BILLING_HOME/rendered``)
+between the pdf op and the s3 / email ops. The report op logs one ``AssetMaterialization`` per
+delivered organization and raises ``Failure`` naming the ones that failed, so the UI shows
+exactly those partitions FAILED.
 
-``invoice_delivery_sensor`` launches ``deliver_{interval}_invoices_job`` runs for finalized
-invoices that have no ledger row yet for an enabled channel; ``run_delivery`` does the same
-from the CLI, right after ``run_period``.
+Overlap: the pdf op renders with 2 processes (both cores); the network ops use
+``DELIVERY_IO_WORKERS`` threads. Steps of one run are sequential (in-process executor), so
+rendering overlaps the network work of *another* batch: with the ``pdf`` pool at 1 and two
+delivery runs at a time (``dagster.yaml``), one run renders while the other uploads, syncs
+and e-mails.
 """
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import dagster as dg
 
 from billing_pipeline.db import deliveries as ledger
 from billing_pipeline.defs.automation import RANGE_END_TAG, RANGE_START_TAG
+from billing_pipeline.defs.delivery_report import report_deliveries
 from billing_pipeline.defs.delivery_resources import DocumentStoreResource, MailerResource, PaymentGatewayResource
-from billing_pipeline.defs.events import log_partition_events, mark_partitions_failed
 from billing_pipeline.defs.invoicing import batches, is_dry_run
 from billing_pipeline.defs.partitions import ORGANIZATION_PARTITIONS, billing_key, organization_batches
 from billing_pipeline.defs.resources import BillingDatabaseResource
 from billing_pipeline.defs.runner import RunOutcome, execute_batches, wanted_batches
-from billing_pipeline.domain import money
 from billing_pipeline.domain.model import BillingInterval
 from billing_pipeline.rendering.seller import Seller
 from billing_pipeline.services.delivery import (
     CHANNELS,
-    ChannelStatus,
-    DeliveryBatch,
+    ChannelReport,
     DeliveryOptions,
-    InvoiceDelivery,
     InvoiceDeliveryService,
-    format_summary,
-    summarize,
 )
 
-DELIVERY_POOLS = {"s3": "s3", "stripe": "stripe", "email": "email"}
+DELIVERY_POOLS = {"pdf": "pdf", "s3": "s3", "stripe": "stripe", "email": "email"}
+#: On every delivery run (job tag): ``dagster.yaml`` limits how many run at once.
+DELIVERY_RUN_TAG = {"billing/run": "delivery"}
+
+
+@dataclass(frozen=True)
+class DeliveryNames:
+    """The names shown in the UI, literal so that a grep for any of them finds this file."""
+
+    asset: str
+    invoices: str
+    job: str
+    render_op: str
+    upload_op: str
+    stripe_op: str
+    email_op: str
+    report_op: str
+
+
+DELIVERY_NAMES = {
+    BillingInterval.MONTHLY: DeliveryNames(
+        asset="monthly_invoice_deliveries",
+        invoices="monthly_invoices",
+        job="deliver_monthly_invoices_job",
+        render_op="render_monthly_invoice_pdfs",
+        upload_op="upload_monthly_invoice_pdfs",
+        stripe_op="sync_monthly_stripe_invoices",
+        email_op="send_monthly_invoice_emails",
+        report_op="report_monthly_invoice_deliveries",
+    ),
+    BillingInterval.WEEKLY: DeliveryNames(
+        asset="weekly_invoice_deliveries",
+        invoices="weekly_invoices",
+        job="deliver_weekly_invoices_job",
+        render_op="render_weekly_invoice_pdfs",
+        upload_op="upload_weekly_invoice_pdfs",
+        stripe_op="sync_weekly_stripe_invoices",
+        email_op="send_weekly_invoice_emails",
+        report_op="report_weekly_invoice_deliveries",
+    ),
+}
 
 
 class DeliveryConfig(dg.Config):
-    """Options of one delivery run (set on ``render_invoice_pdfs``; later ops follow it)."""
+    """Options of one delivery run (every op of the run takes the same; ``delivery_run_config``)."""
 
     organizations: list[str] = []
     """Limit the run to these organization ids (within its partitions); empty means all."""
@@ -62,48 +101,40 @@ class DeliveryConfig(dg.Config):
     """Processes rendering PDFs; -1 uses the deployment default."""
 
 
-@dataclass
-class PeriodDeliveries:
-    """What flows between the ops: one period's batch plus the organizations with nothing to deliver."""
+@dataclass(frozen=True)
+class _Run:
+    """What an op of one run works on: per period, the invoice ids and the organizations without one."""
 
-    period_key: str
-    batch: DeliveryBatch
-    without_invoice: list[str] = field(default_factory=list)
+    invoice_ids: dict[str, list[int]]
+    without_invoice: dict[str, list[str]]
 
-
-def _org_metadata(r: InvoiceDelivery) -> dict:
-    meta: dict = {"organization": r.org_id, "outcome": "delivered" if r.ok else "failed"}
-    if r.number:
-        meta["invoice_number"] = r.number
-    if r.total is not None and r.currency:
-        meta["total"] = money.format_amount(r.total, r.currency)
-    for channel, cr in r.channels.items():
-        meta[channel] = cr.status.value
-        if cr.external_id and cr.status in (ChannelStatus.SUCCEEDED, ChannelStatus.ALREADY_DONE):
-            meta[f"{channel}_id"] = cr.external_id
-    if r.failure:
-        meta["error"] = r.failure
-    return meta
+    @property
+    def all_ids(self) -> list[int]:
+        return [i for ids in self.invoice_ids.values() for i in ids]
 
 
-def summary_metadata(periods: Sequence[PeriodDeliveries]) -> dict:
-    results = [r for p in periods for r in p.batch.results]
-    summary = summarize(results, dry_run=any(p.batch.dry_run for p in periods))
-    return {
-        "invoices": summary.invoices,
-        "delivered": summary.delivered,
-        "failed": summary.failed,
-        "without_invoice": sum(len(p.without_invoice) for p in periods),
-        "revenue": summary.revenue_text(),
-        **{f"errors_{c}": n for c, n in summary.errors_by_channel.items()},
-        **{f"sent_{c}": n for c, n in summary.sent_by_channel.items()},
-        "failures": dg.MetadataValue.md(
-            "\n".join(f"- `{org}`: {err}" for org, err in list(summary.failed_orgs.items())[:50]) or "none"
-        ),
-    }
+def _run_invoices(context, interval: BillingInterval, config: DeliveryConfig, engine) -> _Run:
+    ids: dict[str, list[int]] = {}
+    missing: dict[str, list[str]] = {}
+    for period_key, org_ids in batches(context.partition_keys, interval, config.organizations).items():
+        found = ledger.finalized_invoice_ids(engine, interval.value, period_key, org_ids)
+        ids[period_key] = [found[o] for o in org_ids if o in found]
+        missing[period_key] = [o for o in org_ids if o not in found]
+    return _Run(ids, missing)
 
 
-def build_delivery_assets(
+def _channel_output(context, report: ChannelReport) -> dg.Output:
+    context.log.info(report.text())
+    failures = report.failures()
+    metadata: dict = {k: v for k, v in report.counts().items()}
+    if failures:
+        metadata["first_failures"] = dg.MetadataValue.md(
+            "\n".join(f"- invoice {i}: {e}" for i, e in list(failures.items())[:20])
+        )
+    return dg.Output(None, metadata=metadata)
+
+
+def build_delivery_asset(
     interval: BillingInterval,
     partitions_def: dg.MultiPartitionsDefinition,
     *,
@@ -111,184 +142,130 @@ def build_delivery_assets(
     seller: Seller,
     batch_size: int,
 ) -> dg.AssetsDefinition:
-    """The graph-backed ``{interval}_invoice_deliveries`` asset for one billing interval."""
-    name = interval.value
-    deliveries_key = dg.AssetKey(f"{name}_invoice_deliveries")
-    invoices_key = dg.AssetKey(f"{name}_invoices")
+    """The graph-backed delivery asset of one billing interval (names from ``DELIVERY_NAMES``)."""
+    names = DELIVERY_NAMES[interval]
+    deliveries_key = dg.AssetKey(names.asset)
 
-    def service(
-        batch: DeliveryBatch | None,
-        billing_db,
-        document_store,
-        payment_gateway,
-        mailer,
-        opts: DeliveryOptions | None = None,
-    ) -> InvoiceDeliveryService:
-        opts = opts or (batch.options if batch is not None and batch.options else options)
-        channels = opts.channels
-        return InvoiceDeliveryService(
-            billing_db.engine(),
-            seller=seller,
-            options=opts,
-            store=document_store.store() if ("s3" in channels or "pdf" in channels) else None,
-            gateway=payment_gateway.gateway() if "stripe" in channels else None,
-            mailer=mailer.mailer() if "email" in channels else None,
-            secrets=[*document_store.secrets(), *payment_gateway.secrets(), *mailer.secrets()],
-        )
-
-    @dg.op(
-        name=f"render_{name}_invoice_pdfs",
-        ins={"finalized": dg.In(dg.Nothing)},
-        description="Load the finalized invoices of the run's partitions and render their PDFs.",
-    )
-    def render_invoice_pdfs(
-        context: dg.OpExecutionContext,
-        config: DeliveryConfig,
-        billing_db: BillingDatabaseResource,
-        document_store: DocumentStoreResource,
-        payment_gateway: PaymentGatewayResource,
-        mailer: MailerResource,
-    ) -> list[PeriodDeliveries]:
+    def service(context, config: DeliveryConfig, billing_db, document_store, payment_gateway, mailer):
         opts = replace(
             options,
             dry_run=is_dry_run(context, config, options.dry_run),
             resend_ambiguous_email=config.resend_ambiguous_email,
             render_workers=options.render_workers if config.render_workers < 0 else config.render_workers,
         )
-        svc = service(None, billing_db, document_store, payment_gateway, mailer, opts)
-        out = []
-        for period_key, org_ids in batches(context.partition_keys, interval, config.organizations).items():
-            ids = ledger.finalized_invoice_ids(svc.engine, name, period_key, org_ids)
-            batch = svc.prepare([ids[o] for o in org_ids if o in ids])
-            svc.render_pdfs(batch)
-            out.append(PeriodDeliveries(period_key, batch, [o for o in org_ids if o not in ids]))
-        context.log.info(
-            f"{sum(len(p.batch.items) for p in out)} invoice(s) to deliver" + (" (dry run)" if opts.dry_run else "")
+        channels = opts.channels
+        return InvoiceDeliveryService(
+            billing_db.engine(),
+            seller=seller,
+            options=opts,
+            store=document_store.store() if ("s3" in channels or "email" in channels) else None,
+            gateway=payment_gateway.gateway() if "stripe" in channels else None,
+            mailer=mailer.mailer() if "email" in channels else None,
+            secrets=[*document_store.secrets(), *payment_gateway.secrets(), *mailer.secrets()],
         )
-        return out
 
-    def stage(op_name: str, pool: str | None, method: str, description: str):
-        @dg.op(name=f"{op_name}", pool=pool, description=description)
-        def _stage(
+    def channel_op(op_name: str, pool: str, method: str, description: str, ins: dict):
+        @dg.op(name=op_name, pool=pool, ins=ins, out=dg.Out(dg.Nothing), description=description)
+        def _channel(
             context: dg.OpExecutionContext,
-            periods: list[PeriodDeliveries],
+            config: DeliveryConfig,
             billing_db: BillingDatabaseResource,
             document_store: DocumentStoreResource,
             payment_gateway: PaymentGatewayResource,
             mailer: MailerResource,
-        ) -> list[PeriodDeliveries]:
-            for p in periods:
-                svc = service(p.batch, billing_db, document_store, payment_gateway, mailer)
-                getattr(svc, method)(p.batch)
-            return periods
+        ):
+            svc = service(context, config, billing_db, document_store, payment_gateway, mailer)
+            run = _run_invoices(context, interval, config, svc.engine)
+            return _channel_output(context, getattr(svc, method)(run.all_ids))
 
-        return _stage
+        return _channel
 
-    upload = stage(
-        f"upload_{name}_invoice_pdfs",
+    after = {"after": dg.In(dg.Nothing)}
+    render = channel_op(
+        names.render_op,
+        DELIVERY_POOLS["pdf"],
+        "render_pdfs",
+        "Render the PDF of each finalized invoice of the run (2 processes), written to the spool.",
+        {"finalized": dg.In(dg.Nothing)},
+    )
+    upload = channel_op(
+        names.upload_op,
         DELIVERY_POOLS["s3"],
-        "upload_pdfs",
+        "store_pdfs",
         "Store each PDF under its write-once key (S3 or the local folder).",
+        after,
     )
-    stripe_sync = stage(
-        f"sync_{name}_stripe_invoices",
+    stripe_sync = channel_op(
+        names.stripe_op,
         DELIVERY_POOLS["stripe"],
-        "sync_stripe",
+        "sync_payments",
         "Mirror each invoice into Stripe (lookup first, deterministic idempotency keys, total check).",
+        after,
     )
-    email = stage(
-        f"send_{name}_invoice_emails",
+    email = channel_op(
+        names.email_op,
         DELIVERY_POOLS["email"],
         "send_emails",
         "E-mail each invoice with its PDF attached and a presigned link (deterministic Message-ID).",
+        after,
     )
 
     @dg.op(
-        name=f"report_{name}_invoice_deliveries",
+        name=names.report_op,
+        ins=after,
         out=dg.Out(is_required=False),
-        description="Per-organization status: materializations for delivered ones, Failure naming the others.",
+        description="Per-organization status from the ledger: materializations for delivered ones, "
+        "Failure naming the others.",
     )
-    def report_invoice_deliveries(context: dg.OpExecutionContext, periods: list[PeriodDeliveries]):
-        dry_run = any(p.batch.dry_run for p in periods)
-        failed: list[InvoiceDelivery] = []
-        failed_keys: list[str] = []
-        observations: list[dg.AssetObservation] = []
-        materializations: list[dg.AssetMaterialization] = []
-        for p in periods:
-            for r in p.batch.results:
-                key = billing_key(interval, p.period_key, r.org_id)
-                if dry_run or not r.ok:
-                    observations.append(
-                        dg.AssetObservation(asset_key=deliveries_key, partition=key, metadata=_org_metadata(r))
-                    )
-                else:
-                    materializations.append(
-                        dg.AssetMaterialization(asset_key=deliveries_key, partition=key, metadata=_org_metadata(r))
-                    )
-                if not r.ok and not dry_run:
-                    failed.append(r)
-                    failed_keys.append(str(key))
-            for org in p.without_invoice:
-                observations.append(
-                    dg.AssetObservation(
-                        asset_key=deliveries_key,
-                        partition=billing_key(interval, p.period_key, org),
-                        metadata={"organization": org, "outcome": "no finalized invoice"},
-                    )
-                )
-        log_partition_events(context, observations)
-        log_partition_events(context, materializations)
-        results = [r for p in periods for r in p.batch.results]
-        context.log.info("\n" + format_summary(summarize(results, dry_run=dry_run), results))
-        metadata = summary_metadata(periods)
-        context.log_event(dg.AssetObservation(asset_key=deliveries_key, metadata=metadata))
-        if failed:
-            mark_partitions_failed(context, deliveries_key, failed_keys)
-            raise dg.Failure(
-                description=f"{len(failed)} organization(s) not delivered: "
-                + "; ".join(f"{r.org_id}: {r.failure}" for r in failed[:50]),
-                metadata={"failed_organizations": [r.org_id for r in failed], **metadata},
-            )
-        yield from ()
+    def report_invoice_deliveries(
+        context: dg.OpExecutionContext,
+        config: DeliveryConfig,
+        billing_db: BillingDatabaseResource,
+        document_store: DocumentStoreResource,
+        payment_gateway: PaymentGatewayResource,
+        mailer: MailerResource,
+    ):
+        svc = service(context, config, billing_db, document_store, payment_gateway, mailer)
+        run = _run_invoices(context, interval, config, svc.engine)
+        yield from report_deliveries(context, interval, deliveries_key, svc, run)
 
     @dg.graph_asset(
         key=deliveries_key,
         partitions_def=partitions_def,
-        ins={"finalized": dg.AssetIn(invoices_key, dagster_type=dg.Nothing)},
+        ins={"finalized": dg.AssetIn(dg.AssetKey(names.invoices), dagster_type=dg.Nothing)},
         backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=batch_size),
         group_name="delivery",
         kinds={"pdf", "s3", "stripe", "email"},
         description=(
-            f"Delivered {name} invoices: PDF rendered, stored, synced to the payment gateway and "
+            f"Delivered {interval.value} invoices: PDF rendered, stored, synced to the payment gateway and "
             "e-mailed, each channel exactly once (delivery ledger). Partition = period × organization."
         ),
     )
     def invoice_deliveries(finalized):
-        return report_invoice_deliveries(email(stripe_sync(upload(render_invoice_pdfs(finalized)))))
+        return report_invoice_deliveries(email(stripe_sync(upload(render(finalized)))))
 
     return invoice_deliveries
 
 
-def delivery_job_name(interval: BillingInterval) -> str:
-    return f"deliver_{interval.value}_invoices_job"
-
-
 def build_delivery_job(interval: BillingInterval, asset: dg.AssetsDefinition):
     return dg.define_asset_job(
-        name=delivery_job_name(interval),
+        name=DELIVERY_NAMES[interval].job,
         selection=dg.AssetSelection.assets(asset),
+        tags=DELIVERY_RUN_TAG,
         description=f"Deliver finalized {interval.value} invoices (PDF, S3, Stripe, e-mail) "
         "for a batch of organizations.",
     )
 
 
-def _render_op_name(interval: BillingInterval) -> str:
-    return f"render_{interval.value}_invoice_pdfs"
+def delivery_job_name(interval: BillingInterval) -> str:
+    return DELIVERY_NAMES[interval].job
 
 
 def delivery_run_config(interval: BillingInterval, **config) -> dict:
-    asset = f"{interval.value}_invoice_deliveries"
-    return {"ops": {asset: {"ops": {_render_op_name(interval): {"config": config}}}}}
+    """Run config giving every op of the delivery graph the same ``DeliveryConfig``."""
+    n = DELIVERY_NAMES[interval]
+    ops = (n.render_op, n.upload_op, n.stripe_op, n.email_op, n.report_op)
+    return {"ops": {n.asset: {"ops": {op: {"config": dict(config)} for op in ops}}}}
 
 
 def delivery_run_requests(
@@ -367,7 +344,7 @@ def run_delivery(
     render_workers: int = -1,
     batch_size: int = 1000,
 ) -> list[RunOutcome]:
-    """Deliver one period's finalized invoices in this process: one run per batch of organizations."""
+    """Run the delivery job in this process for one period, one run per batch of organizations."""
     run_config = delivery_run_config(
         interval,
         organizations=list(organizations),
@@ -388,10 +365,12 @@ def run_delivery(
 
 __all__ = [
     "CHANNELS",
+    "DELIVERY_NAMES",
     "DELIVERY_POOLS",
+    "DELIVERY_RUN_TAG",
     "DeliveryConfig",
-    "PeriodDeliveries",
-    "build_delivery_assets",
+    "DeliveryNames",
+    "build_delivery_asset",
     "build_delivery_job",
     "build_invoice_delivery_sensor",
     "delivery_job_name",

@@ -1,10 +1,16 @@
-"""Resources for invoice delivery: the document store, the payment gateway and the mailer.
+"""Delivery resources: one ``ConfigurableResource`` per implementation, each handing out its
+client Protocol. ``settings.delivery_resources`` picks one per role from ``DOCUMENT_STORE``,
+``PAYMENT_GATEWAY`` and ``MAILER``:
 
-Each one wraps a client from ``billing_pipeline.clients`` and is chosen by settings
-(``DOCUMENT_STORE``, ``PAYMENT_GATEWAY``, ``MAILER``). Secrets arrive as ``dg.EnvVar`` values
-(``STRIPE_API_KEY``, ``SMTP_PASSWORD``, ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``): the
-UI shows the variable's name only, and ``secrets()`` lists the values the delivery service
-must scrub from every error it records.
+* ``document_store``: ``LocalDocumentStoreResource`` | ``S3DocumentStoreResource``
+* ``payment_gateway``: ``NoPaymentGatewayResource`` | ``StripePaymentGatewayResource``
+* ``mailer``: ``OutboxMailerResource`` | ``SMTPMailerResource``
+
+Secrets arrive as ``dg.EnvVar`` values (``STRIPE_API_KEY``, ``SMTP_PASSWORD``,
+``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``), read when a run starts, never when the
+definitions load: the UI shows the variable's name only. ``secrets()`` lists the values the
+delivery service scrubs from every error it records. Each real client gets its vendor's token
+bucket (``clients.rate_limit``); 0 requests per second means no limit.
 """
 
 from __future__ import annotations
@@ -16,14 +22,37 @@ import dagster as dg
 from billing_pipeline.clients.documents import DocumentStore, LocalDocumentStore, S3DocumentStore
 from billing_pipeline.clients.mailer import Mailer, OutboxMailer, SMTPMailer
 from billing_pipeline.clients.payments import NullGateway, PaymentGateway, StripeGateway, stripe_client
+from billing_pipeline.clients.rate_limit import TokenBucket
 
 
+def _bucket(rate: float) -> TokenBucket | None:
+    return TokenBucket(rate) if rate > 0 else None
+
+
+# --- document store ----------------------------------------------------------------------------
 class DocumentStoreResource(dg.ConfigurableResource):
-    """Where invoice PDFs are kept: an S3 bucket (``kind="s3"``) or a local folder."""
+    """Where invoice PDFs are kept (base class: op parameters are typed with it)."""
 
-    kind: str = "local"  # local | s3
-    documents_dir: str = ".billing_home/documents"
-    bucket: str | None = None
+    def store(self) -> DocumentStore:
+        raise NotImplementedError
+
+    def secrets(self) -> list[str]:
+        return []
+
+
+class LocalDocumentStoreResource(DocumentStoreResource):
+    """Invoice PDFs as write-once files in a local folder."""
+
+    documents_dir: str
+
+    def store(self) -> DocumentStore:
+        return LocalDocumentStore(Path(self.documents_dir))
+
+
+class S3DocumentStoreResource(DocumentStoreResource):
+    """Invoice PDFs as private, write-once S3 objects (or an S3-compatible server)."""
+
+    bucket: str
     prefix: str = ""
     endpoint_url: str | None = None
     region: str = "us-east-1"
@@ -31,12 +60,10 @@ class DocumentStoreResource(dg.ConfigurableResource):
     aws_secret_access_key: str | None = None
     server_side_encryption: str | None = None
     conditional_writes: bool = True  # False for S3-compatible servers without If-None-Match
+    requests_per_second: float = 0.0
+    max_connections: int = 10
 
     def store(self) -> DocumentStore:
-        if self.kind == "local":
-            return LocalDocumentStore(Path(self.documents_dir))
-        if self.kind != "s3" or not self.bucket:
-            raise ValueError("DocumentStoreResource: kind must be 'local', or 's3' with a bucket")
         import boto3
         from botocore.config import Config
 
@@ -53,6 +80,7 @@ class DocumentStoreResource(dg.ConfigurableResource):
                 retries={"max_attempts": 2, "mode": "standard"},
                 connect_timeout=10,
                 read_timeout=30,
+                max_pool_connections=self.max_connections,
             ),
         )
         return S3DocumentStore(
@@ -61,51 +89,81 @@ class DocumentStoreResource(dg.ConfigurableResource):
             self.prefix,
             server_side_encryption=self.server_side_encryption,
             conditional=self.conditional_writes,
+            rate_limit=_bucket(self.requests_per_second),
         )
 
     def secrets(self) -> list[str]:
         return [s for s in (self.aws_secret_access_key,) if s]
 
 
+# --- payment gateway -----------------------------------------------------------------------------
 class PaymentGatewayResource(dg.ConfigurableResource):
-    """Stripe (``kind="stripe"``) or no payment provider (``kind="none"``)."""
-
-    kind: str = "none"  # none | stripe
-    api_key: str | None = None  # dg.EnvVar("STRIPE_API_KEY")
-    api_base: str | None = None  # a Stripe-compatible server (tests); None: api.stripe.com
-    timeout_seconds: int = 30
-    use_search: bool = True
+    """The payment provider invoices are mirrored into (base class)."""
 
     def gateway(self) -> PaymentGateway:
-        if self.kind == "none":
-            return NullGateway()
-        if self.kind != "stripe" or not self.api_key:
-            raise ValueError("PaymentGatewayResource: kind must be 'none', or 'stripe' with an api_key")
-        client = stripe_client(self.api_key, api_base=self.api_base, timeout=self.timeout_seconds)
-        return StripeGateway(client, use_search=self.use_search)
+        raise NotImplementedError
 
     def secrets(self) -> list[str]:
-        return [s for s in (self.api_key,) if s]
+        return []
 
 
+class NoPaymentGatewayResource(PaymentGatewayResource):
+    """No payment provider: the stripe channel is recorded as skipped."""
+
+    def gateway(self) -> PaymentGateway:
+        return NullGateway()
+
+
+class StripePaymentGatewayResource(PaymentGatewayResource):
+    """Stripe (or a Stripe-compatible test server at ``api_base``)."""
+
+    api_key: str  # dg.EnvVar("STRIPE_API_KEY")
+    api_base: str | None = None
+    timeout_seconds: int = 30
+    use_search: bool = True
+    requests_per_second: float = 0.0
+
+    def gateway(self) -> PaymentGateway:
+        client = stripe_client(self.api_key, api_base=self.api_base, timeout=self.timeout_seconds)
+        return StripeGateway(client, use_search=self.use_search, rate_limit=_bucket(self.requests_per_second))
+
+    def secrets(self) -> list[str]:
+        return [self.api_key]
+
+
+# --- mailer ----------------------------------------------------------------------------------------
 class MailerResource(dg.ConfigurableResource):
-    """SMTP (``kind="smtp"``) or ``.eml`` files in an outbox folder (``kind="outbox"``)."""
+    """Where invoice e-mails go (base class)."""
 
-    kind: str = "outbox"  # outbox | smtp
-    outbox_dir: str = ".billing_home/outbox"
-    host: str = "localhost"
+    def mailer(self) -> Mailer:
+        raise NotImplementedError
+
+    def secrets(self) -> list[str]:
+        return []
+
+
+class OutboxMailerResource(MailerResource):
+    """E-mails as ``.eml`` files in a folder, one per Message-ID."""
+
+    outbox_dir: str
+
+    def mailer(self) -> Mailer:
+        return OutboxMailer(Path(self.outbox_dir))
+
+
+class SMTPMailerResource(MailerResource):
+    """An SMTP server (STARTTLS, implicit TLS, or none for local test servers)."""
+
+    host: str
     port: int = 587
     username: str | None = None
     password: str | None = None  # dg.EnvVar("SMTP_PASSWORD")
     security: str = "starttls"  # starttls | ssl | none
     timeout_seconds: int = 30
     ca_file: str | None = None
+    messages_per_second: float = 0.0
 
     def mailer(self) -> Mailer:
-        if self.kind == "outbox":
-            return OutboxMailer(Path(self.outbox_dir))
-        if self.kind != "smtp":
-            raise ValueError("MailerResource: kind must be 'outbox' or 'smtp'")
         return SMTPMailer(
             self.host,
             self.port,
@@ -114,6 +172,7 @@ class MailerResource(dg.ConfigurableResource):
             self.security,  # type: ignore[arg-type]
             float(self.timeout_seconds),
             ca_file=self.ca_file,
+            rate_limit=_bucket(self.messages_per_second),
         )
 
     def secrets(self) -> list[str]:

@@ -51,7 +51,11 @@ def main(argv: list[str]) -> int:
             }
         if "smtp" in wanted:
             sm = stack.enter_context(SMTPServer(require_auth=True, starttls=True))
-            info["smtp"] = {**sm.smtp_settings(), "startup_seconds": round(sm.startup_seconds, 3)}
+            info["smtp"] = {
+                **sm.smtp_settings(),
+                "cert_path": sm.cert_path,
+                "startup_seconds": round(sm.startup_seconds, 3),
+            }
         print(json.dumps(info, indent=2), flush=True)
         try:
             while not stop.wait(0.5):

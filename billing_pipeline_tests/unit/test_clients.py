@@ -635,27 +635,6 @@ def test_stripe_errors_are_classified_without_secrets(exc, expected):
     assert err.value.__cause__ is None and err.value.__suppress_context__
 
 
-def test_stripe_charge_paid_declined_and_already_paid():
-    fake = FakeStripe()
-    gateway = StripeGateway(fake)
-    synced = gateway.sync_invoice(make_invoice(), make_org(auto_pay=True), idempotency_prefix="")
-    fake.pay_error = stripe.CardError(
-        "Your card was declined.",
-        None,
-        "card_declined",
-        http_status=402,
-        json_body={"error": {"decline_code": "insufficient_funds"}},
-    )
-    failed = gateway.charge(synced.external_id, "pay-INV-2026-000042-1")
-    assert failed.status == "failed" and failed.decline_code in ("insufficient_funds", "card_declined")
-    fake.pay_error = None
-    assert gateway.charge(synced.external_id, "pay-INV-2026-000042-2").status == "paid"
-    assert gateway.charge(synced.external_id, "pay-INV-2026-000042-3").status == "paid"  # already paid
-    fake.pay_error = stripe.APIError("down", http_status=503)
-    with pytest.raises(TransientGatewayError):
-        gateway.charge(synced.external_id, "pay-INV-2026-000042-4")
-
-
 def test_stripe_sync_returns_existing_open_invoice_without_writes():
     fake = FakeStripe()
     gateway = StripeGateway(fake)

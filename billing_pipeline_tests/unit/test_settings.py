@@ -14,12 +14,34 @@ def test_defaults_are_embedded(tmp_path):
     assert s.s3_conditional_writes is True
 
 
-def test_s3_conditional_writes_reach_the_document_store():
-    from billing_pipeline.definitions import delivery_resources
+def test_s3_conditional_writes_and_rate_limit_reach_the_document_store():
+    from billing_pipeline.settings import delivery_resources
 
-    s = Settings.from_env({"DOCUMENT_STORE": "s3", "S3_BUCKET": "bills", "S3_CONDITIONAL_WRITES": "false"})
+    s = Settings.from_env(
+        {"DOCUMENT_STORE": "s3", "S3_BUCKET": "bills", "S3_CONDITIONAL_WRITES": "false", "S3_REQUESTS_PER_SECOND": "7"}
+    )
     store = delivery_resources(s)["document_store"].store()
-    assert store.conditional is False and store.bucket == "bills"
+    assert store.conditional is False and store.bucket == "bills" and store.rate_limit.rate == 7
+
+
+def test_one_resource_class_per_implementation_chosen_by_settings(tmp_path, monkeypatch):
+    from billing_pipeline.defs import delivery_resources as r
+    from billing_pipeline.settings import delivery_resources
+
+    local = delivery_resources(Settings.from_env({"BILLING_HOME": str(tmp_path)}))
+    assert [type(v) for v in local.values()] == [
+        r.LocalDocumentStoreResource,
+        r.NoPaymentGatewayResource,
+        r.OutboxMailerResource,
+    ]
+    monkeypatch.delenv("STRIPE_API_KEY", raising=False)
+    env = {"BILLING_HOME": str(tmp_path), "PAYMENT_GATEWAY": "stripe", "MAILER": "smtp", "SMTP_HOST": "mx"}
+    real = delivery_resources(Settings.from_env(env))  # no secret needed to load
+    assert type(real["payment_gateway"]) is r.StripePaymentGatewayResource
+    assert type(real["mailer"]) is r.SMTPMailerResource and real["mailer"].messages_per_second == 20
+    monkeypatch.setenv("STRIPE_API_KEY", "sk_test_fromenv")
+    gateway = real["payment_gateway"].process_config_and_initialize()  # read when a run starts
+    assert gateway.secrets() == ["sk_test_fromenv"] and gateway.gateway().rate_limit.rate == 80
 
 
 @pytest.mark.parametrize(
@@ -31,7 +53,6 @@ def test_s3_conditional_writes_reach_the_document_store():
         ({"DRY_RUN": "maybe"}, "DRY_RUN: must be true or false"),
         ({"DOCUMENT_STORE": "ftp"}, "DOCUMENT_STORE: must be one of local, s3"),
         ({"DOCUMENT_STORE": "s3"}, "S3_BUCKET: required"),
-        ({"PAYMENT_GATEWAY": "stripe"}, "STRIPE_API_KEY: required"),
         ({"MAILER": "smtp"}, "SMTP_HOST: required"),
         ({"BILLING_DATABASE_URL": "mysql://x"}, "BILLING_DATABASE_URL: must be"),
         ({"BILLING_PARTITIONS_START": "2026-13-01"}, "BILLING_PARTITIONS_START: must be a date"),
@@ -48,6 +69,8 @@ def test_s3_conditional_writes_reach_the_document_store():
         ({"S3_ENDPOINT_URL": "http://127.0.0.1:port"}, "S3_ENDPOINT_URL: not a valid URL"),
         ({"STRIPE_API_BASE": "garbage"}, "STRIPE_API_BASE: must be an http"),
         ({"STRIPE_API_BASE": "ftp://stripe.example"}, "STRIPE_API_BASE: must be an http"),
+        ({"STRIPE_REQUESTS_PER_SECOND": "fast"}, "STRIPE_REQUESTS_PER_SECOND: must be an integer from 0"),
+        ({"SMTP_MESSAGES_PER_SECOND": "-1"}, "SMTP_MESSAGES_PER_SECOND: must be an integer from 0"),
     ],
 )
 def test_bad_values_name_the_variable(env, message):
