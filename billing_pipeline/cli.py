@@ -286,6 +286,41 @@ def _run_period(settings, period, orgs, dry_run, deliver=True) -> bool:
     return ok
 
 
+@main.group("deliveries")
+def deliveries() -> None:
+    """Settle the delivery ledger by hand (see README "Delivery, exactly once")."""
+
+
+@deliveries.command("resolve")
+@click.argument("invoice_number")
+@click.option("--channel", type=click.Choice(["email"]), default="email", show_default=True)
+@click.option("--sent", "outcome", flag_value="sent", help="The mail log shows it delivered: record it so.")
+@click.option("--resend", "outcome", flag_value="resend", help="It was not delivered: the next run resends it.")
+def resolve_delivery(invoice_number: str, channel: str, outcome: str | None) -> None:
+    """Settle an ambiguous delivery of INVOICE_NUMBER after checking the mail server log."""
+    from billing_pipeline.db import delivery_views
+
+    if outcome is None:
+        raise click.UsageError("say what the mail server log shows: --sent or --resend")
+    engine = _engine(_settings())
+    found = delivery_views.find_invoice(engine, invoice_number)
+    if found is None:
+        raise click.ClickException(f"no invoice numbered {invoice_number!r}")
+    invoice_id, org_id, interval, period_key = found
+    try:
+        mid = delivery_views.resolve_ambiguous(engine, invoice_id, channel, sent=outcome == "sent")
+    except delivery_views.NotAmbiguous as exc:
+        raise click.ClickException(f"{invoice_number}: {exc}") from None
+    if outcome == "sent":
+        click.echo(f"{invoice_number} {channel} {mid}: recorded as delivered")
+    else:
+        period = period_key[:7] if interval == "monthly" else period_key
+        click.echo(
+            f"{invoice_number} {channel} {mid}: will be sent again (same Message-ID) by the next delivery run: "
+            f"billing-pipeline deliver {period} --interval {interval} --org {org_id}"
+        )
+
+
 @main.command("status")
 @click.option("--period", "period_value", default=None, help="Month YYYY-MM (default: last closed month).")
 @click.option("--interval", type=click.Choice(["monthly", "weekly"]), default="monthly", show_default=True)
@@ -293,9 +328,11 @@ def status(period_value: str | None, interval: str) -> None:
     """Last runs, next scheduled ticks, per-organization invoice state, quarantine counts."""
     from dagster._utils.schedules import cron_string_iterator
 
+    from billing_pipeline.db.delivery_views import ambiguous_deliveries
     from billing_pipeline.domain.model import BillingInterval
     from billing_pipeline.domain.periods import previous_period
     from billing_pipeline.services.reporting import (
+        format_ambiguous,
         format_period_report,
         period_states,
         quarantine_counts,
@@ -328,6 +365,7 @@ def status(period_value: str | None, interval: str) -> None:
         click.echo(f"  {name:<32} {cron:<12} {tick:%Y-%m-%d %H:%M}")
     period = _parse_period(period_value, interval) if period_value else previous_period(BillingInterval(interval), now)
     click.echo(format_period_report(period, period_states(engine, period)))
+    click.echo(format_ambiguous(ambiguous_deliveries(engine)))
     counts = quarantine_counts(engine)
     click.echo("Quarantined events: " + (", ".join(f"{k}: {v}" for k, v in counts.items()) or "none"))
     for imp in recent_imports(engine, 3):
