@@ -242,7 +242,7 @@ def _deliver(settings, period, orgs, dry_run, resend_ambiguous_email=False, defs
             f"delivery run {o.run_id} {o.partition_range[0]}..{o.partition_range[1]}: "
             f"{'success' if o.success else 'FAILED (see the ledger below and the run in the UI)'}"
         )
-    click.echo(format_delivery_report(delivery_states(engine, period)))
+    click.echo(format_delivery_report(delivery_states(engine, period, orgs)))
     if settings.document_store == "local":
         click.echo(f"  PDFs: {settings.documents_dir}")
     if settings.mailer == "outbox":

@@ -45,6 +45,8 @@ def test_demo_flow_and_idempotent_reruns(cli):
     status = run("status", "--period", "2026-10")
     assert "monthly_invoices_job" in status and "Quarantined events:" in status
     assert "Ambiguous deliveries: none" in status
+    out = run("deliver", "2026-10", "--org", "acme")  # the ledger of that organization only
+    assert "    acme             pdf=succeeded" in out and "globex" not in out
 
 
 def test_an_ambiguous_email_is_listed_and_resolved_by_the_operator(cli):
