@@ -141,17 +141,16 @@ _FINISH = {
     )
     for count in (False, True)
 }
-_FAIL = {
-    keep: update(invoice_deliveries)
+_FAIL = (
+    update(invoice_deliveries)
     .where(_ROW)
     .values(
         status="failed",
         last_error=bindparam("w_error"),
         updated_at=bindparam("w_now", type_=UTCDateTime()),
-        **({} if keep else {"external_id": None}),
+        external_id=None,
     )
-    for keep in (False, True)
-}
+)
 
 
 def _claim_insert(dialect: str):
@@ -302,14 +301,15 @@ def mark_failed(
     channel: str,
     error: str,
     *,
-    keep_external_id: bool = False,
     finish: Finish | None = None,
 ) -> None:
+    """Set the row ``failed`` (retried by the next run); an e-mail that may have been sent is
+    ``mark_ambiguous`` instead."""
     with _transaction(bind) as conn:
         if finish is not None:
             _mark_succeeded(conn, finish)
         conn.execute(
-            _FAIL[keep_external_id],
+            _FAIL,
             {"w_invoice_id": invoice_id, "w_channel": channel, "w_error": error[:4000], "w_now": _now()},
         )
 
