@@ -303,7 +303,7 @@ def _deliver(settings, period, orgs, dry_run, resend_ambiguous_email=False, defs
             f"delivery run {o.run_id} {o.partition_range[0]}..{o.partition_range[1]}: "
             f"{'success' if o.success else 'FAILED (see the ledger below and the run in the UI)'}"
         )
-    click.echo(format_delivery_report(delivery_states(engine, period)))
+    click.echo(format_delivery_report(delivery_states(engine, period, orgs)))
     if settings.document_store == "local":
         click.echo(f"  PDFs: {settings.documents_dir}")
     if settings.mailer == "outbox":
@@ -354,14 +354,50 @@ def _run_period(settings, period, orgs, dry_run, deliver=True) -> bool:
     return ok
 
 
+@main.group("deliveries")
+def deliveries() -> None:
+    """Settle the delivery ledger by hand (see README "Delivery, exactly once")."""
+
+
+@deliveries.command("resolve")
+@click.argument("invoice_number")
+@click.option("--channel", type=click.Choice(["email"]), default="email", show_default=True)
+@click.option("--sent", "outcome", flag_value="sent", help="The mail log shows it delivered: record it so.")
+@click.option("--resend", "outcome", flag_value="resend", help="It was not delivered: the next run resends it.")
+def resolve_delivery(invoice_number: str, channel: str, outcome: str | None) -> None:
+    """Settle an ambiguous delivery of INVOICE_NUMBER after checking the mail server log."""
+    from billing_pipeline.db import delivery_views
+
+    if outcome is None:
+        raise click.UsageError("say what the mail server log shows: --sent or --resend")
+    engine = _engine(_settings())
+    found = delivery_views.find_invoice(engine, invoice_number)
+    if found is None:
+        raise click.ClickException(f"no invoice numbered {invoice_number!r}")
+    invoice_id, org_id, interval, period_key = found
+    try:
+        mid = delivery_views.resolve_ambiguous(engine, invoice_id, channel, sent=outcome == "sent")
+    except delivery_views.NotAmbiguous as exc:
+        raise click.ClickException(f"{invoice_number}: {exc}") from None
+    if outcome == "sent":
+        click.echo(f"{invoice_number} {channel} {mid}: recorded as delivered")
+    else:
+        period = period_key[:7] if interval == "monthly" else period_key
+        click.echo(
+            f"{invoice_number} {channel} {mid}: will be sent again (same Message-ID) by the next delivery run: "
+            f"billing-pipeline deliver {period} --interval {interval} --org {org_id}"
+        )
+
+
 @main.command("status")
 @click.option("--period", "period_value", default=None, help="Month YYYY-MM (default: last closed month).")
 @click.option("--interval", type=click.Choice(["monthly", "weekly"]), default="monthly", show_default=True)
 def status(period_value: str | None, interval: str) -> None:
     """Last runs, next scheduled ticks, per-organization invoice state, quarantine counts."""
+    from billing_pipeline.db.delivery_views import ambiguous_deliveries
     from billing_pipeline.domain.model import BillingInterval
     from billing_pipeline.domain.periods import previous_period
-    from billing_pipeline.services.reporting import format_period_report, period_states
+    from billing_pipeline.services.reporting import format_ambiguous, format_period_report, period_states
 
     settings = _settings()
     engine = _engine(settings)
@@ -370,6 +406,7 @@ def status(period_value: str | None, interval: str) -> None:
     _print_next_ticks(now)
     period = _parse_period(period_value, interval) if period_value else previous_period(BillingInterval(interval), now)
     click.echo(format_period_report(period, period_states(engine, period)))
+    click.echo(format_ambiguous(ambiguous_deliveries(engine)))
     _print_quarantine(engine)
 
 

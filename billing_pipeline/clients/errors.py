@@ -106,6 +106,18 @@ class PermanentMailError(MailError, PermanentError):
     pass
 
 
+class AmbiguousMailError(MailError):
+    """The server may have accepted the message: it had the whole of it (it had answered 354
+    to DATA) when the connection failed or timed out before its final reply. Never retried:
+    resending could deliver it twice; an operator checks the mail log for the Message-ID."""
+
+    transient = False
+
+    def __init__(self, message: str, *, message_id: str) -> None:
+        super().__init__(message, code="ambiguous")
+        self.message_id = message_id
+
+
 __all__ = [
     "DeliveryError",
     "TransientError",
@@ -122,4 +134,5 @@ __all__ = [
     "MailError",
     "TransientMailError",
     "PermanentMailError",
+    "AmbiguousMailError",
 ]

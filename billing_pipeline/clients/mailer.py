@@ -8,12 +8,16 @@ rare duplicate after an ambiguous failure is recognisable by mail clients and pe
 ``OutboxMailer`` can dedupe (one file per Message-ID) and does.
 
 Errors: connection drops, timeouts, 4xx replies -> ``TransientMailError`` (retry later);
-5xx replies (bad recipient, auth refused, message rejected) -> ``PermanentMailError``.
+5xx replies (bad recipient, auth refused, message rejected) -> ``PermanentMailError``. A
+connection lost or timed out after the server answered 354 to DATA (from then on it holds the
+whole message and may accept it) and before its final reply -> ``AmbiguousMailError``, which
+must never be retried blindly.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import smtplib
 import socket
@@ -25,7 +29,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
-from billing_pipeline.clients.errors import PermanentMailError, TransientMailError
+from billing_pipeline.clients.errors import AmbiguousMailError, PermanentMailError, TransientMailError
 from billing_pipeline.clients.files import write_once
 from billing_pipeline.clients.rate_limit import TokenBucket
 
@@ -72,10 +76,39 @@ class OutboxMailer:
 
     def send(self, msg: EmailMessage) -> SentMail:
         mid = _message_id(msg)
-        return SentMail(mid, created=write_once(self.path_for(mid), msg.as_bytes()))
+        wire = msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
+        return SentMail(mid, created=write_once(self.path_for(mid), wire))
 
 
 Security = Literal["starttls", "ssl", "none"]
+
+
+class _DataTracking:
+    """Records whether the server answered 354 to the DATA command of the message being sent
+    (``data_started``): from then on it holds the whole message, so a failure before its final
+    reply leaves it unknown whether the message was accepted."""
+
+    data_started = False
+    _in_data = False
+
+    def data(self, msg):
+        self._in_data = True
+        try:
+            return super().data(msg)  # type: ignore[misc]
+        finally:
+            self._in_data = False
+
+    def getreply(self):
+        code, text = super().getreply()  # type: ignore[misc]
+        if self._in_data and code == 354:
+            self.data_started = True
+        return code, text
+
+
+@functools.cache
+def _tracking(base: type) -> type:
+    """``base`` (``smtplib.SMTP`` / ``SMTP_SSL``, looked up at connect time) with ``_DataTracking``."""
+    return type(f"Tracking{base.__name__}", (_DataTracking, base), {})
 
 
 def _classify(exc: BaseException) -> Exception:
@@ -189,7 +222,7 @@ class SMTPMailer:
     def _connect(self) -> smtplib.SMTP:
         try:
             if self.security == "ssl":
-                conn: smtplib.SMTP = smtplib.SMTP_SSL(
+                conn: smtplib.SMTP = _tracking(smtplib.SMTP_SSL)(
                     self.host,
                     self.port,
                     local_hostname=self.local_hostname,
@@ -197,7 +230,9 @@ class SMTPMailer:
                     context=self._ssl_context(),
                 )
             else:
-                conn = smtplib.SMTP(self.host, self.port, local_hostname=self.local_hostname, timeout=self.timeout)
+                conn = _tracking(smtplib.SMTP)(
+                    self.host, self.port, local_hostname=self.local_hostname, timeout=self.timeout
+                )
             try:
                 conn.ehlo()
                 if self.security == "starttls":
@@ -246,11 +281,19 @@ class SMTPMailer:
             self._broken = False
         if self.rate_limit is not None:
             self.rate_limit.acquire()
+        self._conn.data_started = False
         try:
             refused = self._conn.send_message(msg)
         except Exception as exc:
             if isinstance(exc, (smtplib.SMTPServerDisconnected, OSError)):
                 self._broken = True
+            if getattr(self._conn, "data_started", False) and not isinstance(exc, smtplib.SMTPResponseException):
+                self._broken = True
+                raise AmbiguousMailError(
+                    f"SMTP: {type(exc).__name__} after the server had the whole message {mid} "
+                    f"({exc}); it may have been accepted",
+                    message_id=mid,
+                ) from None
             raise _classify(exc) from None
         if self.sent_log is not None:
             self.sent_log(mid, dict(refused))

@@ -10,6 +10,11 @@ both go ahead.
 E-mail has one more step (``mark_sending``): the Message-ID is written to ``external_id``
 while the row is still ``pending`` right before the SMTP DATA command, which marks the one
 window where a crash leaves it unknown whether the server accepted the message.
+
+``ambiguous`` (e-mail only) is that unknown made explicit (``mark_ambiguous``): the message may
+have been delivered. No claim takes such a row unless the caller explicitly resends
+(``claim(..., resend_ambiguous=True)``), so no run, sensor or re-materialization sends it
+again; an operator settles it (``db.delivery_views.resolve_ambiguous``).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from billing_pipeline.db.types import UTCDateTime
 
 CHANNELS = ("pdf", "s3", "stripe", "email")
 FINAL_STATUSES = ("succeeded", "skipped")
+AMBIGUOUS = "ambiguous"  # may have been delivered: left alone until an operator resolves it
+STATUSES = ("pending", "succeeded", "failed", "skipped", AMBIGUOUS)
 
 
 @dataclass(frozen=True)
@@ -101,20 +108,25 @@ def _transaction(bind: Bind) -> Iterator[Connection]:
 # cost more CPU than running them.
 _t = invoice_deliveries.c
 _ROW = (_t.invoice_id == bindparam("w_invoice_id")) & (_t.channel == bindparam("w_channel"))
-_CLAIM_UPDATE = (
-    update(invoice_deliveries)
+_CLAIM_UPDATE = {
+    resend: update(invoice_deliveries)
     .where(
         _ROW,
         _t.attempts == bindparam("w_seen", type_=Integer()),
-        *(_t.status != literal_column(f"'{status}'") for status in FINAL_STATUSES),
+        *(
+            _t.status != literal_column(f"'{status}'")
+            for status in (FINAL_STATUSES if resend else (*FINAL_STATUSES, AMBIGUOUS))
+        ),
     )
     .values(
         status="pending",
         attempts=bindparam("w_seen", type_=Integer()) + 1,
+        last_error=None,  # the row shows this attempt's outcome, never an older one
         updated_at=bindparam("w_now", type_=UTCDateTime()),
         external_id=bindparam("w_sending"),
     )
-)
+    for resend in (False, True)
+}
 _FINISH = {
     count: update(invoice_deliveries)
     .where(_ROW)
@@ -129,17 +141,16 @@ _FINISH = {
     )
     for count in (False, True)
 }
-_FAIL = {
-    keep: update(invoice_deliveries)
+_FAIL = (
+    update(invoice_deliveries)
     .where(_ROW)
     .values(
         status="failed",
         last_error=bindparam("w_error"),
         updated_at=bindparam("w_now", type_=UTCDateTime()),
-        **({} if keep else {"external_id": None}),
+        external_id=None,
     )
-    for keep in (False, True)
-}
+)
 
 
 def _claim_insert(dialect: str):
@@ -172,11 +183,13 @@ def claim(
     *,
     finish: Finish | None = None,
     sending: str | None = None,
+    resend_ambiguous: bool = False,
 ) -> int:
     """Mark the row ``pending`` with one more attempt; returns the new attempt count.
 
     ``seen_attempts`` is what the caller read (None: no row). Raises ``ClaimLost`` when the
-    row changed meanwhile or already succeeded.
+    row changed meanwhile, already succeeded or is ``ambiguous`` (unless ``resend_ambiguous``:
+    an operator chose to send it again).
 
     ``finish`` (the previous channel's outcome, whose side effect is done) is written in the
     same transaction and is committed even when the claim is lost. ``sending`` also records
@@ -188,23 +201,28 @@ def claim(
     with _transaction(bind) as conn:
         if finish is not None:
             _mark_succeeded(conn, finish)
-        attempts = _claim(conn, invoice_id, channel, seen_attempts, sending)
+        attempts = _claim(conn, invoice_id, channel, seen_attempts, sending, resend_ambiguous)
     if attempts is None:
         if seen_attempts is None:
             raise ClaimLost(f"invoice {invoice_id} {channel}: claimed by another run")
-        raise ClaimLost(f"invoice {invoice_id} {channel}: claimed by another run or already delivered")
+        raise ClaimLost(f"invoice {invoice_id} {channel}: claimed by another run, already delivered or ambiguous")
     return attempts
 
 
 def _claim(
-    conn: Connection, invoice_id: int, channel: str, seen_attempts: int | None, sending: str | None
+    conn: Connection,
+    invoice_id: int,
+    channel: str,
+    seen_attempts: int | None,
+    sending: str | None,
+    resend_ambiguous: bool,
 ) -> int | None:
     params = {"w_invoice_id": invoice_id, "w_channel": channel, "w_now": _now(), "w_sending": sending}
     if seen_attempts is None:
         # One statement: a row that appeared meanwhile (another run) makes the insert a no-op.
         inserted = conn.execute(_CLAIM_INSERT[conn.dialect.name], params).first()
         return 1 if inserted is not None else None
-    changed = conn.execute(_CLAIM_UPDATE, {**params, "w_seen": seen_attempts}).rowcount
+    changed = conn.execute(_CLAIM_UPDATE[resend_ambiguous], {**params, "w_seen": seen_attempts}).rowcount
     return seen_attempts + 1 if changed == 1 else None
 
 
@@ -283,16 +301,43 @@ def mark_failed(
     channel: str,
     error: str,
     *,
-    keep_external_id: bool = False,
     finish: Finish | None = None,
 ) -> None:
+    """Set the row ``failed`` (retried by the next run); an e-mail that may have been sent is
+    ``mark_ambiguous`` instead."""
     with _transaction(bind) as conn:
         if finish is not None:
             _mark_succeeded(conn, finish)
         conn.execute(
-            _FAIL[keep_external_id],
+            _FAIL,
             {"w_invoice_id": invoice_id, "w_channel": channel, "w_error": error[:4000], "w_now": _now()},
         )
+
+
+def mark_ambiguous(
+    bind: Bind,
+    invoice_id: int,
+    channel: str,
+    error: str,
+    *,
+    external_id: str,
+    seen_attempts: int | None = None,
+    finish: Finish | None = None,
+) -> bool:
+    """Set the row ``ambiguous`` with the Message-ID it may have been delivered with.
+
+    With ``seen_attempts`` only a row still ``pending`` at that attempt count changes (a row
+    found ``pending`` by a later run: the run that claimed it may have finished meanwhile).
+    Returns whether the row changed. ``finish`` is written in the same transaction.
+    """
+    query = update(invoice_deliveries).where(_t.invoice_id == invoice_id, _t.channel == channel)
+    if seen_attempts is not None:
+        query = query.where(_t.status == "pending", _t.attempts == seen_attempts)
+    values = {"status": AMBIGUOUS, "last_error": error[:4000], "external_id": external_id, "updated_at": _now()}
+    with _transaction(bind) as conn:
+        if finish is not None:
+            _mark_succeeded(conn, finish)
+        return conn.execute(query.values(**values)).rowcount == 1
 
 
 def undelivered_invoices(
@@ -300,9 +345,9 @@ def undelivered_invoices(
 ) -> dict[tuple[str, str], list[str]]:
     """Finalized invoices missing a final ledger row for any of ``channels``.
 
-    Returns ``{(interval, period key): [org ids]}`` (sorted). Rows that ``failed`` count as
-    unfinished: the caller decides whether to retry them (the sensor does not loop on them;
-    see ``defs.delivery``).
+    Returns ``{(interval, period key): [org ids]}`` (sorted). Rows that ``failed`` or are
+    ``ambiguous`` do not count: the sensor does not loop on failures (see ``defs.delivery``)
+    and leaves ambiguous e-mails to an operator.
     """
     channels = [c for c in channels if c in CHANNELS]
     if not channels:
@@ -314,7 +359,7 @@ def undelivered_invoices(
             .where(
                 invoice_deliveries.c.invoice_id == invoices.c.id,
                 invoice_deliveries.c.channel == channel,
-                or_(invoice_deliveries.c.status.in_(FINAL_STATUSES), invoice_deliveries.c.status == "failed"),
+                invoice_deliveries.c.status.in_((*FINAL_STATUSES, "failed", AMBIGUOUS)),
             )
             .exists()
         )
@@ -350,8 +395,10 @@ def finalized_invoice_ids(
 
 
 __all__ = [
+    "AMBIGUOUS",
     "CHANNELS",
     "FINAL_STATUSES",
+    "STATUSES",
     "LedgerRow",
     "Finish",
     "ClaimLost",
@@ -362,6 +409,7 @@ __all__ = [
     "write_finish",
     "write_finishes",
     "mark_failed",
+    "mark_ambiguous",
     "undelivered_invoices",
     "finalized_invoice_ids",
 ]

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, func, select
 
-from billing_pipeline.db.schema import event_imports, invoice_deliveries, invoices, quarantined_events
-from billing_pipeline.domain.periods import BillingPeriod
+from billing_pipeline.db.schema import event_imports, quarantined_events
 
 
 def quarantine_counts(engine: Engine) -> dict[str, int]:
@@ -19,22 +18,3 @@ def recent_imports(engine: Engine, limit: int = 5) -> list:
     """The last ``limit`` event imports, newest first."""
     with engine.connect() as conn:
         return conn.execute(select(event_imports).order_by(event_imports.c.id.desc()).limit(limit)).all()
-
-
-def delivery_states(engine: Engine, period: BillingPeriod) -> dict[str, dict[str, tuple[str, str | None]]]:
-    """org id -> channel -> (ledger status, last error) for the period's invoices."""
-    query = (
-        select(
-            invoices.c.org_id,
-            invoice_deliveries.c.channel,
-            invoice_deliveries.c.status,
-            invoice_deliveries.c.last_error,
-        )
-        .join(invoices, invoices.c.id == invoice_deliveries.c.invoice_id)
-        .where(invoices.c.interval == period.interval.value, invoices.c.period_key == period.key)
-    )
-    out: dict[str, dict[str, tuple[str, str | None]]] = {}
-    with engine.connect() as conn:
-        for r in conn.execute(query):
-            out.setdefault(r.org_id, {})[r.channel] = (r.status, r.last_error)
-    return out

@@ -236,7 +236,7 @@ invoice_deliveries = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Column("delivered_at", UTCDateTime, nullable=True),
     CheckConstraint("channel IN ('pdf', 's3', 'stripe', 'email')", name="channel"),
-    CheckConstraint("status IN ('pending', 'succeeded', 'failed', 'skipped')", name="status"),
+    CheckConstraint("status IN ('pending', 'succeeded', 'failed', 'skipped', 'ambiguous')", name="status"),
 )
 
 # The payments ledger (collections build on it): append-only, one row per money movement.

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from billing_pipeline.db import delivery_views, reference
 from billing_pipeline.db import invoices as invoice_rows
-from billing_pipeline.db import reference
-from billing_pipeline.db.reports import delivery_states  # noqa: F401 - the CLI's deliver command reads it here
+from billing_pipeline.db.deliveries import AMBIGUOUS
 from billing_pipeline.domain import money
 from billing_pipeline.domain.invoices import not_billable_reason
 from billing_pipeline.domain.periods import BillingPeriod
@@ -70,15 +71,43 @@ def format_period_report(period: BillingPeriod, rows: list[OrgPeriodState]) -> s
     return "\n".join(lines)
 
 
+def delivery_states(
+    engine: Engine, period: BillingPeriod, org_ids: Sequence[str] = ()
+) -> dict[str, dict[str, tuple[str, str | None]]]:
+    """org id -> channel -> (ledger status, last error) for the period's invoices (``org_ids``: only those)."""
+    return delivery_views.delivery_states(engine, period.interval.value, period.key, org_ids or None)
+
+
 def format_delivery_report(states: dict[str, dict[str, tuple[str, str | None]]]) -> str:
     channels = ("pdf", "s3", "stripe", "email")
     lines = ["  delivery (ledger):"]
     errors = {c: 0 for c in channels}
+    ambiguous = 0
     for org_id, by_channel in sorted(states.items()):
         cells = " ".join(f"{c}={by_channel.get(c, ('-', None))[0]}" for c in channels)
-        problems = "; ".join(f"{c}: {e}" for c, (s, e) in by_channel.items() if s == "failed" and e)
+        problems = "; ".join(f"{c}: {e}" for c, (s, e) in by_channel.items() if s in ("failed", AMBIGUOUS) and e)
         lines.append(f"    {org_id:<16} {cells}  {problems}".rstrip())
         for c, (status, _) in by_channel.items():
             errors[c] += status == "failed"
+            ambiguous += status == AMBIGUOUS
     lines.append("    errors per channel: " + ", ".join(f"{c} {n}" for c, n in errors.items()))
+    if ambiguous:
+        lines.append(f"    ambiguous (may have been delivered, not sent again until resolved): {ambiguous}")
+    return "\n".join(lines)
+
+
+def format_ambiguous(rows: Sequence[delivery_views.AmbiguousDelivery]) -> str:
+    """The ``status`` section listing e-mails that may have been delivered."""
+    if not rows:
+        return "Ambiguous deliveries: none"
+    lines = [
+        f"Ambiguous deliveries: {len(rows)} (may have been delivered; never sent again until resolved). "
+        "Look each Message-ID up in the mail server log, then "
+        "`billing-pipeline deliveries resolve INVOICE --channel email --sent` or `--resend`:"
+    ]
+    for r in rows:
+        lines.append(
+            f"  {r.number or r.invoice_id!s:<18} {r.org_id:<16} {r.period_key:<10} {r.channel:<6} "
+            f"{r.external_id or '-'}  since {r.since:%Y-%m-%d %H:%M} UTC"
+        )
     return "\n".join(lines)

@@ -19,7 +19,7 @@ from sqlalchemy import delete, select
 
 from billing_pipeline.clients.payments import StripeGateway
 from billing_pipeline.db import deliveries as ledger
-from billing_pipeline.db import reference
+from billing_pipeline.db import delivery_views, reference
 from billing_pipeline.db.engine import get_engine
 from billing_pipeline.db.schema import invoice_deliveries, invoices
 from billing_pipeline.definitions import build_definitions, delivery_resources
@@ -192,13 +192,14 @@ def test_exactly_once_across_crashes_faults_and_reruns(world, s3_server, stripe_
         "zed": "MATERIALIZED",
     }
     rows = ledger.get_rows(engine, list(ids.values()))
+    assert rows[(ids["beta"], "email")].status == "ambiguous"
     assert "ambiguous" in rows[(ids["beta"], "email")].last_error
     assert rows[(ids["alpha"], "email")].status == "failed" and rows[(ids["alpha"], "email")].attempts == 1
 
     # 4. The operator finds beta's Message-ID in the mail server log and marks it delivered.
     received = [str(m.message["Message-ID"]) for m in smtp_server.messages]
     assert beta_email.external_id in received
-    ledger.mark_succeeded(engine, ids["beta"], "email", external_id=beta_email.external_id, checksum=None)
+    assert delivery_views.resolve_ambiguous(engine, ids["beta"], "email", sent=True) == beta_email.external_id
 
     # 5. Stripe is down: nothing left needs it, so the re-run completes alpha's e-mail.
     stripe_server.down()

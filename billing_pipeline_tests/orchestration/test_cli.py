@@ -50,6 +50,36 @@ def test_demo_flow_and_idempotent_reruns(cli):
     assert "Monthly invoices for October 2026" in status
     assert re.search(r"monthly_invoices_job_schedule +0 0 1 \* \* +2026-12-01 00:00", status)
     assert re.search(r"weekly_invoices_job_schedule +0 0 \* \* 1 +2026-11-09 00:00", status)
+    assert "Ambiguous deliveries: none" in status
+    out = run("deliver", "2026-10", "--org", "acme")  # the ledger of that organization only
+    assert "    acme             pdf=succeeded" in out and "globex" not in out
+
+
+@time_machine.travel(dt.datetime(2026, 11, 5, 10, tzinfo=dt.UTC), tick=True)  # invoices issued in 2026
+def test_an_ambiguous_email_is_listed_and_resolved_by_the_operator(cli):
+    from billing_pipeline.db import deliveries as ledger
+    from billing_pipeline.db.delivery_views import find_invoice
+    from billing_pipeline.db.engine import get_engine
+    from billing_pipeline.settings import Settings
+
+    run, tmp_path = cli
+    run("seed-demo", "--period", "2026-10", "--events-per-org", "5")
+    run("aggregate-usage", "2026-10")
+    run("run-month", "2026-10", "--org", "acme", "--org", "globex")
+    engine = get_engine(Settings.from_env().database_url)
+    for number in ("INV-2026-000001", "INV-2026-000002"):
+        invoice_id = find_invoice(engine, number)[0]
+        mid = f"<invoice-{number}.invoice@example.com>"
+        assert ledger.mark_ambiguous(engine, invoice_id, "email", "ambiguous: lost after DATA", external_id=mid)
+    status = run("status", "--period", "2026-10")
+    assert "Ambiguous deliveries: 2" in status and "<invoice-INV-2026-000001.invoice@example.com>" in status
+    out = run("deliveries", "resolve", "INV-2026-000001", "--channel", "email", "--sent")
+    assert "recorded as delivered" in out
+    out = run("deliveries", "resolve", "INV-2026-000002", "--resend")
+    assert "billing-pipeline deliver 2026-10 --interval monthly --org globex" in out
+    assert "not ambiguous" in run("deliveries", "resolve", "INV-2026-000001", "--sent", code=1)
+    assert "--sent or --resend" in run("deliveries", "resolve", "INV-2026-000001", code=2)
+    assert "Ambiguous deliveries: none" in run("status", "--period", "2026-10")
 
 
 def test_bad_inputs_fail_with_the_field_name(cli, tmp_path, monkeypatch):

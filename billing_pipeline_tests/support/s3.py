@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -231,6 +232,19 @@ class S3Server:
         if self._log_fh:
             self._log_fh.close()
             self._log_fh = None
+
+    def kill(self) -> None:
+        """SIGKILL the server (nothing flushed, as in a crash); its data stays for ``restart``."""
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self._kill()
+
+    def restart(self) -> S3Server:
+        """Start again on the same data after ``kill`` (on new ports: read ``endpoint_url`` again)."""
+        assert self.tmpdir is not None and self.proc is None
+        self._launch(os.path.join(self.tmpdir, "data"), os.path.join(self.tmpdir, "s3.json"))
+        return self
 
     def stop(self) -> None:
         self._kill()

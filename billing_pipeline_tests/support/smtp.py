@@ -10,26 +10,39 @@ picked by us (port 0 does not work with the Controller's readiness probe).  The 
 certificate is self-signed for ``localhost``/``127.0.0.1``, generated at start with
 ``cryptography`` when importable, else with the ``openssl`` CLI.  Clients that verify
 certificates can use ``client_ssl_context()``.
+
+``SMTPServerProcess`` runs the same server in a child process (``python -m
+billing_pipeline_tests.support.smtp``) so that a test can SIGSTOP, SIGCONT or SIGKILL it and
+start it again on the same port with the same certificate; every accepted message is written
+to a folder (the server's "mail log"), counted with ``message_ids()``.
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import collections
 import email
 import email.policy
 import functools
+import json
 import logging
 import os
 import shutil
+import signal
 import ssl
 import subprocess
+import sys
 import tempfile
 import threading
 import time
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from pathlib import Path
 
-from ._util import LOCALHOST, free_port, registry
+from ._util import LOCALHOST, free_port, port_is_open, registry, wait_until
 
 # aiosmtpd 1.4 logs a warning on every successful AUTH about its own legacy attribute, and
 # warns when AUTH is required without STARTTLS (deliberate here: implicit TLS or plain test mode).
@@ -175,6 +188,9 @@ class _Handler:
         with self.server._cond:
             self.server.messages.append(rec)
             self.server._cond.notify_all()
+        self.server._record(data)
+        if self.server.data_delay:  # the message is in; the reply is not (the ambiguous window)
+            await asyncio.sleep(self.server.data_delay)
         return "250 Message accepted for delivery"
 
 
@@ -213,7 +229,12 @@ class SMTPServer:
         implicit_tls: bool = False,
         port: int | None = None,
         hostname: str = "localhost",
+        cert: tuple[str, str] | None = None,
+        record_dir: str | None = None,
+        data_delay: float = 0.0,
     ) -> None:
+        """``cert``: (cert.pem, key.pem) to use instead of a new one; ``record_dir``: write each
+        accepted message there; ``data_delay``: seconds between taking a message and replying."""
         if starttls and implicit_tls:
             raise ValueError("choose starttls=True or implicit_tls=True, not both")
         self.host = LOCALHOST
@@ -235,6 +256,16 @@ class SMTPServer:
         self._controller = None
         self._cond = threading.Condition()
         self._faults: list[tuple[str, str]] = []
+        self._given_cert = cert
+        self.record_dir = record_dir
+        self.data_delay = data_delay
+
+    def _record(self, data: bytes) -> None:
+        if self.record_dir:
+            path = os.path.join(self.record_dir, f"{time.time_ns()}-{uuid.uuid4().hex[:8]}.eml")
+            with open(path + ".tmp", "wb") as f:
+                f.write(data)
+            os.replace(path + ".tmp", path)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> SMTPServer:
@@ -244,9 +275,12 @@ class SMTPServer:
         registry.add(self)
         try:
             tls_ctx = None
-            if self.starttls or self.implicit_tls:
+            if (self.starttls or self.implicit_tls) and self._given_cert:
+                self.cert_path, self.key_path = self._given_cert
+            elif self.starttls or self.implicit_tls:
                 self._tmpdir = tempfile.mkdtemp(prefix="billing-smtp-")
                 self.cert_path, self.key_path = generate_self_signed_cert(self._tmpdir)
+            if self.cert_path:
                 tls_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
                 tls_ctx.load_cert_chain(self.cert_path, self.key_path)
             kwargs = dict(
@@ -381,3 +415,115 @@ class SMTPServer:
     def __repr__(self) -> str:
         mode = "starttls" if self.starttls else ("ssl" if self.implicit_tls else "plain")
         return f"<SMTPServer {self.host}:{self.port} {mode} auth={self.require_auth}>"
+
+
+class SMTPServerProcess:
+    """``SMTPServer(require_auth=True, starttls=True)`` in a child process: ``pause`` (SIGSTOP),
+    ``resume`` (SIGCONT), ``kill`` (SIGKILL) and ``start`` again on the same port and
+    certificate. Accepted messages are files in ``record_dir`` (they survive a kill)."""
+
+    def __init__(self, *, data_delay: float = 0.0, username: str = "billing", password: str = "s3cret-pass") -> None:
+        self.host = LOCALHOST
+        self.username = username
+        self.password = password
+        self.data_delay = data_delay
+        self.tmpdir = tempfile.mkdtemp(prefix="billing-smtp-proc-")
+        self.record_dir = os.path.join(self.tmpdir, "received")
+        os.makedirs(self.record_dir)
+        self.cert_path, self.key_path = generate_self_signed_cert(self.tmpdir)
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> SMTPServerProcess:
+        if self.proc is not None and self.proc.poll() is None:
+            return self
+        args = [sys.executable, "-m", "billing_pipeline_tests.support.smtp", "--port", str(self.port)]
+        args += ["--cert", self.cert_path, "--key", self.key_path, "--record-dir", self.record_dir]
+        args += ["--data-delay", str(self.data_delay), "--username", self.username, "--password", self.password]
+        log = open(os.path.join(self.tmpdir, "smtp.log"), "ab")
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        wait_until(lambda: port_is_open(self.port), timeout=20, what="SMTP server process", proc=self.proc)
+        registry.add(self)
+        return self
+
+    def _signal(self, sig: int) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, sig)
+
+    def pause(self) -> None:
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)  # a stopped process does not die on SIGKILL at once
+            self._signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def stop(self) -> None:
+        self.kill()
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
+        registry.remove(self)
+
+    def __enter__(self) -> SMTPServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def messages(self) -> list[EmailMessage]:
+        """Every message the server accepted, oldest first (across restarts)."""
+        paths = sorted(p for p in Path(self.record_dir).iterdir() if p.suffix == ".eml")
+        return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default) for p in paths]
+
+    def message_ids(self) -> collections.Counter:
+        return collections.Counter(str(m["Message-ID"]) for m in self.messages())
+
+    def env(self) -> dict[str, str]:
+        """The project's settings for this server (MAILER=smtp, STARTTLS + AUTH)."""
+        return {
+            "MAILER": "smtp",
+            "SMTP_HOST": self.host,
+            "SMTP_PORT": str(self.port),
+            "SMTP_USERNAME": self.username,
+            "SMTP_PASSWORD": self.password,
+            "SMTP_SECURITY": "starttls",
+            "SMTP_CA_FILE": self.cert_path,
+        }
+
+
+def main(argv: list[str]) -> int:
+    """The child of ``SMTPServerProcess``: serve until SIGTERM/SIGKILL."""
+    parser = argparse.ArgumentParser(prog="python -m billing_pipeline_tests.support.smtp")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--cert", required=True)
+    parser.add_argument("--key", required=True)
+    parser.add_argument("--record-dir", required=True)
+    parser.add_argument("--data-delay", type=float, default=0.0)
+    parser.add_argument("--username", default="billing")
+    parser.add_argument("--password", default="s3cret-pass")
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    server = SMTPServer(
+        require_auth=True,
+        starttls=True,
+        port=args.port,
+        username=args.username,
+        password=args.password,
+        cert=(args.cert, args.key),
+        record_dir=args.record_dir,
+        data_delay=args.data_delay,
+    )
+    with server:
+        print(json.dumps({**server.smtp_settings(), "cert_path": server.cert_path}), flush=True)
+        stop.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -15,10 +15,12 @@ Exactly once per invoice and channel, across re-runs, crashes and retries:
   written to the ledger with the claim (row still ``pending``) right before the DATA command,
   on an SMTP session that is already connected and authenticated, and the row is set
   ``succeeded`` as soon as the server accepts. A crash inside that window leaves a ``pending``
-  row *with* a Message-ID: the next run does **not** resend it (at most once) but reports it
-  ``failed`` as ambiguous, naming the Message-ID to look up in the mail server's log;
-  ``resend_ambiguous_email=True`` resends it with the same Message-ID. The local outbox is
-  idempotent by Message-ID, so there ambiguous rows are simply sent again.
+  row *with* a Message-ID, which the next run turns ``ambiguous``; so does a failure after the
+  server had the whole message (``AmbiguousMailError``: timeout or connection lost after its
+  354 to DATA). An ambiguous row is never sent again (the ledger refuses to claim it) until an
+  operator resolves it (``db.delivery_views.resolve_ambiguous``, the CLI's ``deliveries
+  resolve``) or asks for ``resend_ambiguous_email=True`` (same Message-ID). The local outbox is
+  idempotent by Message-ID, so there interrupted e-mails are simply written again.
 
 Channels run in order, one step each (the Dagster ops in ``defs.delivery``); an invoice whose
 earlier channel is not final is not touched by the later ones. Transient errors retry with

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from billing_pipeline.clients.documents import DocumentStore
-from billing_pipeline.clients.errors import DeliveryError, GatewayTotalMismatch
+from billing_pipeline.clients.errors import DeliveryError, DocumentNotFound, GatewayTotalMismatch
 from billing_pipeline.clients.mailer import Mailer
 from billing_pipeline.clients.payments import PaymentGateway
 from billing_pipeline.domain import money
@@ -50,16 +50,37 @@ class PdfSource:
             log.warning("invoice %s renders differently than when first delivered", item.number)
         return data
 
-    def stored(self, item: Item) -> bytes:
-        """The copy in the document store (its checksum in the ledger), preferring an identical spool file."""
-        checksum = item.rows["s3"].checksum
+    def stored(self, item: Item, *, verify: bool = False) -> bytes:
+        """The copy in the document store (its checksum in the ledger), preferring an identical
+        spool file (``verify``: only once the store confirms it still holds the key). A stored
+        copy that is gone is rendered and stored again (``restore``)."""
+        assert self.store is not None
+        checksum = item.rows["s3"].checksum or ""
         data = self.spool.read(item.key)
         if data is not None and sha256(data) == checksum:
-            return data
-        assert self.store is not None
-        data = self.store.get(item.key)
+            if not verify or self.store.exists(item.key):
+                return data
+            return self.restore(item, checksum)
+        try:
+            data = self.store.get(item.key)
+        except DocumentNotFound:
+            return self.restore(item, checksum)
         if sha256(data) != checksum:
             raise ValueError("the stored PDF does not match the checksum in the delivery ledger")
+        return data
+
+    def restore(self, item: Item, checksum: str) -> bytes:
+        """The stored PDF is gone (deleted by hand, a lifecycle rule): the invoice renders to the
+        same bytes, which go back under the same write-once key. Refused when the bytes differ."""
+        assert self.store is not None
+        data = self.rendered(item)
+        if sha256(data) != checksum:
+            raise ValueError(
+                f"the stored PDF {item.key} is gone and the invoice now renders differently "
+                f"(sha256 {sha256(data)}, ledger checksum {checksum}); restore the original document"
+            )
+        self.store.put(item.key, data, "application/pdf")
+        log.warning("invoice %s: stored PDF %s was missing; rendered and stored again", item.number, item.key)
         return data
 
 
@@ -139,12 +160,15 @@ class EmailChannel:
         if self.options.dry_run:
             return self.pdfs.spool.read(item.key) or b"%PDF-1.7 (dry run)"
         if self.store_enabled and item.done("s3") and item.rows["s3"].checksum:
-            return self.pdfs.stored(item)
+            # A retried e-mail (an earlier attempt has a row) first checks the store still has
+            # the PDF it links to; a first attempt follows the upload moments before.
+            return self.pdfs.stored(item, verify="email" in item.rows)
         return self.pdfs.rendered(item)
 
     def message(self, item: Item):
         inv, org = item.invoice, item.org
         assert inv is not None and org is not None
+        pdf = self._pdf(item)  # first: it may put a missing stored copy back, which the link points to
         url = None
         if self.store_enabled and not self.options.dry_run:
             url = self.pdfs.store.presigned_url(item.key, self.options.presigned_url_expiry_seconds)  # type: ignore[union-attr]
@@ -152,7 +176,7 @@ class EmailChannel:
             inv,
             org,
             self.seller,
-            pdf=self._pdf(item),
+            pdf=pdf,
             pdf_url=url,
             from_addr=self.options.email_from,
             message_id_domain=self.options.domain,

@@ -9,7 +9,9 @@
   ``pending`` and the idempotent side effect is repeated harmlessly by the next run;
 * **e-mail** is not idempotent: its Message-ID is committed with the claim right before DATA
   and its success is committed at once. A ``pending`` row with a Message-ID is the ambiguous
-  window (see ``Channel.commit_at_once`` and ``ambiguous_email``);
+  window (see ``Channel.commit_at_once`` and ``ambiguous_email``); it, and any failure after
+  the server had the whole message (``AmbiguousMailError``), becomes an ``ambiguous`` row that
+  no later claim takes unless the operator resends;
 * transient errors (``DeliveryError.transient``) retry with exponential backoff and jitter,
   each retry a new claim; permanent ones are recorded at once. Every error is redacted.
 """
@@ -24,7 +26,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine
 
-from billing_pipeline.clients.errors import DeliveryError
+from billing_pipeline.clients.errors import AmbiguousMailError, DeliveryError
 from billing_pipeline.db import deliveries as ledger
 from billing_pipeline.services.delivery.items import Item
 from billing_pipeline.services.delivery.options import RetryPolicy
@@ -101,22 +103,31 @@ class LedgerProtocol:
         ledger.mark_failed(self.bind(), item.invoice_id, channel, error)
 
     def ambiguous_email(self, item: Item, carry: ledger.Finish | None) -> ChannelResult | None:
-        """A pending e-mail row with a Message-ID: a run died between SMTP DATA and the commit."""
+        """A pending e-mail row with a Message-ID: a run died between the claim before SMTP DATA
+        and the commit after it. It becomes ``ambiguous`` (never resent by a later run)."""
         row = item.rows.get("email")
         if row is None or row.status != "pending" or not row.external_id:
             return None
-        error = (
-            f"ambiguous: an earlier run stopped while sending {row.external_id} (attempt {row.attempts}); "
-            "it may have been delivered. Check the mail server log for this Message-ID, then either mark "
-            "the row succeeded or re-run with resend_ambiguous_email=true (same Message-ID)."
+        why = f"an earlier run stopped while sending it (attempt {row.attempts})"
+        error = ambiguous_text(item, row.external_id, why)
+        changed = ledger.mark_ambiguous(
+            self.bind(),
+            item.invoice_id,
+            "email",
+            error,
+            external_id=row.external_id,
+            seen_attempts=row.attempts,
+            finish=carry,
         )
-        ledger.mark_failed(self.bind(), item.invoice_id, "email", error, keep_external_id=True, finish=carry)
-        return ChannelResult("email", ChannelStatus.FAILED, error=error)
+        if not changed:
+            return ChannelResult("email", ChannelStatus.FAILED, error="changed by another run meanwhile")
+        return ChannelResult("email", ChannelStatus.AMBIGUOUS, external_id=row.external_id, error=error)
 
     def attempt(
-        self, item: Item, channel: Channel, carry: ledger.Finish | None
+        self, item: Item, channel: Channel, carry: ledger.Finish | None, *, resend_ambiguous: bool = False
     ) -> tuple[ChannelResult, ledger.Finish | None]:
-        """Run ``channel`` for ``item`` until it succeeds, fails for good or runs out of retries."""
+        """Run ``channel`` for ``item`` until it succeeds, fails for good, runs out of retries or
+        may have been delivered (``ambiguous``, never retried)."""
         name = channel.name
         row = item.rows.get(name)
         seen = row.attempts if row is not None else None
@@ -128,7 +139,15 @@ class LedgerProtocol:
             except Exception as exc:  # noqa: BLE001 - recorded as this attempt's failure below
                 prepare_error = exc
             try:
-                seen = ledger.claim(self.bind(), item.invoice_id, name, seen, finish=carry, sending=marker)
+                seen = ledger.claim(
+                    self.bind(),
+                    item.invoice_id,
+                    name,
+                    seen,
+                    finish=carry,
+                    sending=marker,
+                    resend_ambiguous=resend_ambiguous,
+                )
             except ledger.ClaimLost as exc:
                 return ChannelResult(name, ChannelStatus.FAILED, tries, error=str(exc)), None
             carry = None  # committed with the claim
@@ -140,6 +159,8 @@ class LedgerProtocol:
             except Skip as skip:
                 done = ledger.Finish(item.invoice_id, name, None, None, "skipped")
                 return ChannelResult(name, ChannelStatus.SKIPPED, tries, error=str(skip)), done
+            except AmbiguousMailError as exc:
+                return self._ambiguous(item, name, exc, tries), None
             except Exception as exc:  # noqa: BLE001 - classified below, isolated per invoice
                 error = self.error_text(exc)
                 ledger.mark_failed(self.bind(), item.invoice_id, name, error)
@@ -157,3 +178,18 @@ class LedgerProtocol:
                 ledger.mark_succeeded(self.bind(), item.invoice_id, name, external_id=external_id, checksum=checksum)
                 return result, None
             return result, ledger.Finish(item.invoice_id, name, external_id, checksum)
+
+    def _ambiguous(self, item: Item, channel: str, exc: AmbiguousMailError, tries: int) -> ChannelResult:
+        error = ambiguous_text(item, exc.message_id, self.error_text(exc))
+        ledger.mark_ambiguous(self.bind(), item.invoice_id, channel, error, external_id=exc.message_id)
+        log.warning("invoice %s %s: %s", item.number, channel, error)
+        return ChannelResult(channel, ChannelStatus.AMBIGUOUS, tries, external_id=exc.message_id, error=error)
+
+
+def ambiguous_text(item: Item, message_id: str, why: str) -> str:
+    """The ledger's and the report's words for an e-mail that may have been delivered."""
+    return (
+        f"ambiguous: {message_id} may have been delivered ({why}). It is not sent again: check the mail "
+        f"server log for this Message-ID, then run `billing-pipeline deliveries resolve {item.number} "
+        "--channel email --sent` (it was delivered) or `--resend` (it was not; same Message-ID)."
+    )

@@ -17,11 +17,13 @@ class ChannelStatus(str, enum.Enum):
     ALREADY_DONE = "already_done"  # the ledger said succeeded/skipped: nothing sent
     SKIPPED = "skipped"  # nothing to do (no payment gateway)
     FAILED = "failed"
+    AMBIGUOUS = "ambiguous"  # an e-mail that may have been delivered: left alone until resolved
     BLOCKED = "blocked"  # not tried: an earlier channel of this invoice is not done
     DRY_RUN = "dry_run"  # validated; nothing sent or written
 
 
 OK_STATUSES = (ChannelStatus.SUCCEEDED, ChannelStatus.ALREADY_DONE, ChannelStatus.SKIPPED, ChannelStatus.DRY_RUN)
+_PROBLEMS = (ChannelStatus.AMBIGUOUS, ChannelStatus.FAILED)
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class ChannelReport:
         return dict(sorted(Counter(r.status.value for r in self.results.values()).items()))
 
     def failures(self) -> dict[int, str]:
-        return {i: r.error or r.status.value for i, r in self.results.items() if r.status is ChannelStatus.FAILED}
+        return {i: r.error or r.status.value for i, r in self.results.items() if r.status in _PROBLEMS}
 
     def text(self) -> str:
         counts = ", ".join(f"{k} {v}" for k, v in self.counts().items()) or "nothing to do"
@@ -73,7 +75,7 @@ class InvoiceDelivery:
     def failure(self) -> str | None:
         if self.error:
             return self.error
-        for status in (ChannelStatus.FAILED, ChannelStatus.BLOCKED):
+        for status in (*_PROBLEMS, ChannelStatus.BLOCKED):
             for r in self.channels.values():
                 if r.status is status:
                     return f"{r.channel}: {r.error or status.value}"
@@ -89,6 +91,7 @@ class DeliverySummary:
     errors_by_channel: dict[str, int]
     failed_orgs: dict[str, str]
     dry_run: bool
+    ambiguous: dict[str, str] = field(default_factory=dict)  # org id -> Message-ID that may have been sent
 
     def revenue_text(self) -> str:
         return ", ".join(money.format_amount(v, c) for c, v in sorted(self.revenue_by_currency.items())) or "none"
@@ -111,6 +114,12 @@ def summarize(results: Sequence[InvoiceDelivery], *, dry_run: bool = False) -> D
         errors_by_channel=errors,
         failed_orgs={r.org_id: r.failure or "failed" for r in results if not r.ok},
         dry_run=dry_run,
+        ambiguous={
+            r.org_id: cr.external_id or "?"
+            for r in results
+            for cr in r.channels.values()
+            if cr.status is ChannelStatus.AMBIGUOUS
+        },
     )
 
 
@@ -124,4 +133,9 @@ def format_summary(summary: DeliverySummary, results: Sequence[InvoiceDelivery] 
         f"revenue: {summary.revenue_text()}"
     )
     out.append("  errors: " + ", ".join(f"{c} {n}" for c, n in summary.errors_by_channel.items()))
+    if summary.ambiguous:
+        out.append(
+            f"  ambiguous e-mails: {len(summary.ambiguous)} (may have been delivered; not sent again until "
+            "resolved: `billing-pipeline deliveries resolve INVOICE --channel email --sent|--resend`)"
+        )
     return "\n".join(out)

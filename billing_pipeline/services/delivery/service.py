@@ -83,6 +83,8 @@ class InvoiceDeliveryService:
         row = item.rows.get(channel)
         if row is not None and row.done:
             return ChannelResult(channel, ChannelStatus.ALREADY_DONE, external_id=row.external_id)
+        if row is not None and row.status == ledger.AMBIGUOUS and not self._resends_ambiguous:
+            return ChannelResult(channel, ChannelStatus.AMBIGUOUS, external_id=row.external_id, error=row.last_error)
         if self.dry_run:
             return None
         waiting = [c for c in self.options.before(channel) if not item.done(c)]
@@ -201,14 +203,17 @@ class InvoiceDeliveryService:
         self._fan_out(channel, todo, report)
         return report
 
+    @property
+    def _resends_ambiguous(self) -> bool:
+        """The operator asked for it (same Message-ID), or the outbox, which dedupes by Message-ID."""
+        return self.options.resend_ambiguous_email or isinstance(self.mailer, OutboxMailer)
+
     def _one(self, channel, item: Item, carry: ledger.Finish | None) -> tuple[ChannelResult, ledger.Finish | None]:
-        if channel.name == "email" and not (
-            self.options.resend_ambiguous_email or isinstance(self.mailer, OutboxMailer)
-        ):
+        if channel.name == "email" and not self._resends_ambiguous:
             ambiguous = self.protocol.ambiguous_email(item, carry)
             if ambiguous is not None:
                 return ambiguous, None
-        return self.protocol.attempt(item, channel, carry)
+        return self.protocol.attempt(item, channel, carry, resend_ambiguous=self._resends_ambiguous)
 
     def _fan_out(self, channel, items: list[Item], report: ChannelReport) -> None:
         """Run ``channel`` for every item in ``io_workers`` threads (each with its own ledger
@@ -279,6 +284,10 @@ class InvoiceDeliveryService:
             return ChannelResult(channel, ChannelStatus.SUCCEEDED, row.attempts, external_id=row.external_id)
         if row.status == "skipped":
             return ChannelResult(channel, ChannelStatus.SKIPPED, row.attempts)
+        if row.status == ledger.AMBIGUOUS:
+            return ChannelResult(
+                channel, ChannelStatus.AMBIGUOUS, row.attempts, external_id=row.external_id, error=row.last_error
+            )
         if row.status == "pending":
             return ChannelResult(channel, ChannelStatus.FAILED, row.attempts, error="in progress in another run")
         return ChannelResult(channel, ChannelStatus.FAILED, row.attempts, error=row.last_error)
