@@ -34,23 +34,33 @@ _invoice_options = {"batch_size": settings.invoice_batch_size, "dry_run_default"
 hourly_usage = usage.hourly_usage_asset(hourly_usage_partitions)
 
 monthly_invoice_drafts = invoicing.invoice_drafts_asset(
-    name="monthly_invoice_drafts", interval=MONTHLY, partitions_def=monthly_billing_partitions, **_invoice_options
+    name="monthly_invoice_drafts",
+    interval=MONTHLY,
+    partitions_def=monthly_billing_partitions,
+    invoices_name="monthly_invoices",
+    **_invoice_options,
 )
 monthly_invoices = invoicing.invoices_asset(
     name="monthly_invoices",
     interval=MONTHLY,
     drafts=monthly_invoice_drafts,
     partitions_def=monthly_billing_partitions,
+    grace=settings.invoice_grace,
     **_invoice_options,
 )
 weekly_invoice_drafts = invoicing.invoice_drafts_asset(
-    name="weekly_invoice_drafts", interval=WEEKLY, partitions_def=weekly_billing_partitions, **_invoice_options
+    name="weekly_invoice_drafts",
+    interval=WEEKLY,
+    partitions_def=weekly_billing_partitions,
+    invoices_name="weekly_invoices",
+    **_invoice_options,
 )
 weekly_invoices = invoicing.invoices_asset(
     name="weekly_invoices",
     interval=WEEKLY,
     drafts=weekly_invoice_drafts,
     partitions_def=weekly_billing_partitions,
+    grace=settings.invoice_grace,
     **_invoice_options,
 )
 monthly_usage_reconciliation = invoicing.usage_reconciliation_check(drafts=monthly_invoice_drafts, interval=MONTHLY)
