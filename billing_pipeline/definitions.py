@@ -101,6 +101,14 @@ weekly_invoices_job_schedule = automation.invoice_schedule(
     batch_size=settings.invoice_batch_size,
     running=settings.schedules_running,
 )
+invoice_finalization_sensor = automation.invoice_finalization_sensor(
+    name="invoice_finalization_sensor",
+    jobs={MONTHLY: monthly_invoices_job, WEEKLY: weekly_invoices_job},
+    grace=settings.invoice_grace,  # INVOICE_GRACE_HOURS after a period ends, default 72
+    first_period=settings.partitions_start,
+    batch_size=settings.invoice_batch_size,
+    running=settings.schedules_running,
+)
 late_usage_sensor = usage.late_usage_sensor(
     name="late_usage_sensor", job=hourly_usage_job, partitions_def=hourly_usage_partitions
 )
@@ -122,7 +130,7 @@ def build_definitions(settings: Settings = settings) -> dg.Definitions:
         asset_checks=[monthly_usage_reconciliation, weekly_usage_reconciliation],
         jobs=[hourly_usage_job, monthly_invoices_job, weekly_invoices_job] + delivery["jobs"],
         schedules=[hourly_usage_job_schedule, monthly_invoices_job_schedule, weekly_invoices_job_schedule],
-        sensors=[organizations_sensor, late_usage_sensor] + delivery["sensors"],
+        sensors=[organizations_sensor, late_usage_sensor, invoice_finalization_sensor] + delivery["sensors"],
         resources=resources(settings),
         # Steps of a billing run are sequential and cheap; one process per run saves ~2 s per step.
         executor=dg.in_process_executor,

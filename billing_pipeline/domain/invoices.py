@@ -17,7 +17,7 @@ from . import money
 from .aggregation import MetricUsage
 from .catalog import MINIMUM_SPEND_CODE, Plan
 from .model import BillingInterval, Invoice, InvoiceLine, InvoiceStatus, Organization, OrganizationStatus
-from .periods import BillingPeriod
+from .periods import BillingPeriod, previous_period
 from .pricing import PricingError, price_charge
 
 logger = logging.getLogger(__name__)
@@ -28,6 +28,7 @@ __all__ = [
     "finalization_opens_at",
     "finalization_refusal",
     "format_invoice_number",
+    "last_period_to_finalize",
     "not_billable_reason",
     "reconcile_usage",
 ]
@@ -38,6 +39,11 @@ def finalization_opens_at(period: BillingPeriod, grace: dt.timedelta) -> dt.date
     if grace < dt.timedelta(0):
         raise ValueError(f"the grace window cannot be negative, got {grace}")
     return period.end + grace
+
+
+def last_period_to_finalize(interval: BillingInterval, now: dt.datetime, grace: dt.timedelta) -> BillingPeriod:
+    """The latest period of ``interval`` whose grace window has closed at ``now``."""
+    return previous_period(interval, now - grace)
 
 
 def finalization_refusal(

@@ -207,3 +207,29 @@ def test_invoices_are_issued_and_numbered_at_the_clock(env):
     assert alpha.number == "INV-2027-000001"
     assert new_year <= alpha.issued_at < new_year + dt.timedelta(minutes=5)
     assert alpha.due_at == alpha.issued_at + dt.timedelta(days=30)  # net 30
+
+
+def test_draft_recomputed_inside_the_grace_window_and_frozen_after(env):
+    url, engine, instance, defs = env
+    job, beta = INVOICE_JOBS[MONTHLY], ["beta"]
+
+    def beta_invoice():
+        with engine.connect() as conn:
+            return conn.execute(select(invoices).where(invoices.c.org_id == "beta")).one()
+
+    with time_machine.travel(dt.datetime(2026, 11, 1, 0, 5, tzinfo=UTC), tick=True):  # the schedule's tick
+        assert all(o.success for o in run_period(defs, instance, job, "2026-10-01", organizations=beta))
+        assert beta_invoice().status == "draft" and beta_invoice().usage["storage_gb"] == "250"
+        assert observations(instance, "monthly_invoices")["beta"]["outcome"] == "awaiting_grace_window"
+    with time_machine.travel(dt.datetime(2026, 11, 3, 12, tzinfo=UTC), tick=True):  # still inside the 72 h
+        add_events(url, [("beta", "late-1", "storage_gb", "900", OCT + dt.timedelta(days=20))])
+        assert all(o.success for o in run_period(defs, instance, job, "2026-10-01", organizations=beta))
+        assert beta_invoice().status == "draft" and beta_invoice().usage["storage_gb"] == "900"
+    with time_machine.travel(dt.datetime(2026, 11, 4, 0, 1, tzinfo=UTC), tick=True):  # the window closed
+        assert all(o.success for o in run_period(defs, instance, job, "2026-10-01", organizations=beta))
+        frozen = beta_invoice()
+        assert frozen.status == "finalized" and frozen.number == "INV-2026-000001"
+    with time_machine.travel(dt.datetime(2026, 11, 5, tzinfo=UTC), tick=True):
+        add_events(url, [("beta", "late-2", "storage_gb", "5000", OCT + dt.timedelta(days=21))])
+        assert all(o.success for o in run_period(defs, instance, job, "2026-10-01", organizations=beta))
+    assert beta_invoice() == frozen  # finalized: late usage goes to the next invoice, this one stays
