@@ -246,11 +246,23 @@ def _hour_range(first: str, last: str | None) -> tuple[dt.datetime, dt.datetime]
 @click.option("--dry-run", is_flag=True, help="Compute and show everything, write nothing.")
 @click.option("--interval", type=click.Choice(["monthly", "weekly"]), default="monthly", show_default=True)
 @click.option("--no-delivery", is_flag=True, help="Finalize only; the invoice_delivery_sensor delivers later.")
-def run_month(period_value: str, orgs: tuple[str, ...], dry_run: bool, interval: str, no_delivery: bool) -> None:
-    """Invoice PERIOD (YYYY-MM, or a week's Monday YYYY-MM-DD with --interval weekly), then deliver."""
+@click.option(
+    "--finalize-now",
+    is_flag=True,
+    help="Finalize an ended period inside its grace window (INVOICE_GRACE_HOURS); "
+    "usage arriving later goes to the next invoice.",
+)
+def run_month(
+    period_value: str, orgs: tuple[str, ...], dry_run: bool, interval: str, no_delivery: bool, finalize_now: bool
+) -> None:
+    """Invoice PERIOD (YYYY-MM, or a week's Monday YYYY-MM-DD with --interval weekly), then deliver.
+
+    A period that has not ended is refused. Inside the grace window after its end, drafts are
+    computed and shown, and finalized once the window closes (or now, with --finalize-now).
+    """
     settings = _settings()
     period = _parse_period(period_value, interval)
-    ok = _run_period(settings, period, orgs, dry_run, deliver=not no_delivery)
+    ok = _run_period(settings, period, orgs, dry_run, deliver=not no_delivery, finalize_now=finalize_now)
     if not ok:
         sys.exit(1)
 
@@ -319,10 +331,16 @@ def _run_hours(settings, instance, first: dt.datetime, last: dt.datetime):
     )
 
 
-def _run_period(settings, period, orgs, dry_run, deliver=True) -> bool:
+def _run_period(settings, period, orgs, dry_run, deliver=True, finalize_now=False) -> bool:
     from billing_pipeline import definitions, launch
+    from billing_pipeline.domain.invoices import finalization_refusal
     from billing_pipeline.services.reporting import format_period_report, period_states
 
+    now = utc_now()
+    refused = finalization_refusal(period, now, dt.timedelta(0))
+    if refused:
+        raise click.ClickException(f"refused: {refused}; nothing was run")
+    waiting = finalization_refusal(period, now, settings.invoice_grace, within_grace=finalize_now)
     engine = _engine(settings)
     instance = _instance()
     launch.sync_organization_partitions(instance, engine)
@@ -336,6 +354,7 @@ def _run_period(settings, period, orgs, dry_run, deliver=True) -> bool:
             organizations=orgs,
             dry_run=dry_run,
             batch_size=settings.invoice_batch_size,
+            finalize_within_grace=finalize_now,
         )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
@@ -344,12 +363,14 @@ def _run_period(settings, period, orgs, dry_run, deliver=True) -> bool:
             f"run {o.run_id} {o.partition_range[0]}..{o.partition_range[1]}: "
             f"{'success' if o.success else 'FAILED (see failures below and the run in the UI)'}"
         )
-    if dry_run:
-        click.echo("dry run: nothing was written; per-organization results are in the run's log and observations")
-        return all(o.success for o in outcomes)
-    click.echo(format_period_report(period, period_states(engine, period)))
     ok = all(o.success for o in outcomes)
-    if deliver:
+    if dry_run:
+        _print_dry_run(instance, outcomes, definitions.INVOICE_JOBS[period.interval].config_ops[0])
+        return ok
+    click.echo(format_period_report(period, period_states(engine, period)))
+    if waiting:
+        click.echo(f"not finalized yet: {waiting} (--finalize-now finalizes now)")
+    elif deliver:
         ok = _deliver(settings, period, orgs, False, defs=defs) and ok
     return ok
 
@@ -387,6 +408,18 @@ def resolve_delivery(invoice_number: str, channel: str, outcome: str | None) -> 
             f"{invoice_number} {channel} {mid}: will be sent again (same Message-ID) by the next delivery run: "
             f"billing-pipeline deliver {period} --interval {interval} --org {org_id}"
         )
+
+
+def _print_dry_run(instance, outcomes, drafts_asset: str) -> None:
+    from billing_pipeline import launch
+
+    click.echo("dry run: nothing was written; each organization's result (also recorded as an observation):")
+    for o in outcomes:
+        for meta in sorted(launch.run_observations(instance, o.run_id, drafts_asset), key=lambda m: m["organization"]):
+            click.echo(
+                f"  {meta['organization']:<16} {meta['outcome']:<18} {meta.get('total', '-'):>18}  "
+                f"{meta.get('message', '')}".rstrip()
+            )
 
 
 @main.command("status")
@@ -456,9 +489,10 @@ def demo_cmd(period_value: str | None) -> None:
     instance = _instance()
     outcome = _run_hours(settings, instance, period.start, period.end - dt.timedelta(hours=1))
     click.echo(f"hourly_usage for {period.label}: {'success' if outcome.success else 'FAILED'} ({period.hours} hours)")
-    ok = _run_period(settings, period, (), False)
+    # the demo's events are all in: no grace window to wait for
+    ok = _run_period(settings, period, (), False, finalize_now=True)
     last_week = period_containing(BillingInterval.WEEKLY, period.end - dt.timedelta(days=7))
-    ok = _run_period(settings, last_week, (), False) and ok
+    ok = _run_period(settings, last_week, (), False, finalize_now=True) and ok
     click.echo("\nOpen the UI on the same instance:  make ui   (then http://127.0.0.1:3000)")
     if not ok:
         sys.exit(1)

@@ -33,23 +33,33 @@ _invoice_options = {"batch_size": settings.invoice_batch_size, "dry_run_default"
 hourly_usage = usage.hourly_usage_asset(hourly_usage_partitions)
 
 monthly_invoice_drafts = invoicing.invoice_drafts_asset(
-    name="monthly_invoice_drafts", interval=MONTHLY, partitions_def=monthly_billing_partitions, **_invoice_options
+    name="monthly_invoice_drafts",
+    interval=MONTHLY,
+    partitions_def=monthly_billing_partitions,
+    invoices_name="monthly_invoices",
+    **_invoice_options,
 )
 monthly_invoices = invoicing.invoices_asset(
     name="monthly_invoices",
     interval=MONTHLY,
     drafts=monthly_invoice_drafts,
     partitions_def=monthly_billing_partitions,
+    grace=settings.invoice_grace,
     **_invoice_options,
 )
 weekly_invoice_drafts = invoicing.invoice_drafts_asset(
-    name="weekly_invoice_drafts", interval=WEEKLY, partitions_def=weekly_billing_partitions, **_invoice_options
+    name="weekly_invoice_drafts",
+    interval=WEEKLY,
+    partitions_def=weekly_billing_partitions,
+    invoices_name="weekly_invoices",
+    **_invoice_options,
 )
 weekly_invoices = invoicing.invoices_asset(
     name="weekly_invoices",
     interval=WEEKLY,
     drafts=weekly_invoice_drafts,
     partitions_def=weekly_billing_partitions,
+    grace=settings.invoice_grace,
     **_invoice_options,
 )
 monthly_usage_reconciliation = invoicing.usage_reconciliation_check(drafts=monthly_invoice_drafts, interval=MONTHLY)
@@ -90,6 +100,14 @@ weekly_invoices_job_schedule = automation.invoice_schedule(
     batch_size=settings.invoice_batch_size,
     running=settings.schedules_running,
 )
+invoice_finalization_sensor = automation.invoice_finalization_sensor(
+    name="invoice_finalization_sensor",
+    jobs={MONTHLY: monthly_invoices_job, WEEKLY: weekly_invoices_job},
+    grace=settings.invoice_grace,  # INVOICE_GRACE_HOURS after a period ends, default 72
+    first_period=settings.partitions_start,
+    batch_size=settings.invoice_batch_size,
+    running=settings.schedules_running,
+)
 late_usage_sensor = usage.late_usage_sensor(
     name="late_usage_sensor", job=hourly_usage_job, partitions_def=hourly_usage_partitions
 )
@@ -111,7 +129,7 @@ def build_definitions(settings: Settings = settings) -> dg.Definitions:
         asset_checks=[monthly_usage_reconciliation, weekly_usage_reconciliation],
         jobs=[hourly_usage_job, monthly_invoices_job, weekly_invoices_job] + delivery["jobs"],
         schedules=[hourly_usage_job_schedule, monthly_invoices_job_schedule, weekly_invoices_job_schedule],
-        sensors=[organizations_sensor, late_usage_sensor] + delivery["sensors"],
+        sensors=[organizations_sensor, late_usage_sensor, invoice_finalization_sensor] + delivery["sensors"],
         resources=resources(settings),
         # Steps of a billing run are sequential and cheap; one process per run saves ~2 s per step.
         executor=dg.in_process_executor,

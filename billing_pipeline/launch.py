@@ -182,12 +182,24 @@ class PeriodJob:
 def wanted_batches(
     instance: dg.DagsterInstance, interval: BillingInterval, organizations: Sequence[str], batch_size: int
 ) -> list[list[str]]:
-    """Batches of the chosen organizations (all when none is given); unknown ones are an error."""
+    """Batches of the chosen organizations (all when none is given); unknown ones are an error.
+
+    Chosen organizations are batched in runs of consecutive partition keys: a run's output is
+    reported on every key of its range, so a range must not cover an organization left out.
+    """
     all_orgs = billed_organizations(instance, interval)
     missing = sorted(set(organizations) - set(all_orgs))
     if missing:
         raise ValueError(f"unknown {interval.value}-billed organization(s): {', '.join(missing)}")
-    return organization_batches(all_orgs, batch_size, organizations or None)
+    if not organizations:
+        return organization_batches(all_orgs, batch_size)
+    chosen, runs = set(organizations), [[]]
+    for org in all_orgs:
+        if org in chosen:
+            runs[-1].append(org)
+        elif runs[-1]:
+            runs.append([])
+    return [batch for run in runs if run for batch in organization_batches(run, batch_size)]
 
 
 def execute_batches(
@@ -222,11 +234,15 @@ def run_period(
     organizations: Sequence[str] = (),
     dry_run: bool = False,
     batch_size: int = 1000,
+    finalize_within_grace: bool = False,
 ) -> list[RunOutcome]:
     """Run ``job`` for one period in this process: one run per batch of organizations."""
     batches = wanted_batches(instance, job.interval, organizations, batch_size)
-    # a range runs over every key between its ends; the config filter keeps it to the chosen ones
-    config = {"dry_run": dry_run, "organizations": list(organizations)}
+    config = {
+        "dry_run": dry_run,
+        "organizations": list(organizations),
+        "finalize_within_grace": finalize_within_grace,
+    }
     run_config = {"ops": {op: {"config": config} for op in job.config_ops}}
     return execute_batches(
         defs.resolve_job_def(job.job_name),
@@ -251,3 +267,14 @@ def run_hours(
         raise_on_error=False,
     )
     return RunOutcome(result.run_id, result.success, (start, end))
+
+
+def run_observations(instance: dg.DagsterInstance, run_id: str, asset_name: str) -> list[dict]:
+    """The metadata of every observation of ``asset_name`` in run ``run_id`` (dry runs report there)."""
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_OBSERVATION).records
+    found = []
+    for record in records:
+        observation = record.event_log_entry.asset_observation
+        if observation is not None and observation.asset_key.to_user_string() == asset_name:
+            found.append({k: v.value for k, v in observation.metadata.items()})
+    return found

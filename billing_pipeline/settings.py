@@ -143,6 +143,7 @@ class Settings:
     partitions_start: dt.date
     invoice_batch_size: int
     invoice_number_prefix: str
+    invoice_grace_hours: int
     hourly_usage_cron: str
     monthly_invoice_cron: str
     weekly_invoice_cron: str
@@ -172,6 +173,12 @@ class Settings:
     smtp_timeout_seconds: int
     email_from: str
     seller: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def invoice_grace(self) -> dt.timedelta:
+        """How long after a period ends its drafts wait before finalization (INVOICE_GRACE_HOURS)."""
+        return dt.timedelta(hours=self.invoice_grace_hours)
+
     smtp_ca_file: str | None = None  # CA bundle for a private SMTP server's certificate
     ingest_max_properties_bytes: int = DEFAULT_MAX_PROPERTIES_BYTES  # larger: quarantined properties_too_large
     # vendor rate limits, enforced by each client's token bucket per run process (0: no limit)
@@ -207,6 +214,7 @@ class Settings:
             partitions_start=r.date("BILLING_PARTITIONS_START", "2026-01-01"),
             invoice_batch_size=r.int("INVOICE_BATCH_SIZE", 1000, 1, 10_000),
             invoice_number_prefix=prefix,
+            invoice_grace_hours=r.int("INVOICE_GRACE_HOURS", 72, 0, 24 * 28),
             hourly_usage_cron=r.cron("HOURLY_USAGE_CRON", "5 * * * *"),
             monthly_invoice_cron=r.cron("MONTHLY_INVOICE_CRON", "0 0 1 * *"),
             weekly_invoice_cron=r.cron("WEEKLY_INVOICE_CRON", "0 0 * * 1"),

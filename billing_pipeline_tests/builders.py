@@ -12,7 +12,7 @@ from sqlalchemy import insert
 
 from billing_pipeline.db import reference
 from billing_pipeline.db.engine import get_engine, migrate
-from billing_pipeline.db.schema import dirty_hours, organizations, usage_events
+from billing_pipeline.db.schema import dirty_hours, organizations, subscriptions, usage_events
 from billing_pipeline.domain.model import BillingInterval, Organization, OrganizationStatus
 from billing_pipeline.domain.quantity import to_micros
 
@@ -101,3 +101,11 @@ def store_unchecked_organizations(url: str, orgs: list[Organization]) -> None:
                     updated_at=now,
                 )
             )
+
+
+def store_unchecked_subscription(url: str, org_id: str, plan: str, since: dt.datetime) -> None:
+    """A subscription row as older data may hold it (``add_subscription`` refuses a plan that
+    is not in the catalog): for the tests of an organization that fails alone."""
+    with get_engine(url).begin() as conn:
+        conn.execute(subscriptions.delete().where(subscriptions.c.org_id == org_id))
+        conn.execute(insert(subscriptions).values(org_id=org_id, plan_code=plan, starts_at=since))

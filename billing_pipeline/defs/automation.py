@@ -5,7 +5,9 @@ import datetime as dt
 import dagster as dg
 
 from billing_pipeline import launch
+from billing_pipeline.clock import utc_now
 from billing_pipeline.defs.resources import BillingDatabaseResource
+from billing_pipeline.domain.invoices import last_period_to_finalize
 from billing_pipeline.domain.model import BillingInterval
 from billing_pipeline.domain.periods import previous_period
 
@@ -66,3 +68,48 @@ def organizations_sensor(context: dg.SensorEvaluationContext, billing_db: Billin
     return dg.SensorResult(
         dynamic_partitions_requests=[dg.AddDynamicPartitionsRequest(n, k) for n, k in missing.items()]
     )
+
+
+def invoice_finalization_sensor(
+    *,
+    name: str,
+    jobs: dict[BillingInterval, dg.JobDefinition],
+    grace: dt.timedelta,
+    first_period: dt.date,
+    batch_size: int,
+    running: bool,
+) -> dg.SensorDefinition:
+    """Finalizes each interval's last period once its grace window has closed, in batches.
+
+    The invoice schedules draft a period when it ends; this launches the same job again when
+    ``period.end + grace`` has passed, which re-drafts, reconciles and finalizes. Run keys
+    name the period and the batch's range, so each batch is launched once (a new
+    organization makes a new range).
+    """
+
+    @dg.sensor(
+        name=name,
+        jobs=list(jobs.values()),
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED,
+    )
+    def _sensor(context: dg.SensorEvaluationContext):
+        """Finalizes the last period of each interval once INVOICE_GRACE_HOURS have passed since it ended."""
+        requests, waiting = [], []
+        for interval, job in jobs.items():
+            period = last_period_to_finalize(interval, utc_now(), grace)
+            if period.start.date() < first_period:
+                waiting.append(f"{interval.value}: {period.key} is before the first billing period")
+                continue
+            requests += launch.period_run_requests(
+                launch.billed_organizations(context.instance, interval),
+                interval,
+                period.key,
+                batch_size,
+                run_key_prefix=f"{interval.value}-finalize",
+                trigger=name,
+                job_name=job.name,
+            )
+        return requests or dg.SkipReason("; ".join(waiting) or "no organizations to finalize")
+
+    return _sensor

@@ -8,6 +8,7 @@ with no number; numbering happens at finalization with ``format_invoice_number``
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Mapping
 from decimal import Decimal
@@ -16,12 +17,55 @@ from . import money
 from .aggregation import MetricUsage
 from .catalog import MINIMUM_SPEND_CODE, Plan
 from .model import BillingInterval, Invoice, InvoiceLine, InvoiceStatus, Organization, OrganizationStatus
-from .periods import BillingPeriod
+from .periods import BillingPeriod, previous_period
 from .pricing import PricingError, price_charge
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PricingError", "build_invoice", "format_invoice_number", "not_billable_reason", "reconcile_usage"]
+__all__ = [
+    "PricingError",
+    "build_invoice",
+    "finalization_opens_at",
+    "finalization_refusal",
+    "format_invoice_number",
+    "last_period_to_finalize",
+    "not_billable_reason",
+    "reconcile_usage",
+]
+
+
+def finalization_opens_at(period: BillingPeriod, grace: dt.timedelta) -> dt.datetime:
+    """When ``period``'s drafts may be finalized: its end plus the grace window."""
+    if grace < dt.timedelta(0):
+        raise ValueError(f"the grace window cannot be negative, got {grace}")
+    return period.end + grace
+
+
+def last_period_to_finalize(interval: BillingInterval, now: dt.datetime, grace: dt.timedelta) -> BillingPeriod:
+    """The latest period of ``interval`` whose grace window has closed at ``now``."""
+    return previous_period(interval, now - grace)
+
+
+def finalization_refusal(
+    period: BillingPeriod, now: dt.datetime, grace: dt.timedelta, *, within_grace: bool = False
+) -> str | None:
+    """Why ``period`` cannot be finalized at ``now``; ``None`` when it can.
+
+    A period that has not ended is never finalized. An ended one waits for the grace
+    window (late events still change its drafts) unless ``within_grace`` is asked for.
+    """
+    if now < period.end:
+        return (
+            f"{period.label} is still open: it ends {period.end:%Y-%m-%d %H:%M} UTC; an open period is never finalized"
+        )
+    opens = finalization_opens_at(period, grace)
+    if now < opens and not within_grace:
+        hours = int(grace.total_seconds() // 3600)
+        return (
+            f"{period.label} is in its {hours} h grace window until {opens:%Y-%m-%d %H:%M} UTC: "
+            "drafts are recomputed until then and finalized when it closes"
+        )
+    return None
 
 
 def not_billable_reason(org: Organization, interval: BillingInterval) -> str | None:

@@ -113,6 +113,14 @@ def compute_drafts(
     return catalog, results, drafts
 
 
+def skip_reason(org: Organization, period: BillingPeriod, plan_code: str | None) -> str | None:
+    """Why ``org`` gets no invoice for ``period`` (not billable, or no subscription in it); ``None`` when billed."""
+    reason = not_billable_reason(org, period.interval)
+    if reason is None and plan_code is None:
+        reason = f"not subscribed in {period.label}"
+    return reason
+
+
 def _draft(org_id, org, state, plan_code, catalog, period, usage_by_org) -> tuple[OrgResult, tuple | None]:
     """One organization's draft (or why there is none), and the draft with its plan code."""
     if org is None:
@@ -120,11 +128,9 @@ def _draft(org_id, org, state, plan_code, catalog, period, usage_by_org) -> tupl
     if state is not None and state[1] != InvoiceStatus.DRAFT.value:
         message = f"invoice {state[2]} is {state[1]}; left unchanged"
         return OrgResult(org_id, Outcome.ALREADY_FINALIZED, message, invoice_id=state[0], number=state[2]), None
-    reason = not_billable_reason(org, period.interval)
+    reason = skip_reason(org, period, plan_code)
     if reason:
         return OrgResult(org_id, Outcome.SKIPPED, reason), None
-    if plan_code is None:
-        return OrgResult(org_id, Outcome.FAILED, f"no subscription covers {period.key} ({period.label})"), None
     plan = catalog.plans.get(plan_code)
     if plan is None:
         message = f"plan {plan_code!r} is not in catalog version {catalog.version}"
@@ -233,6 +239,7 @@ def finalize_batch(
         return batch
     orgs = reference.get_organizations(engine, org_ids)
     errors = invoice_rows.get_errors(engine, period.interval, period.key, org_ids)
+    plans = reference.plans_for_period(engine, org_ids, period.start, period.end)
     for org_id in org_ids:
         if org_id in errors:
             stage, message = errors[org_id]
@@ -240,7 +247,11 @@ def finalize_batch(
         elif org_id not in orgs:
             batch.results.append(OrgResult(org_id, Outcome.FAILED, f"organization {org_id!r} does not exist"))
         else:
-            batch.results.append(_finalize_one(engine, orgs[org_id], period, prefix=prefix, now=now))
+            org = orgs[org_id]
+            result = _finalize_one(engine, org, period, prefix=prefix, now=now)
+            if result.outcome is Outcome.FAILED and (reason := skip_reason(org, period, plans.get(org_id))):
+                result = OrgResult(org_id, Outcome.SKIPPED, reason)  # no draft, and none was due
+            batch.results.append(result)
     _attach_totals(engine, batch)
     return batch
 
@@ -263,9 +274,6 @@ def _finalize_one(
         log.exception("finalizing %s failed", org.id)
         return OrgResult(org.id, Outcome.FAILED, f"finalize failed: {exc}")
     if outcome is invoice_rows.FinalizeOutcome.NO_DRAFT:
-        reason = not_billable_reason(org, period.interval)
-        if reason:
-            return OrgResult(org.id, Outcome.SKIPPED, reason)
         return OrgResult(org.id, Outcome.FAILED, "no draft to finalize (drafting did not run)")
     if outcome is invoice_rows.FinalizeOutcome.FINALIZED:
         return OrgResult(org.id, Outcome.FINALIZED, "", invoice_id=invoice_id, number=number)

@@ -41,6 +41,7 @@ AUTOMATION_SETTINGS = {
     "HOURLY_USAGE_CRON": "* * * * *",
     "MONTHLY_INVOICE_CRON": "* * * * *",
     "WEEKLY_INVOICE_CRON": "* * * * *",
+    "INVOICE_GRACE_HOURS": "0",  # the schedules finalize at once, and so does invoice_finalization_sensor
     "SCHEDULES_RUNNING": "true",
     "INVOICE_BATCH_SIZE": "10",
     "INVOICE_ENABLE_PDF": "true",

@@ -34,7 +34,7 @@ WEEK = previous_period(BillingInterval.WEEKLY, STARTED_AT)
 LATE_HOUR = SCHEDULED.start + dt.timedelta(days=1, hours=5)  # aggregated before the servers start
 CHANNELS = {"pdf", "s3", "email"}
 SCHEDULES = {"hourly_usage_job_schedule", "monthly_invoices_job_schedule", "weekly_invoices_job_schedule"}
-SENSORS = {"organizations_sensor", "invoice_delivery_sensor", "late_usage_sensor"}
+SENSORS = {"organizations_sensor", "invoice_delivery_sensor", "late_usage_sensor", "invoice_finalization_sensor"}
 REPOSITORY = {"repositoryLocationName": "billing_pipeline", "repositoryName": "__repository__"}
 
 INSTIGATORS = """

@@ -97,3 +97,33 @@ def test_bad_inputs_fail_with_the_field_name(cli, tmp_path, monkeypatch):
     assert "INVOICE_BATCH_SIZE: must be an integer" in out
     monkeypatch.delenv("INVOICE_BATCH_SIZE")
     assert "unknown monthly-billed organization(s): nobody" in run("run-month", "2026-10", "--org", "nobody", code=1)
+
+
+def test_run_month_of_the_current_month_is_refused(cli):
+    """Whatever the date: the month (and week) holding the clock's now is open, so nothing is run."""
+    from billing_pipeline.clock import utc_now
+    from billing_pipeline.domain.model import BillingInterval
+    from billing_pipeline.domain.periods import period_containing
+
+    run, _ = cli
+    run("seed-demo", "--period", "2026-10", "--events-per-org", "5")
+    month = period_containing(BillingInterval.MONTHLY, utc_now())
+    out = run("run-month", month.key[:7], code=1)
+    assert f"refused: {month.label} is still open" in out and "nothing was run" in out
+    week = period_containing(BillingInterval.WEEKLY, utc_now())
+    out = run("run-month", week.key, "--interval", "weekly", code=1)
+    assert f"refused: {week.label} is still open" in out
+
+
+def test_run_month_inside_the_grace_window_drafts_and_waits(cli, monkeypatch):
+    """An ended month inside INVOICE_GRACE_HOURS is drafted, not finalized (nor delivered)."""
+    run, tmp_path = cli
+    run("seed-demo", "--period", "2026-10", "--events-per-org", "5")
+    run("aggregate-usage", "2026-10")
+    with time_machine.travel(dt.datetime(2026, 11, 2, 12, tzinfo=dt.UTC), tick=True):
+        out = run("run-month", "2026-10", "--org", "acme")
+        assert "acme             draft" in out
+        assert "not finalized yet: October 2026 is in its 72 h grace window until 2026-11-04 00:00 UTC" in out
+        assert not list((tmp_path / "billing" / "outbox").glob("*.eml"))
+        out = run("run-month", "2026-10", "--org", "acme", "--finalize-now", "--no-delivery")
+        assert "acme             finalized  INV-2026-000001" in out

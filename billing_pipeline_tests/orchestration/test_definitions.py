@@ -45,7 +45,7 @@ SCHEDULES = {
     ("monthly_invoices_job_schedule", "monthly_invoices_job", "0 0 1 * *", "UTC"),
     ("weekly_invoices_job_schedule", "weekly_invoices_job", "0 0 * * 1", "UTC"),
 }
-SENSORS = {"organizations_sensor", "late_usage_sensor", "invoice_delivery_sensor"}
+SENSORS = {"organizations_sensor", "late_usage_sensor", "invoice_delivery_sensor", "invoice_finalization_sensor"}
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ def test_module_level_names_match_their_variables():
         assert getattr(definitions, name).name == name
     for name, *_ in SCHEDULES:
         assert getattr(definitions, name).name == name
-    for name in ["organizations_sensor", "late_usage_sensor"]:
+    for name in ["organizations_sensor", "late_usage_sensor", "invoice_finalization_sensor"]:
         assert getattr(definitions, name).name == name
 
 
@@ -207,3 +207,31 @@ def test_late_usage_sensor_requests_contiguous_hour_ranges(settings):
     assert spans == [("2026-10-03-00:00", "2026-10-03-01:00"), ("2026-10-03-05:00", "2026-10-03-05:00")]
     assert {r.tags["billing/trigger"] for r in requests} == {"late_usage_sensor"}
     assert all(r.run_key.startswith(f"late-{s}-{e}-") for r, (s, e) in zip(requests, spans, strict=True))
+
+
+def test_finalization_sensor_launches_the_last_period_once_its_grace_window_closed():
+    import time_machine
+
+    from billing_pipeline.defs.automation import invoice_finalization_sensor
+
+    monthly = dg.define_asset_job("monthly_invoices_job")
+    weekly = dg.define_asset_job("weekly_invoices_job")
+    sensor = invoice_finalization_sensor(
+        name="invoice_finalization_sensor",
+        jobs={BillingInterval.MONTHLY: monthly, BillingInterval.WEEKLY: weekly},
+        grace=dt.timedelta(hours=72),
+        first_period=dt.date(2026, 1, 1),
+        batch_size=2,
+        running=True,
+    )
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions(ORGANIZATION_PARTITIONS[BillingInterval.MONTHLY].name, ["a", "b", "c"])
+        with time_machine.travel(dt.datetime(2026, 11, 3, 23, 59, tzinfo=UTC), tick=False):
+            early = sensor(dg.build_sensor_context(instance=instance))
+        with time_machine.travel(dt.datetime(2026, 11, 4, 0, 0, tzinfo=UTC), tick=False):
+            due = sensor(dg.build_sensor_context(instance=instance))
+    assert {r.tags["billing/period"] for r in early} == {"2026-09-01"}  # October still in its grace window
+    assert [(r.job_name, r.tags["billing/period"], r.run_key) for r in due] == [
+        ("monthly_invoices_job", "2026-10-01", "monthly-finalize-2026-10-01-a-b"),
+        ("monthly_invoices_job", "2026-10-01", "monthly-finalize-2026-10-01-c-c"),
+    ]

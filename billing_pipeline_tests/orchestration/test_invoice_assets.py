@@ -17,7 +17,14 @@ from billing_pipeline.defs.partitions import billing_partitions
 from billing_pipeline.domain.model import BillingInterval
 from billing_pipeline.launch import run_hours, run_period, sync_organization_partitions
 from billing_pipeline.settings import Settings
-from billing_pipeline_tests.builders import UTC, add_events, org, setup_database, subscribe
+from billing_pipeline_tests.builders import (
+    UTC,
+    add_events,
+    org,
+    setup_database,
+    store_unchecked_subscription,
+    subscribe,
+)
 
 OCT = dt.datetime(2026, 10, 1, tzinfo=UTC)
 MONTHLY = BillingInterval.MONTHLY
@@ -32,7 +39,7 @@ def env(tmp_path):
     reference.upsert_organizations(engine, [org("alpha"), org("beta"), org("gamma"), org("zeta", status="suspended")])
     for o in ("alpha", "beta", "zeta"):
         subscribe(url, o, "starter", OCT)
-    # gamma has no subscription: it must fail alone
+    store_unchecked_subscription(url, "gamma", "retired_plan", OCT)  # not in the catalog: gamma fails alone
     add_events(
         url,
         [
@@ -93,7 +100,7 @@ def test_rerun_is_a_no_op_for_finalized_invoices(env, issued_november_2026):
             select(invoices.c.id, invoices.c.number, invoices.c.total_minor).order_by(invoices.c.id)
         ).all()
         lines_before = conn.execute(select(func.count()).select_from(invoice_lines)).scalar()
-    subscribe(url, "gamma", "starter", OCT)  # fix the bad data
+    store_unchecked_subscription(url, "gamma", "starter", OCT)  # fix the bad data
     outcomes = run_period(defs, instance, INVOICE_JOBS[MONTHLY], "2026-10-01", organizations=["gamma"])
     assert all(o.success for o in outcomes)
     outcomes = run_period(defs, instance, INVOICE_JOBS[MONTHLY], "2026-10-01")
@@ -112,10 +119,42 @@ def test_rerun_is_a_no_op_for_finalized_invoices(env, issued_november_2026):
 def test_dry_run_writes_nothing(env):
     url, engine, instance, defs = env
     outcomes = run_period(defs, instance, INVOICE_JOBS[MONTHLY], "2026-10-01", dry_run=True)
-    assert all(o.success for o in outcomes)
+    assert not any(o.success for o in outcomes)  # gamma's pricing fails, in a dry run too
+    clean = run_period(defs, instance, INVOICE_JOBS[MONTHLY], "2026-10-01", dry_run=True, organizations=["alpha"])
+    assert all(o.success for o in clean)
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(invoices)).scalar() == 0
     assert statuses(instance, "monthly_invoices") == {"alpha": None, "beta": None, "gamma": None, "zeta": None}
+    assert statuses(instance, "monthly_invoice_drafts") == {"alpha": None, "beta": None, "gamma": None, "zeta": None}
+
+
+def observations(instance, asset: str) -> dict[str, dict]:
+    """The latest observation's metadata per organization of October."""
+    records = instance.fetch_observations(dg.AssetKey(asset), limit=100).records
+    latest: dict[str, dict] = {}
+    for record in sorted(records, key=lambda r: r.storage_id):
+        observation = record.asset_observation
+        latest[observation.partition.split("|")[1]] = {k: v.value for k, v in observation.metadata.items()}
+    return latest
+
+
+def test_partition_statuses_of_failed_skipped_dry_run_and_good_organizations(env, issued_november_2026):
+    url, engine, instance, defs = env
+    [dry] = run_period(defs, instance, INVOICE_JOBS[MONTHLY], "2026-10-01", dry_run=True, organizations=["beta"])
+    assert dry.success
+    assert observations(instance, "monthly_invoice_drafts")["beta"]["total"] == "57.00 USD"
+    outcomes = run_period(defs, instance, INVOICE_JOBS[MONTHLY], "2026-10-01", organizations=["alpha", "gamma", "zeta"])
+    assert [o.success for o in outcomes] == [True, False]  # alpha alone; gamma..zeta (beta is left out)
+    expected = {"alpha": "MATERIALIZED", "beta": None, "gamma": "FAILED", "zeta": "MATERIALIZED"}
+    assert statuses(instance, "monthly_invoice_drafts") == expected
+    assert statuses(instance, "monthly_invoices") == expected
+    latest = {
+        r.asset_materialization.partition.split("|")[1]: r.asset_materialization.metadata["outcome"].value
+        for r in instance.fetch_materializations(dg.AssetKey("monthly_invoices"), limit=10).records
+    }
+    assert latest == {"alpha": "finalized", "zeta": "skipped"}
+    with engine.connect() as conn:
+        assert {r.org_id for r in conn.execute(select(invoices.c.org_id))} == {"alpha"}
 
 
 def test_late_events_are_aggregated_before_drafting(env):
@@ -146,14 +185,16 @@ def test_reconciliation_check_blocks_finalization_when_hourly_usage_is_stale(env
             conn.execute(select(func.count()).select_from(invoices).where(invoices.c.status == "finalized")).scalar()
             == 0
         )
-    [evaluation] = [
-        e
+    evaluations = [
+        e.event_log_entry.dagster_event.event_specific_data
         for e in instance.get_records_for_run(outcome.run_id).records
         if e.event_log_entry.dagster_event
         and e.event_log_entry.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"
     ]
-    data = evaluation.event_log_entry.dagster_event.event_specific_data
-    assert not data.passed and "alpha" in data.metadata["problems"].value
+    [batch] = [d for d in evaluations if d.partition is None]
+    assert not batch.passed and "alpha" in batch.metadata["problems"].value
+    by_org = {d.partition.split("|")[1]: d.passed for d in evaluations if d.partition}
+    assert by_org == {"alpha": False, "beta": True, "gamma": True, "zeta": True}  # gamma, zeta: no draft
 
 
 def test_invoices_are_issued_and_numbered_at_the_clock(env):
@@ -166,3 +207,29 @@ def test_invoices_are_issued_and_numbered_at_the_clock(env):
     assert alpha.number == "INV-2027-000001"
     assert new_year <= alpha.issued_at < new_year + dt.timedelta(minutes=5)
     assert alpha.due_at == alpha.issued_at + dt.timedelta(days=30)  # net 30
+
+
+def test_draft_recomputed_inside_the_grace_window_and_frozen_after(env):
+    url, engine, instance, defs = env
+    job, beta = INVOICE_JOBS[MONTHLY], ["beta"]
+
+    def beta_invoice():
+        with engine.connect() as conn:
+            return conn.execute(select(invoices).where(invoices.c.org_id == "beta")).one()
+
+    with time_machine.travel(dt.datetime(2026, 11, 1, 0, 5, tzinfo=UTC), tick=True):  # the schedule's tick
+        assert all(o.success for o in run_period(defs, instance, job, "2026-10-01", organizations=beta))
+        assert beta_invoice().status == "draft" and beta_invoice().usage["storage_gb"] == "250"
+        assert observations(instance, "monthly_invoices")["beta"]["outcome"] == "awaiting_grace_window"
+    with time_machine.travel(dt.datetime(2026, 11, 3, 12, tzinfo=UTC), tick=True):  # still inside the 72 h
+        add_events(url, [("beta", "late-1", "storage_gb", "900", OCT + dt.timedelta(days=20))])
+        assert all(o.success for o in run_period(defs, instance, job, "2026-10-01", organizations=beta))
+        assert beta_invoice().status == "draft" and beta_invoice().usage["storage_gb"] == "900"
+    with time_machine.travel(dt.datetime(2026, 11, 4, 0, 1, tzinfo=UTC), tick=True):  # the window closed
+        assert all(o.success for o in run_period(defs, instance, job, "2026-10-01", organizations=beta))
+        frozen = beta_invoice()
+        assert frozen.status == "finalized" and frozen.number == "INV-2026-000001"
+    with time_machine.travel(dt.datetime(2026, 11, 5, tzinfo=UTC), tick=True):
+        add_events(url, [("beta", "late-2", "storage_gb", "5000", OCT + dt.timedelta(days=21))])
+        assert all(o.success for o in run_period(defs, instance, job, "2026-10-01", organizations=beta))
+    assert beta_invoice() == frozen  # finalized: late usage goes to the next invoice, this one stays

@@ -211,3 +211,20 @@ def test_reconcile_round_trip_with_built_invoice():
 )
 def test_only_active_organizations_on_their_own_interval_are_billed(status, billed, interval, reason):
     assert not_billable_reason(organization(status=status, billing_interval=billed), interval) == reason
+
+
+def test_finalization_waits_for_the_period_end_and_the_grace_window():
+    import datetime as dt
+
+    from billing_pipeline.domain.invoices import finalization_opens_at, finalization_refusal
+    from billing_pipeline.domain.periods import monthly_period
+
+    october, grace = monthly_period(2026, 10), dt.timedelta(hours=72)
+    end = october.end
+    assert "still open" in finalization_refusal(october, end - dt.timedelta(seconds=1), grace)
+    assert "still open" in finalization_refusal(october, end - dt.timedelta(seconds=1), grace, within_grace=True)
+    assert "72 h grace window until 2026-11-04 00:00 UTC" in finalization_refusal(october, end, grace)
+    assert finalization_refusal(october, end, grace, within_grace=True) is None
+    assert finalization_refusal(october, end + grace, grace) is None
+    assert finalization_refusal(october, end, dt.timedelta(0)) is None
+    assert finalization_opens_at(october, grace) == dt.datetime(2026, 11, 4, tzinfo=dt.UTC)
