@@ -38,3 +38,22 @@ def delivery_states(engine: Engine, period: BillingPeriod) -> dict[str, dict[str
         for r in conn.execute(query):
             out.setdefault(r.org_id, {})[r.channel] = (r.status, r.last_error)
     return out
+
+
+#: Ledger statuses that need nothing more: every other one (pending, failed, and ambiguous
+#: e-mails once that status exists) is counted as not done by ``undone_deliveries``.
+DONE_DELIVERY_STATUSES = ("succeeded", "skipped")
+
+
+def undone_deliveries(engine: Engine) -> dict[str, dict[str, int]]:
+    """channel -> ledger status -> number of invoices, over every period, for rows not done."""
+    query = (
+        select(invoice_deliveries.c.channel, invoice_deliveries.c.status, func.count())
+        .where(invoice_deliveries.c.status.not_in(DONE_DELIVERY_STATUSES))
+        .group_by(invoice_deliveries.c.channel, invoice_deliveries.c.status)
+    )
+    out: dict[str, dict[str, int]] = {}
+    with engine.connect() as conn:
+        for channel, status, count in conn.execute(query):
+            out.setdefault(channel, {})[status] = int(count)
+    return out
