@@ -40,7 +40,13 @@ def _instance():
         home = Path.cwd() / ".dagster_home"
         home.mkdir(exist_ok=True)
         os.environ["DAGSTER_HOME"] = str(home)
-    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    home = Path(os.environ["DAGSTER_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists() and not (home / "dagster.yml").exists():
+        # Dagster logs "No dagster instance configuration file (dagster.yaml) found at ...
+        # create an empty dagster.yaml file" on every command otherwise; the embedded
+        # defaults (SQLite in DAGSTER_HOME) are what these commands want.
+        (home / "dagster.yaml").write_text("# Dagster's defaults: SQLite storage in this folder (billing-pipeline)\n")
     return dg.DagsterInstance.get()
 
 
