@@ -9,9 +9,7 @@ CLI = Path(sys.executable).parent / "billing-pipeline"
 
 
 def test_status_in_a_fresh_home_prints_no_warning(tmp_path):
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("BILLING_", "DAGSTER_")) and k != "PYTHONWARNINGS"
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BILLING_", "DAGSTER_")) and k != "PYTHONWARNINGS"}
     env |= {"BILLING_HOME": str(tmp_path / "billing"), "DAGSTER_HOME": str(tmp_path / "dagster")}
     subprocess.run([CLI, "init-db"], env=env, cwd=tmp_path, check=True, capture_output=True)
     done = subprocess.run([CLI, "status"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
