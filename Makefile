@@ -49,8 +49,12 @@ unit: setup
 	@$(VENV)/python -m pytest -q billing_pipeline_tests/unit
 
 ## The Dagster UI and daemon on the same instance as the demo: http://127.0.0.1:3000
+## Run from DAGSTER_HOME: in the repository root `dagster dev` warns that ./dagster.yaml is not
+## DAGSTER_HOME's (`make instance` copied it there). PYTHONWARNINGS silences exactly the
+## SupersessionWarning "Function `dev_command` is superseded" (Dagster's CLI, before our code loads).
 ui: setup instance
-	@$(VENV)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	@cd "$(DAGSTER_HOME)" && PYTHONWARNINGS='ignore:Function `dev_command` is superseded' \
+	  $(CURDIR)/$(VENV)/dagster dev -w $(CURDIR)/workspace.yaml -h 127.0.0.1 -p 3000
 
 ## Benchmarks (not part of the tests; results land in benchmarks/results/ and the README)
 bench-ingest: setup

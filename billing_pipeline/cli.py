@@ -40,7 +40,13 @@ def _instance():
         home = Path.cwd() / ".dagster_home"
         home.mkdir(exist_ok=True)
         os.environ["DAGSTER_HOME"] = str(home)
-    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    home = Path(os.environ["DAGSTER_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists() and not (home / "dagster.yml").exists():
+        # Dagster logs "No dagster instance configuration file (dagster.yaml) found at ...
+        # create an empty dagster.yaml file" on every command otherwise; the embedded
+        # defaults (SQLite in DAGSTER_HOME) are what these commands want.
+        (home / "dagster.yaml").write_text("# Dagster's defaults: SQLite storage in this folder (billing-pipeline)\n")
     return dg.DagsterInstance.get()
 
 
@@ -426,17 +432,22 @@ def _print_dry_run(instance, outcomes, drafts_asset: str) -> None:
 @click.option("--period", "period_value", default=None, help="Month YYYY-MM (default: last closed month).")
 @click.option("--interval", type=click.Choice(["monthly", "weekly"]), default="monthly", show_default=True)
 def status(period_value: str | None, interval: str) -> None:
-    """Last runs, next scheduled ticks, per-organization invoice state, quarantine counts."""
+    """The deployment (daemon, schedules and sensors as the instance stores them, undelivered
+    invoices, late usage), last runs, per-organization invoice state, ambiguous e-mails,
+    quarantine counts."""
+    from billing_pipeline import definitions
     from billing_pipeline.db.delivery_views import ambiguous_deliveries
     from billing_pipeline.domain.model import BillingInterval
     from billing_pipeline.domain.periods import previous_period
     from billing_pipeline.services.reporting import format_ambiguous, format_period_report, period_states
+    from billing_pipeline.status import deployment_report
 
     settings = _settings()
     engine = _engine(settings)
     now = utc_now()
-    _print_runs(_instance())
-    _print_next_ticks(now)
+    instance = _instance()
+    click.echo(deployment_report(instance, definitions.defs, engine, now))
+    _print_runs(instance)
     period = _parse_period(period_value, interval) if period_value else previous_period(BillingInterval(interval), now)
     click.echo(format_period_report(period, period_states(engine, period)))
     click.echo(format_ambiguous(ambiguous_deliveries(engine)))
@@ -451,16 +462,6 @@ def _print_runs(instance, limit: int = 8) -> None:
         ends = [run.tags.get(RANGE_START_TAG), run.tags.get(RANGE_END_TAG)]
         part = run.tags.get("dagster/partition") or "..".join(filter(None, ends))
         click.echo(f"  {run.run_id[:8]} {run.job_name:<22} {run.status.value:<10} {part}")
-
-
-def _print_next_ticks(now: dt.datetime) -> None:
-    from billing_pipeline import definitions
-    from billing_pipeline.defs.events import next_cron_tick
-
-    click.echo("Next scheduled ticks (UTC):")
-    for schedule in definitions.defs.schedules:
-        tick = next_cron_tick(schedule.cron_schedule, now)
-        click.echo(f"  {schedule.name:<32} {schedule.cron_schedule:<12} {tick:%Y-%m-%d %H:%M}")
 
 
 def _print_quarantine(engine) -> None:

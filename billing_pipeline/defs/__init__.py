@@ -13,3 +13,11 @@ import dagster as dg
 warnings.filterwarnings(
     "ignore", message=r"Parameter `backfill_policy` of function `asset` is currently in beta", category=dg.BetaWarning
 )
+# PreviewWarning "Specifying a partitions_def on an AssetCheckSpec is currently in preview": the
+# usage reconciliation check is partitioned like the drafts so that it reports one result per
+# organization partition (README "Dagster").
+warnings.filterwarnings(
+    "ignore",
+    message=r"Specifying a partitions_def on an AssetCheckSpec is currently in preview",
+    category=dg.PreviewWarning,
+)

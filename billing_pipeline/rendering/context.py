@@ -137,5 +137,19 @@ def invoice_view(invoice: Invoice, org: Organization, seller: Seller) -> dict:
         "tax": money.format_amount(invoice.tax, cur),
         "total": money.format_amount(invoice.total, cur),
         "amount_due": money.format_amount(amount_due, cur),
-        "payment_lines": seller.payment_instructions.splitlines(),
+        "auto_charge": org.auto_pay,
+        "payment_lines": _payment_lines(org, seller),
     }
+
+
+#: What an auto-pay invoice says instead of the seller's payment instructions.
+AUTO_CHARGE_TEXT = "This invoice will be charged automatically to the payment method on file."
+
+
+def _payment_lines(org: Organization, seller: Seller) -> tuple[str, ...]:
+    """The one payment text of an invoice: the automatic charge for auto-pay organizations,
+    else the seller's instructions (never both: an auto-pay customer told to pay by bank
+    transfer may pay twice)."""
+    if org.auto_pay:
+        return (AUTO_CHARGE_TEXT,)
+    return tuple(seller.payment_instructions.splitlines())

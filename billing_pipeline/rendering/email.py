@@ -129,6 +129,10 @@ def build_invoice_email(
     base = _base_kind(kind)
     if pdf_url is not None and not re.match(r"^(https?|file)://", pdf_url):
         raise ValueError("pdf_url must be an http(s) or file URL")
+    if pdf_url is not None and not re.match(r"^https?://", pdf_url):
+        # The local document store's ``file://`` URI names a folder on this machine, which no
+        # recipient can open: no link then (the PDF is attached).
+        pdf_url = None
     view = invoice_view(invoice, org, seller)
     subject = invoice_subject(invoice, org, seller, kind)
     context = {

@@ -48,8 +48,9 @@ def test_demo_flow_and_idempotent_reruns(cli):
     status = run("status")  # the last closed month and the next ticks, from the (pinned) clock
     assert "monthly_invoices_job" in status and "Quarantined events:" in status
     assert "Monthly invoices for October 2026" in status
-    assert re.search(r"monthly_invoices_job_schedule +0 0 1 \* \* +2026-12-01 00:00", status)
-    assert re.search(r"weekly_invoices_job_schedule +0 0 \* \* 1 +2026-11-09 00:00", status)
+    assert re.search(r"monthly_invoices_job_schedule +RUNNING \(default\) +0 0 1 \* \* +next 2026-12-01 00:00", status)
+    assert re.search(r"weekly_invoices_job_schedule +RUNNING \(default\) +0 0 \* \* 1 +next 2026-11-09 00:00", status)
+    assert "daemon: not running" in status and "Deliveries not done: none" in status
     assert "Ambiguous deliveries: none" in status
     out = run("deliver", "2026-10", "--org", "acme")  # the ledger of that organization only
     assert "    acme             pdf=succeeded" in out and "globex" not in out
