@@ -214,7 +214,7 @@ def dagster_job(
     import boto3
     from botocore.config import Config
 
-    from billing_pipeline.defs.runner import sync_organization_partitions
+    from billing_pipeline.launch import sync_organization_partitions
 
     s3 = servers["s3"]
     boto3.session.Session().client(

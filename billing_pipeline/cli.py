@@ -296,7 +296,7 @@ def deliver(
 def _deliver(settings, period, orgs, dry_run, resend_ambiguous_email=False, defs=None) -> bool:
     from billing_pipeline.definitions import build_definitions
     from billing_pipeline.defs.delivery import run_delivery
-    from billing_pipeline.defs.runner import sync_organization_partitions
+    from billing_pipeline.launch import sync_organization_partitions
     from billing_pipeline.services.reporting import delivery_states, format_delivery_report
 
     engine = _engine(settings)

@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 
 from billing_pipeline.db.reports import undone_deliveries
 from billing_pipeline.db.usage import late_hours
-from billing_pipeline.defs.events import next_cron_tick
+from billing_pipeline.defs.dagster_internals import next_cron_tick
 
 UTC = dt.UTC
 

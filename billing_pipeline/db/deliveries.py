@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, Integer, bindparam, insert, literal_column, or_, select, update
 
+from billing_pipeline.clock import utc_now
 from billing_pipeline.db.engine import dialect_insert
 from billing_pipeline.db.schema import invoice_deliveries, invoices
 from billing_pipeline.db.types import UTCDateTime
@@ -50,10 +51,6 @@ class LedgerRow:
     @property
     def done(self) -> bool:
         return self.status in FINAL_STATUSES
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def _row(r) -> LedgerRow:
@@ -217,7 +214,7 @@ def _claim(
     sending: str | None,
     resend_ambiguous: bool,
 ) -> int | None:
-    params = {"w_invoice_id": invoice_id, "w_channel": channel, "w_now": _now(), "w_sending": sending}
+    params = {"w_invoice_id": invoice_id, "w_channel": channel, "w_now": utc_now(), "w_sending": sending}
     if seen_attempts is None:
         # One statement: a row that appeared meanwhile (another run) makes the insert a no-op.
         inserted = conn.execute(_CLAIM_INSERT[conn.dialect.name], params).first()
@@ -232,7 +229,7 @@ def mark_sending(bind: Bind, invoice_id: int, channel: str, external_id: str) ->
         conn.execute(
             update(invoice_deliveries)
             .where(invoice_deliveries.c.invoice_id == invoice_id, invoice_deliveries.c.channel == channel)
-            .values(external_id=external_id, updated_at=_now())
+            .values(external_id=external_id, updated_at=utc_now())
         )
 
 
@@ -265,7 +262,7 @@ def write_finishes(bind: Bind, finishes: Sequence[Finish]) -> None:
 def _mark_succeeded(conn: Connection, f: Finish) -> None:
     if f.status not in FINAL_STATUSES:
         raise ValueError(f"not a final status: {f.status!r}")
-    now = _now()
+    now = utc_now()
     delivered_at = now if f.status == "succeeded" else None
     changed = conn.execute(
         _FINISH[f.count_attempt],
@@ -310,7 +307,7 @@ def mark_failed(
             _mark_succeeded(conn, finish)
         conn.execute(
             _FAIL,
-            {"w_invoice_id": invoice_id, "w_channel": channel, "w_error": error[:4000], "w_now": _now()},
+            {"w_invoice_id": invoice_id, "w_channel": channel, "w_error": error[:4000], "w_now": utc_now()},
         )
 
 
@@ -333,7 +330,7 @@ def mark_ambiguous(
     query = update(invoice_deliveries).where(_t.invoice_id == invoice_id, _t.channel == channel)
     if seen_attempts is not None:
         query = query.where(_t.status == "pending", _t.attempts == seen_attempts)
-    values = {"status": AMBIGUOUS, "last_error": error[:4000], "external_id": external_id, "updated_at": _now()}
+    values = {"status": AMBIGUOUS, "last_error": error[:4000], "external_id": external_id, "updated_at": utc_now()}
     with _transaction(bind) as conn:
         if finish is not None:
             _mark_succeeded(conn, finish)

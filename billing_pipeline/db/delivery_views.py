@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, select, update
 
+from billing_pipeline.clock import utc_now
 from billing_pipeline.db.deliveries import AMBIGUOUS, CHANNELS
 from billing_pipeline.db.schema import invoice_deliveries, invoices
 
@@ -91,7 +92,7 @@ def resolve_ambiguous(engine: Engine, invoice_id: int, channel: str, *, sent: bo
     run with the same Message-ID). Returns the row's Message-ID; raises ``NotAmbiguous``."""
     if channel not in CHANNELS:
         raise ValueError(f"unknown delivery channel {channel!r}")
-    now = dt.datetime.now(dt.UTC)
+    now = utc_now()
     if sent:
         values = {"status": "succeeded", "last_error": None, "delivered_at": now}
     else:

@@ -11,10 +11,6 @@ from billing_pipeline.domain.invoices import last_period_to_finalize
 from billing_pipeline.domain.model import BillingInterval
 from billing_pipeline.domain.periods import previous_period
 
-# defs/delivery.py imports the range tags from here until it moves to billing_pipeline.launch
-RANGE_START_TAG = launch.RANGE_START_TAG
-RANGE_END_TAG = launch.RANGE_END_TAG
-
 
 def invoice_schedule(
     *,

@@ -22,21 +22,19 @@ delivery runs at a time (``dagster.yaml``), one run renders while the other uplo
 and e-mails.
 """
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import dagster as dg
 
 from billing_pipeline.db import deliveries as ledger
-from billing_pipeline.defs.automation import RANGE_END_TAG, RANGE_START_TAG
 from billing_pipeline.defs.delivery_report import report_deliveries
 from billing_pipeline.defs.delivery_resources import DocumentStoreResource, MailerResource, PaymentGatewayResource
 from billing_pipeline.defs.invoicing import batches, is_dry_run
-from billing_pipeline.defs.partitions import ORGANIZATION_PARTITIONS, billing_key, organization_batches
+from billing_pipeline.defs.partitions import ORGANIZATION_PARTITIONS
 from billing_pipeline.defs.resources import BillingDatabaseResource
-from billing_pipeline.defs.runner import RunOutcome, execute_batches, wanted_batches
 from billing_pipeline.domain.model import BillingInterval
+from billing_pipeline.launch import RunOutcome, execute_batches, period_run_requests, wanted_batches
 from billing_pipeline.rendering.seller import Seller
 from billing_pipeline.services.delivery import (
     CHANNELS,
@@ -281,22 +279,16 @@ def delivery_run_requests(
     launches nothing new; organizations between two wanted ones are re-checked for free (the
     ledger makes them no-ops).
     """
-    requests = []
-    for chunk in organization_batches(all_orgs, batch_size, wanted):
-        digest = hashlib.sha256("\n".join(chunk).encode()).hexdigest()[:16]
-        requests.append(
-            dg.RunRequest(
-                run_key=f"deliver-{interval.value}-{period_key}-{digest}",
-                job_name=delivery_job_name(interval),
-                tags={
-                    RANGE_START_TAG: str(billing_key(interval, period_key, chunk[0])),
-                    RANGE_END_TAG: str(billing_key(interval, period_key, chunk[-1])),
-                    "billing/period": period_key,
-                    "billing/trigger": "invoice_delivery_sensor",
-                },
-            )
-        )
-    return requests
+    return period_run_requests(
+        all_orgs,
+        interval,
+        period_key,
+        batch_size,
+        run_key_prefix=f"deliver-{interval.value}",
+        wanted=wanted,
+        trigger="invoice_delivery_sensor",
+        job_name=delivery_job_name(interval),
+    )
 
 
 def build_invoice_delivery_sensor(

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from billing_pipeline.defs.events import log_partition_events, mark_partitions_failed
+from billing_pipeline.defs.dagster_internals import log_partition_events, mark_partitions_failed
 from billing_pipeline.defs.partitions import billing_key
 from billing_pipeline.domain import money
 from billing_pipeline.domain.model import BillingInterval

@@ -20,7 +20,7 @@ import dagster as dg
 from billing_pipeline import launch
 from billing_pipeline.clock import utc_now
 from billing_pipeline.db import usage
-from billing_pipeline.defs.events import log_partition_events, mark_partitions_failed
+from billing_pipeline.defs.dagster_internals import log_partition_events, mark_partitions_failed
 from billing_pipeline.defs.partitions import billing_key, split_key
 from billing_pipeline.defs.resources import BillingDatabaseResource
 from billing_pipeline.defs.usage import HOURLY_USAGE_KEY, aggregate_hour_range

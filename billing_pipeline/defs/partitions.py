@@ -60,12 +60,3 @@ def split_key(key: str | dg.MultiPartitionKey, interval: BillingInterval) -> tup
 
 def billing_key(interval: BillingInterval, period_key: str, org_id: str) -> dg.MultiPartitionKey:
     return dg.MultiPartitionKey({TIME_DIMENSION[interval]: period_key, ORG_DIMENSION: org_id})
-
-
-def __getattr__(name: str):
-    # defs/delivery.py imports organization_batches from here until it moves to billing_pipeline.launch
-    if name == "organization_batches":
-        from billing_pipeline.launch import organization_batches
-
-        return organization_batches
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,7 +7,7 @@ import dagster as dg
 from billing_pipeline import launch
 from billing_pipeline.clock import utc_now
 from billing_pipeline.db import reference, usage
-from billing_pipeline.defs.events import log_partition_events, mark_partitions_failed
+from billing_pipeline.defs.dagster_internals import log_partition_events, mark_partitions_failed
 from billing_pipeline.defs.resources import BillingDatabaseResource
 from billing_pipeline.domain.aggregation import hours_to_reaggregate
 from billing_pipeline.domain.periods import consecutive_hours, hour_from_key, hour_key, hour_start

@@ -25,9 +25,9 @@ from billing_pipeline.db.schema import invoice_deliveries, invoices
 from billing_pipeline.definitions import build_definitions, delivery_resources
 from billing_pipeline.defs.delivery import run_delivery
 from billing_pipeline.defs.partitions import billing_partitions
-from billing_pipeline.defs.runner import sync_organization_partitions
 from billing_pipeline.domain.model import BillingInterval
 from billing_pipeline.domain.periods import period_from_key
+from billing_pipeline.launch import sync_organization_partitions
 from billing_pipeline.services import invoicing
 from billing_pipeline.services.delivery import (
     DeliveryOptions,

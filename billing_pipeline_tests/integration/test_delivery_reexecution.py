@@ -17,9 +17,9 @@ from billing_pipeline.db import reference
 from billing_pipeline.db.engine import get_engine
 from billing_pipeline.defs.delivery import delivery_run_config
 from billing_pipeline.defs.partitions import billing_partitions
-from billing_pipeline.defs.runner import sync_organization_partitions
 from billing_pipeline.domain.model import BillingInterval
 from billing_pipeline.domain.periods import period_from_key
+from billing_pipeline.launch import sync_organization_partitions
 from billing_pipeline.services import invoicing
 from billing_pipeline.settings import Settings
 from billing_pipeline_tests.builders import UTC, org, setup_database, subscribe

@@ -10,14 +10,15 @@ import dagster as dg
 import pytest
 from sqlalchemy import select
 
+from billing_pipeline import launch
 from billing_pipeline.db import reference
 from billing_pipeline.db.engine import get_engine
 from billing_pipeline.db.schema import invoice_deliveries, invoices
 from billing_pipeline.definitions import build_definitions
 from billing_pipeline.defs.delivery import delivery_run_requests, run_delivery
 from billing_pipeline.defs.partitions import billing_partitions
-from billing_pipeline.defs.runner import run_hours, run_period, sync_organization_partitions
 from billing_pipeline.domain.model import BillingInterval
+from billing_pipeline.launch import sync_organization_partitions
 from billing_pipeline.settings import Settings
 from billing_pipeline_tests.builders import (
     UTC,
@@ -31,6 +32,21 @@ from billing_pipeline_tests.builders import (
 OCT = dt.datetime(2026, 10, 1, tzinfo=UTC)
 MONTHLY = BillingInterval.MONTHLY
 ORGS = ("alpha", "beta", "delta", "gamma", "zeta")
+
+
+def run_hours(defs, instance, first, last):
+    from billing_pipeline import definitions
+
+    return launch.run_hours(defs, instance, definitions.hourly_usage_job.name, first, last)
+
+
+def run_period(defs, instance, interval, period_key, *, organizations=(), dry_run=False, batch_size=1000):
+    from billing_pipeline import definitions
+
+    job = definitions.INVOICE_JOBS[interval]
+    return launch.run_period(
+        defs, instance, job, period_key, organizations=organizations, dry_run=dry_run, batch_size=batch_size
+    )
 
 
 @pytest.fixture

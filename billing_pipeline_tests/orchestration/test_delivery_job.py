@@ -21,10 +21,10 @@ from billing_pipeline.defs.delivery_resources import (
 )
 from billing_pipeline.defs.partitions import billing_partitions
 from billing_pipeline.defs.resources import BillingDatabaseResource
-from billing_pipeline.defs.runner import sync_organization_partitions
 from billing_pipeline.domain.model import BillingInterval
 from billing_pipeline.domain.money import to_minor
 from billing_pipeline.domain.periods import period_from_key
+from billing_pipeline.launch import sync_organization_partitions
 from billing_pipeline.services import invoicing
 from billing_pipeline.settings import Settings
 from billing_pipeline_tests.builders import UTC, org, setup_database, subscribe

@@ -12,8 +12,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-from sqlalchemy import Engine
+from typing import TYPE_CHECKING
 
 from billing_pipeline.clients.documents import invoice_pdf_key
 from billing_pipeline.clients.files import write_replacing
@@ -21,6 +20,9 @@ from billing_pipeline.db import deliveries as ledger
 from billing_pipeline.db import reference
 from billing_pipeline.db.invoices import load_invoices
 from billing_pipeline.domain.model import Invoice, InvoiceStatus, Organization
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 
 def sha256(data: bytes) -> str:

@@ -22,15 +22,16 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
-
-from sqlalchemy import Connection, Engine
+from typing import TYPE_CHECKING, Any, Protocol
 
 from billing_pipeline.clients.errors import AmbiguousMailError, DeliveryError
 from billing_pipeline.db import deliveries as ledger
 from billing_pipeline.services.delivery.items import Item
 from billing_pipeline.services.delivery.options import RetryPolicy
 from billing_pipeline.services.delivery.results import ChannelResult, ChannelStatus
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine
 
 log = logging.getLogger(__name__)
 

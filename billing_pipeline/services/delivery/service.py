@@ -15,8 +15,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-
-from sqlalchemy import Engine
+from typing import TYPE_CHECKING
 
 from billing_pipeline.clients.documents import DocumentStore
 from billing_pipeline.clients.mailer import Mailer, OutboxMailer
@@ -30,6 +29,9 @@ from billing_pipeline.services.delivery.options import DeliveryOptions
 from billing_pipeline.services.delivery.protocol import LedgerProtocol
 from billing_pipeline.services.delivery.render import Render, render_all, render_invoice_pdf, render_pool
 from billing_pipeline.services.delivery.results import ChannelReport, ChannelResult, ChannelStatus, InvoiceDelivery
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 log = logging.getLogger(__name__)
 
