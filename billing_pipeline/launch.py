@@ -100,6 +100,38 @@ def period_run_requests(
     return requests
 
 
+#: Run statuses of a run that has not finished: its organizations are being handled.
+IN_FLIGHT_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def in_flight_organizations(instance: dg.DagsterInstance, job_name: str, all_orgs: Sequence[str]) -> set[str]:
+    """Organizations in the key range of a queued or running ``job_name`` run, by period key.
+
+    Returned as ``{"period|org", ...}`` keys so a sensor can leave them out: a batch already
+    on its way is not requested again under another run key while it waits for a pool slot.
+    """
+    index = {org: i for i, org in enumerate(all_orgs)}
+    busy: set[str] = set()
+    for run in instance.get_runs(dg.RunsFilter(job_name=job_name, statuses=IN_FLIGHT_STATUSES)):
+        first, last = run.tags.get(RANGE_START_TAG), run.tags.get(RANGE_END_TAG)
+        if not (first and last):
+            first = last = run.tags.get("dagster/partition")
+        if not (first and last) or "|" not in first or "|" not in last:
+            continue
+        period, start_org = first.split("|", 1)
+        end_org = last.split("|", 1)[1]
+        lo, hi = index.get(start_org), index.get(end_org)
+        if lo is None or hi is None:
+            continue
+        busy.update(f"{period}|{org}" for org in all_orgs[lo : hi + 1])
+    return busy
+
+
 def not_yet_launched(
     instance: dg.DagsterInstance, schedule_name: str, requests: Iterable[dg.RunRequest]
 ) -> list[dg.RunRequest]:

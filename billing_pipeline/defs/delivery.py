@@ -34,7 +34,13 @@ from billing_pipeline.defs.invoicing import batches, is_dry_run
 from billing_pipeline.defs.partitions import ORGANIZATION_PARTITIONS
 from billing_pipeline.defs.resources import BillingDatabaseResource
 from billing_pipeline.domain.model import BillingInterval
-from billing_pipeline.launch import RunOutcome, execute_batches, period_run_requests, wanted_batches
+from billing_pipeline.launch import (
+    RunOutcome,
+    execute_batches,
+    in_flight_organizations,
+    period_run_requests,
+    wanted_batches,
+)
 from billing_pipeline.rendering.seller import Seller
 from billing_pipeline.services.delivery import (
     CHANNELS,
@@ -312,13 +318,20 @@ def build_invoice_delivery_sensor(
         if not channels:
             return dg.SkipReason("every delivery channel is disabled")
         pending = ledger.undelivered_invoices(billing_db.engine(), channels)
-        requests = []
+        requests, busy = [], {}
         for (interval_value, period_key), orgs in pending.items():
             interval = BillingInterval(interval_value)
             all_orgs = context.instance.get_dynamic_partitions(ORGANIZATION_PARTITIONS[interval].name)
-            requests += delivery_run_requests(all_orgs, interval, period_key, orgs, batch_size)
+            if interval not in busy:  # batches queued or running: not requested again under a new key
+                busy[interval] = in_flight_organizations(context.instance, delivery_job_name(interval), all_orgs)
+            wanted = [org for org in orgs if f"{period_key}|{org}" not in busy[interval]]
+            if wanted:
+                requests += delivery_run_requests(all_orgs, interval, period_key, wanted, batch_size)
         if not requests:
-            return dg.SkipReason("every finalized invoice has been delivered (or has failed: see the ledger)")
+            return dg.SkipReason(
+                "every finalized invoice has been delivered, is being delivered by a queued or running "
+                "run, or has failed (see the ledger)"
+            )
         return dg.SensorResult(run_requests=requests)
 
     return invoice_delivery_sensor

@@ -162,6 +162,24 @@ def test_sensor_launches_one_run_per_period_batch_and_is_idempotent(env):
     assert isinstance(again, dg.SkipReason)  # delivered or failed: nothing new to launch
 
 
+def test_sensor_does_not_request_a_batch_that_is_queued_or_running(env):
+    """A batch waiting for a pool slot is not requested again under another run key (the
+    10,000-invoice benchmark saw 47 such duplicate runs before)."""
+    settings, engine, instance, defs = env
+    sensor = defs.get_sensor_def("invoice_delivery_sensor")
+    resources = {"billing_db": defs.resources["billing_db"]}
+    with dg.build_sensor_context(instance=instance, definitions=defs, resources=resources) as context:
+        [request] = sensor(context).run_requests
+    job = defs.resolve_job_def(request.job_name)
+    queued = instance.create_run_for_job(job_def=job, tags=request.tags, status=dg.DagsterRunStatus.NOT_STARTED)
+    with dg.build_sensor_context(instance=instance, definitions=defs, resources=resources) as context:
+        assert isinstance(sensor(context), dg.SkipReason)
+    instance.report_run_canceled(queued)  # gone without delivering: the next tick asks again
+    with dg.build_sensor_context(instance=instance, definitions=defs, resources=resources) as context:
+        [again] = sensor(context).run_requests
+    assert again.tags == request.tags
+
+
 def test_run_requests_cover_wanted_orgs_in_contiguous_batches():
     all_orgs = [f"o{i:02d}" for i in range(10)]
     reqs = delivery_run_requests(all_orgs, MONTHLY, "2026-10-01", ["o07", "o01", "o03", "o09"], 3)
