@@ -3,8 +3,9 @@
 One scenario, in order (later tests build on earlier ones):
 the month before last (``BACKFILLED``) is invoiced by an asset backfill launched over GraphQL,
 last month (``SCHEDULED``, the month before the tick the daemon fires) by the monthly schedule.
-``cobalt`` has no subscription: it fails alone, is fixed for the backfilled month only and re-run
-alone, and stays failed for the scheduled one. The months follow the real clock (see ``months.py``).
+``cobalt`` is subscribed to a plan that is no longer in the catalog: it fails alone, is fixed for
+the backfilled month only and re-run alone, and stays failed for the scheduled one. The months
+follow the real clock (see ``months.py``).
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from sqlalchemy import select
 
 from billing_pipeline.db import reference
 from billing_pipeline.db.engine import get_engine
-from billing_pipeline.db.schema import invoice_errors, invoices
+from billing_pipeline.db.schema import invoice_errors, invoices, subscriptions
 from billing_pipeline.defs.partitions import billing_partitions
 from billing_pipeline.domain.model import BillingInterval
 from billing_pipeline.domain.periods import BillingPeriod, previous_period
-from billing_pipeline_tests.builders import add_events, org, setup_database, subscribe
+from billing_pipeline_tests.builders import add_events, org, setup_database, store_unchecked_subscription, subscribe
 from billing_pipeline_tests.e2e.months import BACKFILLED, SCHEDULED, seeded_periods, usage_hours
 from billing_pipeline_tests.e2e.stack import REPO, DagsterStack
 
@@ -32,7 +33,9 @@ pytestmark = pytest.mark.e2e
 BACK_START, SCHED_START = BACKFILLED.start, SCHEDULED.start
 BACK_KEY, SCHED_KEY = BACKFILLED.key, SCHEDULED.key
 ORGS = ["acme", "bolt", "cobalt", "delta", "echo"]  # sorted: partition order = key-range order
-BAD = "cobalt"  # no subscription
+BAD = "cobalt"  # subscribed to a plan the catalog no longer has
+RETIRED_PLAN = "retired_plan"
+BAD_REASON = f"plan {RETIRED_PLAN!r} is not in catalog version"
 NEW_ORG = "foxtrot"  # added while the servers run
 INVOICE_ASSETS = [{"path": ["monthly_invoice_drafts"]}, {"path": ["monthly_invoices"]}]
 SCHEDULE = "monthly_invoices_job_schedule"
@@ -58,6 +61,7 @@ def seed(url: str) -> None:
     for o in ("acme", "bolt", "delta"):
         subscribe(url, o, "starter", BACK_START)
     subscribe(url, "echo", "growth_eur", BACK_START)
+    store_unchecked_subscription(url, BAD, RETIRED_PLAN, BACK_START)
     rows = []
     for period in seeded_periods():  # all usage in the first 4 days: the CLI aggregates just those hours
         m = period.start.strftime("%Y%m")
@@ -391,14 +395,19 @@ def test_failed_org_shows_its_reason_and_is_rerun_alone_after_the_fix(stack):
         if r.tags.get(RANGE_START) == f"{BACK_KEY}|acme"
     ]
     assert len(failed_runs) == 1
-    reason = f"no subscription covers {BACK_KEY} ({BACKFILLED.label})"
+    reason = BAD_REASON
     failures = step_failures(stack, failed_runs[0].run_id)
-    assert any(f"{BAD}: " in f and reason in f for f in failures), failures
+    assert any(BAD in f and reason in f for f in failures), failures
     assert reason in errors(stack, BACK_KEY)[BAD]
     before = {o: (r.id, r.number, r.total_minor) for o, r in invoice_rows(stack, BACK_KEY).items()}
 
-    # the fix: a subscription for the backfilled month only (the scheduled month stays uncovered)
-    reference.add_subscription(engine_of(stack), BAD, "starter", BACK_START, ends_at=SCHED_START)
+    # the fix: the starter plan for the backfilled month only (the retired plan again after it)
+    engine = engine_of(stack)
+    with engine.begin() as conn:
+        conn.execute(subscriptions.delete().where(subscriptions.c.org_id == BAD))
+    reference.add_subscription(engine, BAD, "starter", BACK_START, ends_at=SCHED_START)
+    with engine.begin() as conn:  # and the retired plan again from the scheduled month on
+        conn.execute(subscriptions.insert().values(org_id=BAD, plan_code=RETIRED_PLAN, starts_at=SCHED_START))
     run_id = launch_partition_run(stack, f"{BACK_KEY}|{BAD}")
     assert wait_for_run(stack, run_id)["status"] == "SUCCESS", step_failures(stack, run_id)
 
@@ -501,11 +510,11 @@ def assert_schedule_billed(stack: DagsterStack, month: BillingPeriod, runs: list
     tick_runs = {rid for t in schedule_state(stack)["scheduleState"]["ticks"] for rid in t["runIds"]}
     assert tick_runs >= {r.run_id for r in runs}
 
-    # cobalt's subscription ends where the scheduled month starts: it fails alone again, with its reason
+    # cobalt is on the retired plan again from the scheduled month: it fails alone again, with its reason
     expected = {o: "MATERIALIZED" for o in ORGS} | {BAD: "FAILED"}
     assert instance_statuses(stack, "monthly_invoices", key, ORGS) == expected
     assert graphql_statuses(stack, "monthly_invoices", key) == expected
-    assert f"no subscription covers {key} ({month.label})" in errors(stack, key)[BAD]
+    assert BAD_REASON in errors(stack, key)[BAD]
     billed = invoice_rows(stack, key)
     assert {o: (r.currency, r.subtotal_minor, r.total_minor) for o, r in billed.items()} == EXPECTED
     # the only failed runs anywhere are cobalt's batches (no sensor or delivery run broke)
@@ -564,7 +573,9 @@ def test_cli_job_execute_and_billing_commands(stack):
 
     status = stack.cli("billing-pipeline", "status", "--period", month_arg)
     assert status.returncode == 0, f"{status.stdout}\n{status.stderr}"
-    assert "monthly_invoices_job_schedule    * * * * *" in status.stdout, status.stdout
+    # the deployment as the instance holds it: the schedule stopped from the UI above, the daemon beating
+    assert re.search(r"monthly_invoices_job_schedule +STOPPED +\* \* \* \* \*", status.stdout), status.stdout
+    assert "daemon: healthy" in status.stdout, status.stdout
     assert f"Monthly invoices for {BACKFILLED.label}" in status.stdout
     lines = {line.split()[0]: line for line in status.stdout.splitlines() if line.startswith("  ") and line.split()}
     for o in ORGS + [NEW_ORG]:
