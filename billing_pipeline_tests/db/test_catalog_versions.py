@@ -12,13 +12,12 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from billing_pipeline.cli import main
+from billing_pipeline.clock import utc_now
 from billing_pipeline.db import reference
 from billing_pipeline.db.engine import get_engine
 from billing_pipeline.db.reference import CatalogVersionConflict, PlanStillSubscribed
 from billing_pipeline.db.schema import subscriptions
 from billing_pipeline_tests.builders import CATALOG_FILE, org, setup_database
-
-NOW = dt.datetime.now(dt.UTC)
 
 
 @pytest.fixture
@@ -27,11 +26,13 @@ def engine(tmp_path):
     setup_database(url)
     engine = get_engine(url)
     reference.upsert_organizations(engine, [org("acme"), org("globex"), org("old_customer", interval="weekly")])
-    reference.add_subscription(engine, "acme", "starter", NOW - dt.timedelta(days=400))
-    reference.add_subscription(engine, "globex", "starter", NOW - dt.timedelta(days=10), NOW + dt.timedelta(days=30))
+    reference.add_subscription(engine, "acme", "starter", utc_now() - dt.timedelta(days=400))
+    reference.add_subscription(
+        engine, "globex", "starter", utc_now() - dt.timedelta(days=10), utc_now() + dt.timedelta(days=30)
+    )
     # ended well before the previous month: its periods are billed, it does not hold the plan
     reference.add_subscription(
-        engine, "old_customer", "weekly_usd", NOW - dt.timedelta(days=400), NOW - dt.timedelta(days=120)
+        engine, "old_customer", "weekly_usd", utc_now() - dt.timedelta(days=400), utc_now() - dt.timedelta(days=120)
     )
     return engine
 
