@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 from sqlalchemy import insert
 
+from billing_pipeline.clock import utc_now
 from billing_pipeline.db import reference
 from billing_pipeline.db.engine import get_engine, migrate
 from billing_pipeline.db.schema import dirty_hours, organizations, subscriptions, usage_events
@@ -55,7 +56,7 @@ def subscribe(url: str, org_id: str, plan: str, since: dt.datetime) -> None:
 def add_events(url: str, rows: list[tuple[str, str, str, str, dt.datetime]], props: dict | None = None) -> None:
     """rows: (org_id, event_id, metric, value, occurred_at). Marks their hours dirty like an import."""
     engine = get_engine(url)
-    now = dt.datetime.now(UTC)
+    now = utc_now()
     with engine.begin() as conn:
         conn.execute(
             insert(usage_events),
@@ -82,7 +83,7 @@ def add_events(url: str, rows: list[tuple[str, str, str, str, dt.datetime]], pro
 def store_unchecked_organizations(url: str, orgs: list[Organization]) -> None:
     """Write organizations as a row from before validation would be (``upsert_organizations``
     refuses them): for the tests of what delivery still does with such data."""
-    now = dt.datetime.now(UTC)
+    now = utc_now()
     with get_engine(url).begin() as conn:
         for o in orgs:
             conn.execute(organizations.delete().where(organizations.c.id == o.id))

@@ -37,6 +37,7 @@ from billing_pipeline.services.delivery import (
 )
 from billing_pipeline.settings import Settings
 from billing_pipeline_tests.builders import UTC, org, setup_database, store_unchecked_organizations, subscribe
+from billing_pipeline_tests.support.settings import real_servers_env
 
 pytestmark = pytest.mark.integration
 
@@ -55,27 +56,16 @@ class Crash(BaseException):
 def world(billing_db_url, s3_server, stripe_server, smtp_server, tmp_path, monkeypatch):
     bucket = s3_server.create_bucket(f"invoices-{uuid.uuid4().hex[:8]}")
     env = {
-        "BILLING_HOME": str(tmp_path),
-        "BILLING_DATABASE_URL": billing_db_url,
-        "DOCUMENT_STORE": "s3",
-        "S3_BUCKET": bucket,
-        "S3_ENDPOINT_URL": s3_server.endpoint_url,
-        "S3_REGION": s3_server.region,
+        **real_servers_env(
+            billing_url=billing_db_url,
+            billing_home=str(tmp_path),
+            bucket=bucket,
+            s3=s3_server,
+            stripe=stripe_server,
+            smtp=smtp_server,
+        ),
         "PRESIGNED_URL_EXPIRY_SECONDS": "3600",
-        "PAYMENT_GATEWAY": "stripe",
-        "STRIPE_API_KEY": stripe_server.api_key,
-        "STRIPE_API_BASE": stripe_server.api_base,
-        "MAILER": "smtp",
-        "SMTP_HOST": "127.0.0.1",
-        "SMTP_PORT": str(smtp_server.port),
-        "SMTP_USERNAME": smtp_server.username,
-        "SMTP_PASSWORD": smtp_server.password,
-        "SMTP_SECURITY": "starttls",
-        "SMTP_CA_FILE": smtp_server.cert_path,
         "EMAIL_FROM": "billing@seller.test",
-        "AWS_ACCESS_KEY_ID": s3_server.access_key,
-        "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
-        "SCHEDULES_RUNNING": "false",
         "DELIVERY_IO_WORKERS": "0",  # the faults below are scripted in order
     }
     for k, v in env.items():

@@ -35,6 +35,7 @@ from billing_pipeline.services import invoicing
 from billing_pipeline_tests.builders import UTC, org, setup_database, subscribe
 from billing_pipeline_tests.support._util import wait_until
 from billing_pipeline_tests.support.s3 import S3Server
+from billing_pipeline_tests.support.settings import real_servers_env
 from billing_pipeline_tests.support.smtp import SMTPServerProcess
 
 pytestmark = pytest.mark.integration
@@ -134,21 +135,16 @@ def world(billing_db_url, s3, stripe_server, smtp, tmp_path, monkeypatch):
     env.update(
         {
             "DAGSTER_HOME": str(home),
-            "BILLING_HOME": str(tmp_path / "billing"),
-            "BILLING_DATABASE_URL": billing_db_url,
-            "DOCUMENT_STORE": "s3",
-            "S3_BUCKET": bucket,
-            "S3_ENDPOINT_URL": s3.endpoint_url,
-            "S3_REGION": s3.region,
-            "AWS_ACCESS_KEY_ID": s3.access_key,
-            "AWS_SECRET_ACCESS_KEY": s3.secret_key,
-            "PAYMENT_GATEWAY": "stripe",
-            "STRIPE_API_KEY": stripe_server.api_key,
-            "STRIPE_API_BASE": stripe_server.api_base,
-            **smtp.env(),
+            **real_servers_env(
+                billing_url=billing_db_url,
+                billing_home=tmp_path / "billing",
+                bucket=bucket,
+                s3=s3,
+                stripe=stripe_server,
+                smtp=smtp,
+            ),
             "SMTP_TIMEOUT_SECONDS": "1",
             "DELIVERY_IO_WORKERS": "1",  # one invoice at a time: the faults land where the test says
-            "SCHEDULES_RUNNING": "false",
         }
     )
     setup_database(billing_db_url)

@@ -22,6 +22,7 @@ from billing_pipeline.domain.model import BillingInterval
 from billing_pipeline.domain.periods import period_from_key
 from billing_pipeline.services import invoicing
 from billing_pipeline_tests.builders import UTC, org, setup_database, subscribe
+from billing_pipeline_tests.support.settings import real_servers_env
 
 pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-m", "billing_pipeline.cli"]
@@ -38,25 +39,14 @@ def world(billing_db_url, s3_server, stripe_server, smtp_server, tmp_path):
     env.update(
         {
             "DAGSTER_HOME": str(home),
-            "BILLING_HOME": str(tmp_path / "billing"),
-            "BILLING_DATABASE_URL": billing_db_url,
-            "DOCUMENT_STORE": "s3",
-            "S3_BUCKET": bucket,
-            "S3_ENDPOINT_URL": s3_server.endpoint_url,
-            "S3_REGION": s3_server.region,
-            "AWS_ACCESS_KEY_ID": s3_server.access_key,
-            "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
-            "PAYMENT_GATEWAY": "stripe",
-            "STRIPE_API_KEY": stripe_server.api_key,
-            "STRIPE_API_BASE": stripe_server.api_base,
-            "MAILER": "smtp",
-            "SMTP_HOST": "127.0.0.1",
-            "SMTP_PORT": str(smtp_server.port),
-            "SMTP_USERNAME": smtp_server.username,
-            "SMTP_PASSWORD": smtp_server.password,
-            "SMTP_SECURITY": "starttls",
-            "SMTP_CA_FILE": smtp_server.cert_path,
-            "SCHEDULES_RUNNING": "false",
+            **real_servers_env(
+                billing_url=billing_db_url,
+                billing_home=tmp_path / "billing",
+                bucket=bucket,
+                s3=s3_server,
+                stripe=stripe_server,
+                smtp=smtp_server,
+            ),
         }
     )
     setup_database(billing_db_url)

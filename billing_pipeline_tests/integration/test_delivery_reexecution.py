@@ -23,6 +23,7 @@ from billing_pipeline.launch import sync_organization_partitions
 from billing_pipeline.services import invoicing
 from billing_pipeline.settings import Settings
 from billing_pipeline_tests.builders import UTC, org, setup_database, subscribe
+from billing_pipeline_tests.support.settings import real_servers_env
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,25 +50,14 @@ def world(postgres_server, billing_db_url, s3_server, stripe_server, smtp_server
         "DAGSTER_PG_USER": "postgres",
         "DAGSTER_PG_PASSWORD": "",
         "DAGSTER_PG_DB": name,
-        "BILLING_HOME": str(tmp_path / "billing"),
-        "BILLING_DATABASE_URL": billing_db_url,
-        "DOCUMENT_STORE": "s3",
-        "S3_BUCKET": bucket,
-        "S3_ENDPOINT_URL": s3_server.endpoint_url,
-        "S3_REGION": s3_server.region,
-        "AWS_ACCESS_KEY_ID": s3_server.access_key,
-        "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
-        "PAYMENT_GATEWAY": "stripe",
-        "STRIPE_API_KEY": stripe_server.api_key,
-        "STRIPE_API_BASE": stripe_server.api_base,
-        "MAILER": "smtp",
-        "SMTP_HOST": "127.0.0.1",
-        "SMTP_PORT": str(smtp_server.port),
-        "SMTP_USERNAME": smtp_server.username,
-        "SMTP_PASSWORD": smtp_server.password,
-        "SMTP_SECURITY": "starttls",
-        "SMTP_CA_FILE": smtp_server.cert_path,
-        "SCHEDULES_RUNNING": "false",
+        **real_servers_env(
+            billing_url=billing_db_url,
+            billing_home=tmp_path / "billing",
+            bucket=bucket,
+            s3=s3_server,
+            stripe=stripe_server,
+            smtp=smtp_server,
+        ),
         "DELIVERY_IO_WORKERS": "3",
     }
     for k, v in env.items():

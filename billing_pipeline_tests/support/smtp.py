@@ -483,18 +483,6 @@ class SMTPServerProcess:
     def message_ids(self) -> collections.Counter:
         return collections.Counter(str(m["Message-ID"]) for m in self.messages())
 
-    def env(self) -> dict[str, str]:
-        """The project's settings for this server (MAILER=smtp, STARTTLS + AUTH)."""
-        return {
-            "MAILER": "smtp",
-            "SMTP_HOST": self.host,
-            "SMTP_PORT": str(self.port),
-            "SMTP_USERNAME": self.username,
-            "SMTP_PASSWORD": self.password,
-            "SMTP_SECURITY": "starttls",
-            "SMTP_CA_FILE": self.cert_path,
-        }
-
 
 def main(argv: list[str]) -> int:
     """The child of ``SMTPServerProcess``: serve until SIGTERM/SIGKILL."""
