@@ -35,6 +35,7 @@ LATE_HOUR = SCHEDULED.start + dt.timedelta(days=1, hours=5)  # aggregated before
 CHANNELS = {"pdf", "s3", "email"}
 SCHEDULES = {"hourly_usage_job_schedule", "monthly_invoices_job_schedule", "weekly_invoices_job_schedule"}
 SENSORS = {"organizations_sensor", "invoice_delivery_sensor", "late_usage_sensor", "invoice_finalization_sensor"}
+INVOICE_SCHEDULES = ("monthly_invoices_job_schedule", "weekly_invoices_job_schedule")
 REPOSITORY = {"repositoryLocationName": "billing_pipeline", "repositoryName": "__repository__"}
 
 INSTIGATORS = """
@@ -134,12 +135,13 @@ def late_hour_events(stack: DagsterStack) -> int:
 
 
 def test_invoice_schedules_bill_the_monthly_and_the_weekly_organization(stack):
-    def both_billed():
+    def both_billed():  # the finalization sensor (grace 0) may finalize before a schedule's run is launched
         billed = {(r.org_id, r.interval) for r in finalized_invoices(stack)}
-        return {(MONTHLY_ORG, "monthly"), (WEEKLY_ORG, "weekly")} <= billed
+        launched = all(runs(stack, **{"dagster/schedule_name": name}) for name in INVOICE_SCHEDULES)
+        return {(MONTHLY_ORG, "monthly"), (WEEKLY_ORG, "weekly")} <= billed and launched
 
     stack.wait_for(both_billed, 300, "the monthly and weekly schedules to invoice their organizations", interval=3)
-    for name in ("monthly_invoices_job_schedule", "weekly_invoices_job_schedule"):
+    for name in INVOICE_SCHEDULES:
         launched = runs(stack, **{"dagster/schedule_name": name})
         assert launched and {r.job_name for r in launched} <= {"monthly_invoices_job", "weekly_invoices_job"}
 
