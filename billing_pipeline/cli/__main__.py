@@ -1,0 +1,3 @@
+from billing_pipeline.cli import main
+
+main()
