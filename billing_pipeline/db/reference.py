@@ -350,3 +350,18 @@ def latest_catalog(engine: Engine) -> Catalog | None:
 def _latest_catalog_in(conn: Connection) -> Catalog | None:
     row = conn.execute(select(catalog_versions.c.document).order_by(catalog_versions.c.version.desc()).limit(1)).first()
     return parse_catalog(row.document) if row else None
+
+
+def catalogs_by_version(engine: Engine, versions: Iterable[int]) -> dict[int, Catalog | None]:
+    """Stored catalog versions by number (``None``: not stored, or no longer passes validation)."""
+    wanted = sorted(set(versions))
+    found: dict[int, Catalog | None] = dict.fromkeys(wanted)
+    if not wanted:
+        return found
+    query = select(catalog_versions.c.version, catalog_versions.c.document).where(
+        catalog_versions.c.version.in_(wanted)
+    )
+    with engine.connect() as conn:
+        for row in conn.execute(query):
+            found[row.version] = _parsed_or_none(row.document)
+    return found

@@ -252,3 +252,25 @@ payments = Table(
     Column("status", String(16), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
 )
+
+# Late usage billed on a later invoice (domain/late_usage.py): one row per finalized source
+# invoice, charge and target invoice. A re-draft of the target replaces its own rows in the
+# transaction that writes its lines; a finalized target freezes them; every other target's
+# rows count as billed, so a source's late usage is never on two invoices.
+late_usage_adjustments = Table(
+    "late_usage_adjustments",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source_invoice_id", Integer, ForeignKey("invoices.id"), nullable=False),
+    Column("charge_code", String(64), nullable=False),
+    Column("target_invoice_id", Integer, ForeignKey("invoices.id"), nullable=False),
+    Column("org_id", String(64), nullable=False),
+    Column("line_number", Integer, nullable=True),  # the target's line; NULL when it adds no amount
+    Column("currency", String(3), nullable=False),
+    Column("usage_delta", String(64), nullable=False),  # exact Decimal text: the metric's units
+    Column("quantity_delta", String(64), nullable=False),  # exact Decimal text: the line's quantity
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("recorded_at", UTCDateTime, nullable=False),
+    UniqueConstraint("source_invoice_id", "charge_code", "target_invoice_id", name="uq_late_usage_adjustments_key"),
+    Index("ix_late_usage_adjustments_target", "target_invoice_id"),
+)

@@ -29,6 +29,7 @@ __all__ = [
     "finalization_refusal",
     "format_invoice_number",
     "last_period_to_finalize",
+    "minimum_spend_line",
     "not_billable_reason",
     "reconcile_usage",
 ]
@@ -80,7 +81,8 @@ def not_billable_reason(org: Organization, interval: BillingInterval) -> str | N
     return None
 
 
-def _minimum_spend_line(plan: Plan, subtotal: Decimal) -> InvoiceLine | None:
+def minimum_spend_line(plan: Plan, subtotal: Decimal) -> InvoiceLine | None:
+    """The true-up line that brings ``subtotal`` (rounded charge amounts) up to the plan's minimum, if short."""
     if plan.minimum_spend is None:
         return None
     minimum = money.quantize(plan.minimum_spend, plan.currency)
@@ -132,7 +134,7 @@ def build_invoice(
         logger.debug("plan %s does not bill metrics %s for org %s", plan.code, ignored, org.id)
 
     subtotal = sum((line.amount for line in lines), Decimal(0))
-    true_up = _minimum_spend_line(plan, subtotal)
+    true_up = minimum_spend_line(plan, subtotal)
     if true_up is not None:
         lines.append(true_up)
         subtotal += true_up.amount

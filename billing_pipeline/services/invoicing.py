@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from billing_pipeline.db import invoices as invoice_rows
-from billing_pipeline.db import reference, usage
+from billing_pipeline.db import late_usage, reference, usage
 from billing_pipeline.domain import money
 from billing_pipeline.domain.catalog import Catalog
 from billing_pipeline.domain.invoices import PricingError, build_invoice, not_billable_reason, reconcile_usage
@@ -87,13 +87,24 @@ def _catalog(engine: Engine) -> Catalog:
     return catalog
 
 
+@dataclass(frozen=True)
+class Draft:
+    """One organization's priced period before it is stored: the period's own invoice, and the
+    finalized invoices whose late usage it may carry (``db.late_usage``)."""
+
+    invoice: Invoice
+    plan_code: str
+    late_sources: tuple[late_usage.LateSource, ...] = ()
+
+
 def compute_drafts(
     engine: Engine, period: BillingPeriod, org_ids: Sequence[str]
-) -> tuple[Catalog, list[OrgResult], dict[str, tuple[Invoice, str]]]:
+) -> tuple[Catalog, list[OrgResult], dict[str, Draft]]:
     """Price every organization's period; nothing is written.
 
     Returns the catalog used, one result per org (DRAFTED, SKIPPED, ALREADY_FINALIZED or
-    FAILED) and the drafts by org id with their plan code.
+    FAILED; a draft's total includes the late-usage adjustments it would carry now) and the
+    drafts by org id.
     """
     catalog = _catalog(engine)
     orgs = reference.get_organizations(engine, org_ids)
@@ -101,16 +112,35 @@ def compute_drafts(
     plans = reference.plans_for_period(engine, org_ids, period.start, period.end)
     billable = [o for o in org_ids if o in orgs and not_billable_reason(orgs[o], period.interval) is None]
     usage_by_org = usage.period_usage(engine, billable, period.start, period.end, catalog.metrics)
+    late = late_usage.late_sources(engine, billable, before=period.start) if billable else {}
     results: list[OrgResult] = []
-    drafts: dict[str, tuple[Invoice, str]] = {}
+    drafts: dict[str, Draft] = {}
     for org_id in org_ids:
         result, draft = _draft(
             org_id, orgs.get(org_id), states.get(org_id), plans.get(org_id), catalog, period, usage_by_org
         )
-        results.append(result)
         if draft is not None:
-            drafts[org_id] = draft
+            drafts[org_id] = Draft(draft[0], draft[1], tuple(late.get(org_id, ())))
+            result = _with_late_usage(engine, result, drafts[org_id])
+        results.append(result)
     return catalog, results, drafts
+
+
+def _with_late_usage(engine: Engine, result: OrgResult, draft: Draft) -> OrgResult:
+    """The drafted result with the late usage it carries now (sources that cannot be adjusted: logged)."""
+    for source in draft.late_sources:
+        if source.problem:
+            log.warning("late usage of %s for %s waits: %s", source.invoice.number, result.org_id, source.problem)
+    if not draft.late_sources:
+        return result
+    with engine.connect() as conn:
+        invoice, pairs = late_usage.adjusted_invoice(conn, draft.invoice, draft.late_sources)
+    return _drafted(result, invoice, sum(len(a.lines()) for _, a in pairs))
+
+
+def _drafted(result: OrgResult, invoice: Invoice, adjustment_lines: int) -> OrgResult:
+    message = f"{adjustment_lines} late-usage adjustment line(s)" if adjustment_lines else result.message
+    return replace(result, message=message, total=invoice.total, lines=len(invoice.lines))
 
 
 def skip_reason(org: Organization, period: BillingPeriod, plan_code: str | None) -> str | None:
@@ -156,12 +186,17 @@ def draft_batch(engine: Engine, period: BillingPeriod, org_ids: Sequence[str], *
         try:
             with engine.begin() as conn:
                 if result.outcome is Outcome.DRAFTED:
-                    invoice, plan_code = drafts[result.org_id]
-                    invoice_id = invoice_rows.save_draft(
-                        conn, invoice, plan_code=plan_code, catalog_version=catalog.version
+                    draft = drafts[result.org_id]
+                    invoice_id, invoice = late_usage.save_draft_with_adjustments(
+                        conn,
+                        draft.invoice,
+                        draft.late_sources,
+                        plan_code=draft.plan_code,
+                        catalog_version=catalog.version,
                     )
                     invoice_rows.clear_error(conn, result.org_id, period.interval, period.key)
-                    result = replace(result, invoice_id=invoice_id)
+                    extra = len(invoice.lines) - len(draft.invoice.lines)
+                    result = replace(_drafted(result, invoice, extra), invoice_id=invoice_id)
                 elif result.outcome is Outcome.FAILED:
                     invoice_rows.record_error(conn, result.org_id, period.interval, period.key, "draft", result.message)
                 else:

@@ -1,0 +1,175 @@
+"""Late usage on SQLite and PostgreSQL: an event for a finalized month is billed once, on the next invoice.
+
+Plan ``starter`` (USD, minimum spend 25.00): storage is graduated, 10 GB free, 0.25 up to 100 GB,
+0.10 above. October bills a 100 GB peak (22.50); a 200 GB event for October that arrives after
+October is finalized re-prices October's storage at 32.50: November carries one line of +10.00.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, select
+
+from billing_pipeline.db import invoices as invoice_rows
+from billing_pipeline.db import late_usage, reference, usage
+from billing_pipeline.db.engine import get_engine
+from billing_pipeline.db.schema import late_usage_adjustments
+from billing_pipeline.domain.periods import monthly_period
+from billing_pipeline.services import invoicing
+from billing_pipeline_tests.builders import add_events, org, setup_database, subscribe
+
+pytestmark = pytest.mark.integration
+OCT, NOV, DEC = monthly_period(2026, 10), monthly_period(2026, 11), monthly_period(2026, 12)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def billing(request, tmp_path):
+    url = (
+        f"sqlite:///{tmp_path / 'billing.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("billing_db_url")
+    )
+    setup_database(url)
+    engine = get_engine(url)
+    reference.upsert_organizations(engine, [org("acme"), org("other")])
+    for o in ("acme", "other"):
+        subscribe(url, o, "starter", OCT.start)
+    add_events(
+        url,
+        [
+            ("acme", "oct-1", "storage_gb", "100", OCT.start + dt.timedelta(days=4)),
+            ("other", "oct-2", "storage_gb", "50", OCT.start + dt.timedelta(days=4)),
+        ],
+    )
+    return url, engine
+
+
+def aggregate(engine, period) -> None:
+    catalog = reference.latest_catalog(engine)
+    usage.aggregate_hours(engine, period.start, period.end - usage.HOUR, catalog.metrics)
+
+
+def bill(engine, period, *, finalize: bool = True) -> dict[str, invoicing.OrgResult]:
+    aggregate(engine, period)
+    drafted = invoicing.draft_batch(engine, period, ["acme", "other"], dry_run=False)
+    assert not drafted.failed, drafted.failed
+    if not finalize:
+        return {r.org_id: r for r in drafted.results}
+    done = invoicing.finalize_batch(
+        engine, period, ["acme", "other"], prefix="INV", now=period.end + dt.timedelta(days=3), dry_run=False
+    )
+    assert not done.failed, done.failed
+    return {r.org_id: r for r in done.results}
+
+
+def invoice_of(engine, org_id, period):
+    invoice_id = invoice_rows.get_invoice_states(engine, period.interval, period.key, [org_id])[org_id][0]
+    return invoice_rows.load_invoices(engine, [invoice_id])[invoice_id].invoice
+
+
+def ledger_rows(engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(late_usage_adjustments)).scalar_one()
+
+
+def adjustment_lines(invoice):
+    return [line for line in invoice.lines if line.description.startswith("Adjustment for")]
+
+
+def test_an_event_after_finalization_is_billed_once_on_the_next_invoice(billing):
+    url, engine = billing
+    october = bill(engine, OCT)["acme"]
+    before = invoice_of(engine, "acme", OCT)
+    assert before.total == Decimal("39.00")  # 10.00 platform + 22.50 storage = 32.50, + 20 % tax
+    assert late_usage.pending_late_usage(engine) == []
+
+    add_events(url, [("acme", "oct-late", "storage_gb", "200", OCT.start + dt.timedelta(days=20))])
+    [waiting] = late_usage.pending_late_usage(engine)  # its hour is not re-aggregated yet
+    assert (waiting.org_id, waiting.state) == (
+        "acme",
+        "blocked: late events in hours of October 2026 not re-aggregated yet",
+    )
+    aggregate(engine, OCT)
+    [pending] = late_usage.pending_late_usage(engine)
+    assert (pending.org_id, pending.source_number, pending.charge_code) == ("acme", october.number, "storage")
+    assert (pending.usage_delta, pending.amount, pending.state) == (100, Decimal("10.00"), "not on an invoice yet")
+
+    add_events(url, [("acme", "nov-1", "storage_gb", "5", NOV.start + dt.timedelta(days=2))])
+    for _ in range(3):  # drafted again and again inside the grace window: still one line, one ledger row
+        bill(engine, NOV, finalize=False)
+        november = invoice_of(engine, "acme", NOV)
+        [line] = adjustment_lines(november)
+        assert line.description == f"Adjustment for October 2026 ({october.number}): Storage +100 (late usage)"
+        assert (line.charge_code, line.quantity, line.amount) == ("storage", 100, Decimal("10.00"))
+        assert ledger_rows(engine) == 1
+    # November alone: 10.00 platform + 0 storage (5 GB free) + 15.00 true-up = 25.00; + 10.00 late; + 20 %
+    assert (november.subtotal, november.total) == (Decimal("35.00"), Decimal("42.00"))
+    [on_draft] = late_usage.pending_late_usage(engine)
+    assert on_draft.state == "on the draft of 2026-11-01"
+
+    bill(engine, NOV)
+    assert late_usage.pending_late_usage(engine) == []
+    assert invoice_of(engine, "acme", OCT) == before  # the finalized invoice is unchanged
+    assert len(adjustment_lines(invoice_of(engine, "acme", NOV))) == 1
+
+    bill(engine, DEC, finalize=False)  # the next month does not bill it again
+    assert adjustment_lines(invoice_of(engine, "acme", DEC)) == [] and ledger_rows(engine) == 1
+    assert adjustment_lines(invoice_of(engine, "other", NOV)) == []
+
+
+def test_a_second_late_event_is_billed_on_the_invoice_after(billing):
+    url, engine = billing
+    bill(engine, OCT)
+    add_events(url, [("acme", "oct-late", "storage_gb", "200", OCT.start + dt.timedelta(days=20))])
+    aggregate(engine, OCT)
+    bill(engine, NOV)
+    assert len(adjustment_lines(invoice_of(engine, "acme", NOV))) == 1
+    add_events(url, [("acme", "oct-later", "storage_gb", "300", OCT.start + dt.timedelta(days=21))])
+    aggregate(engine, OCT)
+    bill(engine, DEC, finalize=False)
+    [line] = adjustment_lines(invoice_of(engine, "acme", DEC))
+    assert (line.quantity, line.amount) == (100, Decimal("10.00"))  # 42.50 for 300 GB, 32.50 billed so far
+    assert ledger_rows(engine) == 2
+
+
+def test_late_usage_not_re_aggregated_waits_for_a_later_invoice(billing):
+    url, engine = billing
+    bill(engine, OCT)
+    add_events(url, [("acme", "oct-late", "storage_gb", "200", OCT.start + dt.timedelta(days=20))])
+    bill(engine, NOV)  # October's hour not re-aggregated yet: November goes without it
+    assert adjustment_lines(invoice_of(engine, "acme", NOV)) == []
+    aggregate(engine, OCT)
+    bill(engine, DEC, finalize=False)
+    [line] = adjustment_lines(invoice_of(engine, "acme", DEC))
+    assert line.amount == Decimal("10.00") and ledger_rows(engine) == 1
+
+
+def test_late_usage_under_the_minimum_adds_no_line(billing):
+    url, engine = billing
+    bill(engine, OCT)  # other: 10.00 + 10.00 storage (50 GB) + 5.00 true-up = 25.00
+    add_events(url, [("other", "oct-late", "storage_gb", "60", OCT.start + dt.timedelta(days=20))])
+    aggregate(engine, OCT)
+    pending = {(p.org_id, p.charge_code, p.amount) for p in late_usage.pending_late_usage(engine)}
+    assert pending == {("other", "storage", Decimal("2.50")), ("other", "minimum_spend", Decimal("-2.50"))}
+    bill(engine, NOV, finalize=False)
+    assert adjustment_lines(invoice_of(engine, "other", NOV)) == []  # +2.50 storage - 2.50 true-up
+    assert ledger_rows(engine) == 2  # both recorded, no amount: nothing pending
+    with engine.connect() as conn:
+        assert {r.line_number for r in conn.execute(select(late_usage_adjustments))} == {None}
+    bill(engine, NOV)
+    assert late_usage.pending_late_usage(engine) == []
+
+
+def test_a_dry_run_shows_the_adjustment_and_writes_nothing(billing):
+    url, engine = billing
+    bill(engine, OCT)
+    add_events(url, [("acme", "oct-late", "storage_gb", "200", OCT.start + dt.timedelta(days=20))])
+    aggregate(engine, OCT)
+    aggregate(engine, NOV)
+    batch = invoicing.draft_batch(engine, NOV, ["acme"], dry_run=True)
+    [result] = batch.results
+    assert result.message == "1 late-usage adjustment line(s)"
+    assert result.total == Decimal("42.00") and ledger_rows(engine) == 0
