@@ -4,7 +4,8 @@ Schedules and sensors: the state the instance stores (started or stopped from th
 CLI or the daemon), else the definition's default status; a running schedule's next tick
 from the cron the instance stored for it (the one the daemon last evaluated), so the
 answer does not depend on the crons of the shell that runs ``status``. The daemon: its
-heartbeats. The billing database: delivery ledger rows not done, per channel, and late usage.
+heartbeats. The billing database: delivery ledger rows not done, per channel, late hours and
+late-usage adjustments not billed yet.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from dataclasses import dataclass
 import dagster as dg
 from sqlalchemy import Engine
 
+from billing_pipeline.db.late_usage import pending_late_usage
 from billing_pipeline.db.reports import undone_deliveries
 from billing_pipeline.db.usage import late_hours
 from billing_pipeline.defs.dagster_internals import next_cron_tick
+from billing_pipeline.domain import money
 
 UTC = dt.UTC
 
@@ -132,19 +135,30 @@ def delivery_lines(engine: Engine) -> list[str]:
     return lines
 
 
-def pending_late_usage_lines(engine: Engine) -> list[str]:
-    """HOOK for ``pending_late_usage(engine)`` (prior-period adjustments not yet billed, being
-    added with the late-usage work): once it exists, report its adjustments here. Until then:
-    the hours that received events after they were aggregated and are not re-aggregated yet
-    (``late_usage_sensor`` re-aggregates them)."""
+def pending_late_usage_lines(engine: Engine, limit: int = 50) -> list[str]:
+    """Hours with events not re-aggregated yet (``late_usage_sensor`` re-aggregates them), then the
+    late usage of finalized periods that no finalized invoice carries yet (``pending_late_usage``:
+    billed on the organization's next invoice as adjustment lines, README "Late usage")."""
     hours = late_hours(engine)
     if not hours:
-        return ["Late usage: no hour waiting for re-aggregation"]
-    first, last = hours[0][0], hours[-1][0]
-    return [
-        f"Late usage: {len(hours)} hour(s) with events not yet re-aggregated, "
-        f"{first:%Y-%m-%d %H:00} .. {last:%Y-%m-%d %H:00}"
-    ]
+        lines = ["Late usage: no hour waiting for re-aggregation"]
+    else:
+        first, last = hours[0][0], hours[-1][0]
+        lines = [
+            f"Late usage: {len(hours)} hour(s) with events not yet re-aggregated, "
+            f"{first:%Y-%m-%d %H:00} .. {last:%Y-%m-%d %H:00}"
+        ]
+    pending = pending_late_usage(engine)
+    lines.append(f"Late-usage adjustments pending: {len(pending)}")
+    for p in pending[:limit]:
+        usage = f"{'+' if p.usage_delta >= 0 else '-'}{money.format_quantity(abs(p.usage_delta))}"
+        lines.append(
+            f"  {p.org_id:<16} {p.period_label:<20} {p.source_number:<16} {p.charge_code:<14} {usage:>10} "
+            f"{money.format_amount(p.amount, p.currency):>14}  {p.state}"
+        )
+    if len(pending) > limit:
+        lines.append(f"  ... and {len(pending) - limit} more")
+    return lines
 
 
 def deployment_report(instance: dg.DagsterInstance, defs: dg.Definitions, engine: Engine, now: dt.datetime) -> str:

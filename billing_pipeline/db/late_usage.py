@@ -29,6 +29,7 @@ from billing_pipeline.clock import utc_now
 from billing_pipeline.db import invoices as invoice_rows
 from billing_pipeline.db import reference, usage
 from billing_pipeline.db.schema import aggregated_hours, invoices, late_usage_adjustments, usage_events
+from billing_pipeline.db.types import UTCDateTime
 from billing_pipeline.domain import money
 from billing_pipeline.domain.catalog import Plan
 from billing_pipeline.domain.invoices import PricingError, build_invoice
@@ -39,6 +40,7 @@ from billing_pipeline.domain.periods import BillingPeriod
 MARGIN = dt.timedelta(hours=1)
 BILLED_STATUSES = (InvoiceStatus.FINALIZED.value, InvoiceStatus.PAID.value, InvoiceStatus.UNCOLLECTIBLE.value)
 _CHUNK = 1000
+REVIEW = "review: less than billed; never credited automatically (a credit note is a decision)"
 
 
 @dataclass(frozen=True)
@@ -64,9 +66,14 @@ def _chunks(items: Sequence, size: int = _CHUNK):
 
 
 def _billed_invoices(conn: Connection, org_ids: Sequence[str] | None, before: dt.datetime | None) -> list:
+    finalized_at = func.coalesce(invoices.c.finalized_at, invoices.c.updated_at, type_=UTCDateTime)
     query = select(
-        invoices.c.id, invoices.c.org_id, invoices.c.period_start, invoices.c.period_end, invoices.c.finalized_at
-    ).where(invoices.c.status.in_(BILLED_STATUSES), invoices.c.finalized_at.is_not(None))
+        invoices.c.id,
+        invoices.c.org_id,
+        invoices.c.period_start,
+        invoices.c.period_end,
+        finalized_at.label("finalized_at"),
+    ).where(invoices.c.status.in_(BILLED_STATUSES))
     if before is not None:
         query = query.where(invoices.c.period_end <= before)
     if org_ids is None:
@@ -301,10 +308,8 @@ def pending_late_usage(engine: Engine) -> list[PendingLateUsage]:
             )
             continue
         adjustment = s.adjustment(adjusted.get(s.invoice_id, {}))
-        for state, deltas in (("not on an invoice yet", adjustment.charges), ("review", adjustment.reviews)):
+        for state, deltas in (("not on an invoice yet", adjustment.charges), (REVIEW, adjustment.reviews)):
             for d in deltas:
-                if state == "review":
-                    state = "review: below what was billed, not credited automatically (a credit note is a decision)"
                 pending.append(
                     PendingLateUsage(
                         org, number, s.period.label, d.charge_code, d.usage, d.amount, adjustment.currency, state

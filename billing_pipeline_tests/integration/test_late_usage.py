@@ -19,6 +19,7 @@ from billing_pipeline.db.engine import get_engine
 from billing_pipeline.db.schema import late_usage_adjustments
 from billing_pipeline.domain.periods import monthly_period
 from billing_pipeline.services import invoicing
+from billing_pipeline.status import pending_late_usage_lines
 from billing_pipeline_tests.builders import add_events, org, setup_database, subscribe
 
 pytestmark = pytest.mark.integration
@@ -96,6 +97,12 @@ def test_an_event_after_finalization_is_billed_once_on_the_next_invoice(billing)
     [pending] = late_usage.pending_late_usage(engine)
     assert (pending.org_id, pending.source_number, pending.charge_code) == ("acme", october.number, "storage")
     assert (pending.usage_delta, pending.amount, pending.state) == (100, Decimal("10.00"), "not on an invoice yet")
+    status = pending_late_usage_lines(engine)
+    assert status[1:] == [
+        "Late-usage adjustments pending: 1",
+        f"  acme             October 2026         {october.number}  storage              +100      10.00 USD  "
+        "not on an invoice yet",
+    ]
 
     add_events(url, [("acme", "nov-1", "storage_gb", "5", NOV.start + dt.timedelta(days=2))])
     for _ in range(3):  # drafted again and again inside the grace window: still one line, one ledger row
@@ -112,6 +119,7 @@ def test_an_event_after_finalization_is_billed_once_on_the_next_invoice(billing)
 
     bill(engine, NOV)
     assert late_usage.pending_late_usage(engine) == []
+    assert pending_late_usage_lines(engine)[1:] == ["Late-usage adjustments pending: 0"]
     assert invoice_of(engine, "acme", OCT) == before  # the finalized invoice is unchanged
     assert len(adjustment_lines(invoice_of(engine, "acme", NOV))) == 1
 

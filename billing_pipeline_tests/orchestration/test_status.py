@@ -114,7 +114,8 @@ def test_delivery_failures_per_channel_and_late_hours(engine):
         "  s3      pending 1",
     ]
     assert pending_late_usage_lines(engine) == [
-        "Late usage: 1 hour(s) with events not yet re-aggregated, 2026-10-31 23:00 .. 2026-10-31 23:00"
+        "Late usage: 1 hour(s) with events not yet re-aggregated, 2026-10-31 23:00 .. 2026-10-31 23:00",
+        "Late-usage adjustments pending: 0",
     ]
 
 
