@@ -8,6 +8,8 @@ October is finalized re-prices October's storage at 32.50: November carries one 
 from __future__ import annotations
 
 import datetime as dt
+import shutil
+import subprocess
 from decimal import Decimal
 
 import pytest
@@ -18,11 +20,14 @@ from billing_pipeline.db import late_usage, reference, usage
 from billing_pipeline.db.engine import get_engine
 from billing_pipeline.db.schema import late_usage_adjustments
 from billing_pipeline.domain.periods import monthly_period
+from billing_pipeline.rendering import Seller
+from billing_pipeline.rendering.pdf import render_invoice_pdf
 from billing_pipeline.services import invoicing
 from billing_pipeline.status import pending_late_usage_lines
 from billing_pipeline_tests.builders import add_events, org, setup_database, subscribe
 
 pytestmark = pytest.mark.integration
+SELLER = Seller("Example Metering Ltd", ("1 Main Street",), None, "billing@example.com", "Pay by bank transfer.")
 OCT, NOV, DEC = monthly_period(2026, 10), monthly_period(2026, 11), monthly_period(2026, 12)
 
 
@@ -123,9 +128,22 @@ def test_an_event_after_finalization_is_billed_once_on_the_next_invoice(billing)
     assert invoice_of(engine, "acme", OCT) == before  # the finalized invoice is unchanged
     assert len(adjustment_lines(invoice_of(engine, "acme", NOV))) == 1
 
+    assert_printed(invoice_of(engine, "acme", NOV))
+
     bill(engine, DEC, finalize=False)  # the next month does not bill it again
     assert adjustment_lines(invoice_of(engine, "acme", DEC)) == [] and ledger_rows(engine) == 1
     assert adjustment_lines(invoice_of(engine, "other", NOV)) == []
+
+
+def assert_printed(invoice) -> None:
+    """The PDF prints the adjustment line like any other, and the stored totals."""
+    if shutil.which("pdftotext") is None:
+        pytest.skip("pdftotext (poppler-utils) not installed")
+    pdf = render_invoice_pdf(invoice, org("acme"), SELLER)
+    text = subprocess.run(["pdftotext", "-layout", "-", "-"], input=pdf, capture_output=True, check=True).stdout
+    flat = " ".join(text.decode().split())
+    assert "Adjustment for October 2026" in flat and "(late usage)" in flat
+    assert "10.00 USD" in flat and "35.00 USD" in flat and "42.00 USD" in flat
 
 
 def test_a_second_late_event_is_billed_on_the_invoice_after(billing):
