@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, not_, select
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, not_, select, update
 from sqlalchemy.orm import aliased
 
 from billing_pipeline.clock import utc_now
@@ -218,8 +218,15 @@ def adjusted_so_far(
 
 
 def _lock(conn: Connection, source_ids: Sequence[int]) -> None:
-    if source_ids:
-        conn.execute(select(invoices.c.id).where(invoices.c.id.in_(list(source_ids))).with_for_update()).all()
+    """Serialize drafts that may bill the same sources: row locks on PostgreSQL; on SQLite a
+    no-op write first, so the transaction holds the database's write lock before it reads."""
+    if not source_ids:
+        return
+    where = invoices.c.id.in_(list(source_ids))
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(invoices.c.id).where(where).with_for_update()).all()
+    else:
+        conn.execute(update(invoices).where(where).values(updated_at=invoices.c.updated_at))
 
 
 def adjusted_invoice(

@@ -10,10 +10,12 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 import subprocess
+import threading
 from decimal import Decimal
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from billing_pipeline.db import invoices as invoice_rows
 from billing_pipeline.db import late_usage, reference, usage
@@ -199,3 +201,45 @@ def test_a_dry_run_shows_the_adjustment_and_writes_nothing(billing):
     [result] = batch.results
     assert result.message == "1 late-usage adjustment line(s)"
     assert result.total == Decimal("42.00") and ledger_rows(engine) == 0
+
+
+def test_two_drafts_at_once_never_both_carry_it(billing):
+    """November's and December's drafts, priced while neither is stored, saved at the same time:
+    the second waits for the first's lock and finds the late usage billed."""
+    url, engine = billing
+    bill(engine, OCT)
+    add_events(url, [("acme", "oct-late", "storage_gb", "200", OCT.start + dt.timedelta(days=20))])
+    aggregate(engine, OCT)
+    aggregate(engine, NOV)
+    drafts = {p.key: invoicing.compute_drafts(engine, p, ["acme"])[2]["acme"] for p in (NOV, DEC)}
+    assert all(len(d.late_sources) == 1 for d in drafts.values())
+    first_saved, release = threading.Event(), threading.Event()
+    errors: list[Exception] = []
+
+    def save(key: str, hold: bool) -> None:
+        try:
+            with engine.begin() as conn:
+                draft = drafts[key]
+                late_usage.save_draft_with_adjustments(
+                    conn, draft.invoice, draft.late_sources, plan_code=draft.plan_code, catalog_version=2
+                )
+                if hold:
+                    first_saved.set()
+                    release.wait(10)
+        except OperationalError as exc:  # SQLite may refuse the second writer instead of waiting
+            errors.append(exc)
+
+    november = threading.Thread(target=save, args=(NOV.key, True))
+    november.start()
+    assert first_saved.wait(10)
+    december = threading.Thread(target=save, args=(DEC.key, False))
+    december.start()
+    december.join(1.0)
+    assert december.is_alive()  # waiting for November's transaction
+    release.set()
+    november.join(10)
+    december.join(30)
+    assert len(adjustment_lines(invoice_of(engine, "acme", NOV))) == 1
+    if not errors:
+        assert adjustment_lines(invoice_of(engine, "acme", DEC)) == []
+    assert ledger_rows(engine) == 1
