@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import dagster as dg
 from sqlalchemy import Engine
 
-from billing_pipeline.db.late_usage import pending_late_usage
+from billing_pipeline.db.late_usage_ledger import pending_late_usage
 from billing_pipeline.db.reports import undone_deliveries
 from billing_pipeline.db.usage import late_hours
 from billing_pipeline.defs.dagster_internals import next_cron_tick

@@ -274,3 +274,13 @@ late_usage_adjustments = Table(
     UniqueConstraint("source_invoice_id", "charge_code", "target_invoice_id", name="uq_late_usage_adjustments_key"),
     Index("ix_late_usage_adjustments_target", "target_invoice_id"),
 )
+
+# When a draft read a finalized invoice's usage for late usage (a source it could adjust). Once
+# that draft is finalized, the source is looked at again only for usage aggregated after then.
+late_usage_checks = Table(
+    "late_usage_checks",
+    metadata,
+    Column("source_invoice_id", Integer, ForeignKey("invoices.id"), primary_key=True),
+    Column("target_invoice_id", Integer, ForeignKey("invoices.id"), primary_key=True),
+    Column("checked_at", UTCDateTime, nullable=False),
+)

@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from billing_pipeline.db import invoices as invoice_rows
-from billing_pipeline.db import late_usage, reference, usage
+from billing_pipeline.db import late_usage, late_usage_ledger, reference, usage
 from billing_pipeline.domain import money
 from billing_pipeline.domain.catalog import Catalog
 from billing_pipeline.domain.invoices import PricingError, build_invoice, not_billable_reason, reconcile_usage
@@ -134,7 +134,7 @@ def _with_late_usage(engine: Engine, result: OrgResult, draft: Draft) -> OrgResu
     if not draft.late_sources:
         return result
     with engine.connect() as conn:
-        invoice, pairs = late_usage.adjusted_invoice(conn, draft.invoice, draft.late_sources)
+        invoice, pairs = late_usage_ledger.adjusted_invoice(conn, draft.invoice, draft.late_sources)
     return _drafted(result, invoice, sum(len(a.lines()) for _, a in pairs))
 
 
@@ -187,7 +187,7 @@ def draft_batch(engine: Engine, period: BillingPeriod, org_ids: Sequence[str], *
             with engine.begin() as conn:
                 if result.outcome is Outcome.DRAFTED:
                     draft = drafts[result.org_id]
-                    invoice_id, invoice = late_usage.save_draft_with_adjustments(
+                    invoice_id, invoice = late_usage_ledger.save_draft_with_adjustments(
                         conn,
                         draft.invoice,
                         draft.late_sources,

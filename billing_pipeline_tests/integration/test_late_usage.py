@@ -14,11 +14,13 @@ import threading
 from decimal import Decimal
 
 import pytest
+import time_machine
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
+from billing_pipeline.clock import utc_now
 from billing_pipeline.db import invoices as invoice_rows
-from billing_pipeline.db import late_usage, reference, usage
+from billing_pipeline.db import late_usage, late_usage_ledger, reference, usage
 from billing_pipeline.db.engine import get_engine
 from billing_pipeline.db.schema import late_usage_adjustments
 from billing_pipeline.domain.periods import monthly_period
@@ -92,16 +94,16 @@ def test_an_event_after_finalization_is_billed_once_on_the_next_invoice(billing)
     october = bill(engine, OCT)["acme"]
     before = invoice_of(engine, "acme", OCT)
     assert before.total == Decimal("39.00")  # 10.00 platform + 22.50 storage = 32.50, + 20 % tax
-    assert late_usage.pending_late_usage(engine) == []
+    assert late_usage_ledger.pending_late_usage(engine) == []
 
     add_events(url, [("acme", "oct-late", "storage_gb", "200", OCT.start + dt.timedelta(days=20))])
-    [waiting] = late_usage.pending_late_usage(engine)  # its hour is not re-aggregated yet
+    [waiting] = late_usage_ledger.pending_late_usage(engine)  # its hour is not re-aggregated yet
     assert (waiting.org_id, waiting.state) == (
         "acme",
         "blocked: late events in hours of October 2026 not re-aggregated yet",
     )
     aggregate(engine, OCT)
-    [pending] = late_usage.pending_late_usage(engine)
+    [pending] = late_usage_ledger.pending_late_usage(engine)
     assert (pending.org_id, pending.source_number, pending.charge_code) == ("acme", october.number, "storage")
     assert (pending.usage_delta, pending.amount, pending.state) == (100, Decimal("10.00"), "not on an invoice yet")
     status = pending_late_usage_lines(engine)
@@ -121,11 +123,14 @@ def test_an_event_after_finalization_is_billed_once_on_the_next_invoice(billing)
         assert ledger_rows(engine) == 1
     # November alone: 10.00 platform + 0 storage (5 GB free) + 15.00 true-up = 25.00; + 10.00 late; + 20 %
     assert (november.subtotal, november.total) == (Decimal("35.00"), Decimal("42.00"))
-    [on_draft] = late_usage.pending_late_usage(engine)
+    [on_draft] = late_usage_ledger.pending_late_usage(engine)
     assert on_draft.state == "on the draft of 2026-11-01"
 
-    bill(engine, NOV)
-    assert late_usage.pending_late_usage(engine) == []
+    with time_machine.travel(utc_now() + 2 * late_usage.MARGIN, tick=True):  # November finalized later on
+        bill(engine, NOV)
+        october_id = invoice_rows.get_invoice_states(engine, OCT.interval, OCT.key, ["acme"])["acme"][0]
+        assert october_id not in late_usage.candidate_invoices(engine)  # settled: November read it and is final
+    assert late_usage_ledger.pending_late_usage(engine) == []
     assert pending_late_usage_lines(engine)[1:] == ["Late-usage adjustments pending: 0"]
     assert invoice_of(engine, "acme", OCT) == before  # the finalized invoice is unchanged
     assert len(adjustment_lines(invoice_of(engine, "acme", NOV))) == 1
@@ -180,15 +185,18 @@ def test_late_usage_under_the_minimum_adds_no_line(billing):
     bill(engine, OCT)  # other: 10.00 + 10.00 storage (50 GB) + 5.00 true-up = 25.00
     add_events(url, [("other", "oct-late", "storage_gb", "60", OCT.start + dt.timedelta(days=20))])
     aggregate(engine, OCT)
-    pending = {(p.org_id, p.charge_code, p.amount) for p in late_usage.pending_late_usage(engine)}
+    pending = {(p.org_id, p.charge_code, p.amount) for p in late_usage_ledger.pending_late_usage(engine)}
     assert pending == {("other", "storage", Decimal("2.50")), ("other", "minimum_spend", Decimal("-2.50"))}
     bill(engine, NOV, finalize=False)
     assert adjustment_lines(invoice_of(engine, "other", NOV)) == []  # +2.50 storage - 2.50 true-up
     assert ledger_rows(engine) == 2  # both recorded, no amount: nothing pending
     with engine.connect() as conn:
         assert {r.line_number for r in conn.execute(select(late_usage_adjustments))} == {None}
-    bill(engine, NOV)
-    assert late_usage.pending_late_usage(engine) == []
+    with time_machine.travel(utc_now() + 2 * late_usage.MARGIN, tick=True):  # November finalized later on
+        bill(engine, NOV)
+        october_id = invoice_rows.get_invoice_states(engine, OCT.interval, OCT.key, ["acme"])["acme"][0]
+        assert october_id not in late_usage.candidate_invoices(engine)  # settled: November read it and is final
+    assert late_usage_ledger.pending_late_usage(engine) == []
 
 
 def test_a_dry_run_shows_the_adjustment_and_writes_nothing(billing):
@@ -220,7 +228,7 @@ def test_two_drafts_at_once_never_both_carry_it(billing):
         try:
             with engine.begin() as conn:
                 draft = drafts[key]
-                late_usage.save_draft_with_adjustments(
+                late_usage_ledger.save_draft_with_adjustments(
                     conn, draft.invoice, draft.late_sources, plan_code=draft.plan_code, catalog_version=2
                 )
                 if hold:

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from billing_pipeline.db import invoices as invoice_rows
 from billing_pipeline.db import reference
 from billing_pipeline.db.engine import get_engine
-from billing_pipeline.db.late_usage import pending_late_usage
+from billing_pipeline.db.late_usage_ledger import pending_late_usage
 from billing_pipeline.db.schema import late_usage_adjustments
 from billing_pipeline.definitions import build_definitions, hourly_usage_job
 from billing_pipeline.domain.periods import monthly_period

@@ -1,10 +1,10 @@
-"""late_usage_adjustments: late usage of finalized invoices billed once on a later invoice
+"""late_usage_adjustments, late_usage_checks: late usage of finalized invoices billed once on a later one
 
 Revision ID: 0005
 Revises: 0004
 Create Date: 2026-12-01
 
-A new table only; nothing existing changes.
+Two new tables; nothing existing changes.
 """
 
 import sqlalchemy as sa
@@ -48,8 +48,22 @@ def upgrade() -> None:
         ),
     )
     op.create_index("ix_late_usage_adjustments_target", "late_usage_adjustments", ["target_invoice_id"])
+    op.create_table(
+        "late_usage_checks",
+        sa.Column("source_invoice_id", sa.Integer(), nullable=False),
+        sa.Column("target_invoice_id", sa.Integer(), nullable=False),
+        sa.Column("checked_at", UTCDateTime(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["source_invoice_id"], ["invoices.id"], name=op.f("fk_late_usage_checks_source_invoice_id_invoices")
+        ),
+        sa.ForeignKeyConstraint(
+            ["target_invoice_id"], ["invoices.id"], name=op.f("fk_late_usage_checks_target_invoice_id_invoices")
+        ),
+        sa.PrimaryKeyConstraint("source_invoice_id", "target_invoice_id", name=op.f("pk_late_usage_checks")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("late_usage_checks")
     op.drop_index("ix_late_usage_adjustments_target", table_name="late_usage_adjustments")
     op.drop_table("late_usage_adjustments")
