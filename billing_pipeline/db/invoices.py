@@ -111,6 +111,11 @@ def save_draft(conn: Connection, invoice: Invoice, *, plan_code: str, catalog_ve
 
     Raises ``FinalizedInvoiceError`` when the period's invoice is no longer a draft.
     """
+    return store_draft(conn, invoice, plan_code=plan_code, catalog_version=catalog_version)[0]
+
+
+def store_draft(conn: Connection, invoice: Invoice, *, plan_code: str, catalog_version: int) -> tuple[int, bool]:
+    """``save_draft``, also saying whether an earlier draft was replaced (False: a new row)."""
     if invoice.status is not InvoiceStatus.DRAFT:
         raise ValueError("only drafts can be saved")
     currency = invoice.currency
@@ -146,20 +151,21 @@ def save_draft(conn: Connection, invoice: Invoice, *, plan_code: str, catalog_ve
         invoice_id = found.id
         conn.execute(update(invoices).where(invoices.c.id == invoice_id).values(**values))
         conn.execute(delete(invoice_lines).where(invoice_lines.c.invoice_id == invoice_id))
-    else:
-        invoice_id = conn.execute(
-            insert(invoices)
-            .values(
-                org_id=invoice.organization_id,
-                interval=invoice.interval.value,
-                period_key=period_key,
-                created_at=now,
-                **values,
-            )
-            .returning(invoices.c.id)
-        ).scalar_one()
+        _insert_lines(conn, invoice_id, invoice)
+        return invoice_id, True
+    invoice_id = conn.execute(
+        insert(invoices)
+        .values(
+            org_id=invoice.organization_id,
+            interval=invoice.interval.value,
+            period_key=period_key,
+            created_at=now,
+            **values,
+        )
+        .returning(invoices.c.id)
+    ).scalar_one()
     _insert_lines(conn, invoice_id, invoice)
-    return invoice_id
+    return invoice_id, False
 
 
 def _insert_lines(conn: Connection, invoice_id: int, invoice: Invoice) -> None:

@@ -39,7 +39,7 @@ from billing_pipeline.db.types import UTCDateTime
 from billing_pipeline.domain.catalog import Plan
 from billing_pipeline.domain.invoices import PricingError, build_invoice
 from billing_pipeline.domain.late_usage import Billed, PeriodAdjustment, period_adjustment
-from billing_pipeline.domain.model import Invoice, InvoiceStatus
+from billing_pipeline.domain.model import BillingInterval, Invoice, InvoiceStatus
 from billing_pipeline.domain.periods import BillingPeriod
 
 MARGIN = dt.timedelta(hours=1)
@@ -153,10 +153,18 @@ def _with_late_events(conn: Connection, rows: list, first: dt.datetime, end: dt.
     return {r.id for r in rows if r.org_id in latest and latest[r.org_id] >= r.checked - MARGIN}
 
 
-def late_sources(engine: Engine, org_ids: Sequence[str] | None = None, *, before=None) -> dict[str, list[LateSource]]:
-    """Candidate invoices by organization, each re-priced from today's usage (or with its problem)."""
+def late_sources(
+    engine: Engine, org_ids: Sequence[str] | None = None, *, before=None, target: tuple | None = None
+) -> dict[str, list[LateSource]]:
+    """Candidate invoices by organization, each re-priced from today's usage (or with its problem).
+
+    ``target`` (interval, period key): the draft being computed; the sources its stored draft
+    read are included whether or not they are candidates still (its adjustments are redone).
+    """
     read_at = utc_now()  # before any usage is read: what lands later is looked at again
     candidates = candidate_invoices(engine, org_ids, before=before)
+    if target is not None:
+        candidates = {**dict.fromkeys(_read_by_draft(engine, org_ids, target), False), **candidates}
     stored = _own_lines(engine, invoice_rows.load_invoices(engine, sorted(candidates)))
     catalogs = reference.catalogs_by_version(engine, {s.catalog_version for s in stored.values()})
     orgs = reference.get_organizations(engine, sorted({s.invoice.organization_id for s in stored.values()}))
@@ -184,6 +192,28 @@ def late_sources(engine: Engine, org_ids: Sequence[str] | None = None, *, before
                 )
             )
     return dict(result)
+
+
+def _read_by_draft(engine: Engine, org_ids: Sequence[str] | None, target: tuple) -> list[int]:
+    """The sources the stored draft of ``target`` (interval, period key) read for late usage."""
+    draft, c = target_alias(), late_usage_checks.c
+    query = (
+        select(c.source_invoice_id)
+        .join(draft, draft.c.id == c.target_invoice_id)
+        .where(
+            draft.c.status == InvoiceStatus.DRAFT.value,
+            draft.c.interval == BillingInterval(target[0]).value,
+            draft.c.period_key == target[1],
+        )
+    )
+    with engine.connect() as conn:
+        if org_ids is None:
+            return [r.source_invoice_id for r in conn.execute(query)]
+        return [
+            r.source_invoice_id
+            for chunk in chunks(list(org_ids))
+            for r in conn.execute(query.where(draft.c.org_id.in_(chunk)))
+        ]
 
 
 def _own_lines(engine: Engine, stored: dict[int, invoice_rows.StoredInvoice]) -> dict[int, invoice_rows.StoredInvoice]:

@@ -89,10 +89,18 @@ def adjusted_invoice(
 def save_draft_with_adjustments(
     conn: Connection, base: Invoice, sources: Sequence[LateSource], *, plan_code: str, catalog_version: int
 ) -> tuple[int, Invoice]:
-    """Store ``base`` plus its adjustment lines, and replace this draft's ledger rows, at once."""
+    """Store ``base`` plus its adjustment lines, and replace this draft's ledger rows, at once.
+
+    ``sources`` must include every source the stored draft read (``late_sources(target=...)``):
+    without sources, there are no earlier rows to replace.
+    """
+    if not sources:
+        return invoice_rows.save_draft(conn, base, plan_code=plan_code, catalog_version=catalog_version), base
     invoice, pairs = adjusted_invoice(conn, base, sources, lock=True)
-    invoice_id = invoice_rows.save_draft(conn, invoice, plan_code=plan_code, catalog_version=catalog_version)
-    conn.execute(delete(late_usage_adjustments).where(late_usage_adjustments.c.target_invoice_id == invoice_id))
+    invoice_id, replaced = invoice_rows.store_draft(conn, invoice, plan_code=plan_code, catalog_version=catalog_version)
+    if replaced:  # a re-draft: its earlier rows go (a new draft has none)
+        for table in (late_usage_adjustments, late_usage_checks):
+            conn.execute(delete(table).where(table.c.target_invoice_id == invoice_id))
     rows, line_number, now = [], len(base.lines), utc_now()
     for source, adjustment in pairs:
         for charge in adjustment.charges:
@@ -120,7 +128,6 @@ def save_draft_with_adjustments(
 
 def _record_checks(conn: Connection, target_id: int, sources: Sequence[LateSource]) -> None:
     """When this draft read each source's usage: once it is finalized, usage before that is settled."""
-    conn.execute(delete(late_usage_checks).where(late_usage_checks.c.target_invoice_id == target_id))
     if sources:
         conn.execute(
             insert(late_usage_checks),

@@ -280,7 +280,8 @@ late_usage_adjustments = Table(
 late_usage_checks = Table(
     "late_usage_checks",
     metadata,
-    Column("source_invoice_id", Integer, ForeignKey("invoices.id"), primary_key=True),
     Column("target_invoice_id", Integer, ForeignKey("invoices.id"), primary_key=True),
+    Column("source_invoice_id", Integer, ForeignKey("invoices.id"), primary_key=True),
     Column("checked_at", UTCDateTime, nullable=False),
+    Index("ix_late_usage_checks_source", "source_invoice_id"),
 )

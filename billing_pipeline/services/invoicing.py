@@ -112,7 +112,7 @@ def compute_drafts(
     plans = reference.plans_for_period(engine, org_ids, period.start, period.end)
     billable = [o for o in org_ids if o in orgs and not_billable_reason(orgs[o], period.interval) is None]
     usage_by_org = usage.period_usage(engine, billable, period.start, period.end, catalog.metrics)
-    late = late_usage.late_sources(engine, billable, before=period.start) if billable else {}
+    late = late_usage.late_sources(engine, billable, before=period.start, target=(period.interval, period.key))
     results: list[OrgResult] = []
     drafts: dict[str, Draft] = {}
     for org_id in org_ids:

@@ -251,3 +251,23 @@ def test_two_drafts_at_once_never_both_carry_it(billing):
     if not errors:
         assert adjustment_lines(invoice_of(engine, "acme", DEC)) == []
     assert ledger_rows(engine) == 1
+
+
+def test_a_draft_keeps_its_adjustment_when_a_later_invoice_settles_the_month(billing):
+    """November's draft carries October's late usage; December is drafted and finalized first
+    (its read of October finds it billed on November); November, drafted again, keeps its line."""
+    url, engine = billing
+    bill(engine, OCT)
+    add_events(url, [("acme", "oct-late", "storage_gb", "200", OCT.start + dt.timedelta(days=20))])
+    aggregate(engine, OCT)
+    bill(engine, NOV, finalize=False)
+    with time_machine.travel(utc_now() + 2 * late_usage.MARGIN, tick=True):
+        bill(engine, DEC)
+        assert adjustment_lines(invoice_of(engine, "acme", DEC)) == []
+        october_id = invoice_rows.get_invoice_states(engine, OCT.interval, OCT.key, ["acme"])["acme"][0]
+        assert october_id not in late_usage.candidate_invoices(engine)
+        bill(engine, NOV, finalize=False)
+        [line] = adjustment_lines(invoice_of(engine, "acme", NOV))
+        assert line.amount == Decimal("10.00") and ledger_rows(engine) == 1
+        bill(engine, NOV)
+    assert late_usage_ledger.pending_late_usage(engine) == []

@@ -50,8 +50,8 @@ def upgrade() -> None:
     op.create_index("ix_late_usage_adjustments_target", "late_usage_adjustments", ["target_invoice_id"])
     op.create_table(
         "late_usage_checks",
-        sa.Column("source_invoice_id", sa.Integer(), nullable=False),
         sa.Column("target_invoice_id", sa.Integer(), nullable=False),
+        sa.Column("source_invoice_id", sa.Integer(), nullable=False),
         sa.Column("checked_at", UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["source_invoice_id"], ["invoices.id"], name=op.f("fk_late_usage_checks_source_invoice_id_invoices")
@@ -59,11 +59,13 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["target_invoice_id"], ["invoices.id"], name=op.f("fk_late_usage_checks_target_invoice_id_invoices")
         ),
-        sa.PrimaryKeyConstraint("source_invoice_id", "target_invoice_id", name=op.f("pk_late_usage_checks")),
+        sa.PrimaryKeyConstraint("target_invoice_id", "source_invoice_id", name=op.f("pk_late_usage_checks")),
     )
+    op.create_index("ix_late_usage_checks_source", "late_usage_checks", ["source_invoice_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_late_usage_checks_source", table_name="late_usage_checks")
     op.drop_table("late_usage_checks")
     op.drop_index("ix_late_usage_adjustments_target", table_name="late_usage_adjustments")
     op.drop_table("late_usage_adjustments")
