@@ -1,7 +1,8 @@
 """Late usage through the Dagster assets: ``dg.materialize`` of the monthly drafts and invoices.
 
-October is finalized; an October event arrives, its hour is re-aggregated; November's invoice,
-materialized any number of times, carries exactly one adjustment line for it.
+October is finalized on 4 November; an October event arrives on 10 November, its hour is
+re-aggregated; November's invoice, materialized any number of times, carries exactly one
+adjustment line for it. Every step runs at an explicit time (time-machine), never today's.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from billing_pipeline.launch import run_hours, sync_organization_partitions
 from billing_pipeline.settings import Settings
 from billing_pipeline_tests.builders import add_events, org, setup_database, subscribe
 
-OCT, NOV = monthly_period(2026, 10), monthly_period(2026, 11)
+OCT, NOV, DEC = monthly_period(2026, 10), monthly_period(2026, 11), monthly_period(2026, 12)
 INVOICE_ASSETS = [dg.AssetKey("monthly_invoice_drafts"), dg.AssetKey("monthly_invoices")]
 
 
@@ -37,14 +38,17 @@ def env(tmp_path):
     engine = get_engine(url)
     reference.upsert_organizations(engine, [org("acme")])
     subscribe(url, "acme", "starter", OCT.start)
-    add_events(url, [("acme", "oct-1", "storage_gb", "100", OCT.start + dt.timedelta(days=4))])
+    with time_machine.travel(OCT.start + dt.timedelta(days=4, hours=1), tick=True):
+        add_events(url, [("acme", "oct-1", "storage_gb", "100", OCT.start + dt.timedelta(days=4))])
     instance = dg.DagsterInstance.ephemeral()
     sync_organization_partitions(instance, engine)
     return url, engine, instance, build_definitions(settings)
 
 
-def aggregate(defs, instance, period) -> None:
-    assert run_hours(defs, instance, hourly_usage_job.name, period.start, period.end - dt.timedelta(hours=1)).success
+def aggregate(defs, instance, period, at: dt.datetime) -> None:
+    with time_machine.travel(at, tick=True):
+        last = period.end - dt.timedelta(hours=1)
+        assert run_hours(defs, instance, hourly_usage_job.name, period.start, last).success
 
 
 def materialize(defs, instance, period) -> dg.ExecuteInProcessResult:
@@ -66,15 +70,19 @@ def invoice(engine, period):
 
 def test_late_event_billed_once_on_the_next_monthly_invoice(env):
     url, engine, instance, defs = env
-    aggregate(defs, instance, OCT)
-    assert materialize(defs, instance, OCT).success
+    aggregate(defs, instance, OCT, at=NOV.start + dt.timedelta(minutes=5))
+    assert materialize(defs, instance, OCT).success  # on 4 November
     status, october = invoice(engine, OCT)
     assert status == "finalized" and october.total == Decimal("39.00")
 
-    add_events(url, [("acme", "oct-late", "storage_gb", "200", OCT.start + dt.timedelta(days=20))])
-    aggregate(defs, instance, OCT)  # what late_usage_sensor launches
-    assert [p.state for p in pending_late_usage(engine)] == ["not on an invoice yet"]
-    aggregate(defs, instance, NOV)
+    late = NOV.start + dt.timedelta(days=10)
+    with time_machine.travel(late, tick=True):
+        add_events(url, [("acme", "oct-late", "storage_gb", "200", OCT.start + dt.timedelta(days=20))])
+        assert pending_late_usage(engine)[0].state.startswith("blocked: late events in hours of October 2026")
+    aggregate(defs, instance, OCT, at=late + dt.timedelta(minutes=1))  # what late_usage_sensor launches
+    with time_machine.travel(late + dt.timedelta(minutes=2), tick=True):
+        assert [p.state for p in pending_late_usage(engine)] == ["not on an invoice yet"]
+    aggregate(defs, instance, NOV, at=DEC.start + dt.timedelta(minutes=5))
     for _ in range(3):
         assert materialize(defs, instance, NOV).success
         status, november = invoice(engine, NOV)
@@ -84,6 +92,7 @@ def test_late_event_billed_once_on_the_next_monthly_invoice(env):
             assert conn.execute(select(func.count()).select_from(late_usage_adjustments)).scalar_one() == 1
     assert november.total == Decimal("42.00")  # (25.00 November + 10.00 October's late storage) + 20 %
     assert invoice(engine, OCT) == ("finalized", october)
-    assert pending_late_usage(engine) == []
+    with time_machine.travel(DEC.end, tick=True):
+        assert pending_late_usage(engine) == []
     latest = instance.get_latest_materialization_event(dg.AssetKey("monthly_invoice_drafts"))
     assert latest is not None and latest.asset_materialization.partition == "2026-11-01|acme"
