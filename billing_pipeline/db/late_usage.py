@@ -200,7 +200,9 @@ def _read_by_draft(engine: Engine, org_ids: Sequence[str] | None, target: tuple)
     query = (
         select(c.source_invoice_id)
         .join(draft, draft.c.id == c.target_invoice_id)
+        .join(invoices, invoices.c.id == c.source_invoice_id)
         .where(
+            invoices.c.status.in_(BILLED_STATUSES),  # a source voided since is owed nothing more
             draft.c.status == InvoiceStatus.DRAFT.value,
             draft.c.interval == BillingInterval(target[0]).value,
             draft.c.period_key == target[1],

@@ -91,12 +91,10 @@ def save_draft_with_adjustments(
 ) -> tuple[int, Invoice]:
     """Store ``base`` plus its adjustment lines, and replace this draft's ledger rows, at once.
 
-    ``sources`` must include every source the stored draft read (``late_sources(target=...)``):
-    without sources, there are no earlier rows to replace.
+    ``sources`` include every source the stored draft read that is still billed
+    (``late_sources(target=...)``), so that its adjustments are redone, not dropped.
     """
-    if not sources:
-        return invoice_rows.save_draft(conn, base, plan_code=plan_code, catalog_version=catalog_version), base
-    invoice, pairs = adjusted_invoice(conn, base, sources, lock=True)
+    invoice, pairs = adjusted_invoice(conn, base, sources, lock=True) if sources else (base, [])
     invoice_id, replaced = invoice_rows.store_draft(conn, invoice, plan_code=plan_code, catalog_version=catalog_version)
     if replaced:  # a re-draft: its earlier rows go (a new draft has none)
         for table in (late_usage_adjustments, late_usage_checks):

@@ -15,14 +15,14 @@ from decimal import Decimal
 
 import pytest
 import time_machine
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 
 from billing_pipeline.clock import utc_now
 from billing_pipeline.db import invoices as invoice_rows
 from billing_pipeline.db import late_usage, late_usage_ledger, reference, usage
 from billing_pipeline.db.engine import get_engine
-from billing_pipeline.db.schema import late_usage_adjustments
+from billing_pipeline.db.schema import invoices, late_usage_adjustments
 from billing_pipeline.domain.periods import monthly_period
 from billing_pipeline.rendering import Seller
 from billing_pipeline.rendering.pdf import render_invoice_pdf
@@ -270,4 +270,27 @@ def test_a_draft_keeps_its_adjustment_when_a_later_invoice_settles_the_month(bil
         [line] = adjustment_lines(invoice_of(engine, "acme", NOV))
         assert line.amount == Decimal("10.00") and ledger_rows(engine) == 1
         bill(engine, NOV)
+    assert late_usage_ledger.pending_late_usage(engine) == []
+
+
+def test_a_voided_invoice_gives_its_late_usage_back_and_a_voided_month_owes_none(billing):
+    url, engine = billing
+    bill(engine, OCT)
+    add_events(url, [("acme", "oct-late", "storage_gb", "200", OCT.start + dt.timedelta(days=20))])
+    aggregate(engine, OCT)
+    bill(engine, NOV)
+    november_id = invoice_rows.get_invoice_states(engine, NOV.interval, NOV.key, ["acme"])["acme"][0]
+    with engine.begin() as conn:  # November voided: October's late usage is owed again
+        conn.execute(update(invoices).where(invoices.c.id == november_id).values(status="void"))
+    assert [(p.charge_code, p.amount) for p in late_usage_ledger.pending_late_usage(engine)] == [
+        ("storage", Decimal("10.00"))
+    ]
+    bill(engine, DEC, finalize=False)
+    [line] = adjustment_lines(invoice_of(engine, "acme", DEC))
+    assert line.amount == Decimal("10.00")
+    october_id = invoice_rows.get_invoice_states(engine, OCT.interval, OCT.key, ["acme"])["acme"][0]
+    with engine.begin() as conn:  # October voided: nothing of it is owed any more
+        conn.execute(update(invoices).where(invoices.c.id == october_id).values(status="void"))
+    bill(engine, DEC, finalize=False)
+    assert adjustment_lines(invoice_of(engine, "acme", DEC)) == []
     assert late_usage_ledger.pending_late_usage(engine) == []
