@@ -75,9 +75,21 @@ def bill(engine, period, *, finalize: bool = True) -> dict[str, invoicing.OrgRes
     return {r.org_id: r for r in done.results}
 
 
+def invoice_id(engine, org_id, period) -> int:
+    return invoice_rows.get_invoice_states(engine, period.interval, period.key, [org_id])[org_id][0]
+
+
 def invoice_of(engine, org_id, period):
-    invoice_id = invoice_rows.get_invoice_states(engine, period.interval, period.key, [org_id])[org_id][0]
-    return invoice_rows.load_invoices(engine, [invoice_id])[invoice_id].invoice
+    found = invoice_id(engine, org_id, period)
+    return invoice_rows.load_invoices(engine, [found])[found].invoice
+
+
+def october_billed_then_late(url, engine, gb: str = "200", *, reaggregate: bool = True) -> None:
+    """October finalized, then an event of ``gb`` GB for 21 October arrives (and is re-aggregated)."""
+    bill(engine, OCT)
+    add_events(url, [("acme", "oct-late", "storage_gb", gb, OCT.start + dt.timedelta(days=20))])
+    if reaggregate:
+        aggregate(engine, OCT)
 
 
 def ledger_rows(engine) -> int:
@@ -128,7 +140,7 @@ def test_an_event_after_finalization_is_billed_once_on_the_next_invoice(billing)
 
     with time_machine.travel(utc_now() + 2 * late_usage.MARGIN, tick=True):  # November finalized later on
         bill(engine, NOV)
-        october_id = invoice_rows.get_invoice_states(engine, OCT.interval, OCT.key, ["acme"])["acme"][0]
+        october_id = invoice_id(engine, "acme", OCT)
         assert october_id not in late_usage.candidate_invoices(engine)  # settled: November read it and is final
     assert late_usage_ledger.pending_late_usage(engine) == []
     assert pending_late_usage_lines(engine)[1:] == ["Late-usage adjustments pending: 0"]
@@ -155,9 +167,7 @@ def assert_printed(invoice) -> None:
 
 def test_a_second_late_event_is_billed_on_the_invoice_after(billing):
     url, engine = billing
-    bill(engine, OCT)
-    add_events(url, [("acme", "oct-late", "storage_gb", "200", OCT.start + dt.timedelta(days=20))])
-    aggregate(engine, OCT)
+    october_billed_then_late(url, engine)
     bill(engine, NOV)
     assert len(adjustment_lines(invoice_of(engine, "acme", NOV))) == 1
     add_events(url, [("acme", "oct-later", "storage_gb", "300", OCT.start + dt.timedelta(days=21))])
@@ -170,8 +180,7 @@ def test_a_second_late_event_is_billed_on_the_invoice_after(billing):
 
 def test_late_usage_not_re_aggregated_waits_for_a_later_invoice(billing):
     url, engine = billing
-    bill(engine, OCT)
-    add_events(url, [("acme", "oct-late", "storage_gb", "200", OCT.start + dt.timedelta(days=20))])
+    october_billed_then_late(url, engine, reaggregate=False)
     bill(engine, NOV)  # October's hour not re-aggregated yet: November goes without it
     assert adjustment_lines(invoice_of(engine, "acme", NOV)) == []
     aggregate(engine, OCT)
@@ -194,16 +203,14 @@ def test_late_usage_under_the_minimum_adds_no_line(billing):
         assert {r.line_number for r in conn.execute(select(late_usage_adjustments))} == {None}
     with time_machine.travel(utc_now() + 2 * late_usage.MARGIN, tick=True):  # November finalized later on
         bill(engine, NOV)
-        october_id = invoice_rows.get_invoice_states(engine, OCT.interval, OCT.key, ["acme"])["acme"][0]
+        october_id = invoice_id(engine, "acme", OCT)
         assert october_id not in late_usage.candidate_invoices(engine)  # settled: November read it and is final
     assert late_usage_ledger.pending_late_usage(engine) == []
 
 
 def test_a_dry_run_shows_the_adjustment_and_writes_nothing(billing):
     url, engine = billing
-    bill(engine, OCT)
-    add_events(url, [("acme", "oct-late", "storage_gb", "200", OCT.start + dt.timedelta(days=20))])
-    aggregate(engine, OCT)
+    october_billed_then_late(url, engine)
     aggregate(engine, NOV)
     batch = invoicing.draft_batch(engine, NOV, ["acme"], dry_run=True)
     [result] = batch.results
@@ -215,9 +222,7 @@ def test_two_drafts_at_once_never_both_carry_it(billing):
     """November's and December's drafts, priced while neither is stored, saved at the same time:
     the second waits for the first's lock and finds the late usage billed."""
     url, engine = billing
-    bill(engine, OCT)
-    add_events(url, [("acme", "oct-late", "storage_gb", "200", OCT.start + dt.timedelta(days=20))])
-    aggregate(engine, OCT)
+    october_billed_then_late(url, engine)
     aggregate(engine, NOV)
     drafts = {p.key: invoicing.compute_drafts(engine, p, ["acme"])[2]["acme"] for p in (NOV, DEC)}
     assert all(len(d.late_sources) == 1 for d in drafts.values())
@@ -257,14 +262,12 @@ def test_a_draft_keeps_its_adjustment_when_a_later_invoice_settles_the_month(bil
     """November's draft carries October's late usage; December is drafted and finalized first
     (its read of October finds it billed on November); November, drafted again, keeps its line."""
     url, engine = billing
-    bill(engine, OCT)
-    add_events(url, [("acme", "oct-late", "storage_gb", "200", OCT.start + dt.timedelta(days=20))])
-    aggregate(engine, OCT)
+    october_billed_then_late(url, engine)
     bill(engine, NOV, finalize=False)
     with time_machine.travel(utc_now() + 2 * late_usage.MARGIN, tick=True):
         bill(engine, DEC)
         assert adjustment_lines(invoice_of(engine, "acme", DEC)) == []
-        october_id = invoice_rows.get_invoice_states(engine, OCT.interval, OCT.key, ["acme"])["acme"][0]
+        october_id = invoice_id(engine, "acme", OCT)
         assert october_id not in late_usage.candidate_invoices(engine)
         bill(engine, NOV, finalize=False)
         [line] = adjustment_lines(invoice_of(engine, "acme", NOV))
@@ -275,11 +278,9 @@ def test_a_draft_keeps_its_adjustment_when_a_later_invoice_settles_the_month(bil
 
 def test_a_voided_invoice_gives_its_late_usage_back_and_a_voided_month_owes_none(billing):
     url, engine = billing
-    bill(engine, OCT)
-    add_events(url, [("acme", "oct-late", "storage_gb", "200", OCT.start + dt.timedelta(days=20))])
-    aggregate(engine, OCT)
+    october_billed_then_late(url, engine)
     bill(engine, NOV)
-    november_id = invoice_rows.get_invoice_states(engine, NOV.interval, NOV.key, ["acme"])["acme"][0]
+    november_id = invoice_id(engine, "acme", NOV)
     with engine.begin() as conn:  # November voided: October's late usage is owed again
         conn.execute(update(invoices).where(invoices.c.id == november_id).values(status="void"))
     assert [(p.charge_code, p.amount) for p in late_usage_ledger.pending_late_usage(engine)] == [
@@ -288,7 +289,7 @@ def test_a_voided_invoice_gives_its_late_usage_back_and_a_voided_month_owes_none
     bill(engine, DEC, finalize=False)
     [line] = adjustment_lines(invoice_of(engine, "acme", DEC))
     assert line.amount == Decimal("10.00")
-    october_id = invoice_rows.get_invoice_states(engine, OCT.interval, OCT.key, ["acme"])["acme"][0]
+    october_id = invoice_id(engine, "acme", OCT)
     with engine.begin() as conn:  # October voided: nothing of it is owed any more
         conn.execute(update(invoices).where(invoices.c.id == october_id).values(status="void"))
     bill(engine, DEC, finalize=False)
