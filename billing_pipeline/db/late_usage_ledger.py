@@ -96,8 +96,13 @@ def save_draft_with_adjustments(
     """
     invoice, pairs = adjusted_invoice(conn, base, sources, lock=True) if sources else (base, [])
     invoice_id, replaced = invoice_rows.store_draft(conn, invoice, plan_code=plan_code, catalog_version=catalog_version)
-    if replaced:  # a re-draft: its earlier rows go (a new draft has none)
-        for table in (late_usage_adjustments, late_usage_checks):
+    if replaced:  # a re-draft: its earlier rows go (a new draft has none; adjustments only beside checks)
+        checks = late_usage_checks.c
+        gone = conn.execute(
+            delete(late_usage_checks).where(checks.target_invoice_id == invoice_id).returning(checks.source_invoice_id)
+        ).all()
+        if gone:
+            table = late_usage_adjustments
             conn.execute(delete(table).where(table.c.target_invoice_id == invoice_id))
     rows, line_number, now = [], len(base.lines), utc_now()
     for source, adjustment in pairs:
