@@ -72,7 +72,7 @@ def build_credit_note(invoice: Invoice, *, amount: Decimal | None, due: Decimal,
     if invoice.status is not InvoiceStatus.FINALIZED:
         raise CreditNoteRefused(
             f"invoice {number} is {invoice.status.value}: only a finalized invoice is credited "
-            "(see README \"Invoice lifecycle, payments and credit notes\")"
+            '(see README "Invoice lifecycle, payments and credit notes")'
         )
     reason = check_reason(reason)
     if due <= 0:
@@ -86,9 +86,7 @@ def build_credit_note(invoice: Invoice, *, amount: Decimal | None, due: Decimal,
             f"({money.format_amount(due, cur)}, the amount due)"
         )
     if credited == invoice.total:  # the whole invoice, nothing paid or credited before
-        lines = tuple(
-            CreditNoteLine(line.description, line.amount, i) for i, line in enumerate(invoice.lines, start=1)
-        )
+        lines = tuple(CreditNoteLine(line.description, line.amount, i) for i, line in enumerate(invoice.lines, start=1))
         subtotal, tax = invoice.subtotal, invoice.tax
     else:
         subtotal = money.quantize_ratio(credited, 1 + invoice.tax_rate, cur)
