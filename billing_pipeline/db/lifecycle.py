@@ -103,9 +103,9 @@ def receivables(bind: Engine | Connection, invoice_ids: Sequence[int]) -> dict[i
         query = select(credit_notes.c.invoice_id, credit_notes.c.total_minor, credit_notes.c.currency)
         for r in bind.execute(query.where(credit_notes.c.invoice_id.in_(chunk))):
             credited.setdefault(r.invoice_id, []).append(money.from_minor(r.total_minor, r.currency))
-        for r in bind.execute(select(_i.id, _i.currency, _i.total_minor).where(_i.id.in_(chunk))):
+        for r in bind.execute(select(_i.id, _i.status, _i.currency, _i.total_minor).where(_i.id.in_(chunk))):
             total = money.from_minor(r.total_minor, r.currency)
-            out[r.id] = receivable(total, r.currency, paid[r.id], credited.get(r.id, []))
+            out[r.id] = receivable(total, r.currency, paid[r.id], credited.get(r.id, []), InvoiceStatus(r.status))
     return out
 
 

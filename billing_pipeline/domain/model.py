@@ -56,10 +56,8 @@ def check_transition(current: InvoiceStatus, target: InvoiceStatus, *, number: s
         return
     allowed = sorted(s.value for s in TRANSITIONS[current])
     what = f"invoice {number}" if number else "an invoice"
-    raise TransitionRefused(
-        f"{what} is {current.value}: it cannot become {target.value} "
-        f"(from {current.value} only {', '.join(allowed) if allowed else 'nothing: it is final'})"
-    )
+    rule = f"from {current.value} only: {', '.join(allowed)}" if allowed else f"{current.value} is final"
+    raise TransitionRefused(f"{what} is {current.value}: it cannot become {target.value} ({rule})")
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,9 @@
 
     amount due = total - succeeded payments - credit notes      (never below zero)
 
+and nothing at all for a ``void`` invoice (cancelled) or a ``draft`` (not issued yet); an
+``uncollectible`` one still owes its amount (it can be paid later).
+
 Only ``succeeded`` payments count: pending, processing, failed and canceled ones move no
 money. An overpayment (payments and credits above the total) shows as ``Receivable.overpaid``;
 ``amount_due`` is then zero. Amounts are exact ``Decimal`` in one currency; a payment or credit
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from . import money
+from .model import InvoiceStatus
 
 
 class PaymentStatus(str, enum.Enum):
@@ -67,11 +71,13 @@ class Receivable:
     total: Decimal
     paid: Decimal
     credited: Decimal
+    status: InvoiceStatus | None = None  # None: the arithmetic only
 
     @property
     def balance(self) -> Decimal:
-        """Signed: positive is still owed, negative is overpaid."""
-        return self.total - self.paid - self.credited
+        """Signed: positive is still owed, negative is overpaid (a void or draft invoice owes nothing)."""
+        owed = Decimal(0) if self.status in (InvoiceStatus.VOID, InvoiceStatus.DRAFT) else self.total
+        return owed - self.paid - self.credited
 
     @property
     def amount_due(self) -> Decimal:
@@ -87,7 +93,11 @@ class AmountError(ValueError):
 
 
 def receivable(
-    total: Decimal, currency: str, payments: Iterable[Payment] = (), credit_notes: Iterable[Decimal] = ()
+    total: Decimal,
+    currency: str,
+    payments: Iterable[Payment] = (),
+    credit_notes: Iterable[Decimal] = (),
+    status: InvoiceStatus | None = None,
 ) -> Receivable:
     """The invoice's ``Receivable``; ``credit_notes`` are the credit notes' totals."""
     paid = Decimal(0)
@@ -97,14 +107,19 @@ def receivable(
         if p.succeeded:
             paid += money.to_decimal(p.amount)
     credited = sum((money.to_decimal(c) for c in credit_notes), Decimal(0))
-    return Receivable(currency, money.to_decimal(total), paid, credited)
+    return Receivable(currency, money.to_decimal(total), paid, credited, status)
 
 
 def amount_due(
-    total: Decimal, currency: str, payments: Iterable[Payment] = (), credit_notes: Iterable[Decimal] = ()
+    total: Decimal,
+    currency: str,
+    payments: Iterable[Payment] = (),
+    credit_notes: Iterable[Decimal] = (),
+    status: InvoiceStatus | None = None,
 ) -> Decimal:
-    """total - succeeded payments - credit notes, never below zero, in the currency's decimals."""
-    return receivable(total, currency, payments, credit_notes).amount_due
+    """total - succeeded payments - credit notes, never below zero, in the currency's decimals;
+    0 for a void or draft invoice (``status``)."""
+    return receivable(total, currency, payments, credit_notes, status).amount_due
 
 
 _AMOUNT = re.compile(r"^\d+(\.\d+)?$")
