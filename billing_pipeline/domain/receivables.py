@@ -125,6 +125,10 @@ def amount_due(
 _AMOUNT = re.compile(r"^\d+(\.\d+)?$")
 
 
+def _decimals(n: int) -> str:
+    return f"{n} decimal{'' if n == 1 else 's'}"
+
+
 def parse_amount(text: str, currency: str, *, field: str = "AMOUNT") -> Decimal:
     """A positive amount typed in ``currency``: digits, at most the currency's decimals.
 
@@ -137,10 +141,8 @@ def parse_amount(text: str, currency: str, *, field: str = "AMOUNT") -> Decimal:
         raise AmountError(f"{field}: {text!r} is not an amount: digits with an optional '.' and decimals")
     decimals = len(raw.partition(".")[2])
     if decimals > exp:
-        raise AmountError(
-            f"{field}: {text!r} has {decimals} decimals; {currency} amounts have "
-            f"{exp if exp else 'no'} decimal{'' if exp == 1 else 's'}"
-        )
+        allowed = _decimals(exp) if exp else "no decimals"
+        raise AmountError(f"{field}: {text!r} has {_decimals(decimals)}; {currency} amounts have {allowed}")
     value = money.from_minor(int(Decimal(raw).scaleb(exp)), currency)
     if value <= 0:
         raise AmountError(f"{field}: must be more than 0 {currency}, got {text!r}")
