@@ -135,7 +135,7 @@ def history(number: str) -> None:
     try:
         click.echo(format_history(billing_engine(load_settings()), number))
     except LookupError as exc:
-        raise click.ClickException(str(exc).strip("'\"")) from None
+        raise click.ClickException(str(exc.args[0] if exc.args else exc)) from None
 
 
 @main.group("credit-notes")
