@@ -308,3 +308,49 @@ def test_two_credit_notes_racing_on_one_invoice_never_exceed_the_amount_due(engi
         results = list(pool.map(credit, range(4)))
     assert sum("more than what remains creditable" in r for r in results) == 3
     assert rows.receivables(engine, [rows.find_invoice(engine, number).id]).popitem()[1].amount_due == Decimal("20.81")
+
+
+def test_a_run_killed_after_claiming_an_effect_is_finished_by_the_next_with_the_same_key(engine, tmp_path):
+    number = finalized(engine, "o10")
+    mirror = RecordingMirror()
+    svc = service(engine, tmp_path, mirror)
+    invoice_id = rows.find_invoice(engine, number).id
+
+    class Killed(BaseException):  # what a killed process leaves: nothing catches it
+        pass
+
+    def killed(*args, **kwargs):
+        mirror.calls.append(("mark_uncollectible", number, kwargs["idempotency_key"]))
+        raise Killed
+
+    mirror.mark_uncollectible = killed
+    with pytest.raises(Killed):
+        svc.mark_uncollectible(number, actor="a", reason="r")
+    (effect,) = mirror_effects.effects_of(engine, invoice_id)
+    assert (effect.status, effect.attempts) == ("pending", 1)  # claimed, never finished
+    del mirror.mark_uncollectible
+    result = svc.mark_uncollectible(number, actor="a", reason="r")
+    assert not result.changed and [(e.status, e.attempts) for e in result.mirror] == [("succeeded", 2)]
+    assert (
+        mirror.calls == [("mark_uncollectible", number, f"uncollectible-{number}")] * 2
+    )  # same key: the gateway dedupes
+    assert counts(engine)[2] == 1
+
+
+def test_a_credit_note_whose_pdf_failed_is_stored_by_the_rerun(engine, tmp_path):
+    number = finalized(engine, "o11")
+    failures = [OSError("document store down")]
+
+    def flaky(note, org, seller):
+        if failures:
+            raise failures.pop()
+        return fake_pdf(note, org, seller)
+
+    svc = service(engine, tmp_path, render=flaky)
+    with pytest.raises(OSError, match="document store down"):
+        svc.create_credit_note(number, amount_text="1.00", full=False, reason="r", actor="a")
+    assert lifecycle_credit_notes.note_rows.load_credit_note(engine, 1).document_key is None  # issued, no PDF yet
+    result = svc.create_credit_note(number, amount_text="1.00", full=False, reason="r", actor="a")
+    assert not result.changed and result.document == "credit-notes/2026/12/o11/CN-2026-000001.pdf"
+    assert (tmp_path / "documents" / result.document).read_bytes() == b"%PDF-fake CN-2026-000001 1.00"
+    assert counts(engine)[1:] == (1, 1)
