@@ -185,12 +185,12 @@ class LifecycleService:
         at = at or now
         if at.tzinfo is None or at > now:
             raise LifecycleError(f"--at: must be an aware time not after now ({now:%Y-%m-%d %H:%M} UTC), got {at}")
-        currency = rows.find_invoice(self.engine, number).currency
         try:
+            currency = rows.find_invoice(self.engine, number).currency
             amount = parse_amount(amount_text, currency)
             external_id = manual_payment_id(number, method, amount, currency, reference=reference, day=at.date())
-        except AmountError as exc:
-            raise LifecycleError(str(exc)) from None
+        except (AmountError, rows.InvoiceNotFound) as exc:
+            raise LifecycleError(exc.args[0]) from None
         what = f"{money.format_amount(amount, currency)} by {method.value}"
         with self.engine.begin() as conn:
             state = self._lock(conn, number)
@@ -245,7 +245,7 @@ class LifecycleService:
         try:
             return rows.lock_invoice(conn, number)
         except rows.InvoiceNotFound as exc:
-            raise LifecycleError(str(exc)) from None
+            raise LifecycleError(exc.args[0]) from None
 
     @staticmethod
     def _check(current: InvoiceStatus, target: InvoiceStatus, number: str) -> None:

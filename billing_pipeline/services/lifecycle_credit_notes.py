@@ -68,7 +68,7 @@ class CreditNoteService(LifecycleService):
             currency = rows.find_invoice(self.engine, number).currency
             amount = None if full else parse_amount(amount_text or "", currency, field="--amount")
         except (CreditNoteRefused, AmountError, rows.InvoiceNotFound) as exc:
-            raise LifecycleError(str(exc)) from None
+            raise LifecycleError(exc.args[0]) from None
         key = request_key(number, amount, currency, reason)
         with self.engine.begin() as conn:
             state = self._lock(conn, number)

@@ -81,6 +81,10 @@ def test_payments_credit_notes_and_history(cli):
     assert f"Credit note CN-2026-000001: 4.50 USD (1 line), document {document}" in history
     assert "2026-11-20T10:00:00+00:00" in history  # when the money arrived, UTC without an offset
     assert "Error: no invoice numbered 'INV-1999-000001'" in run("invoices", "history", "INV-1999-000001", code=1)
+    for command in (["payments", "record", "INV-1999-000001", "1", "--method", "cash"],
+                    ["invoices", "void", "INV-1999-000001", "--reason", "x"],
+                    ["credit-notes", "create", "INV-1999-000001", "--full", "--reason", "x"]):  # fmt: skip
+        assert "Error: no invoice numbered 'INV-1999-000001'" in run(*command, code=1)
 
 
 def test_void_uncollectible_mark_paid_and_reruns(cli):
