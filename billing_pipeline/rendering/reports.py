@@ -1,0 +1,151 @@
+"""Finance reports -> HTML -> PDF bytes (the invoice's environment, fetcher and stylesheet), and CSV.
+
+Deterministic: the PDF's dates are the report's ``as_of``, no /ID, the charts byte-stable
+(``charts``), so re-rendering a partition gives the same bytes (write-once document keys).
+Every amount is formatted by ``domain.money`` in its own currency; one table per currency.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+
+from markupsafe import Markup
+
+from billing_pipeline.domain import money
+from billing_pipeline.domain.reports import AGING_BUCKETS, MOVEMENTS, AgingReport, MrrReport
+from billing_pipeline.rendering.charts import trend_svg
+from billing_pipeline.rendering.context import environment
+from billing_pipeline.rendering.pdf import html_to_pdf
+
+__all__ = [
+    "aging_csv",
+    "aging_view",
+    "mrr_csv",
+    "mrr_view",
+    "render_aging_html",
+    "render_aging_pdf",
+    "render_mrr_html",
+    "render_mrr_pdf",
+]
+
+AGING_TEMPLATE = "report_ar_aging.html.j2"
+MRR_TEMPLATE = "report_mrr.html.j2"
+
+
+def _created(day: dt.date) -> str:
+    return f"{day.isoformat()}T00:00:00Z"
+
+
+def aging_view(report: AgingReport) -> dict:
+    fmt = money.format_amount
+    return {
+        "as_of": report.as_of.isoformat(),
+        "created": _created(report.as_of),
+        "buckets": AGING_BUCKETS,
+        "open_invoices": report.open_invoices,
+        "currencies": [
+            {
+                "code": c.currency,
+                "rows": [
+                    {
+                        "org_id": r.org_id,
+                        "org_name": r.org_name,
+                        "invoices": r.invoices,
+                        "buckets": [fmt(r.buckets[b], c.currency) for b in AGING_BUCKETS],
+                        "total": fmt(r.total, c.currency),
+                    }
+                    for r in c.rows
+                ],  # fmt: skip
+                "totals": [fmt(c.totals[b], c.currency) for b in AGING_BUCKETS],
+                "total": fmt(c.total, c.currency),
+                "past_due": fmt(c.past_due, c.currency),
+                "uncollectible": fmt(c.uncollectible, c.currency),
+                "oldest": [
+                    {
+                        "number": o.number,
+                        "org_id": o.org_id,
+                        "due": o.due.isoformat(),
+                        "days": o.days_past_due,
+                        "bucket": o.bucket,
+                        "total": fmt(o.total, c.currency),
+                        "amount_due": fmt(o.amount_due, c.currency),
+                    }
+                    for o in c.oldest
+                ],  # fmt: skip
+            }
+            for c in report.currencies
+        ],
+    }
+
+
+def render_aging_html(report: AgingReport) -> str:
+    return environment().get_template(AGING_TEMPLATE).render(**aging_view(report))
+
+
+def render_aging_pdf(report: AgingReport) -> bytes:
+    return html_to_pdf(render_aging_html(report))
+
+
+def aging_csv(report: AgingReport) -> bytes:
+    """One row per organization and currency: amount due per bucket (plain decimals), then totals."""
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(["as_of", "currency", "org_id", "org_name", "invoices", *AGING_BUCKETS, "total"])
+    for c in report.currencies:
+        for r in c.rows:
+            w.writerow([report.as_of, c.currency, r.org_id, r.org_name, r.invoices,
+                        *(r.buckets[b] for b in AGING_BUCKETS), r.total])  # fmt: skip
+        w.writerow([report.as_of, c.currency, "TOTAL", "", sum(r.invoices for r in c.rows),
+                    *(c.totals[b] for b in AGING_BUCKETS), c.total])  # fmt: skip
+    return out.getvalue().encode()
+
+
+def mrr_view(report: MrrReport, *, charts: bool = True) -> dict:
+    fmt = money.format_amount
+    currencies = []
+    for c in report.currencies:
+        cur = c.currency
+        currencies.append(
+            {
+                "code": cur,
+                "start": fmt(c.start_mrr, cur),
+                "end": fmt(c.end_mrr, cur),
+                "arr": fmt(c.arr, cur),
+                "net": fmt(c.net_change, cur),
+                "movements": [(m, fmt(c.movements[m], cur)) for m in MOVEMENTS],
+                "customers_start": c.customers_start,
+                "customers_end": c.customers_end,
+                "customer_moves": c.customer_moves,
+                "invoiced": [(k, fmt(v, cur)) for k, v in c.invoiced.items()],
+                "trend": [(label, fmt(v, cur)) for label, v in c.trend],
+                "chart": Markup(trend_svg(c.trend, title=f"Committed MRR, {cur}", currency=cur)) if charts else "",
+            }
+        )
+    return {"month": report.month, "as_of": report.as_of.isoformat(), "created": _created(report.as_of),
+            "currencies": currencies}  # fmt: skip
+
+
+def render_mrr_html(report: MrrReport) -> str:
+    return environment().get_template(MRR_TEMPLATE).render(**mrr_view(report))
+
+
+def render_mrr_pdf(report: MrrReport) -> bytes:
+    return html_to_pdf(render_mrr_html(report))
+
+
+def mrr_csv(report: MrrReport) -> bytes:
+    """Long format: one row per (currency, measure), plain decimals; the trend as ``mrr_end:YYYY-MM``."""
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(["month", "currency", "measure", "value"])
+    for c in report.currencies:
+        rows = [("committed_mrr_start", c.start_mrr), *((f"movement:{m}", c.movements[m]) for m in MOVEMENTS),
+                ("committed_mrr_end", c.end_mrr), ("arr", c.arr), ("customers_start", c.customers_start),
+                ("customers_end", c.customers_end), *((f"customers:{k}", v) for k, v in c.customer_moves.items()),
+                *((f"invoiced:{k}", v) for k, v in c.invoiced.items()),
+                *((f"mrr_end:{label}", v) for label, v in c.trend)]  # fmt: skip
+        for measure, value in rows:
+            w.writerow([report.month, c.currency, measure, value])
+    return out.getvalue().encode()
