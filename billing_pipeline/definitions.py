@@ -11,7 +11,7 @@ import os
 
 import dagster as dg
 
-from billing_pipeline.defs import automation, invoicing, partitions, usage
+from billing_pipeline.defs import automation, invoicing, partitions, reports, usage
 from billing_pipeline.defs.automation import organizations_sensor
 from billing_pipeline.defs.delivery import build_delivery_asset, build_delivery_job, build_invoice_delivery_sensor
 from billing_pipeline.defs.resources import BillingDatabaseResource
@@ -112,6 +112,38 @@ late_usage_sensor = usage.late_usage_sensor(
     name="late_usage_sensor", job=hourly_usage_job, partitions_def=hourly_usage_partitions
 )
 
+# Finance reports: partitioned assets, their jobs and the schedules built from them.
+ar_aging_report_partitions = partitions.ar_aging_report_partitions(settings.partitions_start)
+mrr_report_partitions = partitions.mrr_report_partitions(settings.partitions_start)
+_report_mail = {"recipients": settings.report_recipients, "sender": settings.email_from}
+ar_aging_report = reports.ar_aging_report_asset(ar_aging_report_partitions, **_report_mail)
+mrr_report = reports.mrr_report_asset(mrr_report_partitions, **_report_mail)
+ar_aging_report_job = dg.define_asset_job(
+    name="ar_aging_report_job",
+    selection=dg.AssetSelection.assets(ar_aging_report),
+    partitions_def=ar_aging_report_partitions,
+    description="AR aging as of Monday: PDF and CSV stored, e-mailed once to REPORT_RECIPIENTS.",
+)
+mrr_report_job = dg.define_asset_job(
+    name="mrr_report_job",
+    selection=dg.AssetSelection.assets(mrr_report),
+    partitions_def=mrr_report_partitions,
+    description="MRR/ARR summary of last month: PDF (trend charts) and CSV stored, e-mailed once.",
+)
+_report_schedule_status = (
+    dg.DefaultScheduleStatus.RUNNING if settings.schedules_running else dg.DefaultScheduleStatus.STOPPED
+)
+ar_aging_report_schedule = dg.build_schedule_from_partitioned_job(
+    ar_aging_report_job,
+    name="ar_aging_report_schedule",  # "0 7 * * 1": Monday 07:00 UTC, for the week that just ended
+    default_status=_report_schedule_status,
+)
+mrr_report_schedule = dg.build_schedule_from_partitioned_job(
+    mrr_report_job,
+    name="mrr_report_schedule",  # "0 8 1 * *": the 1st of the month, 08:00 UTC, for the month that ended
+    default_status=_report_schedule_status,
+)
+
 #: What run-month launches per interval: the invoices job and the assets its run config goes to.
 INVOICE_JOBS = {
     MONTHLY: PeriodJob(MONTHLY, monthly_invoices_job.name, (monthly_invoice_drafts.op.name, monthly_invoices.op.name)),
@@ -125,10 +157,18 @@ def build_definitions(settings: Settings = settings) -> dg.Definitions:
     delivery = _delivery_definitions(settings)
     return dg.Definitions(
         assets=[hourly_usage, monthly_invoice_drafts, monthly_invoices, weekly_invoice_drafts, weekly_invoices]
+        + [ar_aging_report, mrr_report]
         + delivery["assets"],
         asset_checks=[monthly_usage_reconciliation, weekly_usage_reconciliation],
-        jobs=[hourly_usage_job, monthly_invoices_job, weekly_invoices_job] + delivery["jobs"],
-        schedules=[hourly_usage_job_schedule, monthly_invoices_job_schedule, weekly_invoices_job_schedule],
+        jobs=[hourly_usage_job, monthly_invoices_job, weekly_invoices_job, ar_aging_report_job, mrr_report_job]
+        + delivery["jobs"],
+        schedules=[
+            hourly_usage_job_schedule,
+            monthly_invoices_job_schedule,
+            weekly_invoices_job_schedule,
+            ar_aging_report_schedule,
+            mrr_report_schedule,
+        ],
         sensors=[organizations_sensor, late_usage_sensor, invoice_finalization_sensor] + delivery["sensors"],
         resources=resources(settings),
         # Steps of a billing run are sequential and cheap; one process per run saves ~2 s per step.

@@ -185,6 +185,7 @@ class Settings:
     stripe_requests_per_second: int = 80
     s3_requests_per_second: int = 100
     smtp_messages_per_second: int = 20
+    report_recipients: tuple[str, ...] = ()  # who gets the AR aging and MRR reports (none: stored only)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -248,6 +249,7 @@ class Settings:
             stripe_requests_per_second=r.int("STRIPE_REQUESTS_PER_SECOND", 80, 0, 10_000),
             s3_requests_per_second=r.int("S3_REQUESTS_PER_SECOND", 100, 0, 10_000),
             smtp_messages_per_second=r.int("SMTP_MESSAGES_PER_SECOND", 20, 0, 10_000),
+            report_recipients=_recipients(r.str("REPORT_RECIPIENTS", "")),
             seller={
                 "name": r.str("SELLER_NAME", "Example Cloud Ltd"),
                 "address": r.str("SELLER_ADDRESS", "1 Example Street, London EC1A 1AA"),
@@ -258,6 +260,15 @@ class Settings:
                 ),
             },
         )
+
+
+def _recipients(raw: str) -> tuple[str, ...]:
+    """REPORT_RECIPIENTS: comma-separated e-mail addresses (empty: the reports are stored, not sent)."""
+    out = tuple(a.strip() for a in raw.split(",") if a.strip())
+    for addr in out:
+        if not re.fullmatch(r"[^@\s,<>]+@[^@\s,<>]+\.[^@\s,<>]+", addr):
+            raise SettingsError(f"REPORT_RECIPIENTS: not an e-mail address: {addr!r}")
+    return out
 
 
 def _env_var(name: str):

@@ -60,3 +60,23 @@ def split_key(key: str | dg.MultiPartitionKey, interval: BillingInterval) -> tup
 
 def billing_key(interval: BillingInterval, period_key: str, org_id: str) -> dg.MultiPartitionKey:
     return dg.MultiPartitionKey({TIME_DIMENSION[interval]: period_key, ORG_DIMENSION: org_id})
+
+
+#: AR aging: weeks from Monday 07:00 UTC; a partition's report is as of the Monday its window
+#: ends on, and its schedule fires then (Monday 07:00 UTC).
+AR_AGING_HOUR = 7
+#: MRR: calendar months shifted to 08:00 UTC; the partition of month M is reported on the 1st of
+#: M + 1 at 08:00 UTC, when its schedule fires.
+MRR_HOUR = 8
+
+
+def ar_aging_report_partitions(start: dt.date) -> dg.WeeklyPartitionsDefinition:
+    return dg.WeeklyPartitionsDefinition(
+        start_date=first_monday(start).isoformat(), day_offset=1, hour_offset=AR_AGING_HOUR, timezone="UTC"
+    )
+
+
+def mrr_report_partitions(start: dt.date) -> dg.MonthlyPartitionsDefinition:
+    return dg.MonthlyPartitionsDefinition(
+        start_date=start.replace(day=1).isoformat(), hour_offset=MRR_HOUR, timezone="UTC"
+    )

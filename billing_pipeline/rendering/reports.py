@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import email.utils
 import io
+from collections.abc import Sequence
+from email.message import EmailMessage
 
 from markupsafe import Markup
 
@@ -20,6 +23,7 @@ from billing_pipeline.rendering.context import environment
 from billing_pipeline.rendering.pdf import html_to_pdf
 
 __all__ = [
+    "build_report_email",
     "aging_csv",
     "aging_view",
     "mrr_csv",
@@ -149,3 +153,31 @@ def mrr_csv(report: MrrReport) -> bytes:
         for measure, value in rows:
             w.writerow([report.month, c.currency, measure, value])
     return out.getvalue().encode()
+
+
+def build_report_email(
+    *,
+    subject: str,
+    body: str,
+    sender: str,
+    recipients: Sequence[str],
+    message_id: str,
+    attachments: Sequence[tuple[str, bytes, str]],
+    sent: dt.date,
+) -> EmailMessage:
+    """One message to every recipient, the report's files attached ((filename, bytes, mime type)).
+
+    ``message_id`` and the ``Date`` (the report's ``as_of``) are deterministic: a re-built message
+    is byte-identical, and the outbox dedupes by Message-ID.
+    """
+    msg = EmailMessage()
+    msg["Subject"] = subject.replace("\r", " ").replace("\n", " ")
+    msg["From"] = sender
+    msg["To"] = ", ".join(recipients)
+    msg["Date"] = email.utils.format_datetime(dt.datetime(sent.year, sent.month, sent.day, tzinfo=dt.UTC))
+    msg["Message-ID"] = message_id
+    msg.set_content(body)
+    for filename, data, mime in attachments:
+        maintype, subtype = mime.split("/", 1)
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
+    return msg

@@ -28,6 +28,8 @@ ASSETS = {
     "weekly_invoice_drafts",
     "weekly_invoices",
     "weekly_invoice_deliveries",
+    "ar_aging_report",
+    "mrr_report",
 }
 CHECKS = {
     ("monthly_invoice_drafts", "usage_reconciles_with_hourly_usage"),
@@ -39,11 +41,15 @@ JOBS = {
     "weekly_invoices_job",
     "deliver_monthly_invoices_job",
     "deliver_weekly_invoices_job",
+    "ar_aging_report_job",
+    "mrr_report_job",
 }
 SCHEDULES = {
     ("hourly_usage_job_schedule", "hourly_usage_job", "5 * * * *", "UTC"),
     ("monthly_invoices_job_schedule", "monthly_invoices_job", "0 0 1 * *", "UTC"),
     ("weekly_invoices_job_schedule", "weekly_invoices_job", "0 0 * * 1", "UTC"),
+    ("ar_aging_report_schedule", "ar_aging_report_job", "0 7 * * 1", "UTC"),  # Monday 07:00 UTC
+    ("mrr_report_schedule", "mrr_report_job", "0 8 1 * *", "UTC"),  # the 1st, 08:00 UTC
 }
 SENSORS = {"organizations_sensor", "late_usage_sensor", "invoice_delivery_sensor", "invoice_finalization_sensor"}
 
@@ -60,14 +66,18 @@ def test_definitions_load_and_public_names_are_pinned(settings):
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == ASSETS
     assert {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys} == CHECKS
     assert {j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__")} == JOBS
-    assert {(s.name, s.job_name, s.cron_schedule, s.execution_timezone) for s in defs.schedules} == SCHEDULES
+    schedules = [defs.resolve_schedule_def(s.name) for s in defs.schedules]
+    assert {(s.name, s.job_name, s.cron_schedule, s.execution_timezone) for s in schedules} == SCHEDULES
+    assert all(s.default_status is dg.DefaultScheduleStatus.RUNNING for s in schedules)
     assert {s.name for s in defs.sensors} == SENSORS
 
 
 def test_module_level_names_match_their_variables():
-    for name in ["monthly_invoice_drafts", "monthly_invoices", "weekly_invoice_drafts", "weekly_invoices"]:
+    for name in ["monthly_invoice_drafts", "monthly_invoices", "weekly_invoice_drafts", "weekly_invoices",
+                 "ar_aging_report", "mrr_report"]:  # fmt: skip
         assert getattr(definitions, name).key.to_user_string() == name
-    for name in ["hourly_usage_job", "monthly_invoices_job", "weekly_invoices_job"]:
+    for name in ["hourly_usage_job", "monthly_invoices_job", "weekly_invoices_job", "ar_aging_report_job",
+                 "mrr_report_job"]:  # fmt: skip
         assert getattr(definitions, name).name == name
     for name, *_ in SCHEDULES:
         assert getattr(definitions, name).name == name

@@ -1,0 +1,119 @@
+"""Finance report assets: ``ar_aging_report`` (weekly) and ``mrr_report`` (monthly).
+
+Thin: read the partition window, call ``services.finance_reports`` (read, compute, render, store,
+e-mail once), return the numbers as metadata: a markdown table per currency and numeric values
+per currency (``*_USD`` ...) that the UI plots across partitions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+import dagster as dg
+
+from billing_pipeline.defs.delivery_resources import DocumentStoreResource, MailerResource
+from billing_pipeline.defs.resources import BillingDatabaseResource
+from billing_pipeline.domain import money
+from billing_pipeline.domain.reports import AGING_BUCKETS, MOVEMENTS, AgingReport, MrrReport
+from billing_pipeline.services import finance_reports as reports
+
+GROUP = "reports"
+
+
+def _as_number(value) -> dg.MetadataValue:
+    return dg.MetadataValue.float(float(value))  # a plot point only; the tables print exact amounts
+
+
+def aging_metadata(report: AgingReport, published: reports.Published) -> dict:
+    head = "| currency | organization | " + " | ".join(AGING_BUCKETS) + " | total |\n"
+    head += "|---" * (len(AGING_BUCKETS) + 3) + "|\n"
+    lines = []
+    meta: dict = {"as_of": report.as_of.isoformat(), "open_invoices": report.open_invoices}
+    for c in report.currencies:
+        fmt = lambda v, cur=c.currency: money.format_amount(v, cur)  # noqa: E731
+        for r in c.rows:
+            lines.append(f"| {c.currency} | {r.org_id} | " + " | ".join(fmt(r.buckets[b]) for b in AGING_BUCKETS)
+                         + f" | {fmt(r.total)} |")  # fmt: skip
+        lines.append(f"| **{c.currency}** | **total** | " + " | ".join(fmt(c.totals[b]) for b in AGING_BUCKETS)
+                     + f" | **{fmt(c.total)}** |")  # fmt: skip
+        meta[f"total_due_{c.currency}"] = _as_number(c.total)
+        meta[f"past_due_{c.currency}"] = _as_number(c.past_due)
+    meta["aging"] = dg.MetadataValue.md(head + "\n".join(lines) if lines else "No open receivables.")
+    return meta | _published(published)
+
+
+def mrr_metadata(report: MrrReport, published: reports.Published) -> dict:
+    meta: dict = {"month": report.month}
+    tables = []
+    for c in report.currencies:
+        fmt = lambda v, cur=c.currency: money.format_amount(v, cur)  # noqa: E731
+        rows = [("start MRR", fmt(c.start_mrr)), *((m, fmt(c.movements[m])) for m in MOVEMENTS),
+                ("end MRR", fmt(c.end_mrr)), ("ARR", fmt(c.arr)), ("customers", str(c.customers_end)),
+                *((f"invoiced {k}", fmt(v)) for k, v in c.invoiced.items())]  # fmt: skip
+        trend = " | ".join(f"{label}: {fmt(v)}" for label, v in c.trend)
+        tables.append(f"**{c.currency}**\n\n| measure | value |\n|---|---|\n"
+                      + "\n".join(f"| {k} | {v} |" for k, v in rows) + f"\n\n12-month end MRR: {trend}\n")  # fmt: skip
+        meta[f"mrr_{c.currency}"] = _as_number(c.end_mrr)
+        meta[f"arr_{c.currency}"] = _as_number(c.arr)
+        meta[f"customers_{c.currency}"] = dg.MetadataValue.int(c.customers_end)
+    meta["summary"] = dg.MetadataValue.md("\n".join(tables) or "No subscriptions and no invoices.")
+    return meta | _published(published)
+
+
+def _published(p: reports.Published) -> dict:
+    out: dict = {"email": p.email}
+    for d in p.documents:
+        out[d.key.rsplit(".", 1)[-1]] = dg.MetadataValue.path(d.url_or_path)
+        out[f"{d.key.rsplit('.', 1)[-1]}_sha256"] = d.sha256_hex
+    if p.message_id:
+        out["message_id"] = p.message_id
+    return out
+
+
+def _publish(files, billing_db, document_store, mailer, recipients, sender, sent: dt.date) -> reports.Published:
+    try:
+        return reports.publish(billing_db.engine(), document_store.store(), mailer.mailer(), files,
+                               recipients=recipients, sender=sender, sent=sent)  # fmt: skip
+    except reports.ReportMailFailed as exc:
+        raise dg.Failure(description=str(exc)) from exc
+
+
+def ar_aging_report_asset(
+    partitions_def: dg.PartitionsDefinition, *, recipients: Sequence[str], sender: str
+) -> dg.AssetsDefinition:
+    @dg.asset(name="ar_aging_report", partitions_def=partitions_def, group_name=GROUP, kinds={"pdf", "csv"},
+              description="Accounts receivable aging as of the Monday that ends the partition's week.")  # fmt: skip
+    def ar_aging_report(
+        context,
+        billing_db: BillingDatabaseResource,
+        document_store: DocumentStoreResource,
+        mailer: MailerResource,
+    ) -> dg.MaterializeResult:
+        as_of = context.partition_time_window.end.astimezone(dt.UTC).date()
+        report = reports.build_aging(billing_db.engine(), as_of)
+        files = reports.aging_files(report)
+        published = _publish(files, billing_db, document_store, mailer, recipients, sender, as_of)
+        return dg.MaterializeResult(metadata=aging_metadata(report, published))
+
+    return ar_aging_report
+
+
+def mrr_report_asset(
+    partitions_def: dg.PartitionsDefinition, *, recipients: Sequence[str], sender: str
+) -> dg.AssetsDefinition:
+    @dg.asset(name="mrr_report", partitions_def=partitions_def, group_name=GROUP, kinds={"pdf", "csv"},
+              description="MRR/ARR summary of the partition's calendar month, with 12-month trend charts.")  # fmt: skip
+    def mrr_report(
+        context,
+        billing_db: BillingDatabaseResource,
+        document_store: DocumentStoreResource,
+        mailer: MailerResource,
+    ) -> dg.MaterializeResult:
+        month = context.partition_time_window.start.astimezone(dt.UTC).date()
+        report = reports.build_mrr(billing_db.engine(), month)
+        files = reports.mrr_files(report)
+        published = _publish(files, billing_db, document_store, mailer, recipients, sender, report.as_of)
+        return dg.MaterializeResult(metadata=mrr_metadata(report, published))
+
+    return mrr_report
