@@ -130,18 +130,19 @@ mrr_report_job = dg.define_asset_job(
     partitions_def=mrr_report_partitions,
     description="MRR/ARR summary of last month: PDF (trend charts) and CSV stored, e-mailed once.",
 )
-_report_schedule_status = (
-    dg.DefaultScheduleStatus.RUNNING if settings.schedules_running else dg.DefaultScheduleStatus.STOPPED
+ar_aging_report_schedule = reports.report_schedule(
+    name="ar_aging_report_schedule",
+    job=ar_aging_report_job,
+    partitions_def=ar_aging_report_partitions,
+    cron=settings.ar_aging_report_cron,  # default "0 7 * * 1": Monday 07:00 UTC, for the week that just ended
+    running=settings.schedules_running,
 )
-ar_aging_report_schedule = dg.build_schedule_from_partitioned_job(
-    ar_aging_report_job,
-    name="ar_aging_report_schedule",  # "0 7 * * 1": Monday 07:00 UTC, for the week that just ended
-    default_status=_report_schedule_status,
-)
-mrr_report_schedule = dg.build_schedule_from_partitioned_job(
-    mrr_report_job,
-    name="mrr_report_schedule",  # "0 8 1 * *": the 1st of the month, 08:00 UTC, for the month that ended
-    default_status=_report_schedule_status,
+mrr_report_schedule = reports.report_schedule(
+    name="mrr_report_schedule",
+    job=mrr_report_job,
+    partitions_def=mrr_report_partitions,
+    cron=settings.mrr_report_cron,  # default "0 8 1 * *": the 1st, 08:00 UTC, for the month that just ended
+    running=settings.schedules_running,
 )
 
 #: What run-month launches per interval: the invoices job and the assets its run config goes to.

@@ -117,3 +117,28 @@ def mrr_report_asset(
         return dg.MaterializeResult(metadata=mrr_metadata(report, published))
 
     return mrr_report
+
+
+def report_schedule(
+    *, name: str, job: dg.UnresolvedAssetJobDefinition, partitions_def: dg.TimeWindowPartitionsDefinition,
+    cron: str, running: bool,
+) -> dg.ScheduleDefinition:  # fmt: skip
+    """Each tick requests the job's last closed partition at the tick's time, once (``run_key`` = the
+    partition key: a second tick in the same week or month launches nothing). What
+    ``build_schedule_from_partitioned_job`` does, with the cron a setting (the e2e suite ticks it
+    every minute); the default crons are the partitions' own (Monday 07:00, 1st 08:00 UTC)."""
+
+    @dg.schedule(
+        name=name,
+        job=job,
+        cron_schedule=cron,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED,
+    )
+    def _schedule(context: dg.ScheduleEvaluationContext):
+        keys = partitions_def.get_partition_keys(current_time=context.scheduled_execution_time)
+        if not keys:
+            return dg.SkipReason(f"no closed {partitions_def.cron_schedule!r} partition before the first one ends")
+        return dg.RunRequest(run_key=keys[-1], partition_key=keys[-1])
+
+    return _schedule

@@ -33,7 +33,14 @@ MONTHLY_ORG, WEEKLY_ORG = "acme", "wkly"
 WEEK = previous_period(BillingInterval.WEEKLY, STARTED_AT)
 LATE_HOUR = SCHEDULED.start + dt.timedelta(days=1, hours=5)  # aggregated before the servers start
 CHANNELS = {"pdf", "s3", "email"}
-SCHEDULES = {"hourly_usage_job_schedule", "monthly_invoices_job_schedule", "weekly_invoices_job_schedule"}
+SCHEDULES = {
+    "hourly_usage_job_schedule",
+    "monthly_invoices_job_schedule",
+    "weekly_invoices_job_schedule",
+    "ar_aging_report_schedule",
+    "mrr_report_schedule",
+}
+REPORT_SCHEDULES = {"ar_aging_report_schedule": "ar_aging", "mrr_report_schedule": "mrr"}
 SENSORS = {"organizations_sensor", "invoice_delivery_sensor", "late_usage_sensor", "invoice_finalization_sensor"}
 INVOICE_SCHEDULES = ("monthly_invoices_job_schedule", "weekly_invoices_job_schedule")
 REPOSITORY = {"repositoryLocationName": "billing_pipeline", "repositoryName": "__repository__"}
@@ -216,3 +223,9 @@ def test_every_schedule_and_sensor_fired_and_nothing_was_sent_twice(stack):
         assert sum(invoice.number.encode() in e for e in emails) == 1, invoice.number
     failed = [r for r in stack.instance().get_runs() if r.status == dg.DagsterRunStatus.FAILURE]
     assert not failed, [(r.job_name, r.tags) for r in failed]
+    for name, report in REPORT_SCHEDULES.items():  # each fired once per partition, and stored its PDF
+        fired = runs(stack, **{"dagster/schedule_name": name})
+        assert fired and all(r.is_success for r in fired), name
+        assert len({r.tags["dagster/partition"] for r in fired}) == len(fired), name
+        stored = list((stack.billing_home / "documents" / "reports" / report).rglob("*.pdf"))
+        assert stored and all(p.read_bytes().startswith(b"%PDF") for p in stored), report

@@ -93,3 +93,22 @@ def test_without_recipients_the_reports_are_stored_and_not_sent(env):
     meta = _materialize(aging, settings, "2026-11-23")
     assert meta["email"].value == "no recipients" and not (home / "outbox").exists()
     assert (home / "documents/reports/ar_aging/2026-11-30/ar_aging_2026-11-30.pdf").read_bytes().startswith(b"%PDF")
+
+
+@pytest.mark.parametrize(
+    ("name", "tick", "partition"),
+    [
+        ("ar_aging_report_schedule", dt.datetime(2026, 11, 30, 7, 0, tzinfo=dt.UTC), "2026-11-23"),
+        ("ar_aging_report_schedule", dt.datetime(2026, 11, 30, 6, 59, tzinfo=dt.UTC), "2026-11-16"),
+        ("mrr_report_schedule", dt.datetime(2026, 12, 1, 8, 0, tzinfo=dt.UTC), "2026-11-01"),
+        ("mrr_report_schedule", dt.datetime(2026, 12, 15, 8, 0, tzinfo=dt.UTC), "2026-11-01"),
+    ],
+)
+def test_report_schedules_request_the_last_closed_partition_once(name, tick, partition):
+    defs = definitions.defs
+    schedule = defs.resolve_schedule_def(name)
+    with dg.instance_for_test() as instance:
+        ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick,
+                                        repository_def=defs.get_repository_def())  # fmt: skip
+        (request,) = schedule.evaluate_tick(ctx).run_requests
+    assert (request.partition_key, request.run_key) == (partition, partition)
