@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import email.utils
+import hashlib
 import io
 from collections.abc import Sequence
 from email.message import EmailMessage
@@ -180,4 +181,6 @@ def build_report_email(
     for filename, data, mime in attachments:
         maintype, subtype = mime.split("/", 1)
         msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
+    if attachments:  # a boundary from the Message-ID, not a random one: the same bytes every time
+        msg.set_boundary("=_report_" + hashlib.sha256(message_id.encode()).hexdigest()[:32])
     return msg
