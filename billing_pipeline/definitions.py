@@ -115,9 +115,11 @@ late_usage_sensor = usage.late_usage_sensor(
 # Finance reports: partitioned assets, their jobs and the schedules built from them.
 ar_aging_report_partitions = partitions.ar_aging_report_partitions(settings.partitions_start)
 mrr_report_partitions = partitions.mrr_report_partitions(settings.partitions_start)
+daily_analytics_report_partitions = partitions.daily_analytics_report_partitions(settings.partitions_start)
 _report_mail = {"recipients": settings.report_recipients, "sender": settings.email_from}
 ar_aging_report = reports.ar_aging_report_asset(ar_aging_report_partitions, **_report_mail)
 mrr_report = reports.mrr_report_asset(mrr_report_partitions, **_report_mail)
+daily_analytics_report = reports.daily_analytics_report_asset(daily_analytics_report_partitions, **_report_mail)
 ar_aging_report_job = dg.define_asset_job(
     name="ar_aging_report_job",
     selection=dg.AssetSelection.assets(ar_aging_report),
@@ -129,6 +131,12 @@ mrr_report_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(mrr_report),
     partitions_def=mrr_report_partitions,
     description="MRR/ARR summary of last month: PDF (trend charts) and CSV stored, e-mailed once.",
+)
+daily_analytics_report_job = dg.define_asset_job(
+    name="daily_analytics_report_job",
+    selection=dg.AssetSelection.assets(daily_analytics_report),
+    partitions_def=daily_analytics_report_partitions,
+    description="Daily analytics of yesterday (UTC): PDF and CSV stored, e-mailed once.",
 )
 ar_aging_report_schedule = reports.report_schedule(
     name="ar_aging_report_schedule",
@@ -142,6 +150,13 @@ mrr_report_schedule = reports.report_schedule(
     job=mrr_report_job,
     partitions_def=mrr_report_partitions,
     cron=settings.mrr_report_cron,  # default "0 8 1 * *": the 1st, 08:00 UTC, for the month that just ended
+    running=settings.schedules_running,
+)
+daily_analytics_report_schedule = reports.report_schedule(
+    name="daily_analytics_report_schedule",
+    job=daily_analytics_report_job,
+    partitions_def=daily_analytics_report_partitions,
+    cron=settings.daily_analytics_report_cron,  # default "0 2 * * *": 02:00 UTC, for the day that just ended
     running=settings.schedules_running,
 )
 
@@ -158,10 +173,11 @@ def build_definitions(settings: Settings = settings) -> dg.Definitions:
     delivery = _delivery_definitions(settings)
     return dg.Definitions(
         assets=[hourly_usage, monthly_invoice_drafts, monthly_invoices, weekly_invoice_drafts, weekly_invoices]
-        + [ar_aging_report, mrr_report]
+        + [ar_aging_report, mrr_report, daily_analytics_report]
         + delivery["assets"],
         asset_checks=[monthly_usage_reconciliation, weekly_usage_reconciliation],
-        jobs=[hourly_usage_job, monthly_invoices_job, weekly_invoices_job, ar_aging_report_job, mrr_report_job]
+        jobs=[hourly_usage_job, monthly_invoices_job, weekly_invoices_job]
+        + [ar_aging_report_job, mrr_report_job, daily_analytics_report_job]
         + delivery["jobs"],
         schedules=[
             hourly_usage_job_schedule,
@@ -169,6 +185,7 @@ def build_definitions(settings: Settings = settings) -> dg.Definitions:
             weekly_invoices_job_schedule,
             ar_aging_report_schedule,
             mrr_report_schedule,
+            daily_analytics_report_schedule,
         ],
         sensors=[organizations_sensor, late_usage_sensor, invoice_finalization_sensor] + delivery["sensors"],
         resources=resources(settings),

@@ -187,6 +187,7 @@ class Settings:
     smtp_messages_per_second: int = 20
     ar_aging_report_cron: str = "0 7 * * 1"  # Monday 07:00 UTC
     mrr_report_cron: str = "0 8 1 * *"  # the 1st of the month, 08:00 UTC
+    daily_analytics_report_cron: str = "0 2 * * *"  # every day, 02:00 UTC
     report_recipients: tuple[str, ...] = ()  # who gets the AR aging and MRR reports (none: stored only)
 
     @classmethod
@@ -253,6 +254,7 @@ class Settings:
             smtp_messages_per_second=r.int("SMTP_MESSAGES_PER_SECOND", 20, 0, 10_000),
             ar_aging_report_cron=r.cron("AR_AGING_REPORT_CRON", "0 7 * * 1"),
             mrr_report_cron=r.cron("MRR_REPORT_CRON", "0 8 1 * *"),
+            daily_analytics_report_cron=r.cron("DAILY_ANALYTICS_REPORT_CRON", "0 2 * * *"),
             report_recipients=_recipients(r.str("REPORT_RECIPIENTS", "")),
             seller={
                 "name": r.str("SELLER_NAME", "Example Cloud Ltd"),

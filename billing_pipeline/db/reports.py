@@ -61,15 +61,20 @@ def undone_deliveries(engine: Engine) -> dict[str, dict[str, int]]:
 _MAY_OWE = (InvoiceStatus.FINALIZED.value, InvoiceStatus.UNCOLLECTIBLE.value)
 
 
-def aging_invoices(engine: Engine, cutoff: dt.datetime) -> list[AgingInvoice]:
-    """Finalized and uncollectible invoices issued before ``cutoff``, with every payment and credit note."""
+#: Every issued invoice (the daily analytics count invoiced revenue, payments and conversion on them).
+ISSUED = (*_MAY_OWE, InvoiceStatus.PAID.value, InvoiceStatus.VOID.value)
+
+
+def aging_invoices(engine: Engine, cutoff: dt.datetime, statuses: tuple[str, ...] = _MAY_OWE) -> list[AgingInvoice]:
+    """Invoices in ``statuses`` (default: finalized and uncollectible) issued before ``cutoff``, with
+    every payment and credit note."""
     i = invoices.c
     query = (
         select(
             i.id, i.number, i.org_id, organizations.c.name, i.currency, i.status, i.issued_at, i.due_at, i.total_minor
         )  # fmt: skip
         .join(organizations, organizations.c.id == i.org_id)
-        .where(i.status.in_(_MAY_OWE), i.issued_at < cutoff, i.due_at.is_not(None))
+        .where(i.status.in_(statuses), i.issued_at < cutoff, i.due_at.is_not(None))
         .order_by(i.id)
     )
     with engine.connect() as conn:

@@ -80,3 +80,11 @@ def mrr_report_partitions(start: dt.date) -> dg.MonthlyPartitionsDefinition:
     return dg.MonthlyPartitionsDefinition(
         start_date=start.replace(day=1).isoformat(), hour_offset=MRR_HOUR, timezone="UTC"
     )
+
+
+#: Daily analytics: UTC days shifted to 02:00; the partition of day D is reported at D + 1 02:00 UTC.
+DAILY_ANALYTICS_HOUR = 2
+
+
+def daily_analytics_report_partitions(start: dt.date) -> dg.DailyPartitionsDefinition:
+    return dg.DailyPartitionsDefinition(start_date=start.isoformat(), hour_offset=DAILY_ANALYTICS_HOUR, timezone="UTC")

@@ -18,13 +18,16 @@ from email.message import EmailMessage
 from markupsafe import Markup
 
 from billing_pipeline.domain import money
-from billing_pipeline.domain.reports import AGING_BUCKETS, MOVEMENTS, AgingReport, MrrReport
+from billing_pipeline.domain.reports import AGING_BUCKETS, MOVEMENTS, AgingReport, DailyAnalytics, MrrReport
 from billing_pipeline.rendering.charts import trend_svg
 from billing_pipeline.rendering.context import environment
 from billing_pipeline.rendering.pdf import html_to_pdf
 
 __all__ = [
     "build_report_email",
+    "daily_csv",
+    "daily_rows",
+    "render_daily_pdf",
     "aging_csv",
     "aging_view",
     "mrr_csv",
@@ -36,6 +39,7 @@ __all__ = [
 ]
 
 AGING_TEMPLATE = "report_ar_aging.html.j2"
+DAILY_TEMPLATE = "report_daily.html.j2"
 MRR_TEMPLATE = "report_mrr.html.j2"
 
 
@@ -153,6 +157,48 @@ def mrr_csv(report: MrrReport) -> bytes:
                 *((f"mrr_end:{label}", v) for label, v in c.trend)]  # fmt: skip
         for measure, value in rows:
             w.writerow([report.month, c.currency, measure, value])
+    return out.getvalue().encode()
+
+
+def daily_rows(report: DailyAnalytics) -> list[tuple[str, list[tuple[str, str, object]]]]:
+    """Per currency: (measure, formatted, plain value) rows, shared by the PDF, the CSV and metadata."""
+    out = []
+    for c in report.currencies:
+        cur = c.currency
+        conv = (
+            "n/a"
+            if c.conversion is None
+            else f"{c.conversion * 100:.2f}% ({c.conversion_paid} of {c.conversion_issued})"
+        )
+        out.append((cur, [
+            ("invoiced revenue", money.format_amount(c.invoiced, cur), c.invoiced),
+            ("invoices issued", str(c.invoices_issued), c.invoices_issued),
+            ("collected cash", money.format_amount(c.collected, cur), c.collected),
+            ("payments", str(c.payments), c.payments),
+            *((f"{k} customers", str(v), v) for k, v in c.customers.items()),
+            ("draft-to-paid conversion (30 days)", conv, "" if c.conversion is None else c.conversion),
+            ("overdue amount", money.format_amount(c.overdue, cur), c.overdue),
+        ]))  # fmt: skip
+    return out
+
+
+def render_daily_pdf(report: DailyAnalytics) -> bytes:
+    day = report.day.isoformat()
+    html = (
+        environment()
+        .get_template(DAILY_TEMPLATE)
+        .render(day=day, created=_created(report.day), currencies=daily_rows(report))
+    )
+    return html_to_pdf(html)
+
+
+def daily_csv(report: DailyAnalytics) -> bytes:
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(["day", "currency", "measure", "value"])
+    for cur, rows in daily_rows(report):
+        for measure, _, value in rows:
+            w.writerow([report.day, cur, measure, value])
     return out.getvalue().encode()
 
 

@@ -24,14 +24,21 @@ from billing_pipeline.clients.errors import AmbiguousMailError, MailError
 from billing_pipeline.clients.mailer import Mailer
 from billing_pipeline.db import report_deliveries as ledger
 from billing_pipeline.db import reports as rows
-from billing_pipeline.domain.reports import AgingReport, MrrReport, ar_aging, mrr_report
+from billing_pipeline.domain.reports import (
+    AgingReport,
+    DailyAnalytics,
+    MrrReport,
+    ar_aging,
+    daily_analytics,
+    mrr_report,
+)
 from billing_pipeline.domain.reports.mrr import month_start, next_month
 from billing_pipeline.rendering import reports as render
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-AR_AGING, MRR = "ar_aging", "mrr"
+AR_AGING, MRR, DAILY = "ar_aging", "mrr", "daily_analytics"
 
 
 class ReportMailFailed(RuntimeError):
@@ -48,6 +55,12 @@ def build_mrr(engine: Engine, month: dt.date) -> MrrReport:
     end = next_month(start)
     return mrr_report(rows.all_subscriptions(engine, end), rows.plans_by_code(engine),
                       rows.invoiced_lines(engine, start, end), month)  # fmt: skip
+
+
+def build_daily(engine: Engine, day: dt.date) -> DailyAnalytics:
+    end = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC) + dt.timedelta(days=1)
+    return daily_analytics(rows.aging_invoices(engine, end, rows.ISSUED), rows.all_subscriptions(engine, end),
+                           rows.plans_by_code(engine), day)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,16 @@ def mrr_files(report: MrrReport) -> ReportFiles:
     files = ((f"mrr_{report.month}.pdf", render.render_mrr_pdf(report), "application/pdf"),
              (f"mrr_{report.month}.csv", render.mrr_csv(report), "text/csv"))  # fmt: skip
     return ReportFiles(MRR, report.month, f"MRR/ARR summary {report.month}", body + "\nPDF and CSV attached.\n", files)
+
+
+def daily_files(report: DailyAnalytics) -> ReportFiles:
+    day = report.day.isoformat()
+    body = f"Daily analytics for {day} (UTC).\n"
+    for c in report.currencies:
+        body += f"  {c.currency}: invoiced {c.invoiced}, collected {c.collected}, overdue {c.overdue}\n"
+    files = ((f"daily_analytics_{day}.pdf", render.render_daily_pdf(report), "application/pdf"),
+             (f"daily_analytics_{day}.csv", render.daily_csv(report), "text/csv"))  # fmt: skip
+    return ReportFiles(DAILY, day, f"Daily analytics {day}", body + "\nPDF and CSV attached.\n", files)
 
 
 def report_message_id(report: str, partition_key: str, sender: str) -> str:
@@ -138,5 +161,19 @@ def _send(engine: Engine, mailer: Mailer, files: ReportFiles, msg: EmailMessage)
         raise ReportMailFailed(f"{files.subject}: e-mail failed ({then}): {exc}") from exc
 
 
-__all__: Sequence[str] = ["AR_AGING", "MRR", "Published", "ReportFiles", "ReportMailFailed", "aging_files",
-                          "build_aging", "build_mrr", "mrr_files", "publish", "report_message_id"]  # fmt: skip
+__all__ = [
+    "AR_AGING",
+    "DAILY",
+    "MRR",
+    "Published",
+    "ReportFiles",
+    "ReportMailFailed",
+    "aging_files",
+    "build_aging",
+    "build_daily",
+    "build_mrr",
+    "daily_files",
+    "mrr_files",
+    "publish",
+    "report_message_id",
+]

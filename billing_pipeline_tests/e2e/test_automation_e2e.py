@@ -39,8 +39,13 @@ SCHEDULES = {
     "weekly_invoices_job_schedule",
     "ar_aging_report_schedule",
     "mrr_report_schedule",
+    "daily_analytics_report_schedule",
 }
-REPORT_SCHEDULES = {"ar_aging_report_schedule": "ar_aging", "mrr_report_schedule": "mrr"}
+REPORT_SCHEDULES = {
+    "ar_aging_report_schedule": "ar_aging",
+    "mrr_report_schedule": "mrr",
+    "daily_analytics_report_schedule": "daily_analytics",
+}
 SENSORS = {"organizations_sensor", "invoice_delivery_sensor", "late_usage_sensor", "invoice_finalization_sensor"}
 INVOICE_SCHEDULES = ("monthly_invoices_job_schedule", "weekly_invoices_job_schedule")
 REPOSITORY = {"repositoryLocationName": "billing_pipeline", "repositoryName": "__repository__"}

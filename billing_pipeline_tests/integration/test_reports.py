@@ -101,3 +101,17 @@ def test_transient_smtp_failure_is_retried_by_the_next_run_then_sent_once(engine
     assert reports.publish(engine, store, mailer(smtp_server), files, **args).email == "already sent"
     row = report_deliveries.get(engine, "ar_aging", "2026-11-30")
     assert (row.status, row.attempts) == ("succeeded", 2) and len(smtp_server.messages) == 1
+
+
+@pytest.mark.skipif(shutil.which("pdftoppm") is None, reason="poppler-utils (make setup installs it)")
+def test_daily_analytics_pdf_text(engine, tmp_path):
+    import datetime as dt
+
+    report = reports.build_daily(engine, dt.date(2026, 11, 5))
+    eur = next(c for c in report.currencies if c.currency == "EUR")
+    assert (eur.invoiced, eur.customers["new"], eur.conversion_issued) == (Decimal("200.00"), 1, 1)
+    text = pdf_text_and_pages(reports.daily_files(report).files[0][1], tmp_path, "daily_analytics_report")
+    assert "Daily analytics: 2026-11-05" in text
+    lines = {" ".join(line.split()) for line in text.splitlines()}
+    assert {"invoiced revenue 200.00 EUR", "new customers 1", "overdue amount 4,000 JPY"} <= lines
+    assert "draft-to-paid conversion (30 days) 0.00% (0 of 1)" in lines

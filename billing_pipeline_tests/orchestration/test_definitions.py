@@ -30,6 +30,7 @@ ASSETS = {
     "weekly_invoice_deliveries",
     "ar_aging_report",
     "mrr_report",
+    "daily_analytics_report",
 }
 CHECKS = {
     ("monthly_invoice_drafts", "usage_reconciles_with_hourly_usage"),
@@ -43,6 +44,7 @@ JOBS = {
     "deliver_weekly_invoices_job",
     "ar_aging_report_job",
     "mrr_report_job",
+    "daily_analytics_report_job",
 }
 SCHEDULES = {
     ("hourly_usage_job_schedule", "hourly_usage_job", "5 * * * *", "UTC"),
@@ -50,6 +52,7 @@ SCHEDULES = {
     ("weekly_invoices_job_schedule", "weekly_invoices_job", "0 0 * * 1", "UTC"),
     ("ar_aging_report_schedule", "ar_aging_report_job", "0 7 * * 1", "UTC"),  # Monday 07:00 UTC
     ("mrr_report_schedule", "mrr_report_job", "0 8 1 * *", "UTC"),  # the 1st, 08:00 UTC
+    ("daily_analytics_report_schedule", "daily_analytics_report_job", "0 2 * * *", "UTC"),  # 02:00 UTC
 }
 SENSORS = {"organizations_sensor", "late_usage_sensor", "invoice_delivery_sensor", "invoice_finalization_sensor"}
 

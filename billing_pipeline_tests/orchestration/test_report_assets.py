@@ -102,6 +102,7 @@ def test_without_recipients_the_reports_are_stored_and_not_sent(env):
         ("ar_aging_report_schedule", dt.datetime(2026, 11, 30, 6, 59, tzinfo=dt.UTC), "2026-11-16"),
         ("mrr_report_schedule", dt.datetime(2026, 12, 1, 8, 0, tzinfo=dt.UTC), "2026-11-01"),
         ("mrr_report_schedule", dt.datetime(2026, 12, 15, 8, 0, tzinfo=dt.UTC), "2026-11-01"),
+        ("daily_analytics_report_schedule", dt.datetime(2026, 12, 1, 2, 0, tzinfo=dt.UTC), "2026-11-30"),
     ],
 )
 def test_report_schedules_request_the_last_closed_partition_once(name, tick, partition):

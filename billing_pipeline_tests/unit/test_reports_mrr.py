@@ -13,7 +13,7 @@ from billing_pipeline.domain import money
 from billing_pipeline.domain.catalog import Charge, ChargeModel, FlatParams, PerUnitParams, Plan
 from billing_pipeline.domain.model import BillingInterval
 from billing_pipeline.domain.reports import InvoicedLine, MrrSubscription, monthly_recurring, mrr_report
-from billing_pipeline.domain.reports.mrr import ReportInconsistent, _movements
+from billing_pipeline.domain.reports.mrr import ReportInconsistent, movements_between
 
 UTC = dt.UTC
 
@@ -78,10 +78,18 @@ def test_new_reactivation_contraction_currencies_apart_and_invoiced_labels():
     assert eur.invoiced["usage"] == Decimal("1.00") and eur.invoiced["recurring"] == 0
 
 
+def test_a_subscription_from_the_1st_is_new_that_month_one_ending_on_the_1st_churns_that_month():
+    subs = [MrrSubscription("a", "p100", _t(2026, 6, 1), _t(2026, 8, 1))]
+    may, june, july, august, sept = (mrr_report(subs, PLANS, [], dt.date(2026, m, 1)).currencies for m in range(5, 10))
+    assert may == () and june[0].movements["new"] == 100 and june[0].start_mrr == 0
+    assert july[0].net_change == 0 and july[0].end_mrr == 100  # still there at July's close
+    assert august[0].movements["churn"] == -100 and august[0].end_mrr == 0 and sept == ()
+
+
 def test_unknown_plan_refused_and_reconciliation_is_checked():
     with pytest.raises(ValueError, match="nope"):
         mrr_report([MrrSubscription("a", "nope", _t(2026, 1, 1), None)], PLANS, [], dt.date(2026, 1, 1))
-    moves, _ = _movements("USD", {"a": Decimal(1)}, {"a": Decimal(3)}, set())
+    moves, _ = movements_between("USD", {"a": Decimal(1)}, {"a": Decimal(3)}, set())
     assert moves["expansion"] == 2
     assert issubclass(ReportInconsistent, AssertionError)
 
@@ -90,7 +98,7 @@ def _naive_mrr(subs, plans, at):
     """Minor units per currency: every active subscription's flat amount x months factor, half-up once."""
     out: dict[str, int] = {}
     for s in subs:
-        if s.starts_at <= at and (s.ends_at is None or s.ends_at > at):
+        if s.starts_at < at and (s.ends_at is None or s.ends_at >= at):  # started before, not ended before
             p = plans[s.plan_code]
             flat = sum(c.params.amount for c in p.charges if c.model == ChargeModel.FLAT)
             units = (

@@ -1,10 +1,12 @@
-"""Finance reports, computed from plain rows: AR aging (``aging``) and MRR/ARR (``mrr``).
+"""Finance reports, computed from plain rows: AR aging (``aging``), MRR/ARR (``mrr``) and daily
+analytics (``analytics``).
 
 Pure: no database, no clock (every report takes its ``as_of``), amounts exact ``Decimal`` per
 currency and never added across currencies.
 """
 
 from .aging import AGING_BUCKETS, AgingInvoice, AgingReport, aging_bucket, ar_aging, days_past_due
+from .analytics import CurrencyDay, DailyAnalytics, daily_analytics
 from .mrr import (
     MOVEMENTS,
     InvoicedLine,
@@ -19,6 +21,8 @@ __all__ = [
     "AGING_BUCKETS",
     "MOVEMENTS",
     "AgingInvoice",
+    "CurrencyDay",
+    "DailyAnalytics",
     "AgingReport",
     "InvoicedLine",
     "MrrReport",
@@ -26,6 +30,7 @@ __all__ = [
     "ReportInconsistent",
     "aging_bucket",
     "ar_aging",
+    "daily_analytics",
     "days_past_due",
     "monthly_recurring",
     "mrr_report",

@@ -18,7 +18,7 @@ Definitions (the README's "Reports" section says the same):
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -177,8 +177,3 @@ def ar_aging(invoices: Iterable[AgingInvoice], as_of: dt.date, *, oldest: int = 
             )
         )
     return AgingReport(as_of, tuple(out))
-
-
-def aging_table(report: AgingReport) -> Sequence[tuple[str, str, str, dict[str, Decimal], Decimal]]:
-    """Flat rows (currency, org id, org name, buckets, total) for CSV and metadata."""
-    return [(c.currency, r.org_id, r.org_name, r.buckets, r.total) for c in report.currencies for r in c.rows]

@@ -8,14 +8,17 @@ Definitions (the README's "Reports" section says the same):
   has monthly and weekly plans only), rounded **once per subscription** half-up to the
   currency's minor unit (``money.quantize_ratio``); totals are sums of those amounts. Taxes and
   discounts are left out.
-* A subscription is **active** at instant ``t`` when ``starts_at <= t < ends_at`` (no end: open).
-  MRR at ``t`` is the sum over active subscriptions, per plan currency.
+* MRR **at instant** ``t`` is the state just before ``t``: the subscriptions that started before
+  ``t`` and had not ended before it (``starts_at < t <= ends_at``; no end: open), summed per plan
+  currency. So a subscription starting on the 1st 00:00 is new in that month, and one ending on
+  the 1st 00:00 counts in the previous month's end MRR and churns in the month it ends in.
 * **Start MRR** is MRR at the month's first instant (1st, 00:00 UTC); **end MRR** at the next
-  month's first instant. Movements compare each organization at those two instants:
-  **new** (not active at start, active at end, no subscription ever before), **reactivation**
-  (the same, but it had one before), **churn** (active at start, not at end: minus its start
-  MRR), **expansion** / **contraction** (active at both, MRR up / down). A subscription that
-  starts and ends inside the month moves nothing (Lago's and ChartMogul's month-end view).
+  month's first instant (so a month's end MRR is the next month's start MRR). Movements
+  compare each organization at those two instants: **new** (not active at start, active at end,
+  no subscription ever before), **reactivation** (the same, but it had one before), **churn**
+  (active at start, not at end: minus its start MRR), **expansion** / **contraction** (active
+  at both, MRR up / down). A subscription that starts and ends inside the month moves nothing
+  (Lago's and ChartMogul's month-end view).
   ``start + new + reactivation + expansion + contraction + churn == end`` is checked for every
   currency (``ReportInconsistent`` otherwise).
 * **ARR** = 12 x end MRR. **Customers**: organizations with an active subscription.
@@ -88,7 +91,8 @@ def previous_month(start: dt.datetime) -> dt.datetime:
 
 
 def _active(sub: MrrSubscription, at: dt.datetime) -> bool:
-    return sub.starts_at <= at and (sub.ends_at is None or at < sub.ends_at)
+    """Counted at ``at``: started before it, not ended before it (the state just before ``at``)."""
+    return sub.starts_at < at and (sub.ends_at is None or at <= sub.ends_at)
 
 
 def mrr_at(
@@ -132,7 +136,10 @@ class MrrReport:
     currencies: tuple[CurrencyMrr, ...]
 
 
-def _movements(cur: str, start: dict[str, Decimal], end: dict[str, Decimal], seen_before: set[str]):
+def movements_between(
+    cur: str, start: dict[str, Decimal], end: dict[str, Decimal], seen_before: set[str]
+) -> tuple[dict[str, Decimal], dict[str, int]]:
+    """(MRR movements, customer counts new | reactivated | churned) between two ``mrr_at`` snapshots."""
     zero = money.quantize(0, cur)
     moves = {m: zero for m in MOVEMENTS}
     people = {"new": 0, "reactivated": 0, "churned": 0}
@@ -183,7 +190,7 @@ def mrr_report(
     for cur in currencies:
         s, e = at_start.get(cur, {}), at_end.get(cur, {})
         zero = money.quantize(0, cur)
-        moves, people = _movements(cur, s, e, seen_before)
+        moves, people = movements_between(cur, s, e, seen_before)
         start_mrr, end_mrr = sum(s.values(), zero), sum(e.values(), zero)
         if start_mrr + sum(moves.values(), zero) != end_mrr:
             raise ReportInconsistent(f"{cur} MRR {start_mrr} + movements {moves} != {end_mrr}")
