@@ -116,10 +116,12 @@ late_usage_sensor = usage.late_usage_sensor(
 ar_aging_report_partitions = partitions.ar_aging_report_partitions(settings.partitions_start)
 mrr_report_partitions = partitions.mrr_report_partitions(settings.partitions_start)
 daily_analytics_report_partitions = partitions.daily_analytics_report_partitions(settings.partitions_start)
+weekly_bi_report_partitions = partitions.weekly_bi_report_partitions(settings.partitions_start)
 _report_mail = {"recipients": settings.report_recipients, "sender": settings.email_from}
 ar_aging_report = reports.ar_aging_report_asset(ar_aging_report_partitions, **_report_mail)
 mrr_report = reports.mrr_report_asset(mrr_report_partitions, **_report_mail)
 daily_analytics_report = reports.daily_analytics_report_asset(daily_analytics_report_partitions, **_report_mail)
+weekly_bi_report = reports.weekly_bi_report_asset(weekly_bi_report_partitions, **_report_mail)
 ar_aging_report_job = dg.define_asset_job(
     name="ar_aging_report_job",
     selection=dg.AssetSelection.assets(ar_aging_report),
@@ -137,6 +139,12 @@ daily_analytics_report_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(daily_analytics_report),
     partitions_def=daily_analytics_report_partitions,
     description="Daily analytics of yesterday (UTC): PDF and CSV stored, e-mailed once.",
+)
+weekly_bi_report_job = dg.define_asset_job(
+    name="weekly_bi_report_job",
+    selection=dg.AssetSelection.assets(weekly_bi_report),
+    partitions_def=weekly_bi_report_partitions,
+    description="Weekly BI of the Sunday-Saturday week just ended: PDF (charts) and CSV stored, e-mailed once.",
 )
 ar_aging_report_schedule = reports.report_schedule(
     name="ar_aging_report_schedule",
@@ -159,6 +167,13 @@ daily_analytics_report_schedule = reports.report_schedule(
     cron=settings.daily_analytics_report_cron,  # default "0 2 * * *": 02:00 UTC, for the day that just ended
     running=settings.schedules_running,
 )
+weekly_bi_report_schedule = reports.report_schedule(
+    name="weekly_bi_report_schedule",
+    job=weekly_bi_report_job,
+    partitions_def=weekly_bi_report_partitions,
+    cron=settings.weekly_bi_report_cron,  # default "0 3 * * 0": Sunday 03:00 UTC, for the week that just ended
+    running=settings.schedules_running,
+)
 
 #: What run-month launches per interval: the invoices job and the assets its run config goes to.
 INVOICE_JOBS = {
@@ -173,11 +188,11 @@ def build_definitions(settings: Settings = settings) -> dg.Definitions:
     delivery = _delivery_definitions(settings)
     return dg.Definitions(
         assets=[hourly_usage, monthly_invoice_drafts, monthly_invoices, weekly_invoice_drafts, weekly_invoices]
-        + [ar_aging_report, mrr_report, daily_analytics_report]
+        + [ar_aging_report, mrr_report, daily_analytics_report, weekly_bi_report]
         + delivery["assets"],
         asset_checks=[monthly_usage_reconciliation, weekly_usage_reconciliation],
         jobs=[hourly_usage_job, monthly_invoices_job, weekly_invoices_job]
-        + [ar_aging_report_job, mrr_report_job, daily_analytics_report_job]
+        + [ar_aging_report_job, mrr_report_job, daily_analytics_report_job, weekly_bi_report_job]
         + delivery["jobs"],
         schedules=[
             hourly_usage_job_schedule,
@@ -186,6 +201,7 @@ def build_definitions(settings: Settings = settings) -> dg.Definitions:
             ar_aging_report_schedule,
             mrr_report_schedule,
             daily_analytics_report_schedule,
+            weekly_bi_report_schedule,
         ],
         sensors=[organizations_sensor, late_usage_sensor, invoice_finalization_sensor] + delivery["sensors"],
         resources=resources(settings),

@@ -188,6 +188,7 @@ class Settings:
     ar_aging_report_cron: str = "0 7 * * 1"  # Monday 07:00 UTC
     mrr_report_cron: str = "0 8 1 * *"  # the 1st of the month, 08:00 UTC
     daily_analytics_report_cron: str = "0 2 * * *"  # every day, 02:00 UTC
+    weekly_bi_report_cron: str = "0 3 * * 0"  # Sunday 03:00 UTC
     report_recipients: tuple[str, ...] = ()  # who gets the AR aging and MRR reports (none: stored only)
 
     @classmethod
@@ -255,6 +256,7 @@ class Settings:
             ar_aging_report_cron=r.cron("AR_AGING_REPORT_CRON", "0 7 * * 1"),
             mrr_report_cron=r.cron("MRR_REPORT_CRON", "0 8 1 * *"),
             daily_analytics_report_cron=r.cron("DAILY_ANALYTICS_REPORT_CRON", "0 2 * * *"),
+            weekly_bi_report_cron=r.cron("WEEKLY_BI_REPORT_CRON", "0 3 * * 0"),
             report_recipients=_recipients(r.str("REPORT_RECIPIENTS", "")),
             seller={
                 "name": r.str("SELLER_NAME", "Example Cloud Ltd"),

@@ -88,3 +88,15 @@ DAILY_ANALYTICS_HOUR = 2
 
 def daily_analytics_report_partitions(start: dt.date) -> dg.DailyPartitionsDefinition:
     return dg.DailyPartitionsDefinition(start_date=start.isoformat(), hour_offset=DAILY_ANALYTICS_HOUR, timezone="UTC")
+
+
+#: Weekly BI: weeks from Sunday 03:00 UTC (after the daily analytics of Saturday); the partition of
+#: the week starting Sunday S covers the days S to S + 6 and is reported at S + 7 03:00 UTC.
+WEEKLY_BI_HOUR = 3
+
+
+def weekly_bi_report_partitions(start: dt.date) -> dg.WeeklyPartitionsDefinition:
+    first_sunday = start + dt.timedelta(days=(6 - start.weekday()) % 7)
+    return dg.WeeklyPartitionsDefinition(
+        start_date=first_sunday.isoformat(), day_offset=0, hour_offset=WEEKLY_BI_HOUR, timezone="UTC"
+    )

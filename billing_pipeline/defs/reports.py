@@ -15,7 +15,7 @@ import dagster as dg
 from billing_pipeline.defs.delivery_resources import DocumentStoreResource, MailerResource
 from billing_pipeline.defs.resources import BillingDatabaseResource
 from billing_pipeline.domain import money
-from billing_pipeline.domain.reports import AGING_BUCKETS, MOVEMENTS, AgingReport, DailyAnalytics, MrrReport
+from billing_pipeline.domain.reports import AGING_BUCKETS, MOVEMENTS, AgingReport, DailyAnalytics, MrrReport, WeeklyBI
 from billing_pipeline.rendering.reports import daily_rows
 from billing_pipeline.services import finance_reports as reports
 
@@ -74,6 +74,20 @@ def daily_metadata(report: DailyAnalytics, published: reports.Published) -> dict
         meta[f"collected_{c.currency}"] = _as_number(c.collected)
         meta[f"overdue_{c.currency}"] = _as_number(c.overdue)
     meta["analytics"] = dg.MetadataValue.md("\n\n".join(tables) or "Nothing happened that day.")
+    return meta | _published(published)
+
+
+def weekly_metadata(report: WeeklyBI, published: reports.Published) -> dict:
+    meta: dict = {"first_day": report.first_day.isoformat()}
+    lines = ["| currency | day | invoiced | collected | overdue |", "|---|---|---|---|---|"]
+    for cur in report.currencies:
+        fmt = lambda v, cur=cur: money.format_amount(v, cur)  # noqa: E731
+        inv, col, ovd = (report.series(cur, m) for m in ("invoiced", "collected", "overdue"))
+        for (day, i), (_, c), (_, o) in zip(inv, col, ovd, strict=True):
+            lines.append(f"| {cur} | {day} | {fmt(i)} | {fmt(c)} | {fmt(o)} |")
+        meta[f"invoiced_{cur}"] = _as_number(report.total(cur, "invoiced"))
+        meta[f"collected_{cur}"] = _as_number(report.total(cur, "collected"))
+    meta["week"] = dg.MetadataValue.md("\n".join(lines) if report.currencies else "Nothing happened that week.")
     return meta | _published(published)
 
 
@@ -153,6 +167,26 @@ def daily_analytics_report_asset(
         return dg.MaterializeResult(metadata=daily_metadata(report, published))
 
     return daily_analytics_report
+
+
+def weekly_bi_report_asset(
+    partitions_def: dg.PartitionsDefinition, *, recipients: Sequence[str], sender: str
+) -> dg.AssetsDefinition:
+    @dg.asset(name="weekly_bi_report", partitions_def=partitions_def, group_name=GROUP, kinds={"pdf", "csv"},
+              description="The week (Sunday to Saturday, UTC): daily analytics per currency, charts.")  # fmt: skip
+    def weekly_bi_report(
+        context,
+        billing_db: BillingDatabaseResource,
+        document_store: DocumentStoreResource,
+        mailer: MailerResource,
+    ) -> dg.MaterializeResult:
+        first = context.partition_time_window.start.astimezone(dt.UTC).date()
+        report = reports.build_weekly(billing_db.engine(), first)
+        files = reports.weekly_files(report)
+        published = _publish(files, billing_db, document_store, mailer, recipients, sender, first)
+        return dg.MaterializeResult(metadata=weekly_metadata(report, published))
+
+    return weekly_bi_report
 
 
 def report_schedule(

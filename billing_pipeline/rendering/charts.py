@@ -24,8 +24,9 @@ _RC = {
 }
 
 
-def trend_svg(points: Sequence[tuple[str, Decimal]], *, title: str, currency: str) -> str:
-    """A line chart of ``points`` (label, amount), oldest first, as an ``<svg>`` element (no XML prolog)."""
+def trend_svg(points: Sequence[tuple[str, Decimal]], *, title: str, currency: str, measure: str = "MRR") -> str:
+    """A line chart of ``points`` (label, amount), oldest first, as an ``<svg>`` element (no XML prolog);
+    the y axis reads ``{measure} ({currency})``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -38,7 +39,7 @@ def trend_svg(points: Sequence[tuple[str, Decimal]], *, title: str, currency: st
         try:
             ax.plot(range(len(values)), values, marker="o", color="#1f4e79", linewidth=1.5)
             ax.set_title(title)
-            ax.set_ylabel(f"MRR ({currency})")
+            ax.set_ylabel(f"{measure} ({currency})")
             ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
             ax.set_ylim(bottom=0, top=max(values + [1.0]) * 1.15)
             ax.grid(axis="y", color="#dddddd", linewidth=0.5)

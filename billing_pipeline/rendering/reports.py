@@ -18,7 +18,7 @@ from email.message import EmailMessage
 from markupsafe import Markup
 
 from billing_pipeline.domain import money
-from billing_pipeline.domain.reports import AGING_BUCKETS, MOVEMENTS, AgingReport, DailyAnalytics, MrrReport
+from billing_pipeline.domain.reports import AGING_BUCKETS, MOVEMENTS, AgingReport, DailyAnalytics, MrrReport, WeeklyBI
 from billing_pipeline.rendering.charts import trend_svg
 from billing_pipeline.rendering.context import environment
 from billing_pipeline.rendering.pdf import html_to_pdf
@@ -28,6 +28,9 @@ __all__ = [
     "daily_csv",
     "daily_rows",
     "render_daily_pdf",
+    "render_weekly_pdf",
+    "weekly_csv",
+    "weekly_view",
     "aging_csv",
     "aging_view",
     "mrr_csv",
@@ -40,6 +43,9 @@ __all__ = [
 
 AGING_TEMPLATE = "report_ar_aging.html.j2"
 DAILY_TEMPLATE = "report_daily.html.j2"
+WEEKLY_TEMPLATE = "report_weekly_bi.html.j2"
+#: The weekly table's columns: (heading, CurrencyDay attribute, money or count).
+WEEKLY_COLUMNS = (("Invoiced", "invoiced", True), ("Collected", "collected", True), ("Overdue", "overdue", True))
 MRR_TEMPLATE = "report_mrr.html.j2"
 
 
@@ -199,6 +205,46 @@ def daily_csv(report: DailyAnalytics) -> bytes:
     for cur, rows in daily_rows(report):
         for measure, _, value in rows:
             w.writerow([report.day, cur, measure, value])
+    return out.getvalue().encode()
+
+
+def weekly_view(report: WeeklyBI) -> dict:
+    currencies = []
+    for cur in report.currencies:
+        fmt = lambda v, cur=cur: money.format_amount(v, cur)  # noqa: E731
+        series = {attr: report.series(cur, attr) for _, attr, _ in WEEKLY_COLUMNS}
+        days = [
+            {"day": day, "cells": [fmt(series[attr][i][1]) for _, attr, _ in WEEKLY_COLUMNS]}
+            for i, (day, _) in enumerate(series["invoiced"])
+        ]
+        chart = trend_svg(
+            series["invoiced"], title=f"Invoiced revenue per day, {cur}", currency=cur, measure="Invoiced"
+        )
+        currencies.append({
+            "code": cur,
+            "days": days,
+            "totals": [fmt(report.total(cur, "invoiced")), fmt(report.total(cur, "collected")), ""],
+            "customers": {k: report.customers(cur, k) for k in ("new", "reactivated", "churned")},
+            "chart": Markup(chart),
+        })  # fmt: skip
+    last = report.days[-1].day.isoformat()
+    return {"first": report.first_day.isoformat(), "last": last, "created": _created(report.first_day),
+            "columns": [c for c, _, _ in WEEKLY_COLUMNS], "currencies": currencies}  # fmt: skip
+
+
+def render_weekly_pdf(report: WeeklyBI) -> bytes:
+    return html_to_pdf(environment().get_template(WEEKLY_TEMPLATE).render(**weekly_view(report)))
+
+
+def weekly_csv(report: WeeklyBI) -> bytes:
+    """The seven days' rows of ``daily_csv``, one after the other."""
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(["day", "currency", "measure", "value"])
+    for day in report.days:
+        for cur, rows in daily_rows(day):
+            for measure, _, value in rows:
+                w.writerow([day.day, cur, measure, value])
     return out.getvalue().encode()
 
 

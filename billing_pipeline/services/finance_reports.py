@@ -6,6 +6,8 @@ under an existing key: ``DocumentConflict``)::
 
     reports/ar_aging/{as_of}/ar_aging_{as_of}.pdf|.csv      as_of: the Monday, YYYY-MM-DD
     reports/mrr/{YYYY-MM}/mrr_{YYYY-MM}.pdf|.csv
+    reports/daily_analytics/{day}/daily_analytics_{day}.pdf|.csv
+    reports/weekly_bi/{sunday}/weekly_bi_{sunday}.pdf|.csv
 
 The e-mail is claimed in the ledger before the SMTP call and marked sent right after it; see
 ``db.report_deliveries`` for what a re-run does with each ledger state.
@@ -28,9 +30,11 @@ from billing_pipeline.domain.reports import (
     AgingReport,
     DailyAnalytics,
     MrrReport,
+    WeeklyBI,
     ar_aging,
     daily_analytics,
     mrr_report,
+    weekly_bi,
 )
 from billing_pipeline.domain.reports.mrr import month_start, next_month
 from billing_pipeline.rendering import reports as render
@@ -38,7 +42,7 @@ from billing_pipeline.rendering import reports as render
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-AR_AGING, MRR, DAILY = "ar_aging", "mrr", "daily_analytics"
+AR_AGING, MRR, DAILY, WEEKLY = "ar_aging", "mrr", "daily_analytics", "weekly_bi"
 
 
 class ReportMailFailed(RuntimeError):
@@ -61,6 +65,12 @@ def build_daily(engine: Engine, day: dt.date) -> DailyAnalytics:
     end = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC) + dt.timedelta(days=1)
     return daily_analytics(rows.aging_invoices(engine, end, rows.ISSUED), rows.all_subscriptions(engine, end),
                            rows.plans_by_code(engine), day)  # fmt: skip
+
+
+def build_weekly(engine: Engine, first_day: dt.date) -> WeeklyBI:
+    end = dt.datetime(first_day.year, first_day.month, first_day.day, tzinfo=dt.UTC) + dt.timedelta(days=7)
+    return weekly_bi(rows.aging_invoices(engine, end, rows.ISSUED), rows.all_subscriptions(engine, end),
+                     rows.plans_by_code(engine), first_day)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -102,6 +112,16 @@ def daily_files(report: DailyAnalytics) -> ReportFiles:
     files = ((f"daily_analytics_{day}.pdf", render.render_daily_pdf(report), "application/pdf"),
              (f"daily_analytics_{day}.csv", render.daily_csv(report), "text/csv"))  # fmt: skip
     return ReportFiles(DAILY, day, f"Daily analytics {day}", body + "\nPDF and CSV attached.\n", files)
+
+
+def weekly_files(report: WeeklyBI) -> ReportFiles:
+    first = report.first_day.isoformat()
+    body = f"Weekly business intelligence for {first} to {report.days[-1].day} (UTC).\n"
+    for cur in report.currencies:
+        body += f"  {cur}: invoiced {report.total(cur, 'invoiced')}, collected {report.total(cur, 'collected')}\n"
+    files = ((f"weekly_bi_{first}.pdf", render.render_weekly_pdf(report), "application/pdf"),
+             (f"weekly_bi_{first}.csv", render.weekly_csv(report), "text/csv"))  # fmt: skip
+    return ReportFiles(WEEKLY, first, f"Weekly BI {first}", body + "\nPDF and CSV attached.\n", files)
 
 
 def report_message_id(report: str, partition_key: str, sender: str) -> str:
@@ -165,6 +185,7 @@ __all__ = [
     "AR_AGING",
     "DAILY",
     "MRR",
+    "WEEKLY",
     "Published",
     "ReportFiles",
     "ReportMailFailed",
@@ -172,8 +193,10 @@ __all__ = [
     "build_aging",
     "build_daily",
     "build_mrr",
+    "build_weekly",
     "daily_files",
     "mrr_files",
     "publish",
     "report_message_id",
+    "weekly_files",
 ]

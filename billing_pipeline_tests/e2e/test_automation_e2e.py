@@ -40,11 +40,13 @@ SCHEDULES = {
     "ar_aging_report_schedule",
     "mrr_report_schedule",
     "daily_analytics_report_schedule",
+    "weekly_bi_report_schedule",
 }
 REPORT_SCHEDULES = {
     "ar_aging_report_schedule": "ar_aging",
     "mrr_report_schedule": "mrr",
     "daily_analytics_report_schedule": "daily_analytics",
+    "weekly_bi_report_schedule": "weekly_bi",
 }
 SENSORS = {"organizations_sensor", "invoice_delivery_sensor", "late_usage_sensor", "invoice_finalization_sensor"}
 INVOICE_SCHEDULES = ("monthly_invoices_job_schedule", "weekly_invoices_job_schedule")

@@ -115,3 +115,16 @@ def test_daily_analytics_pdf_text(engine, tmp_path):
     lines = {" ".join(line.split()) for line in text.splitlines()}
     assert {"invoiced revenue 200.00 EUR", "new customers 1", "overdue amount 4,000 JPY"} <= lines
     assert "draft-to-paid conversion (30 days) 0.00% (0 of 1)" in lines
+
+
+@pytest.mark.skipif(shutil.which("pdftoppm") is None, reason="poppler-utils (make setup installs it)")
+def test_weekly_bi_pdf_text_and_chart(engine, tmp_path):
+    import datetime as dt
+
+    report = reports.build_weekly(engine, dt.date(2026, 11, 1))
+    text = pdf_text_and_pages(reports.weekly_files(report).files[0][1], tmp_path, "weekly_bi_report")
+    flat = " ".join(text.split())
+    assert "Weekly business intelligence: 2026-11-01 to 2026-11-07" in flat
+    assert "Invoiced revenue per day, EUR" in flat and "Invoiced (EUR)" in flat  # the chart, as text
+    lines = {" ".join(line.split()) for line in text.splitlines()}
+    assert "2026-11-05 200.00 EUR 0.00 EUR 0.00 EUR" in lines and "2026-11-02 0.00 USD 25.00 USD 95.00 USD" in lines

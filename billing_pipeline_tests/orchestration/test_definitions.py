@@ -31,6 +31,7 @@ ASSETS = {
     "ar_aging_report",
     "mrr_report",
     "daily_analytics_report",
+    "weekly_bi_report",
 }
 CHECKS = {
     ("monthly_invoice_drafts", "usage_reconciles_with_hourly_usage"),
@@ -45,6 +46,7 @@ JOBS = {
     "ar_aging_report_job",
     "mrr_report_job",
     "daily_analytics_report_job",
+    "weekly_bi_report_job",
 }
 SCHEDULES = {
     ("hourly_usage_job_schedule", "hourly_usage_job", "5 * * * *", "UTC"),
@@ -53,6 +55,7 @@ SCHEDULES = {
     ("ar_aging_report_schedule", "ar_aging_report_job", "0 7 * * 1", "UTC"),  # Monday 07:00 UTC
     ("mrr_report_schedule", "mrr_report_job", "0 8 1 * *", "UTC"),  # the 1st, 08:00 UTC
     ("daily_analytics_report_schedule", "daily_analytics_report_job", "0 2 * * *", "UTC"),  # 02:00 UTC
+    ("weekly_bi_report_schedule", "weekly_bi_report_job", "0 3 * * 0", "UTC"),  # Sunday 03:00 UTC
 }
 SENSORS = {"organizations_sensor", "late_usage_sensor", "invoice_delivery_sensor", "invoice_finalization_sensor"}
 

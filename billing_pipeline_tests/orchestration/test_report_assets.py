@@ -103,6 +103,7 @@ def test_without_recipients_the_reports_are_stored_and_not_sent(env):
         ("mrr_report_schedule", dt.datetime(2026, 12, 1, 8, 0, tzinfo=dt.UTC), "2026-11-01"),
         ("mrr_report_schedule", dt.datetime(2026, 12, 15, 8, 0, tzinfo=dt.UTC), "2026-11-01"),
         ("daily_analytics_report_schedule", dt.datetime(2026, 12, 1, 2, 0, tzinfo=dt.UTC), "2026-11-30"),
+        ("weekly_bi_report_schedule", dt.datetime(2026, 11, 29, 3, 0, tzinfo=dt.UTC), "2026-11-22"),
     ],
 )
 def test_report_schedules_request_the_last_closed_partition_once(name, tick, partition):
@@ -113,3 +114,19 @@ def test_report_schedules_request_the_last_closed_partition_once(name, tick, par
                                         repository_def=defs.get_repository_def())  # fmt: skip
         (request,) = schedule.evaluate_tick(ctx).run_requests
     assert (request.partition_key, request.run_key) == (partition, partition)
+
+
+def test_weekly_bi_report_week_by_hand(env):
+    settings, home = env
+    from billing_pipeline.defs import reports
+
+    asset = reports.weekly_bi_report_asset(definitions.weekly_bi_report_partitions, recipients=(),
+                                           sender="billing@example.com")  # fmt: skip
+    meta = _materialize(asset, settings, "2026-11-01")  # Sunday 1 to Saturday 7 November
+    assert meta["first_day"].value == "2026-11-01"
+    assert (meta["invoiced_EUR"].value, meta["collected_USD"].value) == (200.0, 25.0)
+    week = meta["week"].value
+    assert "| USD | 2026-11-02 | 0.00 USD | 25.00 USD |" in week and "| EUR | 2026-11-05 | 200.00 EUR |" in week
+    assert week.count("| JPY |") == 7
+    pdf = home / "documents/reports/weekly_bi/2026-11-01/weekly_bi_2026-11-01.pdf"
+    assert pdf.read_bytes().startswith(b"%PDF")

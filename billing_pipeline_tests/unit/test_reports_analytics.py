@@ -74,3 +74,19 @@ def test_generated_days_match_a_naive_count():
             )
             recent = [i for i in mine if start - dt.timedelta(days=29) <= i.issued_at < end]
             assert (c.conversion_paid, c.conversion_issued) == (sum(i.status == "paid" for i in recent), len(recent))
+
+
+def test_weekly_bi_is_seven_days_and_their_sums():
+    from billing_pipeline.domain.reports import weekly_bi
+
+    pay = Payment(Decimal("7.00"), "USD", "succeeded", at=dt.datetime(2026, 11, 12, 5, tzinfo=UTC))
+    invoices = [
+        _inv(1, dt.datetime(2026, 11, 8, 1, tzinfo=UTC), "10.00", payments=[pay]),
+        _inv(2, dt.datetime(2026, 11, 14, 23, tzinfo=UTC), "5.00"),
+        _inv(3, dt.datetime(2026, 11, 15, 0, tzinfo=UTC), "99.00"),
+    ]  # fmt: skip  (next week)
+    week = weekly_bi(invoices, [], {}, dt.date(2026, 11, 8))
+    assert [d.day.isoformat() for d in week.days][::6] == ["2026-11-08", "2026-11-14"]
+    assert week.total("USD", "invoiced") == Decimal("15.00") and week.total("USD", "collected") == Decimal("7.00")
+    assert week.series("USD", "collected")[4] == ("2026-11-12", Decimal("7.00"))
+    assert week.currencies == ("USD",)

@@ -6,7 +6,7 @@ currency and never added across currencies.
 """
 
 from .aging import AGING_BUCKETS, AgingInvoice, AgingReport, aging_bucket, ar_aging, days_past_due
-from .analytics import CurrencyDay, DailyAnalytics, daily_analytics
+from .analytics import CurrencyDay, DailyAnalytics, WeeklyBI, daily_analytics, weekly_bi
 from .mrr import (
     MOVEMENTS,
     InvoicedLine,
@@ -28,10 +28,12 @@ __all__ = [
     "MrrReport",
     "MrrSubscription",
     "ReportInconsistent",
+    "WeeklyBI",
     "aging_bucket",
     "ar_aging",
     "daily_analytics",
     "days_past_due",
     "monthly_recurring",
     "mrr_report",
+    "weekly_bi",
 ]

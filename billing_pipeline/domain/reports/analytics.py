@@ -1,4 +1,5 @@
-"""Daily analytics of one UTC calendar day, per currency (never added across currencies).
+"""Daily analytics of one UTC calendar day, and weekly BI (seven of them, Sunday to Saturday), per
+currency (never added across currencies).
 
 Definitions (the README's "Reports" section says the same):
 
@@ -84,3 +85,38 @@ def daily_analytics(
             overdue.get(cur, zero),
         ))  # fmt: skip
     return DailyAnalytics(day, tuple(out))
+
+
+@dataclass(frozen=True)
+class WeeklyBI:
+    """Seven daily analytics (Sunday to Saturday, UTC) and their totals per currency."""
+
+    first_day: dt.date
+    days: tuple[DailyAnalytics, ...]
+
+    @property
+    def currencies(self) -> tuple[str, ...]:
+        return tuple(sorted({c.currency for d in self.days for c in d.currencies}))
+
+    def series(self, currency: str, measure: str) -> tuple[tuple[str, Decimal | int], ...]:
+        """(YYYY-MM-DD, value) for each day: ``measure`` is a ``CurrencyDay`` attribute."""
+        zero = money.quantize(0, currency)
+        out = []
+        for d in self.days:
+            c = next((c for c in d.currencies if c.currency == currency), None)
+            out.append((d.day.isoformat(), getattr(c, measure) if c else zero))
+        return tuple(out)
+
+    def total(self, currency: str, measure: str) -> Decimal:
+        return sum((v for _, v in self.series(currency, measure)), money.quantize(0, currency))
+
+    def customers(self, currency: str, kind: str) -> int:
+        return sum(c.customers[kind] for d in self.days for c in d.currencies if c.currency == currency)
+
+
+def weekly_bi(
+    invoices: Sequence[AgingInvoice], subs: Sequence[MrrSubscription], plans: Mapping[str, Plan], first_day: dt.date
+) -> WeeklyBI:
+    """The week of seven UTC days from ``first_day`` (a Sunday for the weekly report)."""
+    days = tuple(daily_analytics(invoices, subs, plans, first_day + dt.timedelta(days=i)) for i in range(7))
+    return WeeklyBI(first_day, days)
