@@ -1,4 +1,5 @@
-"""Finance report assets: ``ar_aging_report`` (weekly) and ``mrr_report`` (monthly).
+"""Finance report assets: ``ar_aging_report`` (weekly, Mondays), ``mrr_report`` (monthly),
+``daily_analytics_report`` (daily) and ``weekly_bi_report`` (weekly, Sundays), and their schedules.
 
 Thin: read the partition window, call ``services.finance_reports`` (read, compute, render, store,
 e-mail once), return the numbers as metadata: a markdown table per currency and numeric values
@@ -8,7 +9,9 @@ per currency (``*_USD`` ...) that the UI plots across partitions.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
@@ -18,6 +21,9 @@ from billing_pipeline.domain import money
 from billing_pipeline.domain.reports import AGING_BUCKETS, MOVEMENTS, AgingReport, DailyAnalytics, MrrReport, WeeklyBI
 from billing_pipeline.rendering.reports import daily_rows
 from billing_pipeline.services import finance_reports as reports
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 GROUP = "reports"
 
@@ -109,84 +115,65 @@ def _publish(files, billing_db, document_store, mailer, recipients, sender, sent
         raise dg.Failure(description=str(exc)) from exc
 
 
-def ar_aging_report_asset(
-    partitions_def: dg.PartitionsDefinition, *, recipients: Sequence[str], sender: str
+@dataclass(frozen=True)
+class _Report:
+    """What differs between the report assets: the date their window gives, how they are built,
+    rendered and described."""
+
+    name: str
+    description: str
+    at_window_end: bool  # the report's date is the window's end (AR aging's as-of), else its start
+    build: Callable[[Engine, dt.date], Any]
+    files: Callable[[Any], reports.ReportFiles]
+    metadata: Callable[[Any, reports.Published], dict]
+
+
+def _report_asset(
+    kind: _Report, partitions_def: dg.PartitionsDefinition, recipients: Sequence[str], sender: str
 ) -> dg.AssetsDefinition:
-    @dg.asset(name="ar_aging_report", partitions_def=partitions_def, group_name=GROUP, kinds={"pdf", "csv"},
-              description="Accounts receivable aging as of the Monday that ends the partition's week.")  # fmt: skip
-    def ar_aging_report(
+    @dg.asset(name=kind.name, partitions_def=partitions_def, group_name=GROUP, kinds={"pdf", "csv"},
+              description=kind.description)  # fmt: skip
+    def _asset(
         context,
         billing_db: BillingDatabaseResource,
         document_store: DocumentStoreResource,
         mailer: MailerResource,
     ) -> dg.MaterializeResult:
-        as_of = context.partition_time_window.end.astimezone(dt.UTC).date()
-        report = reports.build_aging(billing_db.engine(), as_of)
-        files = reports.aging_files(report)
-        published = _publish(files, billing_db, document_store, mailer, recipients, sender, as_of)
-        return dg.MaterializeResult(metadata=aging_metadata(report, published))
+        window = context.partition_time_window
+        day = (window.end if kind.at_window_end else window.start).astimezone(dt.UTC).date()
+        report = kind.build(billing_db.engine(), day)
+        files = kind.files(report)
+        # the e-mail's Date: when the report is due (the window's end), the same on every attempt
+        published = _publish(files, billing_db, document_store, mailer, recipients, sender, window.end.date())
+        return dg.MaterializeResult(metadata=kind.metadata(report, published))
 
-    return ar_aging_report
-
-
-def mrr_report_asset(
-    partitions_def: dg.PartitionsDefinition, *, recipients: Sequence[str], sender: str
-) -> dg.AssetsDefinition:
-    @dg.asset(name="mrr_report", partitions_def=partitions_def, group_name=GROUP, kinds={"pdf", "csv"},
-              description="MRR/ARR summary of the partition's calendar month, with 12-month trend charts.")  # fmt: skip
-    def mrr_report(
-        context,
-        billing_db: BillingDatabaseResource,
-        document_store: DocumentStoreResource,
-        mailer: MailerResource,
-    ) -> dg.MaterializeResult:
-        month = context.partition_time_window.start.astimezone(dt.UTC).date()
-        report = reports.build_mrr(billing_db.engine(), month)
-        files = reports.mrr_files(report)
-        published = _publish(files, billing_db, document_store, mailer, recipients, sender, report.as_of)
-        return dg.MaterializeResult(metadata=mrr_metadata(report, published))
-
-    return mrr_report
+    return _asset
 
 
-def daily_analytics_report_asset(
-    partitions_def: dg.PartitionsDefinition, *, recipients: Sequence[str], sender: str
-) -> dg.AssetsDefinition:
-    @dg.asset(name="daily_analytics_report", partitions_def=partitions_def, group_name=GROUP, kinds={"pdf", "csv"},
-              description="Invoiced revenue, collected cash, customers, conversion, overdue: one UTC day.")  # fmt: skip
-    def daily_analytics_report(
-        context,
-        billing_db: BillingDatabaseResource,
-        document_store: DocumentStoreResource,
-        mailer: MailerResource,
-    ) -> dg.MaterializeResult:
-        day = context.partition_time_window.start.astimezone(dt.UTC).date()
-        report = reports.build_daily(billing_db.engine(), day)
-        files = reports.daily_files(report)
-        published = _publish(files, billing_db, document_store, mailer, recipients, sender, day)
-        return dg.MaterializeResult(metadata=daily_metadata(report, published))
-
-    return daily_analytics_report
+AR_AGING = _Report("ar_aging_report", "Accounts receivable aging as of the Monday that ends the partition's week.",
+                   True, reports.build_aging, reports.aging_files, aging_metadata)  # fmt: skip
+MRR = _Report("mrr_report", "MRR/ARR summary of the partition's calendar month, with 12-month trend charts.",
+              False, reports.build_mrr, reports.mrr_files, mrr_metadata)  # fmt: skip
+DAILY = _Report("daily_analytics_report", "Invoiced revenue, collected cash, customers, conversion, overdue: one day.",
+                False, reports.build_daily, reports.daily_files, daily_metadata)  # fmt: skip
+WEEKLY = _Report("weekly_bi_report", "The week (Sunday to Saturday, UTC): daily analytics per currency, charts.",
+                 False, reports.build_weekly, reports.weekly_files, weekly_metadata)  # fmt: skip
 
 
-def weekly_bi_report_asset(
-    partitions_def: dg.PartitionsDefinition, *, recipients: Sequence[str], sender: str
-) -> dg.AssetsDefinition:
-    @dg.asset(name="weekly_bi_report", partitions_def=partitions_def, group_name=GROUP, kinds={"pdf", "csv"},
-              description="The week (Sunday to Saturday, UTC): daily analytics per currency, charts.")  # fmt: skip
-    def weekly_bi_report(
-        context,
-        billing_db: BillingDatabaseResource,
-        document_store: DocumentStoreResource,
-        mailer: MailerResource,
-    ) -> dg.MaterializeResult:
-        first = context.partition_time_window.start.astimezone(dt.UTC).date()
-        report = reports.build_weekly(billing_db.engine(), first)
-        files = reports.weekly_files(report)
-        published = _publish(files, billing_db, document_store, mailer, recipients, sender, first)
-        return dg.MaterializeResult(metadata=weekly_metadata(report, published))
+def ar_aging_report_asset(partitions_def, *, recipients: Sequence[str], sender: str) -> dg.AssetsDefinition:
+    return _report_asset(AR_AGING, partitions_def, recipients, sender)
 
-    return weekly_bi_report
+
+def mrr_report_asset(partitions_def, *, recipients: Sequence[str], sender: str) -> dg.AssetsDefinition:
+    return _report_asset(MRR, partitions_def, recipients, sender)
+
+
+def daily_analytics_report_asset(partitions_def, *, recipients: Sequence[str], sender: str) -> dg.AssetsDefinition:
+    return _report_asset(DAILY, partitions_def, recipients, sender)
+
+
+def weekly_bi_report_asset(partitions_def, *, recipients: Sequence[str], sender: str) -> dg.AssetsDefinition:
+    return _report_asset(WEEKLY, partitions_def, recipients, sender)
 
 
 def report_schedule(
