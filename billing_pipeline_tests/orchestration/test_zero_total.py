@@ -31,7 +31,9 @@ from billing_pipeline.defs.delivery_resources import (
 from billing_pipeline.defs.resources import BillingDatabaseResource
 from billing_pipeline.domain.model import BillingInterval
 from billing_pipeline.domain.money import to_minor
+from billing_pipeline.domain.periods import period_from_key
 from billing_pipeline.launch import run_period, sync_organization_partitions
+from billing_pipeline.services import invoicing
 from billing_pipeline.settings import Settings
 from billing_pipeline_tests.builders import UTC, org, setup_database, subscribe
 
@@ -188,3 +190,29 @@ def test_finalize_keeps_todays_behaviour(tmp_path, issued_november_2026):
     assert deliver(defs, instance, settings).success
     assert sorted(SYNCED) == ["INV-2026-000001", "INV-2026-000002"]  # the zero invoice is synced too
     assert "Nothing to pay: the total of this invoice is 0 JPY." in mails(settings)["billing@free.test"]
+
+
+@pytest.mark.parametrize(
+    ("policy", "outcome", "message"),
+    [
+        (None, "finalized", "dry run: would be finalized and marked paid (zero total)"),
+        ("skip", "skipped", "dry run: total is zero: not invoiced (ZERO_TOTAL_INVOICES=skip)"),
+    ],
+)
+def test_a_dry_run_says_what_the_policy_would_do(tmp_path, policy, outcome, message):
+    """The invoices step alone in a dry run (the job's dry run stops after the drafts' observations)."""
+    settings, engine, instance, defs = setup(tmp_path, policy)
+    batch = invoicing.finalize_batch(
+        engine,
+        period_from_key(MONTHLY, PERIOD),
+        ORGS,
+        prefix="INV",
+        now=dt.datetime(2026, 11, 5, tzinfo=UTC),
+        dry_run=True,
+        zero_total=settings.zero_total_invoices,
+    )
+    assert {r.org_id: (r.outcome.value, r.message) for r in batch.results} == {
+        "alpha": ("finalized", "dry run: would be finalized"),
+        "free": (outcome, message),
+    }
+    assert stored(engine) == {}  # nothing written
