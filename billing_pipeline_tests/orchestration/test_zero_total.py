@@ -35,7 +35,7 @@ from billing_pipeline.domain.periods import period_from_key
 from billing_pipeline.launch import run_period, sync_organization_partitions
 from billing_pipeline.services import invoicing
 from billing_pipeline.settings import Settings
-from billing_pipeline_tests.builders import UTC, org, setup_database, subscribe
+from billing_pipeline_tests.builders import UTC, add_events, org, setup_database, subscribe
 
 MONTHLY = BillingInterval.MONTHLY
 OCT = dt.datetime(2026, 10, 1, tzinfo=UTC)
@@ -216,3 +216,18 @@ def test_a_dry_run_says_what_the_policy_would_do(tmp_path, policy, outcome, mess
         "free": (outcome, message),
     }
     assert stored(engine) == {}  # nothing written
+
+
+def test_a_skipped_draft_that_stops_being_zero_is_numbered_next_time(tmp_path, issued_november_2026):
+    settings, engine, instance, defs = setup(tmp_path, "skip")
+
+    def run() -> dict[str, str]:
+        assert all(o.success for o in run_period(defs, instance, INVOICE_JOBS[MONTHLY], PERIOD))
+        return {org: m["outcome"] for org, m in latest_outcomes(instance).items()}
+
+    assert run() == {"alpha": "finalized", "free": "skipped"}
+    assert run() == {"alpha": "already_finalized", "free": "skipped"}
+    assert stored(engine)["free"] == ("draft", None, 0)
+    add_events(settings.database_url, [("free", "f1", "seats", "2", OCT + dt.timedelta(days=2))])  # late usage
+    assert run() == {"alpha": "already_finalized", "free": "finalized"}
+    assert stored(engine)["free"] == ("finalized", "INV-2026-000002", 1200)  # 2 seats x 500 JPY + 20 % tax
