@@ -187,7 +187,7 @@ def _insert_lines(conn: Connection, invoice_id: int, invoice: Invoice) -> None:
     )
 
 
-def _next_number(conn: Connection, prefix: str, year: int) -> str:
+def next_series_number(conn: Connection, prefix: str, year: int) -> str:
     """Bump the series counter under a row lock; a rolled-back transaction gives it back."""
     series = f"{prefix}-{year}"
     conn.execute(
@@ -237,7 +237,7 @@ def finalize(
     status = zero_total_status(Decimal(found.total_minor), zero_total)
     if status is None:
         return FinalizeOutcome.ZERO_TOTAL_SKIPPED, found.id, None
-    number = _next_number(conn, prefix, issued_at.year)
+    number = next_series_number(conn, prefix, issued_at.year)
     now = utc_now()
     conn.execute(
         update(invoices)
