@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from billing_pipeline.db import invoices as invoice_rows
-from billing_pipeline.db import reference, usage
+from billing_pipeline.db import lifecycle, reference, usage
 from billing_pipeline.domain import money
 from billing_pipeline.domain.catalog import Catalog
 from billing_pipeline.domain.invoices import PricingError, build_invoice, not_billable_reason, reconcile_usage
@@ -292,6 +292,8 @@ def _finalize_one(
                 terms_days=org.payment_terms_days,
                 zero_total=zero_total,
             )
+            if outcome is invoice_rows.FinalizeOutcome.FINALIZED_PAID:
+                _audit_zero_total_paid(conn, invoice_id, now)
     except Exception as exc:  # noqa: BLE001 - isolate one organization
         log.exception("finalizing %s failed", org.id)
         return OrgResult(org.id, Outcome.FAILED, f"finalize failed: {exc}")
@@ -306,6 +308,23 @@ def _finalize_one(
         return OrgResult(org.id, Outcome.FINALIZED, "", invoice_id=invoice_id, number=number)
     message = f"invoice {number} was already final; no change"
     return OrgResult(org.id, Outcome.ALREADY_FINALIZED, message, invoice_id=invoice_id, number=number)
+
+
+def _audit_zero_total_paid(conn, invoice_id: int | None, now: dt.datetime) -> None:
+    """The audit row of the automatic finalized -> paid (``invoice_events``), in the finalizing
+    transaction: the invoice history says why a zero invoice is paid without a payment."""
+    assert invoice_id is not None
+    lifecycle.insert_event(
+        conn,
+        invoice_id,
+        "transition",
+        InvoiceStatus.FINALIZED,
+        InvoiceStatus.PAID,
+        actor="billing-pipeline",
+        reason="zero total: paid at finalization, nothing to collect (ZERO_TOTAL_INVOICES=finalize_paid)",
+        at=now,
+        details={"zero_total_invoices": ZeroTotalPolicy.FINALIZE_PAID.value},
+    )
 
 
 def _attach_totals(engine: Engine, batch: BatchResult) -> None:

@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from billing_pipeline.clients.payments import GatewayInvoice, PaymentGateway
 from billing_pipeline.db import deliveries as ledger
-from billing_pipeline.db import reference
+from billing_pipeline.db import lifecycle, reference
 from billing_pipeline.db.engine import get_engine
 from billing_pipeline.db.schema import invoice_number_sequences, invoices, payments
 from billing_pipeline.definitions import INVOICE_JOBS, build_definitions
@@ -138,6 +138,9 @@ def test_default_finalizes_zero_invoices_paid_without_a_gateway_call(tmp_path, i
     assert latest_outcomes(instance)["free"]["message"] == "invoice INV-2026-000002 was already final; no change"
     with engine.connect() as conn:
         assert conn.execute(select(payments)).all() == []  # no money moved: no payment row
+        free_id = conn.execute(select(invoices.c.id).where(invoices.c.org_id == "free")).scalar_one()
+    events = [(e.kind, e.from_status, e.to_status, e.actor) for e in lifecycle.history(engine, free_id)]
+    assert events == [("transition", "finalized", "paid", "billing-pipeline")]  # once, across both runs
 
     for _ in range(2):
         assert deliver(defs, instance, settings).success
