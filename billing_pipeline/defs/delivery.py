@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 
 import dagster as dg
 
-from billing_pipeline.db import deliveries as ledger
+from billing_pipeline.db import delivery_views
 from billing_pipeline.defs.delivery_report import report_deliveries
 from billing_pipeline.defs.delivery_resources import DocumentStoreResource, MailerResource, PaymentGatewayResource
 from billing_pipeline.defs.invoicing import batches, is_dry_run
@@ -121,7 +121,7 @@ def _run_invoices(context, interval: BillingInterval, config: DeliveryConfig, en
     ids: dict[str, list[int]] = {}
     missing: dict[str, list[str]] = {}
     for period_key, org_ids in batches(context.partition_keys, interval, config.organizations).items():
-        found = ledger.finalized_invoice_ids(engine, interval.value, period_key, org_ids)
+        found = delivery_views.finalized_invoice_ids(engine, interval.value, period_key, org_ids)
         ids[period_key] = [found[o] for o in org_ids if o in found]
         missing[period_key] = [o for o in org_ids if o not in found]
     return _Run(ids, missing)
@@ -317,7 +317,7 @@ def build_invoice_delivery_sensor(
         channels = options.channels
         if not channels:
             return dg.SkipReason("every delivery channel is disabled")
-        pending = ledger.undelivered_invoices(billing_db.engine(), channels)
+        pending = delivery_views.undelivered_invoices(billing_db.engine(), channels)
         requests, busy = [], {}
         for (interval_value, period_key), orgs in pending.items():
             interval = BillingInterval(interval_value)
