@@ -185,6 +185,8 @@ class Settings:
     stripe_requests_per_second: int = 80
     s3_requests_per_second: int = 100
     smtp_messages_per_second: int = 20
+    health_check_cron: str = "*/15 * * * *"  # service_health_schedule, UTC
+    health_probe_timeout_seconds: int = 5  # each health probe's connect/read timeout
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -248,6 +250,8 @@ class Settings:
             stripe_requests_per_second=r.int("STRIPE_REQUESTS_PER_SECOND", 80, 0, 10_000),
             s3_requests_per_second=r.int("S3_REQUESTS_PER_SECOND", 100, 0, 10_000),
             smtp_messages_per_second=r.int("SMTP_MESSAGES_PER_SECOND", 20, 0, 10_000),
+            health_check_cron=r.cron("HEALTH_CHECK_CRON", "*/15 * * * *"),
+            health_probe_timeout_seconds=r.int("HEALTH_PROBE_TIMEOUT_SECONDS", 5, 1, 60),
             seller={
                 "name": r.str("SELLER_NAME", "Example Cloud Ltd"),
                 "address": r.str("SELLER_ADDRESS", "1 Example Street, London EC1A 1AA"),
