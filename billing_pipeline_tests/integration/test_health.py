@@ -117,7 +117,7 @@ def test_a_stopped_smtp_server_flips_unhealthy_once_and_back_once(env, smtp, tmp
         assert result.success
         return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
 
-    with dg.DagsterInstance.ephemeral() as instance:
+    with dg.instance_for_test() as instance:
         for _ in range(2):
             assert all(scheduled_run().values())
         assert cli.invoke(main, ["health"]).exit_code == 0

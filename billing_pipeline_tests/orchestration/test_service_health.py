@@ -43,7 +43,7 @@ def probe(instance, resources):
 
 def test_local_implementations_are_healthy_or_not_configured(local):
     resources, tmp_path = local
-    with dg.DagsterInstance.ephemeral() as instance:
+    with dg.instance_for_test() as instance:
         checks, metadata = probe(instance, resources)
     assert set(checks) == {"database_health", "payment_gateway_health", "document_store_health", "mailer_health"}
     assert all(c.passed for c in checks.values())
@@ -56,7 +56,7 @@ def test_local_implementations_are_healthy_or_not_configured(local):
 def test_an_outbox_that_cannot_be_written_flips_once_and_back_once(local):
     resources, tmp_path = local
     blocker = tmp_path / "outbox"
-    with dg.DagsterInstance.ephemeral() as instance:
+    with dg.instance_for_test() as instance:
         probe(instance, resources)
         blocker.write_text("a file where the outbox folder should be")
         for _ in range(3):
@@ -79,7 +79,7 @@ def test_an_outbox_that_cannot_be_written_flips_once_and_back_once(local):
 
 def test_health_changes_since_leaves_out_earlier_ones(local):
     resources, tmp_path = local
-    with dg.DagsterInstance.ephemeral() as instance:
+    with dg.instance_for_test() as instance:
         (tmp_path / "outbox").write_text("blocked")
         probe(instance, resources)
         assert [c.transition for c in health_changes(instance)] == [Transition.BECAME_UNHEALTHY]
@@ -88,7 +88,7 @@ def test_health_changes_since_leaves_out_earlier_ones(local):
 
 
 def test_schedule_requests_one_run_per_tick():
-    with dg.DagsterInstance.ephemeral() as instance:
+    with dg.instance_for_test() as instance:
         tick = dt.datetime(2026, 11, 2, 9, 15, tzinfo=dt.UTC)
         ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)
         request = definitions.service_health_schedule(ctx)
