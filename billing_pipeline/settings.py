@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from billing_pipeline.domain.events import DEFAULT_MAX_PROPERTIES_BYTES
+from billing_pipeline.domain.settlement import ZeroTotalPolicy
 
 
 class SettingsError(ValueError):
@@ -185,6 +186,7 @@ class Settings:
     stripe_requests_per_second: int = 80
     s3_requests_per_second: int = 100
     smtp_messages_per_second: int = 20
+    zero_total_invoices: str = ZeroTotalPolicy.FINALIZE_PAID.value  # finalize_paid | finalize | skip
     health_check_cron: str = "*/15 * * * *"  # service_health_schedule, UTC
     health_probe_timeout_seconds: int = 5  # each health probe's connect/read timeout
 
@@ -250,6 +252,9 @@ class Settings:
             stripe_requests_per_second=r.int("STRIPE_REQUESTS_PER_SECOND", 80, 0, 10_000),
             s3_requests_per_second=r.int("S3_REQUESTS_PER_SECOND", 100, 0, 10_000),
             smtp_messages_per_second=r.int("SMTP_MESSAGES_PER_SECOND", 20, 0, 10_000),
+            zero_total_invoices=r.choice(
+                "ZERO_TOTAL_INVOICES", ZeroTotalPolicy.FINALIZE_PAID.value, tuple(p.value for p in ZeroTotalPolicy)
+            ),
             health_check_cron=r.cron("HEALTH_CHECK_CRON", "*/15 * * * *"),
             health_probe_timeout_seconds=r.int("HEALTH_PROBE_TIMEOUT_SECONDS", 5, 1, 60),
             seller={
