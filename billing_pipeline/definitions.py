@@ -11,7 +11,7 @@ import os
 
 import dagster as dg
 
-from billing_pipeline.defs import automation, invoicing, partitions, usage
+from billing_pipeline.defs import automation, health, invoicing, partitions, usage
 from billing_pipeline.defs.automation import organizations_sensor
 from billing_pipeline.defs.delivery import build_delivery_asset, build_delivery_job, build_invoice_delivery_sensor
 from billing_pipeline.defs.resources import BillingDatabaseResource
@@ -108,6 +108,18 @@ invoice_finalization_sensor = automation.invoice_finalization_sensor(
     batch_size=settings.invoice_batch_size,
     running=settings.schedules_running,
 )
+service_health = health.service_health_asset(timeout_seconds=settings.health_probe_timeout_seconds)
+service_health_job = dg.define_asset_job(
+    name="service_health_job",
+    selection=dg.AssetSelection.assets(service_health),
+    description="Probe the database, payment gateway, document store and mailer (one asset check each).",
+)
+service_health_schedule = health.service_health_schedule(
+    name="service_health_schedule",
+    job=service_health_job,
+    cron=settings.health_check_cron,  # default "*/15 * * * *": every 15 minutes, UTC
+    running=settings.schedules_running,
+)
 late_usage_sensor = usage.late_usage_sensor(
     name="late_usage_sensor", job=hourly_usage_job, partitions_def=hourly_usage_partitions
 )
@@ -125,10 +137,16 @@ def build_definitions(settings: Settings = settings) -> dg.Definitions:
     delivery = _delivery_definitions(settings)
     return dg.Definitions(
         assets=[hourly_usage, monthly_invoice_drafts, monthly_invoices, weekly_invoice_drafts, weekly_invoices]
-        + delivery["assets"],
+        + delivery["assets"]
+        + [service_health],
         asset_checks=[monthly_usage_reconciliation, weekly_usage_reconciliation],
-        jobs=[hourly_usage_job, monthly_invoices_job, weekly_invoices_job] + delivery["jobs"],
-        schedules=[hourly_usage_job_schedule, monthly_invoices_job_schedule, weekly_invoices_job_schedule],
+        jobs=[hourly_usage_job, monthly_invoices_job, weekly_invoices_job] + delivery["jobs"] + [service_health_job],
+        schedules=[
+            hourly_usage_job_schedule,
+            monthly_invoices_job_schedule,
+            weekly_invoices_job_schedule,
+            service_health_schedule,
+        ],
         sensors=[organizations_sensor, late_usage_sensor, invoice_finalization_sensor] + delivery["sensors"],
         resources=resources(settings),
         # Steps of a billing run are sequential and cheap; one process per run saves ~2 s per step.

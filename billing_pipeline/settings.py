@@ -247,6 +247,8 @@ class Settings:
     s3_requests_per_second: int = 100
     smtp_messages_per_second: int = 20
     zero_total_invoices: str = ZeroTotalPolicy.FINALIZE_PAID.value  # finalize_paid | finalize | skip
+    health_check_cron: str = "*/15 * * * *"  # service_health_schedule, UTC
+    health_probe_timeout_seconds: int = 5  # each health probe's connect/read timeout
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -304,6 +306,8 @@ _VARS: dict[str, _Var] = {
     "zero_total_invoices": _Var(
         "ZERO_TOTAL_INVOICES", _one_of(*(p.value for p in ZeroTotalPolicy)), ZeroTotalPolicy.FINALIZE_PAID.value
     ),
+    "health_check_cron": _Var("HEALTH_CHECK_CRON", _cron, "*/15 * * * *"),
+    "health_probe_timeout_seconds": _Var("HEALTH_PROBE_TIMEOUT_SECONDS", _int(1, 60), 5),
 }
 #: ``Settings.seller``: the seller block on invoices and e-mails.
 _SELLER_VARS: dict[str, _Var] = {
