@@ -1,8 +1,9 @@
 """Invoice -> HTML -> PDF bytes with WeasyPrint 70.
 
 * One jinja2 Environment (autoescape, StrictUndefined) and one parsed ``invoice.css`` are
-  reused across calls; steady state is ~0.15-0.2 s per one-page invoice (needs
-  ``libharfbuzz-subset0`` for font subsetting, ~0.5 s without it).
+  reused across calls; steady state is ~40 ms of CPU per one-page invoice on the shared 2-core
+  machine (README "Benchmarks"; needs ``libharfbuzz-subset0`` for font subsetting, several
+  times slower without it).
 * Resources are fetched only through ``SafeAssetFetcher``: files under
   ``rendering/assets/`` and nothing else (no http(s), no other file, no data: URLs). A refused
   URL raises inside the fetcher; WeasyPrint logs a warning and renders without it.
