@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from billing_pipeline.domain.events import DEFAULT_MAX_PROPERTIES_BYTES
+from billing_pipeline.domain.settlement import ZeroTotalPolicy
 
 
 class SettingsError(ValueError):
@@ -185,6 +186,7 @@ class Settings:
     stripe_requests_per_second: int = 80
     s3_requests_per_second: int = 100
     smtp_messages_per_second: int = 20
+    zero_total_invoices: str = ZeroTotalPolicy.FINALIZE_PAID.value  # finalize_paid | finalize | skip
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -248,6 +250,9 @@ class Settings:
             stripe_requests_per_second=r.int("STRIPE_REQUESTS_PER_SECOND", 80, 0, 10_000),
             s3_requests_per_second=r.int("S3_REQUESTS_PER_SECOND", 100, 0, 10_000),
             smtp_messages_per_second=r.int("SMTP_MESSAGES_PER_SECOND", 20, 0, 10_000),
+            zero_total_invoices=r.choice(
+                "ZERO_TOTAL_INVOICES", ZeroTotalPolicy.FINALIZE_PAID.value, tuple(p.value for p in ZeroTotalPolicy)
+            ),
             seller={
                 "name": r.str("SELLER_NAME", "Example Cloud Ltd"),
                 "address": r.str("SELLER_ADDRESS", "1 Example Street, London EC1A 1AA"),

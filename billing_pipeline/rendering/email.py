@@ -83,7 +83,7 @@ def invoice_subject(invoice: Invoice, org: Organization, seller: Seller, kind: s
     number, who, due = view["number"], seller.name, view["due"]
     due_part = f" due {due}" if due else ""
     subject = {
-        "invoice": f"Invoice {number} from {who} — {view['amount_due']}{due_part}",
+        "invoice": f"Invoice {number} from {who} — {view['payment_subject']}",
         "reminder": f"Reminder: invoice {number} from {who} — {view['amount_due']}{due_part}",
         "overdue": f"Overdue: invoice {number} from {who} — {view['amount_due']} was{due_part}",
         "final_notice": f"Final notice: invoice {number} from {who} — {view['amount_due']} overdue",
@@ -96,8 +96,7 @@ def _intro(kind: str, view: dict) -> str:
     period = f"{view['period_start']} to {view['period_end']}"
     due = view["due"] or "on receipt"
     return {
-        "invoice": f"Your invoice {view['number']} for the service period {period} is ready. "
-        f"The amount due is {view['amount_due']}, payable by {due}.",
+        "invoice": f"Your invoice {view['number']} for the service period {period} is ready. {view['payment_summary']}",
         "reminder": f"This is a friendly reminder that invoice {view['number']} "
         f"({view['amount_due']}) is due by {due}.",
         "overdue": f"Invoice {view['number']} ({view['amount_due']}) was due on {due} and is now overdue. "
