@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from billing_pipeline.clients.payments import GatewayInvoice, PaymentGateway
 from billing_pipeline.db import deliveries as ledger
-from billing_pipeline.db import lifecycle, reference
+from billing_pipeline.db import delivery_views, lifecycle, reference
 from billing_pipeline.db.engine import get_engine
 from billing_pipeline.db.schema import invoice_number_sequences, invoices, payments
 from billing_pipeline.definitions import INVOICE_JOBS, build_definitions
@@ -145,7 +145,7 @@ def test_default_finalizes_zero_invoices_paid_without_a_gateway_call(tmp_path, i
     for _ in range(2):
         assert deliver(defs, instance, settings).success
     assert SYNCED == ["INV-2026-000001"]  # alpha once; free's paid zero invoice never reached the gateway
-    ids = ledger.finalized_invoice_ids(engine, "monthly", PERIOD)
+    ids = delivery_views.finalized_invoice_ids(engine, "monthly", PERIOD)
     rows = ledger.get_rows(engine, list(ids.values()))
     free = {c: (r.status, r.attempts) for (i, c), r in rows.items() if i == ids["free"]}
     assert free == {
