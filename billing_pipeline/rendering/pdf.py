@@ -120,7 +120,7 @@ def release_cached_objects() -> None:
     gc.collect()
 
 
-def _w3c(ts: dt.datetime | None) -> str | None:
+def w3c_date(ts: dt.datetime | None) -> str | None:
     if ts is None:
         return None
     if ts.tzinfo is None:
@@ -157,7 +157,7 @@ def html_to_pdf(
 
 def invoice_metadata(invoice: Invoice, org: Organization, seller: Seller) -> dict:
     """The PDF's author, subject, generator and dates (title: the template's <title>)."""
-    created = _w3c(invoice.issued_at)
+    created = w3c_date(invoice.issued_at)
     return {
         "authors": [seller.name],
         "description": f"Invoice {invoice.number or 'DRAFT'} for {org.name}",  # the template's number
