@@ -10,7 +10,7 @@ from billing_pipeline.domain import money
 from billing_pipeline.domain.credit_notes import CreditNote
 from billing_pipeline.domain.model import Organization
 from billing_pipeline.rendering.context import environment, format_date
-from billing_pipeline.rendering.pdf import w3c_date, html_to_pdf
+from billing_pipeline.rendering.pdf import html_to_pdf, w3c_date
 from billing_pipeline.rendering.seller import Seller
 
 __all__ = ["credit_note_view", "render_credit_note_html", "render_credit_note_pdf"]
