@@ -30,7 +30,7 @@ def translate_stripe_error(exc: BaseException) -> DeliveryError:
     """Map a stripe (or network) exception to Transient/PermanentGatewayError."""
     if isinstance(exc, stripe.StripeError):
         status = exc.http_status
-        code = exc.code
+        code = exc.code or ("idempotency_error" if isinstance(exc, stripe.IdempotencyError) else None)
         transient = (
             isinstance(exc, (stripe.APIConnectionError, stripe.RateLimitError))
             or (isinstance(exc, stripe.APIError) and (status is None or status >= 500))
@@ -134,3 +134,28 @@ class StripeAPI:
     @staticmethod
     def _key(prefix: str, key: str) -> str:
         return f"{prefix}-{key}" if prefix else key
+
+    def _our_invoice(self, number: str, external_id: str | None) -> _Obj:
+        """Our invoice in Stripe (with its ``payments``): by id when known (checked to be ours), else by
+        search on ``metadata['invoice_id']`` (which can lag a minute behind a new invoice: pass the id
+        that ``sync_invoice`` returned when there is one). Not found -> ``PermanentGatewayError``."""
+        if external_id:
+            found = self._api("get", _path("invoices", external_id), {"expand": ["payments"]})
+            if _get(_get(found, "metadata"), "invoice_id") != number:
+                raise PermanentGatewayError(
+                    f"Stripe invoice {external_id} is not invoice {number}", code="invoice_mismatch"
+                )
+            return found
+        query = f"metadata['invoice_id']:'{_quote(number)}'"
+        listed = self._api(
+            "get", _path("invoices", "search"), {"query": query, "limit": 10, "expand": ["data.payments"]}
+        )
+        ours = [
+            _Obj(i)
+            for i in _iterate(listed)
+            if _get(_get(i, "metadata"), "invoice_id") == number and _get(i, "status") != "draft"
+        ]
+        if not ours:
+            raise PermanentGatewayError(f"invoice {number} is not in Stripe", code="invoice_not_in_gateway")
+        ours.sort(key=lambda i: (_get(i, "status") == "void", -int(_get(i, "created", 0))))
+        return ours[0]

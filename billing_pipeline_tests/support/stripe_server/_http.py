@@ -233,6 +233,7 @@ class HTTPLayer:
         handler = getattr(self, "_h_" + endpoint)
         with self._lock:
             try:
+                self._settle_due()
                 body = handler(params, **args)
                 return 200, body, True, {}
             except StripeHTTPError as e:

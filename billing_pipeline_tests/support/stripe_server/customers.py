@@ -94,7 +94,7 @@ class CustomersAPI:
 
     def _apply_customer_pm(self, c: dict, params: dict) -> None:
         if params.get("payment_method"):
-            c["_payment_methods"].append(params["payment_method"])
+            self._attach(c, params["payment_method"])
         if params.get("source"):
             c["default_source"] = params["source"]
         inv_settings = params.get("invoice_settings")

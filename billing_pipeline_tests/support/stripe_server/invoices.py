@@ -169,7 +169,7 @@ class InvoicesAPI:
         lines = self._line_items(inv)
         subtotal = sum(line["amount"] for line in lines)
         total = subtotal
-        amount_due = max(total, 0)
+        amount_due = max(total - inv.get("_pre_cn", 0), 0)
         if inv["status"] == "void":
             amount_remaining = 0
         else:
@@ -240,6 +240,7 @@ class InvoicesAPI:
             "next_payment_attempt": None,
             "number": inv["number"],
             "on_behalf_of": None,
+            "paid_out_of_band": inv["paid_out_of_band"],
             "parent": None,
             "payment_settings": {"default_mandate": None, "payment_method_options": None, "payment_method_types": None},
             "payments": {
@@ -251,8 +252,8 @@ class InvoicesAPI:
             },
             "period_end": inv["created"],
             "period_start": inv["created"],
-            "post_payment_credit_notes_amount": 0,
-            "pre_payment_credit_notes_amount": 0,
+            "post_payment_credit_notes_amount": inv.get("_post_cn", 0),
+            "pre_payment_credit_notes_amount": inv.get("_pre_cn", 0),
             "receipt_number": None,
             "rendering": None,
             "shipping_cost": None,
@@ -408,6 +409,7 @@ class InvoicesAPI:
                 "due_date",
                 "subscription",
                 "customer_account",
+                "expand",
             },
         )
         objs = [o for o in self.invoices.values() if not o.get("deleted")]

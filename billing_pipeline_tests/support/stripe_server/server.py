@@ -25,14 +25,18 @@ from ._common import (
     parse_search,
 )
 from ._http import HTTPLayer
+from .credit_notes import CreditNotesAPI
 from .customers import CustomersAPI
 from .invoiceitems import InvoiceItemsAPI
 from .invoices import InvoicesAPI
+from .payment_methods import PaymentMethodsAPI
 from .payments import PaymentsAPI
 
 
 # --------------------------------------------------------------------------- server
-class StripeServer(HTTPLayer, CustomersAPI, InvoiceItemsAPI, InvoicesAPI, PaymentsAPI):
+class StripeServer(
+    HTTPLayer, CustomersAPI, InvoiceItemsAPI, InvoicesAPI, PaymentMethodsAPI, PaymentsAPI, CreditNotesAPI
+):
     """In-memory Stripe API emulation served on 127.0.0.1 from a background thread."""
 
     def __init__(
@@ -128,6 +132,9 @@ class StripeServer(HTTPLayer, CustomersAPI, InvoiceItemsAPI, InvoicesAPI, Paymen
                 self.invoiceitems: dict[str, dict] = {}
                 self.invoices: dict[str, dict] = {}
                 self.payment_intents: dict[str, dict] = {}
+                self.payment_methods: dict[str, dict] = {}
+                self.credit_notes: dict[str, dict] = {}
+                self._scripted: dict[str, list[tuple]] = {}  # decline_next: customer/method -> outcomes
                 self.requests: list[RequestRecord] = []
                 self.request_log: list[dict] = []
                 self.sent_invoices: list[str] = []
@@ -142,6 +149,9 @@ class StripeServer(HTTPLayer, CustomersAPI, InvoiceItemsAPI, InvoicesAPI, Paymen
                 self.invoiceitems,
                 self.invoices,
                 self.payment_intents,
+                self.payment_methods,
+                self.credit_notes,
+                self._scripted,
                 self.requests,
                 self.request_log,
                 self.sent_invoices,
@@ -153,6 +163,7 @@ class StripeServer(HTTPLayer, CustomersAPI, InvoiceItemsAPI, InvoicesAPI, Paymen
                 container.clear()  # in place: references held by tests stay valid
             self._seq = 0
             self.latency = 0.0
+            self.processing_seconds = None
         if self._down_mode is not None:
             self.up()
 
@@ -242,7 +253,7 @@ class StripeServer(HTTPLayer, CustomersAPI, InvoiceItemsAPI, InvoicesAPI, Paymen
 
     def get(self, obj_id: str) -> dict:
         with self._lock:
-            for kind in ("customers", "invoiceitems", "invoices", "payment_intents"):
+            for kind in ("customers", "invoiceitems", "invoices", "payment_intents", "payment_methods", "credit_notes"):
                 if obj_id in self._store(kind):
                     return self._render(kind, self._store(kind)[obj_id])
         raise KeyError(obj_id)
@@ -253,6 +264,8 @@ class StripeServer(HTTPLayer, CustomersAPI, InvoiceItemsAPI, InvoicesAPI, Paymen
             "invoiceitems": self.invoiceitems,
             "invoices": self.invoices,
             "payment_intents": self.payment_intents,
+            "payment_methods": self.payment_methods,
+            "credit_notes": self.credit_notes,
         }
         if kind not in stores:
             raise ValueError(f"unknown kind {kind!r}; one of {sorted(stores)} or 'requests'")
@@ -285,7 +298,22 @@ class StripeServer(HTTPLayer, CustomersAPI, InvoiceItemsAPI, InvoicesAPI, Paymen
             Rule("/v1/invoices/<id_>/send", methods=["POST"], endpoint="invoice_send"),
             Rule("/v1/invoices/<id_>/void", methods=["POST"], endpoint="invoice_void"),
             Rule("/v1/invoices/<id_>/mark_uncollectible", methods=["POST"], endpoint="invoice_mark_uncollectible"),
+            Rule("/v1/payment_intents", methods=["POST"], endpoint="payment_intent_create"),
+            Rule("/v1/payment_intents", methods=["GET"], endpoint="payment_intent_list"),
+            Rule("/v1/payment_intents/search", methods=["GET"], endpoint="payment_intent_search"),
             Rule("/v1/payment_intents/<id_>", methods=["GET"], endpoint="payment_intent_retrieve"),
+            Rule("/v1/payment_intents/<id_>/confirm", methods=["POST"], endpoint="payment_intent_confirm"),
+            Rule("/v1/payment_intents/<id_>/cancel", methods=["POST"], endpoint="payment_intent_cancel"),
+            Rule("/v1/payment_methods", methods=["GET"], endpoint="payment_method_list"),
+            Rule("/v1/payment_methods/<id_>", methods=["GET"], endpoint="payment_method_retrieve"),
+            Rule("/v1/payment_methods/<id_>/attach", methods=["POST"], endpoint="payment_method_attach"),
+            Rule("/v1/payment_methods/<id_>/detach", methods=["POST"], endpoint="payment_method_detach"),
+            Rule("/v1/customers/<id_>/payment_methods", methods=["GET"], endpoint="customer_payment_methods"),
+            Rule("/v1/credit_notes", methods=["POST"], endpoint="credit_note_create"),
+            Rule("/v1/credit_notes", methods=["GET"], endpoint="credit_note_list"),
+            Rule("/v1/credit_notes/<id_>", methods=["GET"], endpoint="credit_note_retrieve"),
+            Rule("/_test/decline_next", methods=["POST"], endpoint="test_decline_next"),
+            Rule("/_test/payment_intents/<id_>/settle", methods=["POST"], endpoint="test_settle"),
             Rule("/_hosted/invoices/<id_>", methods=["GET"], endpoint="hosted_invoice"),
             Rule("/_hosted/invoices/<id_>/pdf", methods=["GET"], endpoint="hosted_invoice_pdf"),
         ]
@@ -342,7 +370,7 @@ class StripeServer(HTTPLayer, CustomersAPI, InvoiceItemsAPI, InvoicesAPI, Paymen
         return {"object": "list", "data": [self._render(kind, o) for o in page], "has_more": has_more, "url": url}
 
     def _search(self, kind: str, params: dict, fields: set[str], url: str) -> dict:
-        _check_known(params, {"query", "limit", "page"})
+        _check_known(params, {"query", "limit", "page", "expand"})
         limit = _int(params, "limit", 10, minimum=1)
         if limit > 100:
             raise invalid("This value must be less than or equal to 100.", param="limit")
