@@ -6,8 +6,8 @@ contact their bank for a new one" is hard; one whose next step is "try again" (p
 soft. Card networks penalise retries of cards reported lost or stolen and of "do not try again"
 answers, so an unknown code is soft only when Stripe's ``advice_code`` does not say otherwise.
 
-* ``advice_code`` wins when present: ``do_not_try_again`` and ``confirm_card_data`` -> hard,
-  ``try_again_later`` -> soft.
+* ``advice_code`` can only make a decline hard (``do_not_try_again``, ``confirm_card_data``): a
+  ``try_again_later`` never reopens a card reported lost or stolen.
 * ``no_payment_method`` (ours: the customer has no default payment method) is hard: nothing to charge.
 * ``authentication_required`` is neither: the charge needs the customer (``requires_action``).
 """
@@ -90,10 +90,6 @@ def classify_decline(decline_code: str | None, advice_code: str | None = None) -
     if code in NEEDS_CUSTOMER_CODES:
         return DeclineKind.NEEDS_CUSTOMER
     advice = (advice_code or "").strip().lower()
-    if advice in ("do_not_try_again", "confirm_card_data"):
-        return DeclineKind.HARD
-    if advice == "try_again_later":
-        return DeclineKind.SOFT
-    if code in HARD_DECLINE_CODES:
+    if advice in ("do_not_try_again", "confirm_card_data") or code in HARD_DECLINE_CODES:
         return DeclineKind.HARD
     return DeclineKind.SOFT
