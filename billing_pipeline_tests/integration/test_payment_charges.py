@@ -101,7 +101,7 @@ def test_each_test_card_decline(gateway, stripe_server, token, status, decline_c
     assert (result.status, result.decline_code, result.hard_decline) == (status, decline_code, hard)
     assert result.retryable is (status is ChargeStatus.DECLINED and not hard)
     assert result.amount_minor == TOTAL_MINOR and result.message
-    assert result.gateway_payment_id.startswith("pi_")
+    assert result.gateway_payment_id.startswith("pi_") and result.hosted_url.endswith(stripe_id)
     after = stripe_server.get(stripe_id)
     assert (after["status"], after["attempt_count"], after["amount_paid"]) == ("open", 1, 0)
     pi = gateway.payment_status(result.gateway_payment_id)

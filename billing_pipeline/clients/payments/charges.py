@@ -26,6 +26,7 @@ payments are the authoritative answer, also after the 24 h key expiry.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 
@@ -61,6 +62,32 @@ def _payments(stripe_invoice: Any) -> list[Any]:
     return list(_iterate(_get(stripe_invoice, "payments")))
 
 
+def _about(stripe_invoice: Any, key: str) -> dict[str, Any]:
+    """The fields every ``ChargeResult`` of this invoice and attempt shares."""
+    return {
+        "currency": str(_get(stripe_invoice, "currency", "")).upper(),
+        "idempotency_key": key,
+        "gateway_invoice_id": stripe_invoice["id"],
+        "hosted_url": _get(stripe_invoice, "hosted_invoice_url"),
+    }
+
+
+def _declined(exc: stripe.CardError, stripe_invoice: Any, key: str, amount: int) -> ChargeResult:
+    """A 402 ``card_error``: declined (hard or soft) or, for authentication, ``REQUIRES_ACTION``."""
+    error = (exc.json_body or {}).get("error") or {}
+    code = error.get("decline_code") or error.get("code") or exc.code
+    kind = classify_decline(code, error.get("advice_code"))
+    return ChargeResult(
+        ChargeStatus.REQUIRES_ACTION if kind is DeclineKind.NEEDS_CUSTOMER else ChargeStatus.DECLINED,
+        amount,
+        gateway_payment_id=_get(error.get("payment_intent"), "id"),
+        decline_code=code,
+        hard_decline=kind is DeclineKind.HARD,
+        message=redact(str(error.get("message") or exc.user_message or "declined")),
+        **_about(stripe_invoice, key),
+    )
+
+
 class StripeCharges(StripeAPI):
     """The charging half of ``StripeGateway``."""
 
@@ -88,19 +115,16 @@ class StripeCharges(StripeAPI):
             if done is not None:
                 return done
             remaining = int(_get(current, "amount_remaining", 0))
-            currency = str(_get(current, "currency", invoice.currency)).upper()
             if amount_minor is not None and amount_minor != remaining:
-                raise GatewayTotalMismatch(number, amount_minor, remaining, currency)
+                raise GatewayTotalMismatch(number, amount_minor, remaining, str(_get(current, "currency")).upper())
             if payment_method is None and not self._has_default_payment_method(current):
                 return ChargeResult(
                     ChargeStatus.DECLINED,
                     remaining,
-                    currency,
-                    key,
-                    gateway_invoice_id=current["id"],
                     decline_code="no_payment_method",
                     hard_decline=True,
                     message="the customer has no default payment method",
+                    **_about(current, key),
                 )
             params: dict[str, Any] = {"off_session": True, "expand": ["payments"]}
             if payment_method:
@@ -108,7 +132,7 @@ class StripeCharges(StripeAPI):
             try:
                 paid = self._api("post", _path("invoices", current["id"], "pay"), params, key=key)
             except stripe.CardError as exc:
-                return self._declined(exc, current["id"], key, remaining, currency)
+                return _declined(exc, current, key, remaining)
             except stripe.InvalidRequestError:
                 # Paid or being paid by another attempt meanwhile: the invoice says so; else re-raise.
                 done = self._payable_or_result(self._our_invoice(number, current["id"]), key)
@@ -181,27 +205,22 @@ class StripeCharges(StripeAPI):
     @staticmethod
     def _existing_payment(stripe_invoice: Any, key: str) -> ChargeResult | None:
         payments = _payments(stripe_invoice)
-        currency = str(_get(stripe_invoice, "currency", "")).upper()
         if _get(stripe_invoice, "status") == "paid":
             paid = [p for p in payments if _get(p, "status") == "paid"]
             return ChargeResult(
                 ChargeStatus.SUCCEEDED,
                 int(_get(stripe_invoice, "amount_paid", 0)),
-                currency,
-                key,
                 gateway_payment_id=_payment_intent_id(paid[-1]) if paid else None,
-                gateway_invoice_id=stripe_invoice["id"],
                 already_paid=True,
+                **_about(stripe_invoice, key),
             )
         processing = [p for p in payments if _get(p, "status") == "open"]
         if processing:
             return ChargeResult(
                 ChargeStatus.PROCESSING,
                 int(_get(processing[-1], "amount_requested", 0)),
-                currency,
-                key,
                 gateway_payment_id=_payment_intent_id(processing[-1]),
-                gateway_invoice_id=stripe_invoice["id"],
+                **_about(stripe_invoice, key),
             )
         return None
 
@@ -221,24 +240,7 @@ class StripeCharges(StripeAPI):
                 code="unexpected_status",
             )
         # The answer to our own request: paid now (or replayed), not before this call.
-        return ChargeResult(**{**result.__dict__, "already_paid": False})
-
-    @staticmethod
-    def _declined(exc: stripe.CardError, invoice_id: str, key: str, amount: int, currency: str) -> ChargeResult:
-        error = (exc.json_body or {}).get("error") or {}
-        code = error.get("decline_code") or error.get("code") or exc.code
-        kind = classify_decline(code, error.get("advice_code"))
-        return ChargeResult(
-            ChargeStatus.REQUIRES_ACTION if kind is DeclineKind.NEEDS_CUSTOMER else ChargeStatus.DECLINED,
-            amount,
-            currency,
-            key,
-            gateway_payment_id=_get(error.get("payment_intent"), "id"),
-            gateway_invoice_id=invoice_id,
-            decline_code=code,
-            hard_decline=kind is DeclineKind.HARD,
-            message=redact(str(error.get("message") or exc.user_message or "declined")),
-        )
+        return dataclasses.replace(result, already_paid=False)
 
     @staticmethod
     def _paid_invoice(stripe_invoice: Any) -> PaidInvoice | None:

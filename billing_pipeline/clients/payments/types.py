@@ -59,6 +59,7 @@ class ChargeResult:
     hard_decline: bool = False  # True: retrying the same payment method cannot succeed (classify_decline)
     message: str | None = None  # the gateway's text, for the failure notice / operator
     already_paid: bool = False  # the invoice was paid before this call (earlier attempt, hosted page, ...)
+    hosted_url: str | None = None  # the invoice's payment page: where the customer pays or authenticates
 
     @property
     def retryable(self) -> bool:
