@@ -56,178 +56,168 @@ class HTTPLayer:
         return self._json(e.status, {"error": e.body}, e.headers, version)
 
     def _handle(self, request: Request) -> Response:
-        method, path = request.method.upper(), request.path
-        idem_key = request.headers.get("Idempotency-Key")
-        version = request.headers.get("Stripe-Version")
         record = {
-            "method": method,
-            "path": path,
-            "idempotency_key": idem_key,
-            "stripe_version": version,
+            "method": request.method.upper(),
+            "path": request.path,
+            "idempotency_key": request.headers.get("Idempotency-Key"),
+            "stripe_version": request.headers.get("Stripe-Version"),
             "time": self.clock(),
             "status": None,
             "replayed": False,
             "fault": None,
         }
         with self._lock:
-            self.requests.append(RequestRecord(method, path, idem_key))
+            self.requests.append(RequestRecord(record["method"], record["path"], record["idempotency_key"]))
             self.request_log.append(record)
+        resp = self._respond(request, record)
+        record["status"] = resp.status_code
+        return resp
 
-        def done(resp: Response) -> Response:
-            record["status"] = resp.status_code
-            return resp
-
+    def _respond(self, request: Request, record: dict) -> Response:
+        method, path, version = record["method"], record["path"], record["stripe_version"]
         if self._down_mode == "refuse":
             record["fault"] = "refused"
             raise _Disconnect()
         if self._down_mode == "503":
             record["fault"] = "down"
-            return done(self._error(StripeHTTPError(503, "api_error", "Service unavailable (server.down())."), version))
-
+            return self._error(StripeHTTPError(503, "api_error", "Service unavailable (server.down())."), version)
         if path.startswith("/_hosted/"):
-            return done(self._dispatch_hosted(request))
-
-        # ---- auth
-        api_key = self._authenticate(request)
-        if isinstance(api_key, StripeHTTPError):
-            return done(self._error(api_key, version))
-
-        # ---- routing
+            return self._dispatch_hosted(request)
         try:
-            endpoint, args = self._url_map.bind_to_environ(request.environ).match(path, method=method)
-        except (NotFound, MethodNotAllowed):
-            return done(
-                self._error(
-                    invalid(
-                        f"Unrecognized request URL ({method}: {path}). "
-                        "Please see https://stripe.com/docs or we can help at https://support.stripe.com/.",
-                        status=404,
-                    ),
-                    version,
-                )
-            )
-        except HTTPException as e:  # pragma: no cover
-            return done(self._error(invalid(str(e), status=404), version))
-
-        # ---- parameters
-        try:
-            if method == "POST":
-                ctype = request.mimetype
-                if ctype and ctype not in ("application/x-www-form-urlencoded", "multipart/form-data"):
-                    raise invalid(
-                        f"Invalid request: unsupported Content-Type {ctype}. If error persists and you "
-                        f"need assistance, please contact support@stripe.com."
-                    )
-                pairs = list(request.form.items(multi=True))
-                if request.args:
-                    pairs = list(request.args.items(multi=True)) + pairs
-            else:
-                pairs = list(request.args.items(multi=True))
+            api_key = self._authenticate(request)
+            if isinstance(api_key, StripeHTTPError):
+                raise api_key
+            endpoint, args = self._route(request, method, path)
+            pairs = self._form_pairs(request, method)
             params = parse_form(pairs)
         except StripeHTTPError as e:
-            return done(self._error(e, version))
-
-        # ---- injected faults (before execution)
+            return self._error(e, version)
         fault = self._take_fault(method, path)
         if fault and not fault.after:
             record["fault"] = "disconnect" if fault.disconnect else fault.status
             if fault.disconnect:
                 raise _Disconnect()
-            return done(self._fault_response(fault, version))
-
-        # ---- idempotency (POST only, like Stripe)
-        use_idem = method == "POST" and idem_key is not None
-        if use_idem:
-            if len(idem_key) > 255:
-                return done(
-                    self._error(
-                        invalid("Idempotency-Key must be at most 255 characters long.", param="Idempotency-Key"),
-                        version,
-                    )
-                )
-            store_key = (api_key, idem_key)
-            fingerprint = sorted(pairs)
-            with self._lock:
-                saved = self._idempotency.get(store_key)
-            if saved is not None:
-                if saved["path"] != path or saved["method"] != method:
-                    return done(
-                        self._error(
-                            StripeHTTPError(
-                                400,
-                                "idempotency_error",
-                                "Keys for idempotent requests can only be used for the same endpoint they were "
-                                f"first used for ('{saved['method']} {saved['path']}' vs '{method} {path}'). "
-                                f"Try using a key other than '{idem_key}' if you meant to execute a different request.",
-                            ),
-                            version,
-                        )
-                    )
-                if saved["fingerprint"] != fingerprint:
-                    return done(
-                        self._error(
-                            StripeHTTPError(
-                                400,
-                                "idempotency_error",
-                                "Keys for idempotent requests can only be used with the same parameters they "
-                                f"were first used with. Try using a key other than '{idem_key}' if you meant to "
-                                "execute a different request.",
-                            ),
-                            version,
-                        )
-                    )
-                record["replayed"] = True
-                headers = {
-                    "Idempotent-Replayed": "true",
-                    "Original-Request": saved["request_id"],
-                    "Idempotency-Key": idem_key,
-                }
-                resp = self._json(saved["status"], saved["body"], headers, version)
-                if fault and fault.after:  # pragma: no cover - unusual combination
-                    return done(self._fault_response(fault, version))
-                return done(resp)
-            with self._inflight_lock:
-                if store_key in self._inflight:
-                    return done(
-                        self._error(
-                            StripeHTTPError(
-                                409,
-                                "idempotency_error",
-                                "There is currently another in-progress request using this Stripe-Idempotency-Key. "
-                                "Please try again later.",
-                                code="idempotency_key_in_use",
-                            ),
-                            version,
-                        )
-                    )
-                self._inflight.add(store_key)
-        try:
-            if self.latency:  # simulated processing time (an in-flight idempotent request answers 409 meanwhile)
-                time.sleep(self.latency)
-            status, body, saved_flag, extra_headers = self._execute(endpoint, args, params)
-            resp = self._json(status, body, extra_headers, version)
-            if use_idem:
-                resp.headers["Idempotency-Key"] = idem_key
-                if saved_flag:
-                    with self._lock:
-                        self._idempotency[(api_key, idem_key)] = {
-                            "method": method,
-                            "path": path,
-                            "fingerprint": fingerprint,
-                            "status": status,
-                            "body": body,
-                            "request_id": resp.headers["Request-Id"],
-                        }
-        finally:
-            if use_idem:
-                with self._inflight_lock:
-                    self._inflight.discard((api_key, idem_key))
-        if fault and fault.after:
+            return self._fault_response(fault, version)
+        idem_key = record["idempotency_key"]
+        if method == "POST" and idem_key is not None:  # idempotency: POST only, like Stripe
+            resp = self._idempotent((api_key, idem_key), record, sorted(pairs), endpoint, args, params)
+        else:
+            resp = self._run(endpoint, args, params, version)[0]
+        if fault and fault.after:  # executed (and saved), then the answer is lost
             record["fault"] = ("disconnect" if fault.disconnect else fault.status, "after")
             if fault.disconnect:
                 raise _Disconnect()
-            return done(self._fault_response(fault, version))
-        return done(resp)
+            return self._fault_response(fault, version)
+        return resp
+
+    def _route(self, request: Request, method: str, path: str) -> tuple[str, dict]:
+        try:
+            return self._url_map.bind_to_environ(request.environ).match(path, method=method)
+        except (NotFound, MethodNotAllowed):
+            raise invalid(
+                f"Unrecognized request URL ({method}: {path}). "
+                "Please see https://stripe.com/docs or we can help at https://support.stripe.com/.",
+                status=404,
+            ) from None
+        except HTTPException as e:  # pragma: no cover
+            raise invalid(str(e), status=404) from None
+
+    @staticmethod
+    def _form_pairs(request: Request, method: str) -> list[tuple[str, str]]:
+        if method != "POST":
+            return list(request.args.items(multi=True))
+        ctype = request.mimetype
+        if ctype and ctype not in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            raise invalid(
+                f"Invalid request: unsupported Content-Type {ctype}. If error persists and you "
+                f"need assistance, please contact support@stripe.com."
+            )
+        pairs = list(request.form.items(multi=True))
+        return list(request.args.items(multi=True)) + pairs if request.args else pairs
+
+    def _run(self, endpoint: str, args: dict, params: dict, version: str | None) -> tuple[Response, int, Any, bool]:
+        if self.latency:  # simulated processing time (an in-flight idempotent request answers 409 meanwhile)
+            time.sleep(self.latency)
+        status, body, saved_flag, extra_headers = self._execute(endpoint, args, params)
+        return self._json(status, body, extra_headers, version), status, body, saved_flag
+
+    def _idempotent(
+        self, store_key: tuple[str, str], record: dict, fingerprint: list, endpoint: str, args: dict, params: dict
+    ) -> Response:
+        """Stripe's Idempotency-Key: replay the saved answer (same endpoint and parameters), refuse a
+        reuse with others (400 ``idempotency_error``) or while the first is in flight (409), else run
+        and save the answer (validation errors are not saved)."""
+        method, path, version = record["method"], record["path"], record["stripe_version"]
+        idem_key = store_key[1]
+        if len(idem_key) > 255:
+            return self._error(
+                invalid("Idempotency-Key must be at most 255 characters long.", param="Idempotency-Key"), version
+            )
+        with self._lock:
+            saved = self._idempotency.get(store_key)
+        if saved is not None:
+            mismatch = self._idempotency_mismatch(saved, method, path, fingerprint, idem_key)
+            if mismatch is not None:
+                return self._error(mismatch, version)
+            record["replayed"] = True
+            headers = {
+                "Idempotent-Replayed": "true",
+                "Original-Request": saved["request_id"],
+                "Idempotency-Key": idem_key,
+            }
+            return self._json(saved["status"], saved["body"], headers, version)
+        with self._inflight_lock:
+            if store_key in self._inflight:
+                return self._error(
+                    StripeHTTPError(
+                        409,
+                        "idempotency_error",
+                        "There is currently another in-progress request using this Stripe-Idempotency-Key. "
+                        "Please try again later.",
+                        code="idempotency_key_in_use",
+                    ),
+                    version,
+                )
+            self._inflight.add(store_key)
+        try:
+            resp, status, body, saved_flag = self._run(endpoint, args, params, version)
+            resp.headers["Idempotency-Key"] = idem_key
+            if saved_flag:
+                with self._lock:
+                    self._idempotency[store_key] = {
+                        "method": method,
+                        "path": path,
+                        "fingerprint": fingerprint,
+                        "status": status,
+                        "body": body,
+                        "request_id": resp.headers["Request-Id"],
+                    }
+        finally:
+            with self._inflight_lock:
+                self._inflight.discard(store_key)
+        return resp
+
+    @staticmethod
+    def _idempotency_mismatch(
+        saved: dict, method: str, path: str, fingerprint: list, idem_key: str
+    ) -> StripeHTTPError | None:
+        if saved["path"] != path or saved["method"] != method:
+            return StripeHTTPError(
+                400,
+                "idempotency_error",
+                "Keys for idempotent requests can only be used for the same endpoint they were "
+                f"first used for ('{saved['method']} {saved['path']}' vs '{method} {path}'). "
+                f"Try using a key other than '{idem_key}' if you meant to execute a different request.",
+            )
+        if saved["fingerprint"] != fingerprint:
+            return StripeHTTPError(
+                400,
+                "idempotency_error",
+                "Keys for idempotent requests can only be used with the same parameters they "
+                f"were first used with. Try using a key other than '{idem_key}' if you meant to "
+                "execute a different request.",
+            )
+        return None
 
     def _execute(self, endpoint: str, args: dict, params: dict) -> tuple[int, Any, bool, dict]:
         handler = getattr(self, "_h_" + endpoint)

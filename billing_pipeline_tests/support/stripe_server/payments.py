@@ -219,6 +219,23 @@ class PaymentsAPI:
         inv["status"] = "paid"
         inv["status_transitions"]["paid_at"] = now
 
+    @staticmethod
+    def _new_invoice_payment(inv: dict, pi_id: str, amount: int, now: int) -> dict:
+        return {
+            "id": _rand_id("inpay_"),
+            "object": "invoice_payment",
+            "amount_paid": None,
+            "amount_requested": amount,
+            "created": now,
+            "currency": inv["currency"],
+            "invoice": inv["id"],
+            "is_default": True,
+            "livemode": False,
+            "payment": {"type": "payment_intent", "payment_intent": pi_id},
+            "status": "open",
+            "status_transitions": {"canceled_at": None, "paid_at": None},
+        }
+
     def _payable(self, inv: dict) -> None:
         if inv["status"] == "paid":
             raise invalid("Invoice is already paid.", code="invoice_already_paid")
@@ -270,20 +287,7 @@ class PaymentsAPI:
                 saved=True,
                 payment_intent=self._public(pi),
             )
-        payment = {
-            "id": _rand_id("inpay_"),
-            "object": "invoice_payment",
-            "amount_paid": None,
-            "amount_requested": amount,
-            "created": now,
-            "currency": inv["currency"],
-            "invoice": inv["id"],
-            "is_default": True,
-            "livemode": False,
-            "payment": {"type": "payment_intent", "payment_intent": pi["id"]},
-            "status": "open",
-            "status_transitions": {"canceled_at": None, "paid_at": None},
-        }
+        payment = self._new_invoice_payment(inv, pi["id"], amount, now)
         inv["payments"].append(payment)
         if pi["status"] == "succeeded":
             self._invoice_paid(inv, payment, now)
