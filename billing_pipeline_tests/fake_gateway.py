@@ -111,7 +111,7 @@ class FakeGateway:
         external_id: str | None = None,
     ) -> ChargeResult:
         number = invoice.number or ""
-        key = f"{idempotency_prefix}-{charge_key(number, attempt)}"
+        key = charge_key(number, attempt, idempotency_prefix)
         self._enter("charge_invoice", number)
         inv = self._invoice(invoice)
         if inv.status == "void":
@@ -139,7 +139,7 @@ class FakeGateway:
     ) -> ChargeResult | None:
         number = invoice.number or ""
         self._enter("find_charge", number)
-        return self._existing(self._invoice(invoice), f"{idempotency_prefix}-{charge_key(number, attempt)}")
+        return self._existing(self._invoice(invoice), charge_key(number, attempt, idempotency_prefix))
 
     def payment_status(self, gateway_payment_id: str) -> PaymentStatus:
         self._enter("payment_status", gateway_payment_id)

@@ -10,41 +10,18 @@ parameters, payments made outside, void / uncollectible / credit notes.
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal as D
 
 import pytest
 
 from billing_pipeline.clients.errors import GatewayTotalMismatch, PermanentGatewayError, TransientGatewayError
 from billing_pipeline.clients.payments import ChargeStatus, StripeGateway, stripe_client
-from billing_pipeline.domain.model import BillingInterval, Invoice, InvoiceLine, InvoiceStatus
-from billing_pipeline_tests.builders import org
+from billing_pipeline_tests.builders import finalized_invoice, org
 
 pytestmark = pytest.mark.integration
 
 UTC = dt.UTC
 PREFIX = "test"
 TOTAL_MINOR = 13626  # 113.55 + 20 % tax = 136.26
-
-
-def make_invoice(number: str, org_id: str = "org_pay") -> Invoice:
-    lines = (
-        InvoiceLine("base", "Platform fee", None, D("1"), D("99.00"), D("99.00")),
-        InvoiceLine("api", "API requests", "api_calls", D("14550"), None, D("14.55")),
-    )
-    return Invoice(
-        organization_id=org_id,
-        period_start=dt.datetime(2026, 10, 1, tzinfo=UTC),
-        period_end=dt.datetime(2026, 11, 1, tzinfo=UTC),
-        interval=BillingInterval.MONTHLY,
-        currency="USD",
-        lines=lines,
-        subtotal=D("113.55"),
-        tax_rate=D("0.20"),
-        tax=D("22.71"),
-        total=D("136.26"),
-        status=InvoiceStatus.FINALIZED,
-        number=number,
-    )
 
 
 @pytest.fixture
@@ -55,7 +32,7 @@ def gateway(stripe_server):
 
 def mirrored(gateway, stripe_server, number: str, payment_method: str | None = "pm_card_visa", org_id: str = "org_pay"):
     """(our invoice, its Stripe invoice id, the customer id) with *payment_method* as the customer's default."""
-    invoice = make_invoice(number, org_id)
+    invoice = finalized_invoice(number, org_id)
     synced = gateway.sync_invoice(invoice, org(org_id, auto_pay=True), idempotency_prefix=PREFIX)
     customer = stripe_server.get(synced.external_id)["customer"]
     if payment_method:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal as D
 
 import pytest
 
@@ -21,28 +20,16 @@ from billing_pipeline.clients.payments import (
     charge_key,
     classify_decline,
 )
-from billing_pipeline.domain.model import BillingInterval, Invoice, InvoiceLine, InvoiceStatus
+from billing_pipeline.domain.model import Invoice
+from billing_pipeline_tests.builders import finalized_invoice
 from billing_pipeline_tests.fake_gateway import FakeGateway
 
 UTC = dt.UTC
 
 
-def invoice(number: str = "INV-2026-000007", total: str = "120.00") -> Invoice:
-    amount = D(total)
-    return Invoice(
-        organization_id="org_7",
-        period_start=dt.datetime(2026, 10, 1, tzinfo=UTC),
-        period_end=dt.datetime(2026, 11, 1, tzinfo=UTC),
-        interval=BillingInterval.MONTHLY,
-        currency="EUR",
-        lines=(InvoiceLine("base", "Platform fee", None, D("1"), amount, amount),),
-        subtotal=amount,
-        tax_rate=D("0"),
-        tax=D("0"),
-        total=amount,
-        status=InvoiceStatus.FINALIZED,
-        number=number,
-    )
+def invoice(number: str | None = "INV-2026-000007", total: str = "120.00") -> Invoice:
+    """A tax-free invoice of *total* (one fee line)."""
+    return finalized_invoice(number, "org_7", fee=total, usage="0", tax_rate="0")
 
 
 # Stripe's decline-code table: the next step "use another card / new card" -> hard; "try again" -> soft.

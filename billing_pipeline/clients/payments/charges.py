@@ -46,11 +46,11 @@ def invoice_number(invoice: Invoice) -> str:
     return invoice.number
 
 
-def charge_key(number: str, attempt: int) -> str:
-    """The idempotency key of one charge attempt (without the prefix)."""
+def charge_key(number: str, attempt: int, prefix: str = "") -> str:
+    """The idempotency key of one charge attempt: ``{prefix}-charge-{number}-{attempt}``."""
     if attempt < 1:
         raise ValueError(f"attempt must be >= 1, got {attempt}")
-    return f"charge-{number}-{attempt}"
+    return StripeAPI._key(prefix, f"charge-{number}-{attempt}")
 
 
 def _payment_intent_id(payment: Any) -> str | None:
@@ -108,7 +108,7 @@ class StripeCharges(StripeAPI):
         id (from ``sync_invoice``); without it the invoice is found by metadata search.
         """
         number = invoice_number(invoice)
-        key = self._key(idempotency_prefix, charge_key(number, attempt))
+        key = charge_key(number, attempt, idempotency_prefix)
         with _stripe_errors():
             current = self._our_invoice(number, external_id)
             done = self._payable_or_result(current, key)
@@ -146,7 +146,7 @@ class StripeCharges(StripeAPI):
     ) -> ChargeResult | None:
         """The payment of *invoice* in Stripe (succeeded or processing), or None; never charges."""
         number = invoice_number(invoice)
-        key = self._key(idempotency_prefix, charge_key(number, attempt))
+        key = charge_key(number, attempt, idempotency_prefix)
         with _stripe_errors():
             return self._existing_payment(self._our_invoice(number, external_id), key)
 

@@ -50,12 +50,12 @@ class NullGateway:
         amount_minor: int | None = None,
         external_id: str | None = None,
     ) -> ChargeResult:
-        key = charge_key(invoice_number(invoice), attempt)
+        key = charge_key(invoice_number(invoice), attempt, idempotency_prefix)
         return ChargeResult(
             ChargeStatus.DECLINED,
             to_minor(invoice.total, invoice.currency) if amount_minor is None else amount_minor,
             invoice.currency,
-            f"{idempotency_prefix}-{key}" if idempotency_prefix else key,
+            key,
             decline_code="no_payment_gateway",
             hard_decline=True,
             message="no payment gateway is configured",
