@@ -280,3 +280,31 @@ def test_credit_notes_lower_what_is_charged_and_are_created_once(gateway, stripe
     assert stripe_server.get(customer)["balance"] == 0  # recorded, no money moved by the mirror
     with pytest.raises(PermanentGatewayError):  # more than the invoice total
         gateway.create_credit_note(invoice, TOTAL_MINOR, "CN-2026-000003", idempotency_prefix=PREFIX)
+
+
+def test_two_attempts_racing_charge_once(gateway, stripe_server, monkeypatch):
+    """Two workers charge the same invoice at once (attempts 1 and 2), both having read it as open:
+    Stripe pays it once; the loser's pay is refused and it reports the winner's payment."""
+    import concurrent.futures
+    import threading
+
+    invoice, stripe_id, _ = mirrored(gateway, stripe_server, "INV-X-0001")
+    both_read = threading.Barrier(2, timeout=10)
+    checked = StripeGateway._has_default_payment_method
+
+    def check_then_wait(self, stripe_invoice):
+        answer = checked(self, stripe_invoice)
+        both_read.wait()
+        return answer
+
+    monkeypatch.setattr(StripeGateway, "_has_default_payment_method", check_then_wait)
+    other = StripeGateway(stripe_client(stripe_server.api_key, api_base=stripe_server.api_base, timeout=10))
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        runs = [
+            pool.submit(g.charge_invoice, invoice, n, idempotency_prefix=PREFIX) for n, g in ((1, gateway), (2, other))
+        ]
+        results = [f.result() for f in runs]
+    assert {r.status for r in results} == {ChargeStatus.SUCCEEDED}
+    assert sorted(r.already_paid for r in results) == [False, True]
+    assert len({r.gateway_payment_id for r in results}) == 1
+    assert stripe_server.count("payment_intents") == 1 and len(pay_requests(stripe_server, stripe_id)) == 2
