@@ -48,7 +48,15 @@ def pay_requests(stripe_server, stripe_id: str) -> list:
 
 def test_charge_succeeds_with_the_default_card(gateway, stripe_server):
     invoice, stripe_id, _ = mirrored(gateway, stripe_server, "INV-C-0001")
-    result = gateway.charge_invoice(invoice, 1, idempotency_prefix=PREFIX, amount_minor=TOTAL_MINOR)
+    before = len(stripe_server.requests)
+    result = gateway.charge_invoice(
+        invoice, 1, idempotency_prefix=PREFIX, amount_minor=TOTAL_MINOR, external_id=stripe_id
+    )
+    # Two requests per charge: the invoice (payments and customer expanded), then pay.
+    assert [(r.method, r.path) for r in stripe_server.requests[before:]] == [
+        ("GET", f"/v1/invoices/{stripe_id}"),
+        ("POST", f"/v1/invoices/{stripe_id}/pay"),
+    ]
     assert result.status is ChargeStatus.SUCCEEDED and not result.already_paid
     assert (result.amount_minor, result.currency) == (TOTAL_MINOR, "USD")
     assert result.idempotency_key == "test-charge-INV-C-0001-1"

@@ -227,7 +227,9 @@ class StripeCharges(StripeAPI):
     def _has_default_payment_method(self, stripe_invoice: Any) -> bool:
         if _get(stripe_invoice, "default_payment_method") or _get(stripe_invoice, "default_source"):
             return True
-        customer = self._api("get", _path("customers", str(_get(stripe_invoice, "customer"))))
+        customer = _get(stripe_invoice, "customer")
+        if not isinstance(customer, dict):  # not expanded
+            customer = self._api("get", _path("customers", str(customer)))
         return bool(
             _get(_get(customer, "invoice_settings"), "default_payment_method") or _get(customer, "default_source")
         )

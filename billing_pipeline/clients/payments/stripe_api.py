@@ -136,11 +136,12 @@ class StripeAPI:
         return f"{prefix}-{key}" if prefix else key
 
     def _our_invoice(self, number: str, external_id: str | None) -> _Obj:
-        """Our invoice in Stripe (with its ``payments``): by id when known (checked to be ours), else by
-        search on ``metadata['invoice_id']`` (which can lag a minute behind a new invoice: pass the id
-        that ``sync_invoice`` returned when there is one). Not found -> ``PermanentGatewayError``."""
+        """Our invoice in Stripe, ``payments`` and ``customer`` expanded: by id when known (checked to be
+        ours), else by search on ``metadata['invoice_id']`` (which can lag a minute behind a new invoice:
+        pass the id that ``sync_invoice`` returned when there is one). Not found ->
+        ``PermanentGatewayError``."""
         if external_id:
-            found = self._api("get", _path("invoices", external_id), {"expand": ["payments"]})
+            found = self._api("get", _path("invoices", external_id), {"expand": ["payments", "customer"]})
             if _get(_get(found, "metadata"), "invoice_id") != number:
                 raise PermanentGatewayError(
                     f"Stripe invoice {external_id} is not invoice {number}", code="invoice_mismatch"
@@ -148,7 +149,9 @@ class StripeAPI:
             return found
         query = f"metadata['invoice_id']:'{_quote(number)}'"
         listed = self._api(
-            "get", _path("invoices", "search"), {"query": query, "limit": 10, "expand": ["data.payments"]}
+            "get",
+            _path("invoices", "search"),
+            {"query": query, "limit": 10, "expand": ["data.payments", "data.customer"]},
         )
         ours = [
             _Obj(i)

@@ -158,3 +158,15 @@ class InvoiceViewAPI:
             "webhooks_delivered_at": inv["created"],
         }
         return out
+
+    def _expanded(self, answer: dict, params: dict, prefix: str) -> dict:
+        """``expand[]=customer`` (``data.customer`` on lists): the customer object instead of its id.
+        (``payments`` is always included; other expansions are ignored.)"""
+        expand = params.get("expand") or []
+        if f"{prefix}customer" not in expand:
+            return answer
+        for view in answer["data"] if prefix else [answer]:
+            customer = self.customers.get(view.get("customer") or "")
+            if customer is not None:
+                view["customer"] = self._public(customer)
+        return answer

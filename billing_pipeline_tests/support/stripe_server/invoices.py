@@ -125,7 +125,7 @@ class InvoicesAPI:
         inv = self.invoices.get(id_)
         if inv is None:
             raise missing("invoice", id_)
-        return self._render_invoice(inv)
+        return self._expanded(self._render_invoice(inv), params, "")
 
     def _h_invoice_lines(self, params: dict, id_: str) -> dict:
         inv = self._invoice(id_)
@@ -263,9 +263,12 @@ class InvoicesAPI:
         for f in ("customer", "status", "collection_method"):
             if f in params:
                 objs = [o for o in objs if o[f] == params[f]]
-        return self._list("invoices", objs, params, "/v1/invoices")
+        return self._expanded(self._list("invoices", objs, params, "/v1/invoices"), params, "data.")
 
     def _h_invoice_search(self, params: dict) -> dict:
+        return self._expanded(self._invoice_search(params), params, "data.")
+
+    def _invoice_search(self, params: dict) -> dict:
         return self._search(
             "invoices",
             params,
