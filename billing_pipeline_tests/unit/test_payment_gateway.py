@@ -174,3 +174,11 @@ def test_fake_gateway_lifecycle_and_amount_guard():
     assert gw.void_invoice(inv, idempotency_prefix="b").status == "void"
     with pytest.raises(PermanentGatewayError):
         gw.charge_invoice(inv, 1, idempotency_prefix="b")
+
+
+def test_decline_code_sets_are_disjoint_and_classified_as_named():
+    from billing_pipeline.clients.payments.declines import HARD_DECLINE_CODES, NEEDS_CUSTOMER_CODES, SOFT_DECLINE_CODES
+
+    assert not (HARD_DECLINE_CODES & SOFT_DECLINE_CODES) and not (NEEDS_CUSTOMER_CODES & HARD_DECLINE_CODES)
+    assert {classify_decline(c) for c in SOFT_DECLINE_CODES} == {DeclineKind.SOFT}
+    assert {classify_decline(c) for c in HARD_DECLINE_CODES} == {DeclineKind.HARD}
