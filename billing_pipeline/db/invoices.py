@@ -184,7 +184,7 @@ def _insert_lines(conn: Connection, invoice_id: int, invoice: Invoice) -> None:
     )
 
 
-def _next_number(conn: Connection, prefix: str, year: int) -> str:
+def next_series_number(conn: Connection, prefix: str, year: int) -> str:
     """Bump the series counter under a row lock; a rolled-back transaction gives it back."""
     series = f"{prefix}-{year}"
     conn.execute(
@@ -225,7 +225,7 @@ def finalize(
         return FinalizeOutcome.NO_DRAFT, None, None
     if found.status != InvoiceStatus.DRAFT.value:
         return FinalizeOutcome.ALREADY_FINALIZED, found.id, found.number
-    number = _next_number(conn, prefix, issued_at.year)
+    number = next_series_number(conn, prefix, issued_at.year)
     now = utc_now()
     conn.execute(
         update(invoices)
