@@ -165,15 +165,25 @@ class FakeGateway:
             if i.status == "paid" and i.paid_at is not None and i.paid_at >= since
         ]
 
-    def void_invoice(
-        self, invoice: Invoice, *, idempotency_prefix: str, external_id: str | None = None
-    ) -> GatewayInvoice:
+    def void_invoice(self, invoice: Invoice, *, idempotency_key: str, external_id: str | None = None) -> GatewayInvoice:
         return self._transition(invoice, "void", ("open", "uncollectible"))
 
     def mark_uncollectible(
-        self, invoice: Invoice, *, idempotency_prefix: str, external_id: str | None = None
+        self, invoice: Invoice, *, idempotency_key: str, external_id: str | None = None
     ) -> GatewayInvoice:
         return self._transition(invoice, "uncollectible", ("open",))
+
+    def mark_paid_out_of_band(
+        self, invoice: Invoice, *, idempotency_key: str, external_id: str | None = None
+    ) -> GatewayInvoice:
+        self._enter("mark_paid_out_of_band", invoice.number or "")
+        inv = self._invoice(invoice)
+        if inv.status in ("open", "uncollectible"):
+            inv.out_of_band = True
+            self._mark_paid(inv, inv.remaining)
+        elif inv.status != "paid":
+            raise PermanentGatewayError(f"{inv.number} is {inv.status}: cannot be paid", code="invalid_state")
+        return self._gateway_invoice(inv)
 
     def create_credit_note(
         self,
@@ -181,7 +191,7 @@ class FakeGateway:
         amount_minor: int,
         number: str,
         *,
-        idempotency_prefix: str,
+        idempotency_key: str,
         external_id: str | None = None,
         memo: str | None = None,
     ) -> GatewayCreditNote:

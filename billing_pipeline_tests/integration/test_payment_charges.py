@@ -10,11 +10,13 @@ parameters, payments made outside, void / uncollectible / credit notes.
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal as D
 
 import pytest
 
 from billing_pipeline.clients.errors import GatewayTotalMismatch, PermanentGatewayError, TransientGatewayError
-from billing_pipeline.clients.payments import ChargeStatus, StripeGateway, stripe_client
+from billing_pipeline.clients.payments import ChargeStatus, GatewayInvoiceMirror, StripeGateway, stripe_client
+from billing_pipeline.domain.credit_notes import CreditNote
 from billing_pipeline_tests.builders import finalized_invoice, org
 
 pytestmark = pytest.mark.integration
@@ -250,17 +252,24 @@ def test_invoices_paid_outside_are_listed_with_amounts(gateway, stripe_server):
     assert gateway.charge_invoice(hosted, 1, idempotency_prefix=PREFIX).already_paid
 
 
+def credit_note(number: str, total: str, reason: str = "SLA credit") -> CreditNote:
+    amount = D(total)
+    return CreditNote("INV", "org_pay", "USD", (), amount, D("0"), D("0"), amount, reason, number)
+
+
 def test_void_and_uncollectible_are_mirrored_once(gateway, stripe_server):
+    """Through the lifecycle's InvoiceMirror (its ledger's keys, with our prefix)."""
+    mirror = GatewayInvoiceMirror(gateway, idempotency_prefix=PREFIX)
     voided, void_id, _ = mirrored(gateway, stripe_server, "INV-V-0001", org_id="org_v")
     bad, bad_id, _ = mirrored(gateway, stripe_server, "INV-V-0002", org_id="org_u")
-    assert gateway.void_invoice(voided, idempotency_prefix=PREFIX).status == "void"
-    assert gateway.void_invoice(voided, idempotency_prefix=PREFIX, external_id=void_id).status == "void"
+    assert mirror.void_invoice(voided, idempotency_key="void-INV-V-0001") == void_id
+    assert mirror.void_invoice(voided, idempotency_key="void-INV-V-0001") == void_id  # already void: success
     with pytest.raises(PermanentGatewayError) as err:
         gateway.charge_invoice(voided, 1, idempotency_prefix=PREFIX, external_id=void_id)
     assert err.value.code == "invoice_not_payable"
-    assert gateway.mark_uncollectible(bad, idempotency_prefix=PREFIX).status == "uncollectible"
-    assert gateway.mark_uncollectible(bad, idempotency_prefix=PREFIX).status == "uncollectible"
-    assert gateway.void_invoice(bad, idempotency_prefix=PREFIX).status == "void"
+    assert mirror.mark_uncollectible(bad, idempotency_key="uncollectible-INV-V-0002") == bad_id
+    assert gateway.mark_uncollectible(bad, idempotency_key="x").status == "uncollectible"
+    assert gateway.void_invoice(bad, idempotency_key="test-void-INV-V-0002").status == "void"
     posts = [
         r for r in stripe_server.requests if r.method == "POST" and r.path.endswith(("/void", "/mark_uncollectible"))
     ]
@@ -272,22 +281,40 @@ def test_void_and_uncollectible_are_mirrored_once(gateway, stripe_server):
     assert stripe_server.get(bad_id)["status_transitions"]["voided_at"] is not None
 
 
+def test_paid_out_of_band_is_mirrored_once(gateway, stripe_server):
+    mirror = GatewayInvoiceMirror(gateway, idempotency_prefix=PREFIX)
+    invoice, stripe_id, _ = mirrored(gateway, stripe_server, "INV-B-0001")
+    assert mirror.mark_paid_out_of_band(invoice, idempotency_key="paid-INV-B-0001") == stripe_id
+    stripe_server.expire_idempotency_keys()
+    assert mirror.mark_paid_out_of_band(invoice, idempotency_key="paid-INV-B-0001") == stripe_id
+    view = stripe_server.get(stripe_id)
+    assert (view["status"], view["paid_out_of_band"], view["amount_paid"]) == ("paid", True, TOTAL_MINOR)
+    assert len(pay_requests(stripe_server, stripe_id)) == 1 and stripe_server.count("payment_intents") == 0
+    assert gateway.charge_invoice(invoice, 1, idempotency_prefix=PREFIX).already_paid
+
+
 def test_credit_notes_lower_what_is_charged_and_are_created_once(gateway, stripe_server):
+    mirror = GatewayInvoiceMirror(gateway, idempotency_prefix=PREFIX)
     invoice, stripe_id, customer = mirrored(gateway, stripe_server, "INV-CN-0001")
-    note = gateway.create_credit_note(invoice, 2626, "CN-2026-000001", idempotency_prefix=PREFIX, memo="SLA credit")
-    assert (note.amount_minor, note.currency, note.status) == (2626, "USD", "issued")
+    key = "credit-note-CN-2026-000001"
+    cn_id = mirror.create_credit_note(invoice, credit_note("CN-2026-000001", "26.26"), idempotency_key=key)
+    cn = stripe_server.get(cn_id)
+    assert (cn["total"], cn["currency"], cn["status"], cn["memo"]) == (2626, "usd", "issued", "SLA credit")
+    assert cn["metadata"] == {"credit_note_id": "CN-2026-000001", "invoice_id": "INV-CN-0001"}
     stripe_server.expire_idempotency_keys()  # found by metadata, not by the key
-    again = gateway.create_credit_note(invoice, 2626, "CN-2026-000001", idempotency_prefix=PREFIX)
-    assert again == note and stripe_server.count("credit_notes") == 1
+    assert mirror.create_credit_note(invoice, credit_note("CN-2026-000001", "26.26"), idempotency_key=key) == cn_id
+    assert stripe_server.count("credit_notes") == 1
     assert stripe_server.get(stripe_id)["amount_remaining"] == TOTAL_MINOR - 2626
     result = gateway.charge_invoice(invoice, 1, idempotency_prefix=PREFIX, amount_minor=TOTAL_MINOR - 2626)
     assert result.status is ChargeStatus.SUCCEEDED and result.amount_minor == TOTAL_MINOR - 2626
-    after = gateway.create_credit_note(invoice, 1000, "CN-2026-000002", idempotency_prefix=PREFIX)
+    after = gateway.create_credit_note(
+        invoice, 1000, "CN-2026-000002", idempotency_key="test-credit-note-CN-2026-000002"
+    )
     cn = stripe_server.get(after.external_id)
     assert (cn["type"], cn["out_of_band_amount"]) == ("post_payment", 1000)
     assert stripe_server.get(customer)["balance"] == 0  # recorded, no money moved by the mirror
     with pytest.raises(PermanentGatewayError):  # more than the invoice total
-        gateway.create_credit_note(invoice, TOTAL_MINOR, "CN-2026-000003", idempotency_prefix=PREFIX)
+        gateway.create_credit_note(invoice, TOTAL_MINOR, "CN-2026-000003", idempotency_key="k3")
 
 
 def test_two_attempts_racing_charge_once(gateway, stripe_server, monkeypatch):

@@ -12,6 +12,7 @@ from billing_pipeline.clients.payments import (
     ChargeResult,
     ChargeStatus,
     DeclineKind,
+    GatewayInvoiceMirror,
     LifecycleGateway,
     NullGateway,
     PaymentGateway,
@@ -108,8 +109,12 @@ def test_null_gateway_never_reports_money_it_did_not_take():
     assert (result.amount_minor, result.idempotency_key) == (12000, "billing-charge-INV-2026-000007-1")
     assert gw.find_charge(invoice(), 1, idempotency_prefix="billing") is None
     assert gw.invoices_paid_out_of_band(dt.datetime(2026, 11, 1, tzinfo=UTC)) == []
-    assert gw.void_invoice(invoice(), idempotency_prefix="billing").status == "skipped"
-    assert gw.create_credit_note(invoice(), 500, "CN-1", idempotency_prefix="billing").status == "skipped"
+    assert gw.void_invoice(invoice(), idempotency_key="void-1").status == "skipped"
+    assert gw.mark_paid_out_of_band(invoice(), idempotency_key="paid-1").status == "skipped"
+    assert gw.create_credit_note(invoice(), 500, "CN-1", idempotency_key="cn-1").status == "skipped"
+    mirror = GatewayInvoiceMirror(gw)
+    assert mirror.void_invoice(invoice(), idempotency_key="void-1") is None  # nothing mirrored: "skipped"
+    assert mirror.mark_uncollectible(invoice(), idempotency_key="uncollectible-1") is None
     with pytest.raises(PermanentGatewayError):
         gw.payment_status("pi_1")
     with pytest.raises(ValueError):
@@ -117,8 +122,11 @@ def test_null_gateway_never_reports_money_it_did_not_take():
 
 
 def test_every_implementation_satisfies_the_protocols():
+    from billing_pipeline.services.lifecycle_mirror import InvoiceMirror
+
     for gw in (NullGateway(), StripeGateway(object()), FakeGateway()):
         assert isinstance(gw, PaymentGateway) and isinstance(gw, ChargeGateway) and isinstance(gw, LifecycleGateway)
+        assert isinstance(GatewayInvoiceMirror(gw), InvoiceMirror)
 
 
 def test_fake_gateway_replays_keys_and_refuses_other_parameters():
@@ -166,12 +174,12 @@ def test_fake_gateway_processing_settles_and_outside_payments_are_listed():
 
 def test_fake_gateway_lifecycle_and_amount_guard():
     gw, inv = FakeGateway(), invoice()
-    gw.create_credit_note(inv, 2000, "CN-1", idempotency_prefix="b")
-    assert gw.create_credit_note(inv, 2000, "CN-1", idempotency_prefix="b").amount_minor == 2000
+    gw.create_credit_note(inv, 2000, "CN-1", idempotency_key="cn-1")
+    assert gw.create_credit_note(inv, 2000, "CN-1", idempotency_key="cn-1").amount_minor == 2000
     with pytest.raises(GatewayTotalMismatch):
         gw.charge_invoice(inv, 1, idempotency_prefix="b", amount_minor=12000)
-    assert gw.mark_uncollectible(inv, idempotency_prefix="b").status == "uncollectible"
-    assert gw.void_invoice(inv, idempotency_prefix="b").status == "void"
+    assert gw.mark_uncollectible(inv, idempotency_key="u-1").status == "uncollectible"
+    assert gw.void_invoice(inv, idempotency_key="v-1").status == "void"
     with pytest.raises(PermanentGatewayError):
         gw.charge_invoice(inv, 1, idempotency_prefix="b")
 

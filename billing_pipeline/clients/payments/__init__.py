@@ -8,13 +8,15 @@
 * ``customers``      -- Stripe customers of our organizations
 * ``invoice_sync``   -- mirroring a finalized invoice into Stripe (``sync_invoice``)
 * ``charges``        -- ``charge_invoice``, ``find_charge``, ``payment_status``, ``invoices_paid_out_of_band``
-* ``lifecycle``      -- ``void_invoice``, ``mark_uncollectible``, ``create_credit_note``
+* ``lifecycle``      -- ``void_invoice``, ``mark_uncollectible``, ``mark_paid_out_of_band``, ``create_credit_note``
+* ``mirror``         -- ``GatewayInvoiceMirror``: the lifecycle commands' ``InvoiceMirror`` on a gateway
 * ``stripe_gateway`` -- ``StripeGateway``, all of the above
 * ``null``           -- ``NullGateway``
 """
 
 from billing_pipeline.clients.payments.charges import charge_key
 from billing_pipeline.clients.payments.declines import DeclineKind, classify_decline
+from billing_pipeline.clients.payments.mirror import GatewayInvoiceMirror
 from billing_pipeline.clients.payments.null import NullGateway
 from billing_pipeline.clients.payments.stripe_api import translate_stripe_error
 from billing_pipeline.clients.payments.stripe_gateway import StripeGateway
@@ -45,6 +47,7 @@ __all__ = [
     "ChargeGateway",
     "LifecycleGateway",
     "NullGateway",
+    "GatewayInvoiceMirror",
     "StripeGateway",
     "DeclineKind",
     "classify_decline",

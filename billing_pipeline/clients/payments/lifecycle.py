@@ -1,13 +1,14 @@
 """Mirroring our invoice lifecycle into Stripe: void, uncollectible, credit notes.
 
 Each is safe to repeat: the invoice's state is read first (already ``void`` -> returned as is), and
-the write carries an idempotency key from our ids: ``{prefix}-void-{number}``,
-``{prefix}-uncollectible-{number}``, ``{prefix}-cn-{credit_note_number}``. A credit note is also
-found by ``metadata['credit_note_id']`` among the invoice's credit notes before it is created, so a
-repeat after Stripe forgot the key (24 h) creates nothing.
+the write carries the caller's idempotency key, derived from our ids and recorded in its ledger
+first (the lifecycle's mirror ledger uses ``void-{number}``, ``uncollectible-{number}``,
+``paid-{number}``, ``credit-note-{cn_number}``; ``mirror.GatewayInvoiceMirror`` passes them on). A
+credit note is also found by ``metadata['credit_note_id']`` among the invoice's credit notes before
+it is created, so a repeat after Stripe forgot the key (24 h) creates nothing.
 
-Stripe's rules apply: only ``open`` or ``uncollectible`` invoices can be voided, only ``open`` ones
-marked uncollectible (else ``PermanentGatewayError``). A credit note on an ``open`` invoice lowers
+Stripe's rules apply: only ``open`` or ``uncollectible`` invoices can be voided or paid out of band,
+only ``open`` ones marked uncollectible (else ``PermanentGatewayError``). A credit note on an ``open`` invoice lowers
 what is due; on a ``paid`` one it is recorded as ``out_of_band_amount`` (Stripe moves no money:
 a refund or a balance credit is our ledger's decision, not a side effect of the mirror).
 """
@@ -36,27 +37,31 @@ def _as_gateway_invoice(stripe_invoice: Any) -> GatewayInvoice:
 class StripeLifecycle(StripeAPI):
     """The lifecycle half of ``StripeGateway``."""
 
-    def void_invoice(
-        self, invoice: Invoice, *, idempotency_prefix: str, external_id: str | None = None
-    ) -> GatewayInvoice:
-        return self._transition(invoice, "void", "void", idempotency_prefix, external_id)
+    def void_invoice(self, invoice: Invoice, *, idempotency_key: str, external_id: str | None = None) -> GatewayInvoice:
+        return self._transition(invoice, "void", "void", {}, idempotency_key, external_id)
 
     def mark_uncollectible(
-        self, invoice: Invoice, *, idempotency_prefix: str, external_id: str | None = None
+        self, invoice: Invoice, *, idempotency_key: str, external_id: str | None = None
     ) -> GatewayInvoice:
-        return self._transition(invoice, "mark_uncollectible", "uncollectible", idempotency_prefix, external_id)
+        return self._transition(invoice, "mark_uncollectible", "uncollectible", {}, idempotency_key, external_id)
+
+    def mark_paid_out_of_band(
+        self, invoice: Invoice, *, idempotency_key: str, external_id: str | None = None
+    ) -> GatewayInvoice:
+        """Paid outside Stripe (bank transfer, cash, a credit note): ``pay`` with ``paid_out_of_band``;
+        Stripe records it for the whole amount remaining, moving no money."""
+        params = {"paid_out_of_band": True}
+        return self._transition(invoice, "pay", "paid", params, idempotency_key, external_id)
 
     def _transition(
-        self, invoice: Invoice, action: str, target: str, prefix: str, external_id: str | None
+        self, invoice: Invoice, action: str, target: str, params: dict, key: str, external_id: str | None
     ) -> GatewayInvoice:
         number = invoice_number(invoice)
         with _stripe_errors():
             current = self._our_invoice(number, external_id)
             if _get(current, "status") == target:
                 return _as_gateway_invoice(current)
-            done = self._api(
-                "post", _path("invoices", current["id"], action), key=self._key(prefix, f"{target}-{number}")
-            )
+            done = self._api("post", _path("invoices", current["id"], action), params, key=key)
             return _as_gateway_invoice(done)
 
     def create_credit_note(
@@ -65,7 +70,7 @@ class StripeLifecycle(StripeAPI):
         amount_minor: int,
         number: str,
         *,
-        idempotency_prefix: str,
+        idempotency_key: str,
         external_id: str | None = None,
         memo: str | None = None,
     ) -> GatewayCreditNote:
@@ -94,9 +99,7 @@ class StripeLifecycle(StripeAPI):
                 params["memo"] = memo[:500]
             if _get(current, "status") == "paid":
                 params["out_of_band_amount"] = amount_minor
-            created = self._api(
-                "post", _path("credit_notes"), params, key=self._key(idempotency_prefix, f"cn-{number}")
-            )
+            created = self._api("post", _path("credit_notes"), params, key=idempotency_key)
             return self._as_credit_note(created, number)
 
     def _find_credit_note(self, stripe_invoice_id: str, number: str) -> GatewayCreditNote | None:

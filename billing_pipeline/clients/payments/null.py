@@ -76,13 +76,16 @@ class NullGateway:
     ) -> list[PaidInvoice]:
         return []
 
-    def void_invoice(
-        self, invoice: Invoice, *, idempotency_prefix: str, external_id: str | None = None
-    ) -> GatewayInvoice:
+    def void_invoice(self, invoice: Invoice, *, idempotency_key: str, external_id: str | None = None) -> GatewayInvoice:
         return _skipped(invoice)
 
     def mark_uncollectible(
-        self, invoice: Invoice, *, idempotency_prefix: str, external_id: str | None = None
+        self, invoice: Invoice, *, idempotency_key: str, external_id: str | None = None
+    ) -> GatewayInvoice:
+        return _skipped(invoice)
+
+    def mark_paid_out_of_band(
+        self, invoice: Invoice, *, idempotency_key: str, external_id: str | None = None
     ) -> GatewayInvoice:
         return _skipped(invoice)
 
@@ -92,7 +95,7 @@ class NullGateway:
         amount_minor: int,
         number: str,
         *,
-        idempotency_prefix: str,
+        idempotency_key: str,
         external_id: str | None = None,
         memo: str | None = None,
     ) -> GatewayCreditNote:

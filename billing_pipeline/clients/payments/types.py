@@ -5,9 +5,10 @@
 uncollectible / credit notes), so a unit-test fake implements only what it is used for.
 
 Money is integer minor units of ``currency`` (upper-case ISO 4217), as ``domain.money.to_minor``
-gives them. Every write takes ``idempotency_prefix``: keys are ``{prefix}-`` + a key derived from our
-own ids (``charge-{invoice_number}-{attempt}``, ``void-{number}``, ...), so a re-executed run sends
-the same key with the same parameters and the gateway does the work once.
+gives them. Every write carries an idempotency key derived from our own ids, so a re-executed run
+sends the same key with the same parameters and the gateway does the work once: invoice sync and
+charges take ``idempotency_prefix`` and derive the rest (``charge_key``:
+``{prefix}-charge-{invoice_number}-{attempt}``); lifecycle writes take the caller's whole key.
 """
 
 from __future__ import annotations
@@ -145,12 +146,18 @@ class ChargeGateway(Protocol):
 
 @runtime_checkable
 class LifecycleGateway(Protocol):
+    """Writes take the caller's ``idempotency_key`` (its ledger's business key), not a prefix."""
+
     def void_invoice(
-        self, invoice: Invoice, *, idempotency_prefix: str, external_id: str | None = None
+        self, invoice: Invoice, *, idempotency_key: str, external_id: str | None = None
     ) -> GatewayInvoice: ...
 
     def mark_uncollectible(
-        self, invoice: Invoice, *, idempotency_prefix: str, external_id: str | None = None
+        self, invoice: Invoice, *, idempotency_key: str, external_id: str | None = None
+    ) -> GatewayInvoice: ...
+
+    def mark_paid_out_of_band(
+        self, invoice: Invoice, *, idempotency_key: str, external_id: str | None = None
     ) -> GatewayInvoice: ...
 
     def create_credit_note(
@@ -159,7 +166,7 @@ class LifecycleGateway(Protocol):
         amount_minor: int,
         number: str,
         *,
-        idempotency_prefix: str,
+        idempotency_key: str,
         external_id: str | None = None,
         memo: str | None = None,
     ) -> GatewayCreditNote: ...
