@@ -18,7 +18,7 @@ from billing_pipeline.defs.resources import BillingDatabaseResource
 from billing_pipeline.defs.usage import hourly_usage_job
 from billing_pipeline.domain.model import BillingInterval
 from billing_pipeline.launch import PeriodJob
-from billing_pipeline.services.delivery import DeliveryOptions, seller_from_settings
+from billing_pipeline.services.delivery import DeliveryOptions, charges_automatically, seller_from_settings
 from billing_pipeline.settings import Settings, delivery_resources
 
 MONTHLY, WEEKLY = BillingInterval.MONTHLY, BillingInterval.WEEKLY
@@ -140,7 +140,11 @@ def resources(settings: Settings) -> dict:
     """Every resource, one implementation per role, chosen from ``settings``."""
     database_url = _env("BILLING_DATABASE_URL") or settings.database_url  # may hold a password
     return {
-        "billing_db": BillingDatabaseResource(url=database_url, invoice_number_prefix=settings.invoice_number_prefix),
+        "billing_db": BillingDatabaseResource(
+            url=database_url,
+            invoice_number_prefix=settings.invoice_number_prefix,
+            zero_total_invoices=settings.zero_total_invoices,
+        ),
         **delivery_resources(settings),
     }
 
@@ -153,7 +157,7 @@ def _delivery_definitions(settings: Settings) -> dict[str, list]:
             interval,
             billing,
             options=delivery_options,
-            seller=seller_from_settings(settings.seller),
+            seller=seller_from_settings(settings.seller, charges_automatically=charges_automatically(settings)),
             batch_size=settings.invoice_batch_size,
         )
         assets.append(deliveries)
