@@ -11,14 +11,14 @@ import os
 
 import dagster as dg
 
-from billing_pipeline.defs import automation, invoicing, partitions, reports, usage
+from billing_pipeline.defs import automation, health, invoicing, partitions, reports, usage
 from billing_pipeline.defs.automation import organizations_sensor
 from billing_pipeline.defs.delivery import build_delivery_asset, build_delivery_job, build_invoice_delivery_sensor
 from billing_pipeline.defs.resources import BillingDatabaseResource
 from billing_pipeline.defs.usage import hourly_usage_job
 from billing_pipeline.domain.model import BillingInterval
 from billing_pipeline.launch import PeriodJob
-from billing_pipeline.services.delivery import DeliveryOptions, seller_from_settings
+from billing_pipeline.services.delivery import DeliveryOptions, charges_automatically, seller_from_settings
 from billing_pipeline.settings import Settings, delivery_resources
 
 MONTHLY, WEEKLY = BillingInterval.MONTHLY, BillingInterval.WEEKLY
@@ -108,6 +108,18 @@ invoice_finalization_sensor = automation.invoice_finalization_sensor(
     batch_size=settings.invoice_batch_size,
     running=settings.schedules_running,
 )
+service_health = health.service_health_asset(timeout_seconds=settings.health_probe_timeout_seconds)
+service_health_job = dg.define_asset_job(
+    name="service_health_job",
+    selection=dg.AssetSelection.assets(service_health),
+    description="Probe the database, payment gateway, document store and mailer (one asset check each).",
+)
+service_health_schedule = health.service_health_schedule(
+    name="service_health_schedule",
+    job=service_health_job,
+    cron=settings.health_check_cron,  # default "*/15 * * * *": every 15 minutes, UTC
+    running=settings.schedules_running,
+)
 late_usage_sensor = usage.late_usage_sensor(
     name="late_usage_sensor", job=hourly_usage_job, partitions_def=hourly_usage_partitions
 )
@@ -189,11 +201,13 @@ def build_definitions(settings: Settings = settings) -> dg.Definitions:
     return dg.Definitions(
         assets=[hourly_usage, monthly_invoice_drafts, monthly_invoices, weekly_invoice_drafts, weekly_invoices]
         + [ar_aging_report, mrr_report, daily_analytics_report, weekly_bi_report]
-        + delivery["assets"],
+        + delivery["assets"]
+        + [service_health],
         asset_checks=[monthly_usage_reconciliation, weekly_usage_reconciliation],
         jobs=[hourly_usage_job, monthly_invoices_job, weekly_invoices_job]
         + [ar_aging_report_job, mrr_report_job, daily_analytics_report_job, weekly_bi_report_job]
-        + delivery["jobs"],
+        + delivery["jobs"]
+        + [service_health_job],
         schedules=[
             hourly_usage_job_schedule,
             monthly_invoices_job_schedule,
@@ -202,6 +216,7 @@ def build_definitions(settings: Settings = settings) -> dg.Definitions:
             mrr_report_schedule,
             daily_analytics_report_schedule,
             weekly_bi_report_schedule,
+            service_health_schedule,
         ],
         sensors=[organizations_sensor, late_usage_sensor, invoice_finalization_sensor] + delivery["sensors"],
         resources=resources(settings),
@@ -214,7 +229,11 @@ def resources(settings: Settings) -> dict:
     """Every resource, one implementation per role, chosen from ``settings``."""
     database_url = _env("BILLING_DATABASE_URL") or settings.database_url  # may hold a password
     return {
-        "billing_db": BillingDatabaseResource(url=database_url, invoice_number_prefix=settings.invoice_number_prefix),
+        "billing_db": BillingDatabaseResource(
+            url=database_url,
+            invoice_number_prefix=settings.invoice_number_prefix,
+            zero_total_invoices=settings.zero_total_invoices,
+        ),
         **delivery_resources(settings),
     }
 
@@ -227,7 +246,7 @@ def _delivery_definitions(settings: Settings) -> dict[str, list]:
             interval,
             billing,
             options=delivery_options,
-            seller=seller_from_settings(settings.seller),
+            seller=seller_from_settings(settings.seller, charges_automatically=charges_automatically(settings)),
             batch_size=settings.invoice_batch_size,
         )
         assets.append(deliveries)

@@ -28,16 +28,22 @@ reason_option = click.option("--reason", required=True, help="Why: kept in the a
 
 
 def lifecycle_mirror(settings):
-    """The gateway effects for ``PAYMENT_GATEWAY``: none -> NullMirror. Stripe is adapted to
-    ``services.lifecycle_mirror.InvoiceMirror`` by the gateway (until then: refused, nothing changed)."""
+    """The gateway effects for ``PAYMENT_GATEWAY``: none -> NullMirror; stripe -> the Stripe gateway as
+    ``services.lifecycle_mirror.InvoiceMirror`` (``clients.payments.GatewayInvoiceMirror``, keys with the
+    delivery's idempotency prefix)."""
     from billing_pipeline.services.lifecycle_mirror import NullMirror
 
     if settings.payment_gateway == "none":
         return NullMirror()
-    raise click.ClickException(
-        f"PAYMENT_GATEWAY={settings.payment_gateway}: lifecycle changes cannot be mirrored to it yet "
-        "(no InvoiceMirror adapter); nothing was changed"
-    )
+    import dagster as dg
+
+    from billing_pipeline.clients.payments import GatewayInvoiceMirror
+    from billing_pipeline.services.delivery.options import DeliveryOptions
+    from billing_pipeline.settings import delivery_resources
+
+    with dg.build_resources({"payment_gateway": delivery_resources(settings)["payment_gateway"]}) as res:
+        gateway = res.payment_gateway.gateway()
+    return GatewayInvoiceMirror(gateway, idempotency_prefix=DeliveryOptions().idempotency_prefix)
 
 
 def lifecycle_service(settings):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, insert, select, update
 
 # The one gapless counter (invoice_number_sequences): invoice numbers and credit note numbers alike.
-from billing_pipeline.db.invoices import _next_number as next_series_number
+from billing_pipeline.db.invoices import next_series_number
 from billing_pipeline.db.schema import credit_note_lines, credit_notes, invoices
 from billing_pipeline.db.types import rate_from_row
 from billing_pipeline.domain import money

@@ -10,7 +10,7 @@ from billing_pipeline.domain import money
 from billing_pipeline.domain.credit_notes import CreditNote
 from billing_pipeline.domain.model import Organization
 from billing_pipeline.rendering.context import environment, format_date
-from billing_pipeline.rendering.pdf import _w3c, html_to_pdf
+from billing_pipeline.rendering.pdf import html_to_pdf, w3c_date
 from billing_pipeline.rendering.seller import Seller
 
 __all__ = ["credit_note_view", "render_credit_note_html", "render_credit_note_pdf"]
@@ -28,7 +28,7 @@ def credit_note_view(note: CreditNote, org: Organization, seller: Seller) -> dic
         "seller_lines": list(seller.address_lines) + ([f"Tax ID: {seller.tax_id}"] if seller.tax_id else []),
         "org": org,
         "number": note.number,
-        "created": _w3c(note.issued_at),
+        "created": w3c_date(note.issued_at),
         "issued": format_date(note.issued_at),
         "invoice_number": note.invoice_number,
         "reason": note.reason,

@@ -107,11 +107,27 @@ def test_void_uncollectible_mark_paid_and_reruns(cli):
     assert "Missing option '--reason'" in run("invoices", "void", kwd, code=2)
 
 
-def test_a_gateway_without_an_adapter_is_refused_before_any_change(cli, monkeypatch):
+def test_stripe_mirrors_the_change_and_a_failed_mirror_is_retried(cli, monkeypatch, stripe_server):
+    """PAYMENT_GATEWAY=stripe (the Stripe-compatible test server): the change is mirrored with the
+    ledger's key; Stripe answering 503 fails the effect (exit 1, the change kept), and the same
+    command again retries it once."""
+    from billing_pipeline.clients.payments import StripeGateway, stripe_client
+
     run, engine, _ = cli
     usd = finalized(engine, "acme", "USD", "10.00", "0.2")
+    invoice = invoice_rows.load_invoices(engine, [1])[1].invoice
+    synced = StripeGateway(stripe_client(stripe_server.api_key, api_base=stripe_server.api_base)).sync_invoice(
+        invoice, org("acme"), idempotency_prefix="billing"
+    )  # as the delivery does after finalization
     monkeypatch.setenv("PAYMENT_GATEWAY", "stripe")
-    out = run("invoices", "void", usd, "--reason", "x", code=1)
-    assert "PAYMENT_GATEWAY=stripe: lifecycle changes cannot be mirrored to it yet" in out
-    monkeypatch.delenv("PAYMENT_GATEWAY")
-    assert "status finalized" in run("invoices", "history", usd)
+    monkeypatch.setenv("STRIPE_API_KEY", stripe_server.api_key)
+    monkeypatch.setenv("STRIPE_API_BASE", stripe_server.api_base)
+    stripe_server.fail_next(1, 503, f"/v1/invoices/{synced.external_id}/void", method="POST")
+    out = run("invoices", "void", usd, "--reason", "issued twice", code=1)
+    assert f"gateway void-{usd}: failed" in out and "503" in out
+    assert "status void" in run("invoices", "history", usd)
+    out = run("invoices", "void", usd, "--reason", "issued twice")
+    assert f"gateway void-{usd}: succeeded" in out
+    assert stripe_server.get(synced.external_id)["status"] == "void"
+    voids = [r.idempotency_key for r in stripe_server.requests if r.path.endswith("/void")]
+    assert voids == [f"billing-void-{usd}"] * 2  # the refused one and its retry: one key

@@ -1,11 +1,10 @@
 """reports: the report e-mail ledger (report_deliveries)
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-01
 
-New table only. Chained after 0009 (lifecycle, merged on main); the lead re-chains it if
-0005-0008 land in between.
+New table only, after 0005 (lifecycle); re-chained if another migration lands first.
 """
 
 from alembic import op
@@ -13,8 +12,8 @@ import sqlalchemy as sa
 import billing_pipeline.db.types
 
 
-revision = '0010'
-down_revision = '0009'
+revision = '0006'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 

@@ -1,10 +1,10 @@
 """lifecycle: invoice events (audit trail), credit notes and their lines, the mirror ledger
 
-Revision ID: 0009
+Revision ID: 0005
 Revises: 0004
 Create Date: 2026-12-01
 
-New tables only (0005-0008 are added in parallel; the lead re-chains down_revision).
+New tables only.
 """
 
 from alembic import op
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 import billing_pipeline.db.types
 
 
-revision = '0009'
+revision = '0005'
 down_revision = '0004'
 branch_labels = None
 depends_on = None
