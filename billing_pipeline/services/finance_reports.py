@@ -85,43 +85,45 @@ class ReportFiles:
         return f"reports/{self.report}/{self.partition_key}/{filename}"
 
 
+def _report_files(report: str, key: str, subject: str, lines: list[str], pdf: bytes, csv: bytes) -> ReportFiles:
+    """``{report}_{key}.pdf`` and ``.csv``, and the e-mail's text: ``lines`` then a note on the attachments."""
+    files = ((f"{report}_{key}.pdf", pdf, "application/pdf"), (f"{report}_{key}.csv", csv, "text/csv"))
+    return ReportFiles(report, key, subject, "\n".join(lines) + "\n\nPDF and CSV attached.\n", files)
+
+
 def aging_files(report: AgingReport) -> ReportFiles:
     day = report.as_of.isoformat()
-    body = f"Accounts receivable aging as of {day} (00:00 UTC): {report.open_invoices} open invoice(s).\n"
-    for c in report.currencies:
-        body += f"  {c.currency}: {c.total} due, {c.past_due} past due, {c.uncollectible} uncollectible\n"
-    files = ((f"ar_aging_{day}.pdf", render.render_aging_pdf(report), "application/pdf"),
-             (f"ar_aging_{day}.csv", render.aging_csv(report), "text/csv"))  # fmt: skip
-    return ReportFiles(AR_AGING, day, f"AR aging as of {day}", body + "\nPDF and CSV attached.\n", files)
+    lines = [f"Accounts receivable aging as of {day} (00:00 UTC): {report.open_invoices} open invoice(s)."]
+    lines += [f"  {c.currency}: {c.total} due, {c.past_due} past due, {c.uncollectible} uncollectible"
+              for c in report.currencies]  # fmt: skip
+    return _report_files(AR_AGING, day, f"AR aging as of {day}", lines, render.render_aging_pdf(report),
+                         render.aging_csv(report))  # fmt: skip
 
 
 def mrr_files(report: MrrReport) -> ReportFiles:
-    body = f"MRR and ARR summary for {report.month} (end MRR at {report.as_of} 00:00 UTC).\n"
-    for c in report.currencies:
-        body += f"  {c.currency}: MRR {c.start_mrr} -> {c.end_mrr}, ARR {c.arr}, customers {c.customers_end}\n"
-    files = ((f"mrr_{report.month}.pdf", render.render_mrr_pdf(report), "application/pdf"),
-             (f"mrr_{report.month}.csv", render.mrr_csv(report), "text/csv"))  # fmt: skip
-    return ReportFiles(MRR, report.month, f"MRR/ARR summary {report.month}", body + "\nPDF and CSV attached.\n", files)
+    lines = [f"MRR and ARR summary for {report.month} (end MRR at {report.as_of} 00:00 UTC)."]
+    lines += [f"  {c.currency}: MRR {c.start_mrr} -> {c.end_mrr}, ARR {c.arr}, customers {c.customers_end}"
+              for c in report.currencies]  # fmt: skip
+    return _report_files(MRR, report.month, f"MRR/ARR summary {report.month}", lines, render.render_mrr_pdf(report),
+                         render.mrr_csv(report))  # fmt: skip
 
 
 def daily_files(report: DailyAnalytics) -> ReportFiles:
     day = report.day.isoformat()
-    body = f"Daily analytics for {day} (UTC).\n"
-    for c in report.currencies:
-        body += f"  {c.currency}: invoiced {c.invoiced}, collected {c.collected}, overdue {c.overdue}\n"
-    files = ((f"daily_analytics_{day}.pdf", render.render_daily_pdf(report), "application/pdf"),
-             (f"daily_analytics_{day}.csv", render.daily_csv(report), "text/csv"))  # fmt: skip
-    return ReportFiles(DAILY, day, f"Daily analytics {day}", body + "\nPDF and CSV attached.\n", files)
+    lines = [f"Daily analytics for {day} (UTC)."]
+    lines += [f"  {c.currency}: invoiced {c.invoiced}, collected {c.collected}, overdue {c.overdue}"
+              for c in report.currencies]  # fmt: skip
+    return _report_files(DAILY, day, f"Daily analytics {day}", lines, render.render_daily_pdf(report),
+                         render.daily_csv(report))  # fmt: skip
 
 
 def weekly_files(report: WeeklyBI) -> ReportFiles:
     first = report.first_day.isoformat()
-    body = f"Weekly business intelligence for {first} to {report.days[-1].day} (UTC).\n"
-    for cur in report.currencies:
-        body += f"  {cur}: invoiced {report.total(cur, 'invoiced')}, collected {report.total(cur, 'collected')}\n"
-    files = ((f"weekly_bi_{first}.pdf", render.render_weekly_pdf(report), "application/pdf"),
-             (f"weekly_bi_{first}.csv", render.weekly_csv(report), "text/csv"))  # fmt: skip
-    return ReportFiles(WEEKLY, first, f"Weekly BI {first}", body + "\nPDF and CSV attached.\n", files)
+    lines = [f"Weekly business intelligence for {first} to {report.days[-1].day} (UTC)."]
+    lines += [f"  {cur}: invoiced {report.total(cur, 'invoiced')}, collected {report.total(cur, 'collected')}"
+              for cur in report.currencies]  # fmt: skip
+    return _report_files(WEEKLY, first, f"Weekly BI {first}", lines, render.render_weekly_pdf(report),
+                         render.weekly_csv(report))  # fmt: skip
 
 
 def report_message_id(report: str, partition_key: str, sender: str) -> str:
