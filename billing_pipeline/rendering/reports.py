@@ -21,7 +21,6 @@ from billing_pipeline.domain import money
 from billing_pipeline.domain.reports import AGING_BUCKETS, MOVEMENTS, AgingReport, DailyAnalytics, MrrReport, WeeklyBI
 from billing_pipeline.rendering.charts import trend_svg
 from billing_pipeline.rendering.context import environment
-from billing_pipeline.rendering.pdf import html_to_pdf
 
 __all__ = [
     "build_report_email",
@@ -47,6 +46,14 @@ WEEKLY_TEMPLATE = "report_weekly_bi.html.j2"
 #: The weekly table's columns: (heading, CurrencyDay attribute, money or count).
 WEEKLY_COLUMNS = (("Invoiced", "invoiced", True), ("Collected", "collected", True), ("Overdue", "overdue", True))
 MRR_TEMPLATE = "report_mrr.html.j2"
+
+
+def html_to_pdf(html: str) -> bytes:
+    """``rendering.pdf.html_to_pdf``, imported on first use: WeasyPrint (~3 s) stays out of loading
+    the definitions."""
+    from billing_pipeline.rendering.pdf import html_to_pdf as render
+
+    return render(html)
 
 
 def _created(day: dt.date) -> str:
