@@ -11,14 +11,14 @@ import os
 
 import dagster as dg
 
-from billing_pipeline.defs import automation, invoicing, partitions, usage
+from billing_pipeline.defs import automation, health, invoicing, partitions, reports, usage
 from billing_pipeline.defs.automation import organizations_sensor
 from billing_pipeline.defs.delivery import build_delivery_asset, build_delivery_job, build_invoice_delivery_sensor
 from billing_pipeline.defs.resources import BillingDatabaseResource
 from billing_pipeline.defs.usage import hourly_usage_job
 from billing_pipeline.domain.model import BillingInterval
 from billing_pipeline.launch import PeriodJob
-from billing_pipeline.services.delivery import DeliveryOptions, seller_from_settings
+from billing_pipeline.services.delivery import DeliveryOptions, charges_automatically, seller_from_settings
 from billing_pipeline.settings import Settings, delivery_resources
 
 MONTHLY, WEEKLY = BillingInterval.MONTHLY, BillingInterval.WEEKLY
@@ -108,8 +108,83 @@ invoice_finalization_sensor = automation.invoice_finalization_sensor(
     batch_size=settings.invoice_batch_size,
     running=settings.schedules_running,
 )
+service_health = health.service_health_asset(timeout_seconds=settings.health_probe_timeout_seconds)
+service_health_job = dg.define_asset_job(
+    name="service_health_job",
+    selection=dg.AssetSelection.assets(service_health),
+    description="Probe the database, payment gateway, document store and mailer (one asset check each).",
+)
+service_health_schedule = health.service_health_schedule(
+    name="service_health_schedule",
+    job=service_health_job,
+    cron=settings.health_check_cron,  # default "*/15 * * * *": every 15 minutes, UTC
+    running=settings.schedules_running,
+)
 late_usage_sensor = usage.late_usage_sensor(
     name="late_usage_sensor", job=hourly_usage_job, partitions_def=hourly_usage_partitions
+)
+
+# Finance reports: partitioned assets, their jobs and the schedules built from them.
+ar_aging_report_partitions = partitions.ar_aging_report_partitions(settings.partitions_start)
+mrr_report_partitions = partitions.mrr_report_partitions(settings.partitions_start)
+daily_analytics_report_partitions = partitions.daily_analytics_report_partitions(settings.partitions_start)
+weekly_bi_report_partitions = partitions.weekly_bi_report_partitions(settings.partitions_start)
+_report_mail = {"recipients": settings.report_recipients, "sender": settings.email_from}
+ar_aging_report = reports.ar_aging_report_asset(ar_aging_report_partitions, **_report_mail)
+mrr_report = reports.mrr_report_asset(mrr_report_partitions, **_report_mail)
+daily_analytics_report = reports.daily_analytics_report_asset(daily_analytics_report_partitions, **_report_mail)
+weekly_bi_report = reports.weekly_bi_report_asset(weekly_bi_report_partitions, **_report_mail)
+ar_aging_report_job = dg.define_asset_job(
+    name="ar_aging_report_job",
+    selection=dg.AssetSelection.assets(ar_aging_report),
+    partitions_def=ar_aging_report_partitions,
+    description="AR aging as of Monday: PDF and CSV stored, e-mailed once to REPORT_RECIPIENTS.",
+)
+mrr_report_job = dg.define_asset_job(
+    name="mrr_report_job",
+    selection=dg.AssetSelection.assets(mrr_report),
+    partitions_def=mrr_report_partitions,
+    description="MRR/ARR summary of last month: PDF (trend charts) and CSV stored, e-mailed once.",
+)
+daily_analytics_report_job = dg.define_asset_job(
+    name="daily_analytics_report_job",
+    selection=dg.AssetSelection.assets(daily_analytics_report),
+    partitions_def=daily_analytics_report_partitions,
+    description="Daily analytics of yesterday (UTC): PDF and CSV stored, e-mailed once.",
+)
+weekly_bi_report_job = dg.define_asset_job(
+    name="weekly_bi_report_job",
+    selection=dg.AssetSelection.assets(weekly_bi_report),
+    partitions_def=weekly_bi_report_partitions,
+    description="Weekly BI of the Sunday-Saturday week just ended: PDF (charts) and CSV stored, e-mailed once.",
+)
+ar_aging_report_schedule = reports.report_schedule(
+    name="ar_aging_report_schedule",
+    job=ar_aging_report_job,
+    partitions_def=ar_aging_report_partitions,
+    cron=settings.ar_aging_report_cron,  # default "0 7 * * 1": Monday 07:00 UTC, for the week that just ended
+    running=settings.schedules_running,
+)
+mrr_report_schedule = reports.report_schedule(
+    name="mrr_report_schedule",
+    job=mrr_report_job,
+    partitions_def=mrr_report_partitions,
+    cron=settings.mrr_report_cron,  # default "0 8 1 * *": the 1st, 08:00 UTC, for the month that just ended
+    running=settings.schedules_running,
+)
+daily_analytics_report_schedule = reports.report_schedule(
+    name="daily_analytics_report_schedule",
+    job=daily_analytics_report_job,
+    partitions_def=daily_analytics_report_partitions,
+    cron=settings.daily_analytics_report_cron,  # default "0 2 * * *": 02:00 UTC, for the day that just ended
+    running=settings.schedules_running,
+)
+weekly_bi_report_schedule = reports.report_schedule(
+    name="weekly_bi_report_schedule",
+    job=weekly_bi_report_job,
+    partitions_def=weekly_bi_report_partitions,
+    cron=settings.weekly_bi_report_cron,  # default "0 3 * * 0": Sunday 03:00 UTC, for the week that just ended
+    running=settings.schedules_running,
 )
 
 #: What run-month launches per interval: the invoices job and the assets its run config goes to.
@@ -125,10 +200,24 @@ def build_definitions(settings: Settings = settings) -> dg.Definitions:
     delivery = _delivery_definitions(settings)
     return dg.Definitions(
         assets=[hourly_usage, monthly_invoice_drafts, monthly_invoices, weekly_invoice_drafts, weekly_invoices]
-        + delivery["assets"],
+        + [ar_aging_report, mrr_report, daily_analytics_report, weekly_bi_report]
+        + delivery["assets"]
+        + [service_health],
         asset_checks=[monthly_usage_reconciliation, weekly_usage_reconciliation],
-        jobs=[hourly_usage_job, monthly_invoices_job, weekly_invoices_job] + delivery["jobs"],
-        schedules=[hourly_usage_job_schedule, monthly_invoices_job_schedule, weekly_invoices_job_schedule],
+        jobs=[hourly_usage_job, monthly_invoices_job, weekly_invoices_job]
+        + [ar_aging_report_job, mrr_report_job, daily_analytics_report_job, weekly_bi_report_job]
+        + delivery["jobs"]
+        + [service_health_job],
+        schedules=[
+            hourly_usage_job_schedule,
+            monthly_invoices_job_schedule,
+            weekly_invoices_job_schedule,
+            ar_aging_report_schedule,
+            mrr_report_schedule,
+            daily_analytics_report_schedule,
+            weekly_bi_report_schedule,
+            service_health_schedule,
+        ],
         sensors=[organizations_sensor, late_usage_sensor, invoice_finalization_sensor] + delivery["sensors"],
         resources=resources(settings),
         # Steps of a billing run are sequential and cheap; one process per run saves ~2 s per step.
@@ -140,7 +229,11 @@ def resources(settings: Settings) -> dict:
     """Every resource, one implementation per role, chosen from ``settings``."""
     database_url = _env("BILLING_DATABASE_URL") or settings.database_url  # may hold a password
     return {
-        "billing_db": BillingDatabaseResource(url=database_url, invoice_number_prefix=settings.invoice_number_prefix),
+        "billing_db": BillingDatabaseResource(
+            url=database_url,
+            invoice_number_prefix=settings.invoice_number_prefix,
+            zero_total_invoices=settings.zero_total_invoices,
+        ),
         **delivery_resources(settings),
     }
 
@@ -153,7 +246,7 @@ def _delivery_definitions(settings: Settings) -> dict[str, list]:
             interval,
             billing,
             options=delivery_options,
-            seller=seller_from_settings(settings.seller),
+            seller=seller_from_settings(settings.seller, charges_automatically=charges_automatically(settings)),
             batch_size=settings.invoice_batch_size,
         )
         assets.append(deliveries)

@@ -33,7 +33,22 @@ MONTHLY_ORG, WEEKLY_ORG = "acme", "wkly"
 WEEK = previous_period(BillingInterval.WEEKLY, STARTED_AT)
 LATE_HOUR = SCHEDULED.start + dt.timedelta(days=1, hours=5)  # aggregated before the servers start
 CHANNELS = {"pdf", "s3", "email"}
-SCHEDULES = {"hourly_usage_job_schedule", "monthly_invoices_job_schedule", "weekly_invoices_job_schedule"}
+SCHEDULES = {
+    "hourly_usage_job_schedule",
+    "monthly_invoices_job_schedule",
+    "weekly_invoices_job_schedule",
+    "service_health_schedule",
+    "ar_aging_report_schedule",
+    "mrr_report_schedule",
+    "daily_analytics_report_schedule",
+    "weekly_bi_report_schedule",
+}
+REPORT_SCHEDULES = {
+    "ar_aging_report_schedule": "ar_aging",
+    "mrr_report_schedule": "mrr",
+    "daily_analytics_report_schedule": "daily_analytics",
+    "weekly_bi_report_schedule": "weekly_bi",
+}
 SENSORS = {"organizations_sensor", "invoice_delivery_sensor", "late_usage_sensor", "invoice_finalization_sensor"}
 INVOICE_SCHEDULES = ("monthly_invoices_job_schedule", "weekly_invoices_job_schedule")
 REPOSITORY = {"repositoryLocationName": "billing_pipeline", "repositoryName": "__repository__"}
@@ -159,6 +174,20 @@ def test_hourly_schedule_aggregates_the_last_closed_hour(stack):
     stop(stack, "hourly_usage_job_schedule")  # it ticks every minute here: one run is the point
 
 
+def test_health_schedule_probes_every_component(stack):
+    def succeeded():
+        return [r for r in runs(stack, **{"dagster/schedule_name": "service_health_schedule"}) if r.is_success]
+
+    [first, *_] = stack.wait_for(succeeded, 180, "a service_health run launched by its schedule", interval=3)
+    assert first.job_name == "service_health_job"
+    # PostgreSQL, the document folder and the outbox are up, no payment gateway is configured
+    event = stack.instance().get_latest_materialization_event(dg.AssetKey("service_health"))
+    metadata = event.asset_materialization.metadata
+    assert metadata["down"].value == 0, metadata["summary"].value
+    assert set(metadata["state"].value) == {"database", "payment_gateway", "document_store", "mailer"}
+    stop(stack, "service_health_schedule")  # it ticks every minute here: one run is the point
+
+
 def test_delivery_sensor_delivers_every_invoice_once(stack):
     def delivered():
         billed = finalized_invoices(stack)
@@ -216,3 +245,9 @@ def test_every_schedule_and_sensor_fired_and_nothing_was_sent_twice(stack):
         assert sum(invoice.number.encode() in e for e in emails) == 1, invoice.number
     failed = [r for r in stack.instance().get_runs() if r.status == dg.DagsterRunStatus.FAILURE]
     assert not failed, [(r.job_name, r.tags) for r in failed]
+    for name, report in REPORT_SCHEDULES.items():  # each fired once per partition, and stored its PDF
+        fired = runs(stack, **{"dagster/schedule_name": name})
+        assert fired and all(r.is_success for r in fired), name
+        assert len({r.tags["dagster/partition"] for r in fired}) == len(fired), name
+        stored = list((stack.billing_home / "documents" / "reports" / report).rglob("*.pdf"))
+        assert stored and all(p.read_bytes().startswith(b"%PDF") for p in stored), report

@@ -28,10 +28,19 @@ ASSETS = {
     "weekly_invoice_drafts",
     "weekly_invoices",
     "weekly_invoice_deliveries",
+    "ar_aging_report",
+    "mrr_report",
+    "daily_analytics_report",
+    "weekly_bi_report",
+    "service_health",
 }
 CHECKS = {
     ("monthly_invoice_drafts", "usage_reconciles_with_hourly_usage"),
     ("weekly_invoice_drafts", "usage_reconciles_with_hourly_usage"),
+    ("service_health", "database_health"),
+    ("service_health", "payment_gateway_health"),
+    ("service_health", "document_store_health"),
+    ("service_health", "mailer_health"),
 }
 JOBS = {
     "hourly_usage_job",
@@ -39,11 +48,21 @@ JOBS = {
     "weekly_invoices_job",
     "deliver_monthly_invoices_job",
     "deliver_weekly_invoices_job",
+    "ar_aging_report_job",
+    "mrr_report_job",
+    "daily_analytics_report_job",
+    "weekly_bi_report_job",
+    "service_health_job",
 }
 SCHEDULES = {
     ("hourly_usage_job_schedule", "hourly_usage_job", "5 * * * *", "UTC"),
     ("monthly_invoices_job_schedule", "monthly_invoices_job", "0 0 1 * *", "UTC"),
     ("weekly_invoices_job_schedule", "weekly_invoices_job", "0 0 * * 1", "UTC"),
+    ("ar_aging_report_schedule", "ar_aging_report_job", "0 7 * * 1", "UTC"),  # Monday 07:00 UTC
+    ("mrr_report_schedule", "mrr_report_job", "0 8 1 * *", "UTC"),  # the 1st, 08:00 UTC
+    ("daily_analytics_report_schedule", "daily_analytics_report_job", "0 2 * * *", "UTC"),  # 02:00 UTC
+    ("weekly_bi_report_schedule", "weekly_bi_report_job", "0 3 * * 0", "UTC"),  # Sunday 03:00 UTC
+    ("service_health_schedule", "service_health_job", "*/15 * * * *", "UTC"),
 }
 SENSORS = {"organizations_sensor", "late_usage_sensor", "invoice_delivery_sensor", "invoice_finalization_sensor"}
 
@@ -60,14 +79,28 @@ def test_definitions_load_and_public_names_are_pinned(settings):
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == ASSETS
     assert {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys} == CHECKS
     assert {j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__")} == JOBS
-    assert {(s.name, s.job_name, s.cron_schedule, s.execution_timezone) for s in defs.schedules} == SCHEDULES
+    schedules = [defs.resolve_schedule_def(s.name) for s in defs.schedules]
+    assert {(s.name, s.job_name, s.cron_schedule, s.execution_timezone) for s in schedules} == SCHEDULES
+    assert all(s.default_status is dg.DefaultScheduleStatus.RUNNING for s in schedules)
     assert {s.name for s in defs.sensors} == SENSORS
 
 
 def test_module_level_names_match_their_variables():
-    for name in ["monthly_invoice_drafts", "monthly_invoices", "weekly_invoice_drafts", "weekly_invoices"]:
+    for name in [
+        "monthly_invoice_drafts",
+        "monthly_invoices",
+        "weekly_invoice_drafts",
+        "weekly_invoices",
+        "service_health",
+        "ar_aging_report",
+        "mrr_report",
+        "daily_analytics_report",
+        "weekly_bi_report",
+    ]:
         assert getattr(definitions, name).key.to_user_string() == name
-    for name in ["hourly_usage_job", "monthly_invoices_job", "weekly_invoices_job"]:
+    jobs = ["hourly_usage_job", "monthly_invoices_job", "weekly_invoices_job", "service_health_job"]
+    jobs += ["ar_aging_report_job", "mrr_report_job", "daily_analytics_report_job", "weekly_bi_report_job"]
+    for name in jobs:
         assert getattr(definitions, name).name == name
     for name, *_ in SCHEDULES:
         assert getattr(definitions, name).name == name
@@ -81,11 +114,17 @@ def test_crons_come_from_the_environment(tmp_path):
         "import json; from billing_pipeline.definitions import defs; "
         "print(json.dumps({s.name: s.cron_schedule for s in defs.schedules}))"
     )
-    env = {**os.environ, "BILLING_HOME": str(tmp_path), "MONTHLY_INVOICE_CRON": "*/5 * * * *"}
+    env = {
+        **os.environ,
+        "BILLING_HOME": str(tmp_path),
+        "MONTHLY_INVOICE_CRON": "*/5 * * * *",
+        "HEALTH_CHECK_CRON": "*/5 * * * *",
+    }
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     crons = json.loads(out.stdout.strip().splitlines()[-1])
     assert crons["monthly_invoices_job_schedule"] == "*/5 * * * *"
     assert crons["weekly_invoices_job_schedule"] == "0 0 * * 1"
+    assert crons["service_health_schedule"] == "*/5 * * * *"
 
 
 def test_hourly_schedule_requests_the_last_closed_hour():

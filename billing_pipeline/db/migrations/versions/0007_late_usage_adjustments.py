@@ -1,10 +1,11 @@
 """late_usage_adjustments, late_usage_checks: late usage of finalized invoices billed once on a later one
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-01
 
-Two new tables; nothing existing changes.
+Two new tables; nothing existing changes. (Written as 0005 after 0004; re-chained after 0006
+when the lifecycle and report migrations landed first.)
 """
 
 import sqlalchemy as sa
@@ -12,8 +13,8 @@ from alembic import op
 
 from billing_pipeline.db.types import UTCDateTime
 
-revision = "0005"
-down_revision = "0004"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
