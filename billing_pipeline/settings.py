@@ -185,6 +185,10 @@ class Settings:
     stripe_requests_per_second: int = 80
     s3_requests_per_second: int = 100
     smtp_messages_per_second: int = 20
+    # collections: reminders (services.collections, defs.reminders)
+    payment_reminders_cron: str = "0 9 * * *"
+    dunning_policy_file: Path | None = None  # None: the packaged billing_pipeline/catalog/dunning.yaml
+    notification_max_attempts: int = 3
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -248,6 +252,9 @@ class Settings:
             stripe_requests_per_second=r.int("STRIPE_REQUESTS_PER_SECOND", 80, 0, 10_000),
             s3_requests_per_second=r.int("S3_REQUESTS_PER_SECOND", 100, 0, 10_000),
             smtp_messages_per_second=r.int("SMTP_MESSAGES_PER_SECOND", 20, 0, 10_000),
+            payment_reminders_cron=r.cron("PAYMENT_REMINDERS_CRON", "0 9 * * *"),
+            dunning_policy_file=_optional_path(r.optional("DUNNING_POLICY_FILE")),
+            notification_max_attempts=r.int("NOTIFICATION_MAX_ATTEMPTS", 3, 1, 100),
             seller={
                 "name": r.str("SELLER_NAME", "Example Cloud Ltd"),
                 "address": r.str("SELLER_ADDRESS", "1 Example Street, London EC1A 1AA"),
@@ -258,6 +265,10 @@ class Settings:
                 ),
             },
         )
+
+
+def _optional_path(value: str | None) -> Path | None:
+    return Path(value).expanduser().resolve() if value else None
 
 
 def _env_var(name: str):

@@ -16,6 +16,7 @@ ledger lives (``db.notifications`` does for ``notification``).
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,8 @@ class KindHandlers:
 
 
 _KINDS: dict[str, KindHandlers] = {}
+#: Modules whose ledgers register their kinds when imported (loaded before any retry or dismiss).
+LEDGER_MODULES = ("billing_pipeline.db.notifications",)
 
 
 def register_kind(kind: str, *, reset: Handler, dismiss: Handler) -> None:
@@ -123,6 +126,8 @@ def _transition(
             raise DeadLetterStateError(f"no dead letter {letter_id}")
         if row.status != "open":
             raise DeadLetterStateError(f"dead letter {letter_id} is {row.status}, not open")
+        for module in LEDGER_MODULES:
+            importlib.import_module(module)
         handlers = _KINDS.get(row.kind)
         if handlers is None:
             raise LookupError(f"dead letter {letter_id}: no retry/dismiss handlers for kind {row.kind!r}")

@@ -28,6 +28,7 @@ ASSETS = {
     "weekly_invoice_drafts",
     "weekly_invoices",
     "weekly_invoice_deliveries",
+    "payment_reminders",
 }
 CHECKS = {
     ("monthly_invoice_drafts", "usage_reconciles_with_hourly_usage"),
@@ -39,11 +40,13 @@ JOBS = {
     "weekly_invoices_job",
     "deliver_monthly_invoices_job",
     "deliver_weekly_invoices_job",
+    "send_payment_reminders_job",
 }
 SCHEDULES = {
     ("hourly_usage_job_schedule", "hourly_usage_job", "5 * * * *", "UTC"),
     ("monthly_invoices_job_schedule", "monthly_invoices_job", "0 0 1 * *", "UTC"),
     ("weekly_invoices_job_schedule", "weekly_invoices_job", "0 0 * * 1", "UTC"),
+    ("send_payment_reminders_job_schedule", "send_payment_reminders_job", "0 9 * * *", "UTC"),
 }
 SENSORS = {"organizations_sensor", "late_usage_sensor", "invoice_delivery_sensor", "invoice_finalization_sensor"}
 
@@ -67,7 +70,8 @@ def test_definitions_load_and_public_names_are_pinned(settings):
 def test_module_level_names_match_their_variables():
     for name in ["monthly_invoice_drafts", "monthly_invoices", "weekly_invoice_drafts", "weekly_invoices"]:
         assert getattr(definitions, name).key.to_user_string() == name
-    for name in ["hourly_usage_job", "monthly_invoices_job", "weekly_invoices_job"]:
+    assert definitions.payment_reminders.key.to_user_string() == "payment_reminders"
+    for name in ["hourly_usage_job", "monthly_invoices_job", "weekly_invoices_job", "send_payment_reminders_job"]:
         assert getattr(definitions, name).name == name
     for name, *_ in SCHEDULES:
         assert getattr(definitions, name).name == name
@@ -81,11 +85,17 @@ def test_crons_come_from_the_environment(tmp_path):
         "import json; from billing_pipeline.definitions import defs; "
         "print(json.dumps({s.name: s.cron_schedule for s in defs.schedules}))"
     )
-    env = {**os.environ, "BILLING_HOME": str(tmp_path), "MONTHLY_INVOICE_CRON": "*/5 * * * *"}
+    env = {
+        **os.environ,
+        "BILLING_HOME": str(tmp_path),
+        "MONTHLY_INVOICE_CRON": "*/5 * * * *",
+        "PAYMENT_REMINDERS_CRON": "0 10 * * *",
+    }
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     crons = json.loads(out.stdout.strip().splitlines()[-1])
     assert crons["monthly_invoices_job_schedule"] == "*/5 * * * *"
     assert crons["weekly_invoices_job_schedule"] == "0 0 * * 1"
+    assert crons["send_payment_reminders_job_schedule"] == "0 10 * * *"
 
 
 def test_hourly_schedule_requests_the_last_closed_hour():
