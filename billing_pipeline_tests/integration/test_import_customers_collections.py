@@ -7,11 +7,23 @@ import pytest
 
 from billing_pipeline.db import reference
 from billing_pipeline.db.engine import get_engine
-from billing_pipeline_tests.integration.test_import_customers import do_import, url  # noqa: F401  (fixture)
+from billing_pipeline_tests.builders import setup_database
+from billing_pipeline_tests.integration.test_import_customers import do_import
 
 pytestmark = pytest.mark.integration
 HEADER = "org_id,name,billing_email,status,currency,tax_rate,billing_interval,auto_pay,payment_terms_days"
 ROW = "acme,Acme,billing@acme.test,active,USD,0.20,monthly,false,30"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path):
+    url = (
+        f"sqlite:///{tmp_path / 'billing.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("billing_db_url")
+    )
+    setup_database(url)
+    return url
 
 
 def stored(url):
@@ -19,7 +31,8 @@ def stored(url):
     return (acme.dunning_excluded, acme.account_manager_email, acme.time_zone)
 
 
-def test_optional_fields_are_stored_kept_when_omitted_and_cleared_with_none(url, tmp_path):  # noqa: F811
+def test_optional_fields_are_stored_kept_when_omitted_and_cleared_with_none(database, tmp_path):
+    url = database
     path = tmp_path / "customers.csv"
     path.write_text(f"{HEADER}\n{ROW}\n")
     do_import(url, path)
