@@ -21,7 +21,14 @@ from dataclasses import dataclass, field
 
 from billing_pipeline.db import collections as ledger
 from billing_pipeline.domain import money
-from billing_pipeline.domain.dunning import Decision, amounts_due, due_reminders, local_date, stop_reason
+from billing_pipeline.domain.dunning import (
+    Decision,
+    Receivable,
+    amounts_due,
+    due_reminders,
+    local_date,
+    stop_reason,
+)
 from billing_pipeline.domain.dunning_policy import Audience, DunningPolicy, StepAction
 from billing_pipeline.domain.model import Organization
 from billing_pipeline.rendering.reminders import ReminderFacts, render_reminder
@@ -109,22 +116,42 @@ def send_payment_reminders(engine, sender: ReminderSender, as_of: dt.datetime) -
 
 
 def _send_one(engine, sender: ReminderSender, row: ledger.ReminderRow, steps, as_of, summary) -> None:
+    """Re-check one pending reminder on a fresh read, then send it (or record it stopped)."""
     fresh = ledger.load_receivables(engine, [row.invoice_id])
     invoice = fresh.invoices[0]
     due = amounts_due(fresh.invoices, fresh.payments)[invoice.invoice_id]
     org = fresh.organizations.get(invoice.org_id)
-    step = steps.get(row.step)
+    step, audience = steps.get(row.step), Audience(row.audience)
     reason = stop_reason(invoice, due, org)
     if reason is None and step is None:
         reason = f"step {row.step!r} is not in policy version {sender.policy.version}"
-    audience = Audience(row.audience)
     if reason is None and audience is Audience.ACCOUNT_MANAGER and not (org and org.account_manager_email):
         reason = "organization has no account manager"
     if reason is not None:
         ledger.finish_reminder(engine, row.invoice_id, row.step, row.audience, "stopped", reason=reason)
         summary.stopped += 1
         return
-    assert org is not None and invoice.due_at is not None
+    result = sender.dispatcher.send(_notification(sender, row, invoice, org, step, audience, due, as_of))
+    if result.delivered:
+        ledger.finish_reminder(engine, row.invoice_id, row.step, row.audience, "sent", amount_due_minor=due)
+        summary.sent += 1
+        summary.sent_by_step[row.step] += 1
+        if audience is Audience.CUSTOMER:
+            totals = summary.amount_due_by_currency
+            totals[invoice.currency] = totals.get(invoice.currency, 0) + due
+        return
+    statuses = {o.status for o in result.outcomes}
+    if statuses <= {"sent", "already_sent", "dismissed"}:
+        ledger.finish_reminder(engine, row.invoice_id, row.step, row.audience, "stopped", reason="dismissed")
+        summary.stopped += 1
+    elif any(o.status in ("dead", "ambiguous") and o.changed for o in result.outcomes):
+        summary.dead += 1
+    elif "failed" in statuses:
+        summary.failed += 1
+
+
+def _notification(sender, row, invoice: Receivable, org: Organization, step, audience, due: int, as_of) -> Notification:
+    assert invoice.due_at is not None
     notice = next(n for n in step.notify if n.audience is audience)
     facts = ReminderFacts(
         org,
@@ -138,36 +165,17 @@ def _send_one(engine, sender: ReminderSender, row: ledger.ReminderRow, steps, as
         invoice.currency,
     )
     rendered = render_reminder(notice.template, facts, sender.seller)
-    result = sender.dispatcher.send(
-        Notification(
-            dedupe_key=row.dedupe_key,
-            kind="reminder",
-            audience=audience.value,
-            recipient=_recipient(org, audience),
-            channels=notice.channels,
-            subject=rendered.subject,
-            text=rendered.text,
-            html=rendered.html,
-            metadata={"invoice_id": str(invoice.invoice_id), "step": step.code},
-        )
+    return Notification(
+        dedupe_key=row.dedupe_key,
+        kind="reminder",
+        audience=audience.value,
+        recipient=_recipient(org, audience),
+        channels=notice.channels,
+        subject=rendered.subject,
+        text=rendered.text,
+        html=rendered.html,
+        metadata={"invoice_id": str(invoice.invoice_id), "step": step.code},
     )
-    if result.delivered:
-        ledger.finish_reminder(engine, row.invoice_id, row.step, row.audience, "sent", amount_due_minor=due)
-        summary.sent += 1
-        summary.sent_by_step[row.step] += 1
-        if audience is Audience.CUSTOMER:
-            summary.amount_due_by_currency[invoice.currency] = (
-                summary.amount_due_by_currency.get(invoice.currency, 0) + due
-            )
-        return
-    statuses = {o.status for o in result.outcomes}
-    if statuses <= {"sent", "already_sent", "dismissed"}:
-        ledger.finish_reminder(engine, row.invoice_id, row.step, row.audience, "stopped", reason="dismissed")
-        summary.stopped += 1
-    elif any(o.status in ("dead", "ambiguous") and o.changed for o in result.outcomes):
-        summary.dead += 1
-    elif "failed" in statuses:
-        summary.failed += 1
 
 
 def _recipient(org: Organization, audience: Audience) -> Recipient:
