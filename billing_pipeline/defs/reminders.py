@@ -44,7 +44,7 @@ def payment_reminders_asset(
 ) -> dg.AssetsDefinition:
     domain = email_from.rsplit("@", 1)[-1].strip(" >")
 
-    @dg.asset(name=ASSET_NAME, group_name="collections", kinds={"email"})
+    @dg.asset(name=ASSET_NAME, group_name="collections", kinds={"email"}, pool="email")  # shares the SMTP limit
     def payment_reminders(
         context: dg.AssetExecutionContext,
         config: SendPaymentRemindersConfig,

@@ -20,11 +20,12 @@ the notice names but the dispatcher lacks (Slack before it exists) is a dead let
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import email.utils
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from email.charset import QP, Charset
 from email.header import Header
@@ -32,7 +33,7 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from typing import Protocol
 
-from billing_pipeline.clients.errors import AmbiguousMailError, PermanentMailError, TransientMailError
+from billing_pipeline.clients.errors import AmbiguousMailError, MailError, PermanentMailError, TransientMailError
 from billing_pipeline.clients.mailer import Mailer
 from billing_pipeline.clock import utc_now
 from billing_pipeline.db import notifications as ledger
@@ -132,6 +133,19 @@ class EmailChannel:
     def __init__(self, mailer: Mailer, from_addr: str, message_id_domain: str, reply_to: str | None = None) -> None:
         self.mailer, self.from_addr, self.domain, self.reply_to = mailer, from_addr, message_id_domain, reply_to
 
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """One SMTP connection for the sends inside (when the mailer has sessions and the server answers;
+        otherwise each send connects on its own and fails on its own)."""
+        with contextlib.ExitStack() as stack:
+            opener = getattr(self.mailer, "session", None)
+            if opener is not None:
+                try:
+                    stack.enter_context(opener())
+                except MailError as exc:
+                    logger.warning("no e-mail session (each message will try on its own): %s", exc)
+            yield
+
     def external_id(self, notification: Notification) -> str:
         return f"<{_ID_UNSAFE.sub('_', notification.dedupe_key.replace(':', '.'))}@{self.domain}>"
 
@@ -180,6 +194,16 @@ class NotificationDispatcher:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
         self.engine, self.channels, self.max_attempts = engine, dict(channels), max_attempts
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[NotificationDispatcher]:
+        """Keep each channel's connection open for a batch of ``send`` calls (channels without one: no-op)."""
+        with contextlib.ExitStack() as stack:
+            for channel in self.channels.values():
+                opener = getattr(channel, "session", None)
+                if opener is not None:
+                    stack.enter_context(opener())
+            yield self
 
     def send(self, notification: Notification) -> DeliveryResult:
         outcomes = []

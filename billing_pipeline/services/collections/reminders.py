@@ -106,8 +106,9 @@ def send_payment_reminders(engine, sender: ReminderSender, as_of: dt.datetime) -
             summary.skipped += 1
             summary.skipped_by_step[rem.step] += 1
     steps = {step.code: step for step in policy.steps}
-    for row in ledger.reminder_rows(engine, status="pending"):
-        _send_one(engine, sender, row, steps, as_of, summary)
+    with sender.dispatcher.session():
+        for row in ledger.reminder_rows(engine, status="pending"):
+            _send_one(engine, sender, row, steps, as_of, summary)
     acted = {(r.invoice_id, r.org_id, r.action) for r in decisions if r.action is not StepAction.NONE}
     for invoice_id, org_id, action in sorted(acted, key=lambda a: (a[0], a[2].value)):
         summary.actions += ledger.apply_step_action(engine, invoice_id, org_id, action)
