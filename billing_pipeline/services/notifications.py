@@ -222,13 +222,7 @@ class NotificationDispatcher:
         key, engine = n.dedupe_key, self.engine
         row = ledger.get_row(engine, key, channel_name)
         if row is not None and row.status != "failed":
-            if row.status == "pending":  # a run stopped between its claim and its result
-                why = "found pending: an earlier run stopped after claiming it; it may have been delivered"
-                ledger.give_up(engine, key, channel_name, why, self._payload(n), status="ambiguous",
-                               seen_attempts=row.attempts)  # fmt: skip
-                return ChannelOutcome(channel_name, "ambiguous", row.attempts, why, row.external_id)
-            status = "already_sent" if row.status == "sent" else row.status
-            return ChannelOutcome(channel_name, status, row.attempts, row.last_error, row.external_id, changed=False)
+            return self._settled(n, row)
         channel = self.channels.get(channel_name)
         external_id = channel.external_id(n) if channel is not None else None
         try:
@@ -253,6 +247,18 @@ class NotificationDispatcher:
             return self._dead(n, channel_name, attempt, str(exc))
         ledger.mark_sent(engine, key, channel_name, attempt, sent_id)
         return ChannelOutcome(channel_name, "sent", attempt, None, sent_id)
+
+    def _settled(self, n: Notification, row: ledger.NotificationRow) -> ChannelOutcome:
+        """The outcome of a row no send may claim: already sent, dead, dismissed, ambiguous, or left pending."""
+        if row.status == "pending":  # a run stopped between its claim and its result (or one is sending now)
+            why = "found pending: an earlier run stopped after claiming it; it may have been delivered"
+            payload = self._payload(n)
+            ledger.give_up(
+                self.engine, n.dedupe_key, row.channel, why, payload, status="ambiguous", seen_attempts=row.attempts
+            )
+            return ChannelOutcome(row.channel, "ambiguous", row.attempts, why, row.external_id)
+        status = "already_sent" if row.status == "sent" else row.status
+        return ChannelOutcome(row.channel, status, row.attempts, row.last_error, row.external_id, changed=False)
 
     def _dead(self, n: Notification, channel_name: str, attempt: int, error: str) -> ChannelOutcome:
         ledger.give_up(self.engine, n.dedupe_key, channel_name, error, self._payload(n))
