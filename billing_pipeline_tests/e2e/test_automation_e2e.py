@@ -189,6 +189,13 @@ def test_late_usage_sensor_reaggregates_an_hour_that_got_a_late_event(stack, tmp
     done = stack.cli("billing-pipeline", "import-events", str(late))
     assert done.returncode == 0 and "accepted 1" in done.stdout, f"{done.stdout}\n{done.stderr}"
     stack.wait_for(lambda: late_hour_events(stack) == 2, 240, "the late-usage sensor to re-aggregate", interval=3)
+    # the hour is written before its run reaches SUCCESS: wait for the status too
+    stack.wait_for(
+        lambda: [r for r in runs(stack, **{"billing/trigger": "late_usage_sensor"}) if r.is_success],
+        120,
+        "the late-usage run to succeed",
+        interval=3,
+    )
     [run] = [r for r in runs(stack, **{"billing/trigger": "late_usage_sensor"}) if r.is_success]
     assert run.tags["dagster/sensor_name"] == "late_usage_sensor"
 
