@@ -11,7 +11,7 @@ import os
 
 import dagster as dg
 
-from billing_pipeline.defs import automation, invoicing, partitions, reminders, usage
+from billing_pipeline.defs import automation, health, invoicing, partitions, reminders, usage
 from billing_pipeline.defs.automation import organizations_sensor
 from billing_pipeline.defs.delivery import build_delivery_asset, build_delivery_job, build_invoice_delivery_sensor
 from billing_pipeline.defs.resources import BillingDatabaseResource
@@ -19,7 +19,7 @@ from billing_pipeline.defs.usage import hourly_usage_job
 from billing_pipeline.domain.model import BillingInterval
 from billing_pipeline.launch import PeriodJob
 from billing_pipeline.services.collections.policy import load_policy
-from billing_pipeline.services.delivery import DeliveryOptions, seller_from_settings
+from billing_pipeline.services.delivery import DeliveryOptions, charges_automatically, seller_from_settings
 from billing_pipeline.settings import Settings, delivery_resources
 
 MONTHLY, WEEKLY = BillingInterval.MONTHLY, BillingInterval.WEEKLY
@@ -126,6 +126,18 @@ send_payment_reminders_job_schedule = reminders.payment_reminders_schedule(
     cron=settings.payment_reminders_cron,  # default "0 9 * * *": daily 09:00 UTC
     running=settings.schedules_running,
 )
+service_health = health.service_health_asset(timeout_seconds=settings.health_probe_timeout_seconds)
+service_health_job = dg.define_asset_job(
+    name="service_health_job",
+    selection=dg.AssetSelection.assets(service_health),
+    description="Probe the database, payment gateway, document store and mailer (one asset check each).",
+)
+service_health_schedule = health.service_health_schedule(
+    name="service_health_schedule",
+    job=service_health_job,
+    cron=settings.health_check_cron,  # default "*/15 * * * *": every 15 minutes, UTC
+    running=settings.schedules_running,
+)
 late_usage_sensor = usage.late_usage_sensor(
     name="late_usage_sensor", job=hourly_usage_job, partitions_def=hourly_usage_partitions
 )
@@ -143,15 +155,17 @@ def build_definitions(settings: Settings = settings) -> dg.Definitions:
     delivery = _delivery_definitions(settings)
     return dg.Definitions(
         assets=[hourly_usage, monthly_invoice_drafts, monthly_invoices, weekly_invoice_drafts, weekly_invoices]
-        + [payment_reminders]
-        + delivery["assets"],
+        + delivery["assets"]
+        + [service_health, payment_reminders],
         asset_checks=[monthly_usage_reconciliation, weekly_usage_reconciliation],
-        jobs=[hourly_usage_job, monthly_invoices_job, weekly_invoices_job, send_payment_reminders_job]
-        + delivery["jobs"],
+        jobs=[hourly_usage_job, monthly_invoices_job, weekly_invoices_job]
+        + delivery["jobs"]
+        + [service_health_job, send_payment_reminders_job],
         schedules=[
             hourly_usage_job_schedule,
             monthly_invoices_job_schedule,
             weekly_invoices_job_schedule,
+            service_health_schedule,
             send_payment_reminders_job_schedule,
         ],
         sensors=[organizations_sensor, late_usage_sensor, invoice_finalization_sensor] + delivery["sensors"],
@@ -165,7 +179,11 @@ def resources(settings: Settings) -> dict:
     """Every resource, one implementation per role, chosen from ``settings``."""
     database_url = _env("BILLING_DATABASE_URL") or settings.database_url  # may hold a password
     return {
-        "billing_db": BillingDatabaseResource(url=database_url, invoice_number_prefix=settings.invoice_number_prefix),
+        "billing_db": BillingDatabaseResource(
+            url=database_url,
+            invoice_number_prefix=settings.invoice_number_prefix,
+            zero_total_invoices=settings.zero_total_invoices,
+        ),
         **delivery_resources(settings),
     }
 
@@ -178,7 +196,7 @@ def _delivery_definitions(settings: Settings) -> dict[str, list]:
             interval,
             billing,
             options=delivery_options,
-            seller=seller_from_settings(settings.seller),
+            seller=seller_from_settings(settings.seller, charges_automatically=charges_automatically(settings)),
             batch_size=settings.invoice_batch_size,
         )
         assets.append(deliveries)

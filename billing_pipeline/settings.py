@@ -6,6 +6,10 @@ value fails right there with the variable's name, e.g.
 Secrets (STRIPE_API_KEY, SMTP_PASSWORD, AWS keys) are never stored here: resources
 read them through ``dagster.EnvVar`` at run time, so they never reach the UI or logs.
 Defaults are the embedded mode: SQLite and local folders under BILLING_HOME.
+
+A setting is a field of ``Settings`` and one line of ``_VARS``: its variable, its parser (which
+validates the text), its default (a value, or a function of the settings read before it) and
+any further check; the variable goes into ``.env.example`` too.
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ import datetime as dt
 import os
 import re
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from billing_pipeline.domain.events import DEFAULT_MAX_PROPERTIES_BYTES
+from billing_pipeline.domain.settlement import ZeroTotalPolicy
 
 
 class SettingsError(ValueError):
@@ -46,30 +52,31 @@ def _shown(value: str) -> str:
     return repr(masked if len(masked) <= 120 else masked[:117] + "...")
 
 
-class _Reader:
-    def __init__(self, env: Mapping[str, str]):
-        self.env = env
+#: (variable, its text or None when unset, default) -> the value; a bad text raises SettingsError naming the variable
+Parser = Callable[[str, str | None, Any], Any]
 
-    def str(self, name: str, default: str) -> str:
-        return self.env.get(name, default).strip() or default
 
-    def optional(self, name: str) -> str | None:
-        value = self.env.get(name, "").strip()
-        return value or None
+def _text(name: str, raw: str | None, default: str) -> str:
+    return (default if raw is None else raw).strip() or default
 
-    def bool(self, name: str, default: bool) -> bool:
-        raw = self.env.get(name)
-        if raw is None:
-            return default
-        value = raw.strip().lower()
-        if value in _TRUE:
-            return True
-        if value in _FALSE:
-            return False
-        raise SettingsError(f"{name}: must be true or false, got {raw!r}")
 
-    def int(self, name: str, default: int, low: int, high: int) -> int:
-        raw = self.env.get(name)
+def _optional(name: str, raw: str | None, default: None) -> str | None:
+    return (raw or "").strip() or None
+
+
+def _flag(name: str, raw: str | None, default: bool) -> bool:
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise SettingsError(f"{name}: must be true or false, got {raw!r}")
+
+
+def _int(low: int, high: int) -> Parser:
+    def parse(name: str, raw: str | None, default: int) -> int:
         if raw is None or not raw.strip():
             return default
         try:
@@ -80,60 +87,119 @@ class _Reader:
             raise SettingsError(f"{name}: must be an integer from {low} to {high}, got {raw!r}")
         return value
 
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
-        value = self.str(name, default).lower()
+    return parse
+
+
+def _one_of(*choices: str) -> Parser:
+    def parse(name: str, raw: str | None, default: str) -> str:
+        value = _text(name, raw, default).lower()
         if value not in choices:
             raise SettingsError(f"{name}: must be one of {', '.join(choices)}, got {value!r}")
         return value
 
-    def cron(self, name: str, default: str) -> str:
-        value = self.str(name, default)
-        if not _cron_ok(value):
-            raise SettingsError(f"{name}: not a valid cron expression: {value!r}")
+    return parse
+
+
+def _cron(name: str, raw: str | None, default: str) -> str:
+    value = _text(name, raw, default)
+    if not _cron_ok(value):
+        raise SettingsError(f"{name}: not a valid cron expression: {value!r}")
+    return value
+
+
+def _database_url(name: str, raw: str | None, default: str) -> str:
+    """A SQLite or PostgreSQL SQLAlchemy URL, parsed here so a typo names the variable."""
+    url_text = _text(name, raw, default)
+    scheme = url_text.split(":", 1)[0].split("+", 1)[0].lower() if ":" in url_text else ""
+    if scheme not in ("sqlite", "postgresql", "postgres"):
+        raise SettingsError(f"{name}: must be a sqlite:/// or postgresql:// URL, got {_shown(url_text)}")
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(url_text)
+        port = url.port  # parsing the port happens here: "host:abc" fails
+    except (ArgumentError, ValueError) as exc:
+        raise SettingsError(f"{name}: not a valid database URL ({type(exc).__name__}): {_shown(url_text)}") from None
+    if scheme != "sqlite" and not (url.host and url.database):
+        raise SettingsError(f"{name}: a postgresql URL needs a host and a database name, got {_shown(url_text)}")
+    if port is not None and not 1 <= port <= 65535:
+        raise SettingsError(f"{name}: port must be from 1 to 65535, got {port}")
+    return url_text
+
+
+def _http_url(name: str, raw: str | None, default: None) -> str | None:
+    """An optional http(s) base URL with a host (and a valid port, if any)."""
+    url_text = _optional(name, raw, None)
+    if url_text is None:
+        return None
+    try:
+        parts = urllib.parse.urlsplit(url_text)
+        port = parts.port
+    except ValueError:
+        raise SettingsError(f"{name}: not a valid URL: {_shown(url_text)}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(f"{name}: must be an http:// or https:// URL with a host, got {_shown(url_text)}")
+    if port == 0 or any(c.isspace() for c in url_text):
+        raise SettingsError(f"{name}: not a valid URL: {_shown(url_text)}")
+    return url_text
+
+
+def _date(name: str, raw: str | None, default: str) -> dt.date:
+    text = _text(name, raw, default)
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise SettingsError(f"{name}: must be a date YYYY-MM-DD, got {text!r}") from None
+
+
+def _path(name: str, raw: str | None, default: str) -> Path:
+    return Path(_text(name, raw, default)).resolve()
+
+
+def _optional_path(name: str, raw: str | None, default: None) -> Path | None:
+    value = _optional(name, raw, default)
+    return Path(value).expanduser().resolve() if value else None
+
+
+def _home(name: str, raw: str | None, default: str) -> Path:
+    return Path(_text(name, raw, default)).expanduser().resolve()
+
+
+# --- checks of a parsed value
+
+
+def _email_address(name: str, value: str) -> None:
+    if "@" not in value or any(c in value for c in "\r\n"):
+        raise SettingsError(f"{name}: must be an email address, got {value!r}")
+
+
+def _number_prefix(name: str, value: str) -> None:
+    if not value.replace("-", "").isalnum() or len(value) > 12:
+        raise SettingsError(f"{name}: letters, digits and '-' only, at most 12, got {value!r}")
+
+
+@dataclass(frozen=True)
+class _Var:
+    """One setting: its environment variable, its parser, its default and any further check."""
+
+    name: str
+    parse: Parser
+    default: Any = None  # a value, or a function of the settings read before it (lambda s: ...)
+    check: Callable[[str, Any], None] | None = None
+    required_when: tuple[str, str] | None = None  # (setting, value): the variable must be set then
+
+    def read(self, env: Mapping[str, str], before: Mapping[str, Any]) -> Any:
+        raw = env.get(self.name)
+        if self.required_when is not None:
+            setting, value = self.required_when
+            if before[setting] == value and not (raw or "").strip():
+                raise SettingsError(f"{self.name}: required when {_VARS[setting].name}={value}")
+        default = self.default(before) if callable(self.default) else self.default
+        value = self.parse(self.name, raw, default)
+        if self.check is not None:
+            self.check(self.name, value)
         return value
-
-    def database_url(self, name: str, default: str) -> str:
-        """A SQLite or PostgreSQL SQLAlchemy URL, parsed here so a typo names the variable."""
-        raw = self.str(name, default)
-        scheme = raw.split(":", 1)[0].split("+", 1)[0].lower() if ":" in raw else ""
-        if scheme not in ("sqlite", "postgresql", "postgres"):
-            raise SettingsError(f"{name}: must be a sqlite:/// or postgresql:// URL, got {_shown(raw)}")
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError
-
-        try:
-            url = make_url(raw)
-            port = url.port  # parsing the port happens here: "host:abc" fails
-        except (ArgumentError, ValueError) as exc:
-            raise SettingsError(f"{name}: not a valid database URL ({type(exc).__name__}): {_shown(raw)}") from None
-        if scheme != "sqlite" and not (url.host and url.database):
-            raise SettingsError(f"{name}: a postgresql URL needs a host and a database name, got {_shown(raw)}")
-        if port is not None and not 1 <= port <= 65535:
-            raise SettingsError(f"{name}: port must be from 1 to 65535, got {port}")
-        return raw
-
-    def http_url(self, name: str) -> str | None:
-        """An optional http(s) base URL with a host (and a valid port, if any)."""
-        raw = self.optional(name)
-        if raw is None:
-            return None
-        try:
-            parts = urllib.parse.urlsplit(raw)
-            port = parts.port
-        except ValueError:
-            raise SettingsError(f"{name}: not a valid URL: {_shown(raw)}") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise SettingsError(f"{name}: must be an http:// or https:// URL with a host, got {_shown(raw)}")
-        if port == 0 or any(c.isspace() for c in raw):
-            raise SettingsError(f"{name}: not a valid URL: {_shown(raw)}")
-        return raw
-
-    def date(self, name: str, default: str) -> dt.date:
-        raw = self.str(name, default)
-        try:
-            return dt.date.fromisoformat(raw)
-        except ValueError:
-            raise SettingsError(f"{name}: must be a date YYYY-MM-DD, got {raw!r}") from None
 
 
 @dataclass(frozen=True)
@@ -185,90 +251,86 @@ class Settings:
     stripe_requests_per_second: int = 80
     s3_requests_per_second: int = 100
     smtp_messages_per_second: int = 20
+    zero_total_invoices: str = ZeroTotalPolicy.FINALIZE_PAID.value  # finalize_paid | finalize | skip
+    health_check_cron: str = "*/15 * * * *"  # service_health_schedule, UTC
+    health_probe_timeout_seconds: int = 5  # each health probe's connect/read timeout
     # collections: reminders (services.collections, defs.reminders)
-    payment_reminders_cron: str = "0 9 * * *"
+    payment_reminders_cron: str = "0 9 * * *"  # send_payment_reminders_job_schedule, UTC
     dunning_policy_file: Path | None = None  # None: the packaged billing_pipeline/catalog/dunning.yaml
-    notification_max_attempts: int = 3
+    notification_max_attempts: int = 3  # per notice x channel (one try per run), then a dead letter
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        r = _Reader(env)
-        home = Path(r.str("BILLING_HOME", str(Path.cwd() / ".billing_home"))).expanduser().resolve()
-        database_url = r.database_url("BILLING_DATABASE_URL", f"sqlite:///{home / 'billing.db'}")
-        document_store = r.choice("DOCUMENT_STORE", "local", ("local", "s3"))
-        s3_bucket = r.optional("S3_BUCKET")
-        if document_store == "s3" and not s3_bucket:
-            raise SettingsError("S3_BUCKET: required when DOCUMENT_STORE=s3")
-        payment_gateway = r.choice("PAYMENT_GATEWAY", "none", ("none", "stripe"))
-        # STRIPE_API_KEY is read when a run starts (dg.EnvVar): loading needs no secret.
-        mailer = r.choice("MAILER", "outbox", ("outbox", "smtp"))
-        smtp_security = r.choice("SMTP_SECURITY", "starttls", ("starttls", "ssl", "none"))
-        if mailer == "smtp" and not r.optional("SMTP_HOST"):
-            raise SettingsError("SMTP_HOST: required when MAILER=smtp")
-        email_from = r.str("EMAIL_FROM", "billing@example.com")
-        if "@" not in email_from or any(c in email_from for c in "\r\n"):
-            raise SettingsError(f"EMAIL_FROM: must be an email address, got {email_from!r}")
-        prefix = r.str("INVOICE_NUMBER_PREFIX", "INV")
-        if not prefix.replace("-", "").isalnum() or len(prefix) > 12:
-            raise SettingsError(f"INVOICE_NUMBER_PREFIX: letters, digits and '-' only, at most 12, got {prefix!r}")
-        return cls(
-            home=home,
-            database_url=database_url,
-            partitions_start=r.date("BILLING_PARTITIONS_START", "2026-01-01"),
-            invoice_batch_size=r.int("INVOICE_BATCH_SIZE", 1000, 1, 10_000),
-            invoice_number_prefix=prefix,
-            invoice_grace_hours=r.int("INVOICE_GRACE_HOURS", 72, 0, 24 * 28),
-            hourly_usage_cron=r.cron("HOURLY_USAGE_CRON", "5 * * * *"),
-            monthly_invoice_cron=r.cron("MONTHLY_INVOICE_CRON", "0 0 1 * *"),
-            weekly_invoice_cron=r.cron("WEEKLY_INVOICE_CRON", "0 0 * * 1"),
-            schedules_running=r.bool("SCHEDULES_RUNNING", True),
-            dry_run=r.bool("DRY_RUN", False),
-            enable_pdf=r.bool("INVOICE_ENABLE_PDF", True),
-            enable_s3=r.bool("INVOICE_ENABLE_S3", True),
-            enable_stripe=r.bool("INVOICE_ENABLE_STRIPE", True),
-            enable_email=r.bool("INVOICE_ENABLE_EMAIL", True),
-            delivery_io_workers=r.int("DELIVERY_IO_WORKERS", 4, 0, 64),
-            document_store=document_store,
-            documents_dir=Path(r.str("DOCUMENTS_DIR", str(home / "documents"))).resolve(),
-            s3_bucket=s3_bucket,
-            s3_prefix=r.str("S3_PREFIX", ""),
-            s3_endpoint_url=r.http_url("S3_ENDPOINT_URL"),
-            s3_region=r.str("S3_REGION", "us-east-1"),
-            s3_conditional_writes=r.bool("S3_CONDITIONAL_WRITES", True),
-            presigned_url_expiry_seconds=r.int("PRESIGNED_URL_EXPIRY_SECONDS", 7 * 24 * 3600, 60, 7 * 24 * 3600),
-            payment_gateway=payment_gateway,
-            stripe_api_base=r.http_url("STRIPE_API_BASE"),
-            mailer=mailer,
-            outbox_dir=Path(r.str("OUTBOX_DIR", str(home / "outbox"))).resolve(),
-            smtp_host=r.str("SMTP_HOST", "localhost"),
-            smtp_port=r.int("SMTP_PORT", 465 if smtp_security == "ssl" else 587, 1, 65535),
-            smtp_username=r.optional("SMTP_USERNAME"),
-            smtp_security=smtp_security,
-            smtp_timeout_seconds=r.int("SMTP_TIMEOUT_SECONDS", 30, 1, 600),
-            email_from=email_from,
-            smtp_ca_file=r.optional("SMTP_CA_FILE"),
-            ingest_max_properties_bytes=r.int("INGEST_MAX_PROPERTIES_BYTES", DEFAULT_MAX_PROPERTIES_BYTES, 2, 64 << 20),
-            stripe_requests_per_second=r.int("STRIPE_REQUESTS_PER_SECOND", 80, 0, 10_000),
-            s3_requests_per_second=r.int("S3_REQUESTS_PER_SECOND", 100, 0, 10_000),
-            smtp_messages_per_second=r.int("SMTP_MESSAGES_PER_SECOND", 20, 0, 10_000),
-            payment_reminders_cron=r.cron("PAYMENT_REMINDERS_CRON", "0 9 * * *"),
-            dunning_policy_file=_optional_path(r.optional("DUNNING_POLICY_FILE")),
-            notification_max_attempts=r.int("NOTIFICATION_MAX_ATTEMPTS", 3, 1, 100),
-            seller={
-                "name": r.str("SELLER_NAME", "Example Cloud Ltd"),
-                "address": r.str("SELLER_ADDRESS", "1 Example Street, London EC1A 1AA"),
-                "email": r.str("SELLER_EMAIL", email_from),
-                "tax_id": r.str("SELLER_TAX_ID", ""),
-                "payment_instructions": r.str(
-                    "SELLER_PAYMENT_INSTRUCTIONS", "Pay by bank transfer, quoting the invoice number."
-                ),
-            },
-        )
+        values: dict[str, Any] = {}
+        for setting, var in _VARS.items():
+            values[setting] = var.read(env, values)
+        values["seller"] = {key: var.read(env, values) for key, var in _SELLER_VARS.items()}
+        return cls(**values)
 
 
-def _optional_path(value: str | None) -> Path | None:
-    return Path(value).expanduser().resolve() if value else None
+#: Settings field -> its variable, parser, default, check. Read in this order: a default or a
+#: requirement may use the settings above it, and the first bad value is the one reported.
+_VARS: dict[str, _Var] = {
+    "home": _Var("BILLING_HOME", _home, lambda s: str(Path.cwd() / ".billing_home")),
+    "database_url": _Var("BILLING_DATABASE_URL", _database_url, lambda s: f"sqlite:///{s['home'] / 'billing.db'}"),
+    "document_store": _Var("DOCUMENT_STORE", _one_of("local", "s3"), "local"),
+    "s3_bucket": _Var("S3_BUCKET", _optional, required_when=("document_store", "s3")),
+    # STRIPE_API_KEY is read when a run starts (dg.EnvVar): loading needs no secret.
+    "payment_gateway": _Var("PAYMENT_GATEWAY", _one_of("none", "stripe"), "none"),
+    "mailer": _Var("MAILER", _one_of("outbox", "smtp"), "outbox"),
+    "smtp_security": _Var("SMTP_SECURITY", _one_of("starttls", "ssl", "none"), "starttls"),
+    "smtp_host": _Var("SMTP_HOST", _text, "localhost", required_when=("mailer", "smtp")),
+    "email_from": _Var("EMAIL_FROM", _text, "billing@example.com", check=_email_address),
+    "invoice_number_prefix": _Var("INVOICE_NUMBER_PREFIX", _text, "INV", check=_number_prefix),
+    "partitions_start": _Var("BILLING_PARTITIONS_START", _date, "2026-01-01"),
+    "invoice_batch_size": _Var("INVOICE_BATCH_SIZE", _int(1, 10_000), 1000),
+    "invoice_grace_hours": _Var("INVOICE_GRACE_HOURS", _int(0, 24 * 28), 72),
+    "hourly_usage_cron": _Var("HOURLY_USAGE_CRON", _cron, "5 * * * *"),
+    "monthly_invoice_cron": _Var("MONTHLY_INVOICE_CRON", _cron, "0 0 1 * *"),
+    "weekly_invoice_cron": _Var("WEEKLY_INVOICE_CRON", _cron, "0 0 * * 1"),
+    "schedules_running": _Var("SCHEDULES_RUNNING", _flag, True),
+    "dry_run": _Var("DRY_RUN", _flag, False),
+    "enable_pdf": _Var("INVOICE_ENABLE_PDF", _flag, True),
+    "enable_s3": _Var("INVOICE_ENABLE_S3", _flag, True),
+    "enable_stripe": _Var("INVOICE_ENABLE_STRIPE", _flag, True),
+    "enable_email": _Var("INVOICE_ENABLE_EMAIL", _flag, True),
+    "delivery_io_workers": _Var("DELIVERY_IO_WORKERS", _int(0, 64), 4),
+    "documents_dir": _Var("DOCUMENTS_DIR", _path, lambda s: str(s["home"] / "documents")),
+    "s3_prefix": _Var("S3_PREFIX", _text, ""),
+    "s3_endpoint_url": _Var("S3_ENDPOINT_URL", _http_url),
+    "s3_region": _Var("S3_REGION", _text, "us-east-1"),
+    "s3_conditional_writes": _Var("S3_CONDITIONAL_WRITES", _flag, True),
+    "presigned_url_expiry_seconds": _Var("PRESIGNED_URL_EXPIRY_SECONDS", _int(60, 7 * 24 * 3600), 7 * 24 * 3600),
+    "stripe_api_base": _Var("STRIPE_API_BASE", _http_url),
+    "outbox_dir": _Var("OUTBOX_DIR", _path, lambda s: str(s["home"] / "outbox")),
+    "smtp_port": _Var("SMTP_PORT", _int(1, 65535), lambda s: 465 if s["smtp_security"] == "ssl" else 587),
+    "smtp_username": _Var("SMTP_USERNAME", _optional),
+    "smtp_timeout_seconds": _Var("SMTP_TIMEOUT_SECONDS", _int(1, 600), 30),
+    "smtp_ca_file": _Var("SMTP_CA_FILE", _optional),
+    "ingest_max_properties_bytes": _Var("INGEST_MAX_PROPERTIES_BYTES", _int(2, 64 << 20), DEFAULT_MAX_PROPERTIES_BYTES),
+    "stripe_requests_per_second": _Var("STRIPE_REQUESTS_PER_SECOND", _int(0, 10_000), 80),
+    "s3_requests_per_second": _Var("S3_REQUESTS_PER_SECOND", _int(0, 10_000), 100),
+    "smtp_messages_per_second": _Var("SMTP_MESSAGES_PER_SECOND", _int(0, 10_000), 20),
+    "zero_total_invoices": _Var(
+        "ZERO_TOTAL_INVOICES", _one_of(*(p.value for p in ZeroTotalPolicy)), ZeroTotalPolicy.FINALIZE_PAID.value
+    ),
+    "health_check_cron": _Var("HEALTH_CHECK_CRON", _cron, "*/15 * * * *"),
+    "health_probe_timeout_seconds": _Var("HEALTH_PROBE_TIMEOUT_SECONDS", _int(1, 60), 5),
+    "payment_reminders_cron": _Var("PAYMENT_REMINDERS_CRON", _cron, "0 9 * * *"),
+    "dunning_policy_file": _Var("DUNNING_POLICY_FILE", _optional_path),
+    "notification_max_attempts": _Var("NOTIFICATION_MAX_ATTEMPTS", _int(1, 100), 3),
+}
+#: ``Settings.seller``: the seller block on invoices and e-mails.
+_SELLER_VARS: dict[str, _Var] = {
+    "name": _Var("SELLER_NAME", _text, "Example Cloud Ltd"),
+    "address": _Var("SELLER_ADDRESS", _text, "1 Example Street, London EC1A 1AA"),
+    "email": _Var("SELLER_EMAIL", _text, lambda s: s["email_from"]),
+    "tax_id": _Var("SELLER_TAX_ID", _text, ""),
+    "payment_instructions": _Var(
+        "SELLER_PAYMENT_INSTRUCTIONS", _text, "Pay by bank transfer, quoting the invoice number."
+    ),
+}
 
 
 def _env_var(name: str):

@@ -14,7 +14,14 @@ from billing_pipeline.clock import utc_now
 from billing_pipeline.db import reference
 from billing_pipeline.db.engine import get_engine, migrate
 from billing_pipeline.db.schema import dirty_hours, organizations, subscriptions, usage_events
-from billing_pipeline.domain.model import BillingInterval, Organization, OrganizationStatus
+from billing_pipeline.domain.model import (
+    BillingInterval,
+    Invoice,
+    InvoiceLine,
+    InvoiceStatus,
+    Organization,
+    OrganizationStatus,
+)
 from billing_pipeline.domain.quantity import to_micros
 
 UTC = dt.UTC
@@ -40,6 +47,32 @@ def org(
         BillingInterval(interval),
         auto_pay,
         30,
+    )
+
+
+def finalized_invoice(
+    number: str | None, org_id: str = "org_pay", *, fee: str = "99.00", usage: str = "14.55", tax_rate: str = "0.20"
+) -> Invoice:
+    """A finalized October-2026 invoice of two lines (a fee and usage) with tax on top: the gateway tests'."""
+    subtotal = Decimal(fee) + Decimal(usage)
+    tax = (subtotal * Decimal(tax_rate)).quantize(Decimal("0.01"))
+    lines = (
+        InvoiceLine("base", "Platform fee", None, Decimal("1"), Decimal(fee), Decimal(fee)),
+        InvoiceLine("api", "API requests", "api_calls", Decimal("14550"), None, Decimal(usage)),
+    )
+    return Invoice(
+        organization_id=org_id,
+        period_start=dt.datetime(2026, 10, 1, tzinfo=UTC),
+        period_end=dt.datetime(2026, 11, 1, tzinfo=UTC),
+        interval=BillingInterval.MONTHLY,
+        currency="USD",
+        lines=lines,
+        subtotal=subtotal,
+        tax_rate=Decimal(tax_rate),
+        tax=tax,
+        total=subtotal + tax,
+        status=InvoiceStatus.FINALIZED,
+        number=number,
     )
 
 

@@ -15,20 +15,23 @@ window where a crash leaves it unknown whether the server accepted the message.
 have been delivered. No claim takes such a row unless the caller explicitly resends
 (``claim(..., resend_ambiguous=True)``), so no run, sensor or re-materialization sends it
 again; an operator settles it (``db.delivery_views.resolve_ambiguous``).
+
+This module holds the rows and their writes; the read views (what is left to deliver, a
+period's invoice ids, per-period states, ambiguous e-mails) are in ``db.delivery_views``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, Integer, bindparam, insert, literal_column, or_, select, update
+from sqlalchemy import Connection, Engine, Integer, bindparam, insert, literal_column, select, update
 
 from billing_pipeline.clock import utc_now
 from billing_pipeline.db.engine import dialect_insert
-from billing_pipeline.db.schema import invoice_deliveries, invoices
+from billing_pipeline.db.schema import invoice_deliveries
 from billing_pipeline.db.types import UTCDateTime
 
 CHANNELS = ("pdf", "s3", "stripe", "email")
@@ -337,60 +340,6 @@ def mark_ambiguous(
         return conn.execute(query.values(**values)).rowcount == 1
 
 
-def undelivered_invoices(
-    engine: Engine, channels: Iterable[str], *, interval: str | None = None, limit: int | None = None
-) -> dict[tuple[str, str], list[str]]:
-    """Finalized invoices missing a final ledger row for any of ``channels``.
-
-    Returns ``{(interval, period key): [org ids]}`` (sorted). Rows that ``failed`` or are
-    ``ambiguous`` do not count: the sensor does not loop on failures (see ``defs.delivery``)
-    and leaves ambiguous e-mails to an operator.
-    """
-    channels = [c for c in channels if c in CHANNELS]
-    if not channels:
-        return {}
-    conditions = []
-    for channel in channels:
-        done = (
-            select(invoice_deliveries.c.invoice_id)
-            .where(
-                invoice_deliveries.c.invoice_id == invoices.c.id,
-                invoice_deliveries.c.channel == channel,
-                invoice_deliveries.c.status.in_((*FINAL_STATUSES, "failed", AMBIGUOUS)),
-            )
-            .exists()
-        )
-        conditions.append(~done)
-    query = select(invoices.c.interval, invoices.c.period_key, invoices.c.org_id).where(
-        invoices.c.status == "finalized", or_(*conditions)
-    )
-    if interval is not None:
-        query = query.where(invoices.c.interval == interval)
-    query = query.order_by(invoices.c.interval, invoices.c.period_key, invoices.c.org_id)
-    if limit is not None:
-        query = query.limit(limit)
-    out: dict[tuple[str, str], list[str]] = {}
-    with engine.connect() as conn:
-        for r in conn.execute(query):
-            out.setdefault((r.interval, r.period_key), []).append(r.org_id)
-    return out
-
-
-def finalized_invoice_ids(
-    engine: Engine, interval: str, period_key: str, org_ids: Sequence[str] | None = None
-) -> dict[str, int]:
-    """org id -> invoice id of the period's finalized (or later: paid) invoices."""
-    query = select(invoices.c.org_id, invoices.c.id).where(
-        invoices.c.interval == interval,
-        invoices.c.period_key == period_key,
-        invoices.c.status.in_(("finalized", "paid")),
-    )
-    if org_ids is not None:
-        query = query.where(invoices.c.org_id.in_(list(org_ids)))
-    with engine.connect() as conn:
-        return {r.org_id: r.id for r in conn.execute(query)}
-
-
 __all__ = [
     "AMBIGUOUS",
     "CHANNELS",
@@ -407,6 +356,4 @@ __all__ = [
     "write_finishes",
     "mark_failed",
     "mark_ambiguous",
-    "undelivered_invoices",
-    "finalized_invoice_ids",
 ]

@@ -1,4 +1,8 @@
-"""The delivery ledger as operators see it: per-period states, ambiguous e-mails, resolving one.
+"""The delivery ledger's read views, and resolving an ambiguous row.
+
+What the sensor and the delivery ops select (``undelivered_invoices``, ``finalized_invoice_ids``)
+and what operators see (per-period states, ambiguous e-mails); the rows and their claim /
+finish writes are in ``db.deliveries``.
 
 ``resolve_ambiguous`` is the only way out of ``ambiguous`` besides an explicit resend: after
 checking the mail server's log for the Message-ID, ``sent=True`` records the e-mail as
@@ -9,13 +13,13 @@ row that the next delivery run sends again, with the same Message-ID.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, or_, select, update
 
 from billing_pipeline.clock import utc_now
-from billing_pipeline.db.deliveries import AMBIGUOUS, CHANNELS
+from billing_pipeline.db.deliveries import AMBIGUOUS, CHANNELS, FINAL_STATUSES
 from billing_pipeline.db.schema import invoice_deliveries, invoices
 
 _d = invoice_deliveries.c
@@ -35,6 +39,60 @@ class AmbiguousDelivery:
 
 class NotAmbiguous(ValueError):
     """The row to resolve does not exist or is not ``ambiguous`` (nothing changed)."""
+
+
+def undelivered_invoices(
+    engine: Engine, channels: Iterable[str], *, interval: str | None = None, limit: int | None = None
+) -> dict[tuple[str, str], list[str]]:
+    """Finalized invoices missing a final ledger row for any of ``channels``.
+
+    Returns ``{(interval, period key): [org ids]}`` (sorted). Rows that ``failed`` or are
+    ``ambiguous`` do not count: the sensor does not loop on failures (see ``defs.delivery``)
+    and leaves ambiguous e-mails to an operator.
+    """
+    channels = [c for c in channels if c in CHANNELS]
+    if not channels:
+        return {}
+    conditions = []
+    for channel in channels:
+        done = (
+            select(invoice_deliveries.c.invoice_id)
+            .where(
+                invoice_deliveries.c.invoice_id == invoices.c.id,
+                invoice_deliveries.c.channel == channel,
+                invoice_deliveries.c.status.in_((*FINAL_STATUSES, "failed", AMBIGUOUS)),
+            )
+            .exists()
+        )
+        conditions.append(~done)
+    query = select(invoices.c.interval, invoices.c.period_key, invoices.c.org_id).where(
+        invoices.c.status == "finalized", or_(*conditions)
+    )
+    if interval is not None:
+        query = query.where(invoices.c.interval == interval)
+    query = query.order_by(invoices.c.interval, invoices.c.period_key, invoices.c.org_id)
+    if limit is not None:
+        query = query.limit(limit)
+    out: dict[tuple[str, str], list[str]] = {}
+    with engine.connect() as conn:
+        for r in conn.execute(query):
+            out.setdefault((r.interval, r.period_key), []).append(r.org_id)
+    return out
+
+
+def finalized_invoice_ids(
+    engine: Engine, interval: str, period_key: str, org_ids: Sequence[str] | None = None
+) -> dict[str, int]:
+    """org id -> invoice id of the period's finalized (or later: paid) invoices."""
+    query = select(invoices.c.org_id, invoices.c.id).where(
+        invoices.c.interval == interval,
+        invoices.c.period_key == period_key,
+        invoices.c.status.in_(("finalized", "paid")),
+    )
+    if org_ids is not None:
+        query = query.where(invoices.c.org_id.in_(list(org_ids)))
+    with engine.connect() as conn:
+        return {r.org_id: r.id for r in conn.execute(query)}
 
 
 def delivery_states(
@@ -117,6 +175,8 @@ __all__ = [
     "NotAmbiguous",
     "ambiguous_deliveries",
     "delivery_states",
+    "finalized_invoice_ids",
     "find_invoice",
     "resolve_ambiguous",
+    "undelivered_invoices",
 ]

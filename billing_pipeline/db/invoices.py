@@ -37,6 +37,7 @@ from billing_pipeline.domain.model import (
     TierLine,
 )
 from billing_pipeline.domain.periods import due_date
+from billing_pipeline.domain.settlement import ZeroTotalPolicy, zero_total_status
 
 
 class FinalizedInvoiceError(RuntimeError):
@@ -45,8 +46,10 @@ class FinalizedInvoiceError(RuntimeError):
 
 class FinalizeOutcome(str, enum.Enum):
     FINALIZED = "finalized"
+    FINALIZED_PAID = "finalized_paid"  # a zero total under ZERO_TOTAL_INVOICES=finalize_paid
     ALREADY_FINALIZED = "already_finalized"
     NO_DRAFT = "no_draft"
+    ZERO_TOTAL_SKIPPED = "zero_total_skipped"  # ZERO_TOTAL_INVOICES=skip: the draft stays unnumbered
 
 
 @dataclass(frozen=True)
@@ -184,7 +187,7 @@ def _insert_lines(conn: Connection, invoice_id: int, invoice: Invoice) -> None:
     )
 
 
-def _next_number(conn: Connection, prefix: str, year: int) -> str:
+def next_series_number(conn: Connection, prefix: str, year: int) -> str:
     """Bump the series counter under a row lock; a rolled-back transaction gives it back."""
     series = f"{prefix}-{year}"
     conn.execute(
@@ -210,10 +213,16 @@ def finalize(
     prefix: str,
     issued_at: dt.datetime,
     terms_days: int,
+    zero_total: ZeroTotalPolicy = ZeroTotalPolicy.FINALIZE,
 ) -> tuple[FinalizeOutcome, int | None, str | None]:
-    """Turn the period's draft into a numbered, immutable invoice (idempotent)."""
+    """Turn the period's draft into a numbered, immutable invoice (idempotent).
+
+    A zero-total draft follows ``zero_total`` (``domain.settlement``), decided on the row
+    read under the lock: finalized, finalized and ``paid`` at once, or left an unnumbered
+    draft (``ZERO_TOTAL_SKIPPED``, no number taken).
+    """
     found = conn.execute(
-        select(invoices.c.id, invoices.c.status, invoices.c.number)
+        select(invoices.c.id, invoices.c.status, invoices.c.number, invoices.c.total_minor)
         .where(
             invoices.c.org_id == org_id,
             invoices.c.interval == interval.value,
@@ -225,13 +234,16 @@ def finalize(
         return FinalizeOutcome.NO_DRAFT, None, None
     if found.status != InvoiceStatus.DRAFT.value:
         return FinalizeOutcome.ALREADY_FINALIZED, found.id, found.number
-    number = _next_number(conn, prefix, issued_at.year)
+    status = zero_total_status(Decimal(found.total_minor), zero_total)
+    if status is None:
+        return FinalizeOutcome.ZERO_TOTAL_SKIPPED, found.id, None
+    number = next_series_number(conn, prefix, issued_at.year)
     now = utc_now()
     conn.execute(
         update(invoices)
         .where(invoices.c.id == found.id, invoices.c.status == InvoiceStatus.DRAFT.value)
         .values(
-            status=InvoiceStatus.FINALIZED.value,
+            status=status.value,
             number=number,
             issued_at=issued_at,
             due_at=due_date(issued_at, terms_days),
@@ -239,7 +251,8 @@ def finalize(
             updated_at=now,
         )
     )
-    return FinalizeOutcome.FINALIZED, found.id, number
+    outcome = FinalizeOutcome.FINALIZED_PAID if status is InvoiceStatus.PAID else FinalizeOutcome.FINALIZED
+    return outcome, found.id, number
 
 
 def load_invoices(engine: Engine, invoice_ids: Sequence[int]) -> dict[int, StoredInvoice]:

@@ -319,3 +319,80 @@ dead_letters = Table(
     CheckConstraint("status IN ('open', 'retried', 'dismissed')", name="status"),
     Index("ix_dead_letters_status", "status"),
 )
+
+# The audit trail of an invoice after finalization: status changes (from != to), payments
+# recorded and credit notes issued (from == to), each with who, why and when; written in the
+# same transaction as the change it describes. Append-only.
+invoice_events = Table(
+    "invoice_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("invoice_id", Integer, ForeignKey("invoices.id"), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("from_status", String(16), nullable=False),
+    Column("to_status", String(16), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("details", JSON, nullable=False),
+    Index("ix_invoice_events_invoice_id", "invoice_id", "id"),
+    CheckConstraint("kind IN ('transition', 'payment', 'credit_note')", name="kind"),
+)
+
+# Credit notes: numbered in their own gapless series (invoice_number_sequences, "CN-2026"), one
+# per request key (invoice, amount or full, reason), so a re-run never issues a second one.
+credit_notes = Table(
+    "credit_notes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("number", String(32), nullable=False, unique=True),
+    Column("invoice_id", Integer, ForeignKey("invoices.id"), nullable=False),
+    Column("request_key", String(64), nullable=False, unique=True),
+    Column("currency", String(3), nullable=False),
+    Column("subtotal_minor", BigInteger, nullable=False),
+    Column("tax_rate", Numeric(7, 6), nullable=False),
+    Column("tax_minor", BigInteger, nullable=False),
+    Column("total_minor", BigInteger, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("issued_at", UTCDateTime, nullable=False),
+    Column("document_key", String(1024), nullable=True),  # set once the PDF is stored
+    Column("document_sha256", String(64), nullable=True),
+    Index("ix_credit_notes_invoice_id", "invoice_id"),
+    CheckConstraint("total_minor = subtotal_minor + tax_minor", name="total"),
+    CheckConstraint("total_minor > 0", name="positive"),
+)
+
+credit_note_lines = Table(
+    "credit_note_lines",
+    metadata,
+    Column("credit_note_id", Integer, ForeignKey("credit_notes.id", ondelete="CASCADE"), primary_key=True),
+    Column("line_number", Integer, primary_key=True),
+    Column("invoice_line_number", Integer, nullable=True),  # the invoice line it takes back, if one
+    Column("description", String(1024), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+)
+
+# The mirror ledger: one row per effect on the payment gateway (void, mark uncollectible, paid out
+# of band, credit note), claimed before the call; idempotency_key (void-INV-2026-000001,
+# credit-note-CN-2026-000001, ...) is the business key and the key sent to the gateway.
+invoice_mirror_effects = Table(
+    "invoice_mirror_effects",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("invoice_id", Integer, ForeignKey("invoices.id"), nullable=False),
+    Column("credit_note_id", Integer, ForeignKey("credit_notes.id"), nullable=True),
+    Column("action", String(32), nullable=False),
+    Column("idempotency_key", String(255), nullable=False, unique=True),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("external_id", String(255), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_invoice_mirror_effects_invoice_id", "invoice_id"),
+    CheckConstraint(
+        "action IN ('void', 'mark_uncollectible', 'mark_paid_out_of_band', 'create_credit_note')", name="action"
+    ),
+    CheckConstraint("status IN ('pending', 'succeeded', 'failed', 'skipped')", name="status"),
+)

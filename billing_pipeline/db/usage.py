@@ -80,60 +80,22 @@ def _hour_bucket(engine: Engine):
 def _aggregate_once(
     engine: Engine, start: dt.datetime, end: dt.datetime, metrics: Mapping[str, Metric]
 ) -> list[HourResult]:
+    """One transaction: replace the range's hourly rows, record it aggregated, clear its dirty marks."""
     started = time.perf_counter()
     latest_codes = sorted(c for c, m in metrics.items() if m.aggregation is Aggregation.LATEST)
     options = {"isolation_level": "REPEATABLE READ"} if engine.dialect.name == "postgresql" else {}
     bucket = _hour_bucket(engine)
+    in_range = (usage_events.c.occurred_at >= start) & (usage_events.c.occurred_at < end)
+    hours = list(_hours(start, end))
     with engine.connect().execution_options(**options) as conn, conn.begin():
         snapshot_at = utc_now()
-        in_range = (usage_events.c.occurred_at >= start) & (usage_events.c.occurred_at < end)
         conn.execute(delete(hourly_usage).where(hourly_usage.c.hour >= start, hourly_usage.c.hour < end))
-        grouped = (
-            select(
-                bucket,
-                usage_events.c.org_id,
-                usage_events.c.metric_code,
-                func.count(),
-                func.sum(usage_events.c.value_micros),
-                func.max(usage_events.c.value_micros),
-            )
-            .where(in_range)
-            .group_by(bucket, usage_events.c.org_id, usage_events.c.metric_code)
-        )
-        conn.execute(
-            insert(hourly_usage).from_select(
-                ["hour", "org_id", "metric_code", "event_count", "value_sum_micros", "value_max_micros"],
-                grouped,
-            )
-        )
+        conn.execute(_insert_grouped(bucket, in_range))
         if latest_codes:
             _fill_latest(conn, bucket, in_range, latest_codes)
-        per_hour = {
-            r.hour: (int(r.rows), int(r.events))
-            for r in conn.execute(
-                select(
-                    hourly_usage.c.hour,
-                    func.count().label("rows"),
-                    func.sum(hourly_usage.c.event_count).label("events"),
-                )
-                .where(hourly_usage.c.hour >= start, hourly_usage.c.hour < end)
-                .group_by(hourly_usage.c.hour)
-            )
-        }
-        hours = list(_hours(start, end))
+        per_hour = {r.hour: (int(r.rows), int(r.events)) for r in conn.execute(_hourly_counts(start, end))}
         conn.execute(delete(aggregated_hours).where(aggregated_hours.c.hour >= start, aggregated_hours.c.hour < end))
-        conn.execute(
-            insert(aggregated_hours),
-            [
-                {
-                    "hour": h,
-                    "aggregated_at": snapshot_at,
-                    "event_count": per_hour.get(h, (0, 0))[1],
-                    "row_count": per_hour.get(h, (0, 0))[0],
-                }
-                for h in hours
-            ],
-        )
+        conn.execute(insert(aggregated_hours), _aggregated_rows(hours, per_hour, snapshot_at))
         conn.execute(
             delete(dirty_hours).where(
                 dirty_hours.c.hour >= start, dirty_hours.c.hour < end, dirty_hours.c.marked_at <= snapshot_at
@@ -141,6 +103,52 @@ def _aggregate_once(
         )
     seconds = (time.perf_counter() - started) / max(len(hours), 1)
     return [HourResult(h, per_hour.get(h, (0, 0))[1], per_hour.get(h, (0, 0))[0], seconds) for h in hours]
+
+
+def _insert_grouped(bucket, in_range):
+    """``INSERT INTO hourly_usage SELECT ... GROUP BY hour, org, metric`` over the events ``in_range``."""
+    grouped = (
+        select(
+            bucket,
+            usage_events.c.org_id,
+            usage_events.c.metric_code,
+            func.count(),
+            func.sum(usage_events.c.value_micros),
+            func.max(usage_events.c.value_micros),
+        )
+        .where(in_range)
+        .group_by(bucket, usage_events.c.org_id, usage_events.c.metric_code)
+    )
+    columns = ["hour", "org_id", "metric_code", "event_count", "value_sum_micros", "value_max_micros"]
+    return insert(hourly_usage).from_select(columns, grouped)
+
+
+def _hourly_counts(start: dt.datetime, end: dt.datetime):
+    """Per hour of [start, end): how many hourly_usage rows (``rows``) and events (``events``)."""
+    return (
+        select(
+            hourly_usage.c.hour,
+            func.count().label("rows"),
+            func.sum(hourly_usage.c.event_count).label("events"),
+        )
+        .where(hourly_usage.c.hour >= start, hourly_usage.c.hour < end)
+        .group_by(hourly_usage.c.hour)
+    )
+
+
+def _aggregated_rows(
+    hours: Sequence[dt.datetime], per_hour: Mapping[dt.datetime, tuple[int, int]], snapshot_at: dt.datetime
+) -> list[dict]:
+    """One ``aggregated_hours`` row per hour, empty hours included."""
+    return [
+        {
+            "hour": h,
+            "aggregated_at": snapshot_at,
+            "event_count": per_hour.get(h, (0, 0))[1],
+            "row_count": per_hour.get(h, (0, 0))[0],
+        }
+        for h in hours
+    ]
 
 
 def _hours(start: dt.datetime, end: dt.datetime):

@@ -7,13 +7,13 @@ batch of organizations (a key range). One op per channel, each with its vendor's
       -> sync_{interval}_stripe_invoices (pool "stripe") -> send_{interval}_invoice_emails (pool "email")
       -> report_{interval}_invoice_deliveries
 
-The ops are linked by ``Nothing`` dependencies: nothing passes between them through Dagster's
-storage. Each op works out the run's invoice ids from its partitions and reads the invoices
-and their ledger rows itself (``services.delivery``), so a run re-executed from failure picks
-up exactly where the ledger stands. PDF bytes wait in the spool (``BILLING_HOME/rendered``)
-between the pdf op and the s3 / email ops. The report op logs one ``AssetMaterialization`` per
-delivered organization and raises ``Failure`` naming the ones that failed, so the UI shows
-exactly those partitions FAILED.
+The ops (``defs.delivery_ops``) are linked by ``Nothing`` dependencies: nothing passes between
+them through Dagster's storage. Each op works out the run's invoice ids from its partitions and
+reads the invoices and their ledger rows itself (``services.delivery``), so a run re-executed
+from failure picks up exactly where the ledger stands. PDF bytes wait in the spool
+(``BILLING_HOME/rendered``) between the pdf op and the s3 / email ops. The report op logs one
+``AssetMaterialization`` per delivered organization and raises ``Failure`` naming the ones that
+failed, so the UI shows exactly those partitions FAILED.
 
 Overlap: the pdf op renders with 2 processes (both cores); the network ops use
 ``DELIVERY_IO_WORKERS`` threads. Steps of one run are sequential (in-process executor), so
@@ -23,14 +23,19 @@ and e-mails.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import dagster as dg
 
-from billing_pipeline.db import deliveries as ledger
-from billing_pipeline.defs.delivery_report import report_deliveries
-from billing_pipeline.defs.delivery_resources import DocumentStoreResource, MailerResource, PaymentGatewayResource
-from billing_pipeline.defs.invoicing import batches, is_dry_run
+from billing_pipeline.db import delivery_views
+from billing_pipeline.defs.delivery_ops import (
+    CHANNEL_OPS,
+    DELIVERY_POOLS,
+    DeliveryConfig,
+    ServiceFactory,
+    channel_op,
+    report_op,
+)
 from billing_pipeline.defs.partitions import ORGANIZATION_PARTITIONS
 from billing_pipeline.defs.resources import BillingDatabaseResource
 from billing_pipeline.domain.model import BillingInterval
@@ -42,14 +47,8 @@ from billing_pipeline.launch import (
     wanted_batches,
 )
 from billing_pipeline.rendering.seller import Seller
-from billing_pipeline.services.delivery import (
-    CHANNELS,
-    ChannelReport,
-    DeliveryOptions,
-    InvoiceDeliveryService,
-)
+from billing_pipeline.services.delivery import CHANNELS, DeliveryOptions
 
-DELIVERY_POOLS = {"pdf": "pdf", "s3": "s3", "stripe": "stripe", "email": "email"}
 #: On every delivery run (job tag): ``dagster.yaml`` limits how many run at once.
 DELIVERY_RUN_TAG = {"billing/run": "delivery"}
 
@@ -66,6 +65,10 @@ class DeliveryNames:
     stripe_op: str
     email_op: str
     report_op: str
+
+    def channel_op(self, channel: str) -> str:
+        """The name of the op that delivers ``channel``."""
+        return {"pdf": self.render_op, "s3": self.upload_op, "stripe": self.stripe_op, "email": self.email_op}[channel]
 
 
 DELIVERY_NAMES = {
@@ -92,52 +95,6 @@ DELIVERY_NAMES = {
 }
 
 
-class DeliveryConfig(dg.Config):
-    """Options of one delivery run (every op of the run takes the same; ``delivery_run_config``)."""
-
-    organizations: list[str] = []
-    """Limit the run to these organization ids (within its partitions); empty means all."""
-    dry_run: bool = False
-    """Render and validate everything; send nothing, write no ledger rows. Tag billing/dry_run=true too."""
-    resend_ambiguous_email: bool = False
-    """Resend e-mails an earlier run may or may not have sent (same Message-ID). Check the mail log first."""
-    render_workers: int = -1
-    """Processes rendering PDFs; -1 uses the deployment default."""
-
-
-@dataclass(frozen=True)
-class _Run:
-    """What an op of one run works on: per period, the invoice ids and the organizations without one."""
-
-    invoice_ids: dict[str, list[int]]
-    without_invoice: dict[str, list[str]]
-
-    @property
-    def all_ids(self) -> list[int]:
-        return [i for ids in self.invoice_ids.values() for i in ids]
-
-
-def _run_invoices(context, interval: BillingInterval, config: DeliveryConfig, engine) -> _Run:
-    ids: dict[str, list[int]] = {}
-    missing: dict[str, list[str]] = {}
-    for period_key, org_ids in batches(context.partition_keys, interval, config.organizations).items():
-        found = ledger.finalized_invoice_ids(engine, interval.value, period_key, org_ids)
-        ids[period_key] = [found[o] for o in org_ids if o in found]
-        missing[period_key] = [o for o in org_ids if o not in found]
-    return _Run(ids, missing)
-
-
-def _channel_output(context, report: ChannelReport) -> dg.Output:
-    context.log.info(report.text())
-    failures = report.failures()
-    metadata: dict = {k: v for k, v in report.counts().items()}
-    if failures:
-        metadata["first_failures"] = dg.MetadataValue.md(
-            "\n".join(f"- invoice {i}: {e}" for i, e in list(failures.items())[:20])
-        )
-    return dg.Output(None, metadata=metadata)
-
-
 def build_delivery_asset(
     interval: BillingInterval,
     partitions_def: dg.MultiPartitionsDefinition,
@@ -149,89 +106,14 @@ def build_delivery_asset(
     """The graph-backed delivery asset of one billing interval (names from ``DELIVERY_NAMES``)."""
     names = DELIVERY_NAMES[interval]
     deliveries_key = dg.AssetKey(names.asset)
-
-    def service(context, config: DeliveryConfig, billing_db, document_store, payment_gateway, mailer):
-        opts = replace(
-            options,
-            dry_run=is_dry_run(context, config, options.dry_run),
-            resend_ambiguous_email=config.resend_ambiguous_email,
-            render_workers=options.render_workers if config.render_workers < 0 else config.render_workers,
+    service = ServiceFactory(options, seller)
+    channel_ops = [  # the first op waits for the invoices, each next one for the op before it
+        channel_op(
+            names.channel_op(step.channel), step, interval, service, {"after" if i else "finalized": dg.In(dg.Nothing)}
         )
-        channels = opts.channels
-        return InvoiceDeliveryService(
-            billing_db.engine(),
-            seller=seller,
-            options=opts,
-            store=document_store.store() if ("s3" in channels or "email" in channels) else None,
-            gateway=payment_gateway.gateway() if "stripe" in channels else None,
-            mailer=mailer.mailer() if "email" in channels else None,
-            secrets=[*document_store.secrets(), *payment_gateway.secrets(), *mailer.secrets()],
-        )
-
-    def channel_op(op_name: str, pool: str, method: str, description: str, ins: dict):
-        @dg.op(name=op_name, pool=pool, ins=ins, out=dg.Out(dg.Nothing), description=description)
-        def _channel(
-            context: dg.OpExecutionContext,
-            config: DeliveryConfig,
-            billing_db: BillingDatabaseResource,
-            document_store: DocumentStoreResource,
-            payment_gateway: PaymentGatewayResource,
-            mailer: MailerResource,
-        ):
-            svc = service(context, config, billing_db, document_store, payment_gateway, mailer)
-            run = _run_invoices(context, interval, config, svc.engine)
-            return _channel_output(context, getattr(svc, method)(run.all_ids))
-
-        return _channel
-
-    after = {"after": dg.In(dg.Nothing)}
-    render = channel_op(
-        names.render_op,
-        DELIVERY_POOLS["pdf"],
-        "render_pdfs",
-        "Render the PDF of each finalized invoice of the run (2 processes), written to the spool.",
-        {"finalized": dg.In(dg.Nothing)},
-    )
-    upload = channel_op(
-        names.upload_op,
-        DELIVERY_POOLS["s3"],
-        "store_pdfs",
-        "Store each PDF under its write-once key (S3 or the local folder).",
-        after,
-    )
-    stripe_sync = channel_op(
-        names.stripe_op,
-        DELIVERY_POOLS["stripe"],
-        "sync_payments",
-        "Mirror each invoice into Stripe (lookup first, deterministic idempotency keys, total check).",
-        after,
-    )
-    email = channel_op(
-        names.email_op,
-        DELIVERY_POOLS["email"],
-        "send_emails",
-        "E-mail each invoice with its PDF attached and a presigned link (deterministic Message-ID).",
-        after,
-    )
-
-    @dg.op(
-        name=names.report_op,
-        ins=after,
-        out=dg.Out(is_required=False),
-        description="Per-organization status from the ledger: materializations for delivered ones, "
-        "Failure naming the others.",
-    )
-    def report_invoice_deliveries(
-        context: dg.OpExecutionContext,
-        config: DeliveryConfig,
-        billing_db: BillingDatabaseResource,
-        document_store: DocumentStoreResource,
-        payment_gateway: PaymentGatewayResource,
-        mailer: MailerResource,
-    ):
-        svc = service(context, config, billing_db, document_store, payment_gateway, mailer)
-        run = _run_invoices(context, interval, config, svc.engine)
-        yield from report_deliveries(context, interval, deliveries_key, svc, run)
+        for i, step in enumerate(CHANNEL_OPS)
+    ]
+    report = report_op(names.report_op, deliveries_key, interval, service)
 
     @dg.graph_asset(
         key=deliveries_key,
@@ -246,7 +128,10 @@ def build_delivery_asset(
         ),
     )
     def invoice_deliveries(finalized):
-        return report_invoice_deliveries(email(stripe_sync(upload(render(finalized)))))
+        done = finalized
+        for op in channel_ops:  # pdf -> s3 -> stripe -> email
+            done = op(done)
+        return report(done)
 
     return invoice_deliveries
 
@@ -317,7 +202,7 @@ def build_invoice_delivery_sensor(
         channels = options.channels
         if not channels:
             return dg.SkipReason("every delivery channel is disabled")
-        pending = ledger.undelivered_invoices(billing_db.engine(), channels)
+        pending = delivery_views.undelivered_invoices(billing_db.engine(), channels)
         requests, busy = [], {}
         for (interval_value, period_key), orgs in pending.items():
             interval = BillingInterval(interval_value)

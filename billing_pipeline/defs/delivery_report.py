@@ -55,7 +55,7 @@ def summary_metadata(results: Sequence[InvoiceDelivery], without_invoice: int, d
 def report_deliveries(
     context, interval: BillingInterval, deliveries_key: dg.AssetKey, svc: InvoiceDeliveryService, run
 ):
-    """``run``: the invoice ids per period and the organizations without an invoice (``defs.delivery``)."""
+    """``run``: the invoice ids per period and the organizations without an invoice (``defs.delivery_ops``)."""
     dry_run = svc.dry_run
     results: list[InvoiceDelivery] = []
     failed: list[InvoiceDelivery] = []

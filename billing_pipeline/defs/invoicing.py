@@ -302,7 +302,13 @@ def invoices_asset(
                 log_partition_events(context, _waiting(key, interval, period_key, org_ids, waiting))
                 continue
             batch = invoicing.finalize_batch(
-                engine, period, org_ids, prefix=billing_db.invoice_number_prefix, now=now, dry_run=dry_run
+                engine,
+                period,
+                org_ids,
+                prefix=billing_db.invoice_number_prefix,
+                now=now,
+                dry_run=dry_run,
+                zero_total=billing_db.zero_total_invoices,
             )
             done.append(batch)
             log_partition_events(context, _org_events(key, interval, batch, observe=dry_run))

@@ -35,6 +35,31 @@ class InvoiceStatus(str, enum.Enum):
     UNCOLLECTIBLE = "uncollectible"
 
 
+class TransitionRefused(ValueError):
+    """A status change the transition table does not allow (nothing was changed)."""
+
+
+#: Every allowed status change, as Stripe allows them for its invoices (draft -> open -> paid |
+#: void | uncollectible; uncollectible -> paid | void): ``paid`` and ``void`` are final.
+TRANSITIONS: dict[InvoiceStatus, frozenset[InvoiceStatus]] = {
+    InvoiceStatus.DRAFT: frozenset({InvoiceStatus.FINALIZED}),
+    InvoiceStatus.FINALIZED: frozenset({InvoiceStatus.PAID, InvoiceStatus.VOID, InvoiceStatus.UNCOLLECTIBLE}),
+    InvoiceStatus.UNCOLLECTIBLE: frozenset({InvoiceStatus.PAID, InvoiceStatus.VOID}),
+    InvoiceStatus.PAID: frozenset(),
+    InvoiceStatus.VOID: frozenset(),
+}
+
+
+def check_transition(current: InvoiceStatus, target: InvoiceStatus, *, number: str | None = None) -> None:
+    """Raise ``TransitionRefused`` unless ``TRANSITIONS`` allows ``current`` -> ``target``."""
+    if target in TRANSITIONS[current]:
+        return
+    allowed = sorted(s.value for s in TRANSITIONS[current])
+    what = f"invoice {number}" if number else "an invoice"
+    rule = f"from {current.value} only: {', '.join(allowed)}" if allowed else f"{current.value} is final"
+    raise TransitionRefused(f"{what} is {current.value}: it cannot become {target.value} ({rule})")
+
+
 @dataclass(frozen=True)
 class Organization:
     id: str

@@ -16,6 +16,7 @@ import jinja2
 
 from billing_pipeline.domain import money
 from billing_pipeline.domain.model import Invoice, InvoiceStatus, Organization
+from billing_pipeline.domain.settlement import PaymentText, payment_text
 from billing_pipeline.rendering.seller import Seller
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -118,6 +119,7 @@ def invoice_view(invoice: Invoice, org: Organization, seller: Seller) -> dict:
         )
     settled = invoice.status in (InvoiceStatus.PAID, InvoiceStatus.VOID)
     amount_due = Decimal(0) if settled else invoice.total
+    payment = invoice_payment_text(invoice, org, seller)
     return {
         "seller": seller,
         "org": org,
@@ -137,19 +139,25 @@ def invoice_view(invoice: Invoice, org: Organization, seller: Seller) -> dict:
         "tax": money.format_amount(invoice.tax, cur),
         "total": money.format_amount(invoice.total, cur),
         "amount_due": money.format_amount(amount_due, cur),
-        "auto_charge": org.auto_pay,
-        "payment_lines": _payment_lines(org, seller),
+        # The payment block (PDF and e-mail), from the one rule in domain.settlement.
+        # ``auto_charge`` (the templates' name): the lines state what happens (an automatic
+        # charge, or nothing to pay) rather than ask for a payment by the seller's instructions.
+        "payment_kind": payment.kind.value,
+        "auto_charge": not payment.asks_for_payment,
+        "payment_lines": payment.lines,
+        "payment_summary": payment.summary,
+        "payment_subject": payment.subject,
     }
 
 
-#: What an auto-pay invoice says instead of the seller's payment instructions.
-AUTO_CHARGE_TEXT = "This invoice will be charged automatically to the payment method on file."
-
-
-def _payment_lines(org: Organization, seller: Seller) -> tuple[str, ...]:
-    """The one payment text of an invoice: the automatic charge for auto-pay organizations,
-    else the seller's instructions (never both: an auto-pay customer told to pay by bank
-    transfer may pay twice)."""
-    if org.auto_pay:
-        return (AUTO_CHARGE_TEXT,)
-    return tuple(seller.payment_instructions.splitlines())
+def invoice_payment_text(invoice: Invoice, org: Organization, seller: Seller) -> PaymentText:
+    """The one payment text of an invoice (``domain.settlement.payment_text``): an automatic
+    charge only when the organization is on auto-pay *and* the seller's gateway charges, never
+    together with bank-transfer instructions (an auto-pay customer told to pay by transfer
+    may pay twice); "nothing to pay" for a zero, paid or void invoice."""
+    return payment_text(
+        invoice,
+        org,
+        charges_automatically=seller.charges_automatically,
+        instructions=seller.payment_instructions,
+    )

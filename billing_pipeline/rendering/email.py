@@ -83,7 +83,7 @@ def invoice_subject(invoice: Invoice, org: Organization, seller: Seller, kind: s
     number, who, due = view["number"], seller.name, view["due"]
     due_part = f" due {due}" if due else ""
     subject = {
-        "invoice": f"Invoice {number} from {who} — {view['amount_due']}{due_part}",
+        "invoice": f"Invoice {number} from {who} — {view['payment_subject']}",
         "reminder": f"Reminder: invoice {number} from {who} — {view['amount_due']}{due_part}",
         "overdue": f"Overdue: invoice {number} from {who} — {view['amount_due']} was{due_part}",
         "final_notice": f"Final notice: invoice {number} from {who} — {view['amount_due']} overdue",
@@ -96,8 +96,7 @@ def _intro(kind: str, view: dict) -> str:
     period = f"{view['period_start']} to {view['period_end']}"
     due = view["due"] or "on receipt"
     return {
-        "invoice": f"Your invoice {view['number']} for the service period {period} is ready. "
-        f"The amount due is {view['amount_due']}, payable by {due}.",
+        "invoice": f"Your invoice {view['number']} for the service period {period} is ready. {view['payment_summary']}",
         "reminder": f"This is a friendly reminder that invoice {view['number']} "
         f"({view['amount_due']}) is due by {due}.",
         "overdue": f"Invoice {view['number']} ({view['amount_due']}) was due on {due} and is now overdue. "
@@ -127,38 +126,71 @@ def build_invoice_email(
     Raises ``ValueError`` for an unusable address, kind, domain or URL.
     """
     base = _base_kind(kind)
+    link = _link(pdf_url)
+    subject = invoice_subject(invoice, org, seller, kind)
+    body = _body(invoice, org, seller, base, subject, link, has_pdf=pdf is not None)
+    msg: Message = body if pdf is None else MIMEMultipart("mixed")
+    _set_headers(msg, invoice, org, seller, kind, subject, from_addr, message_id_domain, date)
+    if pdf is not None:
+        msg.attach(body)
+        msg.attach(_attachment(invoice, pdf))
+    for part in msg.walk():
+        if part is not msg:
+            del part["MIME-Version"]  # the email.mime classes put one on every part
+    return msg
+
+
+def _link(pdf_url: str | None) -> str | None:
+    """The PDF's link for the body: an http(s) URL, or None."""
     if pdf_url is not None and not re.match(r"^(https?|file)://", pdf_url):
         raise ValueError("pdf_url must be an http(s) or file URL")
     if pdf_url is not None and not re.match(r"^https?://", pdf_url):
         # The local document store's ``file://`` URI names a folder on this machine, which no
         # recipient can open: no link then (the PDF is attached).
-        pdf_url = None
+        return None
+    return pdf_url
+
+
+def _body(
+    invoice: Invoice, org: Organization, seller: Seller, base: str, subject: str, link: str | None, *, has_pdf: bool
+) -> MIMEMultipart:
+    """multipart/alternative: the text and the HTML rendering of the same message."""
     view = invoice_view(invoice, org, seller)
-    subject = invoice_subject(invoice, org, seller, kind)
     context = {
         **view,
         "kind": base,
         "subject": subject,
         "greeting": f"Hello {one_line(org.name)},",
         "intro": _intro(base, view),
-        "pdf_url": pdf_url,
-        "has_pdf": pdf is not None,
+        "pdf_url": link,
+        "has_pdf": has_pdf,
     }
     env = environment()
-    text = env.get_template("email_invoice.txt.j2").render(context)
-    html = env.get_template("email_invoice.html.j2").render(context)
-
     body = MIMEMultipart("alternative")
-    body.attach(MIMEText(text, "plain", _UTF8))
-    body.attach(MIMEText(html, "html", _UTF8))
-    if pdf is not None:
-        msg: Message = MIMEMultipart("mixed")
-        filename = _ID_UNSAFE.sub("_", invoice_reference(invoice)) + ".pdf"
-        attachment = MIMEApplication(pdf, "pdf")
-        attachment.add_header("Content-Disposition", "attachment", filename=filename)
-        parts = [body, attachment]
-    else:
-        msg, parts = body, []
+    body.attach(MIMEText(env.get_template("email_invoice.txt.j2").render(context), "plain", _UTF8))
+    body.attach(MIMEText(env.get_template("email_invoice.html.j2").render(context), "html", _UTF8))
+    return body
+
+
+def _attachment(invoice: Invoice, pdf: bytes) -> MIMEApplication:
+    attachment = MIMEApplication(pdf, "pdf")
+    filename = _ID_UNSAFE.sub("_", invoice_reference(invoice)) + ".pdf"
+    attachment.add_header("Content-Disposition", "attachment", filename=filename)
+    return attachment
+
+
+def _set_headers(
+    msg: Message,
+    invoice: Invoice,
+    org: Organization,
+    seller: Seller,
+    kind: str,
+    subject: str,
+    from_addr: str,
+    message_id_domain: str,
+    date: dt.datetime | None,
+) -> None:
+    """From, To, Reply-To, Subject, Date, Message-ID; then MIME-Version and Content-Type, the usual order."""
     from_line = one_line(from_addr)
     if "<" in from_line:
         name, addr = email.utils.parseaddr(from_line)
@@ -170,14 +202,7 @@ def build_invoice_email(
     msg["Subject"] = _header_text(subject)
     msg["Date"] = email.utils.format_datetime((date or utc_now()).astimezone(dt.UTC))
     msg["Message-ID"] = invoice_message_id(invoice, kind, domain=message_id_domain)
-    # MIMEMultipart set MIME-Version and Content-Type first; keep the usual order.
-    for name in ("MIME-Version", "Content-Type"):
+    for name in ("MIME-Version", "Content-Type"):  # MIMEMultipart set them first
         value = msg[name]
         del msg[name]
         msg[name] = value
-    for part in parts:
-        msg.attach(part)
-    for part in msg.walk():
-        if part is not msg:
-            del part["MIME-Version"]  # the email.mime classes put one on every part
-    return msg

@@ -1,8 +1,9 @@
 """Invoice -> HTML -> PDF bytes with WeasyPrint 70.
 
 * One jinja2 Environment (autoescape, StrictUndefined) and one parsed ``invoice.css`` are
-  reused across calls; steady state is ~0.15-0.2 s per one-page invoice (needs
-  ``libharfbuzz-subset0`` for font subsetting, ~0.5 s without it).
+  reused across calls; steady state is ~40 ms of CPU per one-page invoice on the shared 2-core
+  machine (README "Benchmarks"; needs ``libharfbuzz-subset0`` for font subsetting, several
+  times slower without it).
 * Resources are fetched only through ``SafeAssetFetcher``: files under
   ``rendering/assets/`` and nothing else (no http(s), no other file, no data: URLs). A refused
   URL raises inside the fetcher; WeasyPrint logs a warning and renders without it.
@@ -13,7 +14,9 @@
   are released by an ``atexit`` hook while everything is still alive (``release_cached_objects``).
 * Output is deterministic: no PDF /ID, title = invoice number, creation/modification date =
   ``invoice.issued_at`` (absent for drafts), so re-rendering the same invoice yields the same
-  bytes and the same sha256.
+  bytes and the same sha256. Author, subject, generator and dates are set on the rendered
+  ``Document.metadata`` (public WeasyPrint API) rather than by ``<meta>`` elements: every element
+  costs style and box work, even one that is not displayed.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ __all__ = [
     "render_invoice_html",
     "render_invoice_pdf",
     "html_to_pdf",
+    "invoice_metadata",
 ]
 
 INVOICE_TEMPLATE = "invoice.html.j2"
@@ -116,7 +120,7 @@ def release_cached_objects() -> None:
     gc.collect()
 
 
-def _w3c(ts: dt.datetime | None) -> str | None:
+def w3c_date(ts: dt.datetime | None) -> str | None:
     if ts is None:
         return None
     if ts.tzinfo is None:
@@ -127,18 +131,40 @@ def _w3c(ts: dt.datetime | None) -> str | None:
 def render_invoice_html(invoice: Invoice, org: Organization, seller: Seller) -> str:
     """The invoice as a standalone HTML document (autoescaped; no external references)."""
     template = environment().get_template(INVOICE_TEMPLATE)
-    return template.render(created=_w3c(invoice.issued_at), **invoice_view(invoice, org, seller))
+    return template.render(**invoice_view(invoice, org, seller))
 
 
-def html_to_pdf(html: str, *, url_fetcher: URLFetcher | None = None) -> bytes:
-    """Lay out ``html`` with the invoice stylesheet. Relative URLs resolve against assets/."""
+def html_to_pdf(
+    html: str,
+    *,
+    url_fetcher: URLFetcher | None = None,
+    metadata: dict | None = None,
+    write_options: dict | None = None,
+) -> bytes:
+    """Lay out ``html`` with the invoice stylesheet. Relative URLs resolve against assets/.
+
+    ``metadata``: ``DocumentMetadata`` attributes (authors, description, generator, created,
+    modified) set on the rendered document before it is written; ``write_options``: extra
+    ``Document.write_pdf`` options (the render benchmark measures ``uncompressed_pdf``)."""
     fetcher = url_fetcher or safe_fetcher
-    document = HTML(string=html, base_url=ASSETS_DIR.as_uri() + "/", url_fetcher=fetcher)
-    return document.write_pdf(
-        stylesheets=[_stylesheet()],
-        font_config=_font_config(),
-        pdf_identifier=False,  # an /ID would differ per render; we want stable bytes
-    )
+    html_document = HTML(string=html, base_url=ASSETS_DIR.as_uri() + "/", url_fetcher=fetcher)
+    document = html_document.render(stylesheets=[_stylesheet()], font_config=_font_config())
+    for name, value in (metadata or {}).items():
+        setattr(document.metadata, name, value)
+    # no /ID: it would differ per render, and the bytes must be stable
+    return document.write_pdf(pdf_identifier=False, **(write_options or {}))
+
+
+def invoice_metadata(invoice: Invoice, org: Organization, seller: Seller) -> dict:
+    """The PDF's author, subject, generator and dates (title: the template's <title>)."""
+    created = w3c_date(invoice.issued_at)
+    return {
+        "authors": [seller.name],
+        "description": f"Invoice {invoice.number or 'DRAFT'} for {org.name}",  # the template's number
+        "generator": "billing_pipeline",
+        "created": created,
+        "modified": created,
+    }
 
 
 def render_invoice_pdf(
@@ -149,4 +175,8 @@ def render_invoice_pdf(
     url_fetcher: URLFetcher | None = None,
 ) -> bytes:
     """PDF bytes of the invoice; identical input gives identical bytes."""
-    return html_to_pdf(render_invoice_html(invoice, org, seller), url_fetcher=url_fetcher)
+    return html_to_pdf(
+        render_invoice_html(invoice, org, seller),
+        url_fetcher=url_fetcher,
+        metadata=invoice_metadata(invoice, org, seller),
+    )

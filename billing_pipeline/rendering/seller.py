@@ -13,3 +13,6 @@ class Seller:
     email: str
     payment_instructions: str  # free text, printed as-is (escaped), newlines kept
     website: str | None = None
+    # A payment gateway will charge auto-pay organizations (PAYMENT_GATEWAY=stripe, channel enabled):
+    # only then does an invoice claim an automatic charge (domain.settlement.payment_text).
+    charges_automatically: bool = False

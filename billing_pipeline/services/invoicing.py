@@ -16,12 +16,13 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from billing_pipeline.db import invoices as invoice_rows
-from billing_pipeline.db import reference, usage
+from billing_pipeline.db import lifecycle, reference, usage
 from billing_pipeline.domain import money
 from billing_pipeline.domain.catalog import Catalog
 from billing_pipeline.domain.invoices import PricingError, build_invoice, not_billable_reason, reconcile_usage
 from billing_pipeline.domain.model import Invoice, InvoiceStatus, Organization
 from billing_pipeline.domain.periods import BillingPeriod
+from billing_pipeline.domain.settlement import ZERO_TOTAL_SKIP_REASON, ZeroTotalPolicy, zero_total_status
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -227,15 +228,18 @@ def finalize_batch(
     prefix: str,
     now: dt.datetime,
     dry_run: bool,
+    zero_total: ZeroTotalPolicy = ZeroTotalPolicy.FINALIZE_PAID,
 ) -> BatchResult:
-    """Number and freeze every organization's draft; idempotent, isolated per organization."""
+    """Number and freeze every organization's draft; idempotent, isolated per organization.
+
+    A zero-total draft follows ``zero_total`` (``domain.settlement``; ``ZERO_TOTAL_INVOICES``):
+    finalized and paid at once (the default), finalized, or skipped without a number.
+    """
+    zero_total = ZeroTotalPolicy(zero_total)
     batch = BatchResult(period, dry_run)
     if dry_run:
         _, results, _ = compute_drafts(engine, period, org_ids)
-        for r in results:
-            if r.outcome is Outcome.DRAFTED:
-                r = replace(r, outcome=Outcome.FINALIZED, message="dry run: would be finalized")
-            batch.results.append(r)
+        batch.results.extend(_dry_run_finalized(r, zero_total) for r in results)
         return batch
     orgs = reference.get_organizations(engine, org_ids)
     errors = invoice_rows.get_errors(engine, period.interval, period.key, org_ids)
@@ -248,7 +252,7 @@ def finalize_batch(
             batch.results.append(OrgResult(org_id, Outcome.FAILED, f"organization {org_id!r} does not exist"))
         else:
             org = orgs[org_id]
-            result = _finalize_one(engine, org, period, prefix=prefix, now=now)
+            result = _finalize_one(engine, org, period, prefix=prefix, now=now, zero_total=zero_total)
             if result.outcome is Outcome.FAILED and (reason := skip_reason(org, period, plans.get(org_id))):
                 result = OrgResult(org_id, Outcome.SKIPPED, reason)  # no draft, and none was due
             batch.results.append(result)
@@ -256,8 +260,25 @@ def finalize_batch(
     return batch
 
 
+def _dry_run_finalized(result: OrgResult, zero_total: ZeroTotalPolicy) -> OrgResult:
+    """What finalizing a computed draft would do (the same rule as ``db.invoices.finalize``)."""
+    if result.outcome is not Outcome.DRAFTED or result.total is None:
+        return result
+    status = zero_total_status(result.total, zero_total)
+    if status is None:
+        return replace(result, outcome=Outcome.SKIPPED, message=f"dry run: {ZERO_TOTAL_SKIP_REASON}")
+    paid = " and marked paid (zero total)" if status is InvoiceStatus.PAID else ""
+    return replace(result, outcome=Outcome.FINALIZED, message=f"dry run: would be finalized{paid}")
+
+
 def _finalize_one(
-    engine: Engine, org: Organization, period: BillingPeriod, *, prefix: str, now: dt.datetime
+    engine: Engine,
+    org: Organization,
+    period: BillingPeriod,
+    *,
+    prefix: str,
+    now: dt.datetime,
+    zero_total: ZeroTotalPolicy,
 ) -> OrgResult:
     try:
         with engine.begin() as conn:
@@ -269,16 +290,41 @@ def _finalize_one(
                 prefix=prefix,
                 issued_at=now,
                 terms_days=org.payment_terms_days,
+                zero_total=zero_total,
             )
+            if outcome is invoice_rows.FinalizeOutcome.FINALIZED_PAID:
+                _audit_zero_total_paid(conn, invoice_id, now)
     except Exception as exc:  # noqa: BLE001 - isolate one organization
         log.exception("finalizing %s failed", org.id)
         return OrgResult(org.id, Outcome.FAILED, f"finalize failed: {exc}")
     if outcome is invoice_rows.FinalizeOutcome.NO_DRAFT:
         return OrgResult(org.id, Outcome.FAILED, "no draft to finalize (drafting did not run)")
+    if outcome is invoice_rows.FinalizeOutcome.ZERO_TOTAL_SKIPPED:
+        return OrgResult(org.id, Outcome.SKIPPED, ZERO_TOTAL_SKIP_REASON)  # the draft stays, unnumbered
+    if outcome is invoice_rows.FinalizeOutcome.FINALIZED_PAID:
+        message = "zero total: finalized and marked paid, nothing to collect"
+        return OrgResult(org.id, Outcome.FINALIZED, message, invoice_id=invoice_id, number=number)
     if outcome is invoice_rows.FinalizeOutcome.FINALIZED:
         return OrgResult(org.id, Outcome.FINALIZED, "", invoice_id=invoice_id, number=number)
     message = f"invoice {number} was already final; no change"
     return OrgResult(org.id, Outcome.ALREADY_FINALIZED, message, invoice_id=invoice_id, number=number)
+
+
+def _audit_zero_total_paid(conn, invoice_id: int | None, now: dt.datetime) -> None:
+    """The audit row of the automatic finalized -> paid (``invoice_events``), in the finalizing
+    transaction: the invoice history says why a zero invoice is paid without a payment."""
+    assert invoice_id is not None
+    lifecycle.insert_event(
+        conn,
+        invoice_id,
+        "transition",
+        InvoiceStatus.FINALIZED,
+        InvoiceStatus.PAID,
+        actor="billing-pipeline",
+        reason="zero total: paid at finalization, nothing to collect (ZERO_TOTAL_INVOICES=finalize_paid)",
+        at=now,
+        details={"zero_total_invoices": ZeroTotalPolicy.FINALIZE_PAID.value},
+    )
 
 
 def _attach_totals(engine: Engine, batch: BatchResult) -> None:

@@ -38,6 +38,7 @@ SCHEDULES = {
     "monthly_invoices_job_schedule",
     "weekly_invoices_job_schedule",
     "send_payment_reminders_job_schedule",
+    "service_health_schedule",
 }
 SENSORS = {"organizations_sensor", "invoice_delivery_sensor", "late_usage_sensor", "invoice_finalization_sensor"}
 INVOICE_SCHEDULES = ("monthly_invoices_job_schedule", "weekly_invoices_job_schedule")
@@ -162,6 +163,20 @@ def test_hourly_schedule_aggregates_the_last_closed_hour(stack):
     )
     assert first.tags["dagster/partition"] == expected
     stop(stack, "hourly_usage_job_schedule")  # it ticks every minute here: one run is the point
+
+
+def test_health_schedule_probes_every_component(stack):
+    def succeeded():
+        return [r for r in runs(stack, **{"dagster/schedule_name": "service_health_schedule"}) if r.is_success]
+
+    [first, *_] = stack.wait_for(succeeded, 180, "a service_health run launched by its schedule", interval=3)
+    assert first.job_name == "service_health_job"
+    # PostgreSQL, the document folder and the outbox are up, no payment gateway is configured
+    event = stack.instance().get_latest_materialization_event(dg.AssetKey("service_health"))
+    metadata = event.asset_materialization.metadata
+    assert metadata["down"].value == 0, metadata["summary"].value
+    assert set(metadata["state"].value) == {"database", "payment_gateway", "document_store", "mailer"}
+    stop(stack, "service_health_schedule")  # it ticks every minute here: one run is the point
 
 
 def test_delivery_sensor_delivers_every_invoice_once(stack):

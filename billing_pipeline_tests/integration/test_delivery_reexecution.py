@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 
 from billing_pipeline.db import deliveries as ledger
-from billing_pipeline.db import reference
+from billing_pipeline.db import delivery_views, reference
 from billing_pipeline.db.engine import get_engine
 from billing_pipeline.defs.delivery import delivery_run_config
 from billing_pipeline.defs.partitions import billing_partitions
@@ -139,6 +139,6 @@ def test_reexecution_from_failure_sends_nothing_twice(world, s3_server, stripe_s
     assert len(per_invoice) == len(ORGS) and set(per_invoice.values()) == {1}
     mids = collections.Counter(str(m.message["Message-ID"]) for m in smtp_server.messages)
     assert len(mids) == len(ORGS) and set(mids.values()) == {1}
-    ids = ledger.finalized_invoice_ids(engine, "monthly", PERIOD)
+    ids = delivery_views.finalized_invoice_ids(engine, "monthly", PERIOD)
     rows = ledger.get_rows(engine, list(ids.values()))
     assert len(rows) == 4 * len(ORGS) and {r.status for r in rows.values()} == {"succeeded"}

@@ -29,10 +29,15 @@ ASSETS = {
     "weekly_invoices",
     "weekly_invoice_deliveries",
     "payment_reminders",
+    "service_health",
 }
 CHECKS = {
     ("monthly_invoice_drafts", "usage_reconciles_with_hourly_usage"),
     ("weekly_invoice_drafts", "usage_reconciles_with_hourly_usage"),
+    ("service_health", "database_health"),
+    ("service_health", "payment_gateway_health"),
+    ("service_health", "document_store_health"),
+    ("service_health", "mailer_health"),
 }
 JOBS = {
     "hourly_usage_job",
@@ -41,12 +46,14 @@ JOBS = {
     "deliver_monthly_invoices_job",
     "deliver_weekly_invoices_job",
     "send_payment_reminders_job",
+    "service_health_job",
 }
 SCHEDULES = {
     ("hourly_usage_job_schedule", "hourly_usage_job", "5 * * * *", "UTC"),
     ("monthly_invoices_job_schedule", "monthly_invoices_job", "0 0 1 * *", "UTC"),
     ("weekly_invoices_job_schedule", "weekly_invoices_job", "0 0 * * 1", "UTC"),
     ("send_payment_reminders_job_schedule", "send_payment_reminders_job", "0 9 * * *", "UTC"),
+    ("service_health_schedule", "service_health_job", "*/15 * * * *", "UTC"),
 }
 SENSORS = {"organizations_sensor", "late_usage_sensor", "invoice_delivery_sensor", "invoice_finalization_sensor"}
 
@@ -68,10 +75,17 @@ def test_definitions_load_and_public_names_are_pinned(settings):
 
 
 def test_module_level_names_match_their_variables():
-    for name in ["monthly_invoice_drafts", "monthly_invoices", "weekly_invoice_drafts", "weekly_invoices"]:
+    for name in [
+        "monthly_invoice_drafts",
+        "monthly_invoices",
+        "weekly_invoice_drafts",
+        "weekly_invoices",
+        "service_health",
+    ]:
         assert getattr(definitions, name).key.to_user_string() == name
     assert definitions.payment_reminders.key.to_user_string() == "payment_reminders"
-    for name in ["hourly_usage_job", "monthly_invoices_job", "weekly_invoices_job", "send_payment_reminders_job"]:
+    jobs = ["hourly_usage_job", "monthly_invoices_job", "weekly_invoices_job", "service_health_job"]
+    for name in [*jobs, "send_payment_reminders_job"]:
         assert getattr(definitions, name).name == name
     for name, *_ in SCHEDULES:
         assert getattr(definitions, name).name == name
@@ -90,12 +104,14 @@ def test_crons_come_from_the_environment(tmp_path):
         "BILLING_HOME": str(tmp_path),
         "MONTHLY_INVOICE_CRON": "*/5 * * * *",
         "PAYMENT_REMINDERS_CRON": "0 10 * * *",
+        "HEALTH_CHECK_CRON": "*/5 * * * *",
     }
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     crons = json.loads(out.stdout.strip().splitlines()[-1])
     assert crons["monthly_invoices_job_schedule"] == "*/5 * * * *"
     assert crons["weekly_invoices_job_schedule"] == "0 0 * * 1"
     assert crons["send_payment_reminders_job_schedule"] == "0 10 * * *"
+    assert crons["service_health_schedule"] == "*/5 * * * *"
 
 
 def test_hourly_schedule_requests_the_last_closed_hour():

@@ -11,7 +11,7 @@ import pytest
 from billing_pipeline.clients.errors import PermanentGatewayError
 from billing_pipeline.clients.payments import GatewayInvoice, PaymentGateway
 from billing_pipeline.db import deliveries as ledger
-from billing_pipeline.db import reference
+from billing_pipeline.db import delivery_views, reference
 from billing_pipeline.db.engine import get_engine
 from billing_pipeline.definitions import build_definitions
 from billing_pipeline.defs.delivery_resources import (
@@ -117,7 +117,7 @@ def test_a_failing_gateway_fails_only_its_organization(tmp_path, instance):
     result = materialize(defs, instance, settings, orgs, failing_org="beta")
     assert not result.success
     assert statuses(instance, orgs) == {"alpha": "MATERIALIZED", "beta": "FAILED", "gamma": "MATERIALIZED"}
-    ids = ledger.finalized_invoice_ids(engine, "monthly", PERIOD)
+    ids = delivery_views.finalized_invoice_ids(engine, "monthly", PERIOD)
     rows = ledger.get_rows(engine, list(ids.values()))
     beta = {c: r.status for (i, c), r in rows.items() if i == ids["beta"]}
     # beta's PDF is rendered and stored; Stripe declined it, so its e-mail was never attempted

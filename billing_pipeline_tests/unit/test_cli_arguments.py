@@ -5,7 +5,7 @@ import datetime as dt
 import click
 import pytest
 
-from billing_pipeline.cli import _hour_range
+from billing_pipeline.cli.runs import _hour_range
 
 UTC = dt.UTC
 

@@ -96,7 +96,7 @@ def test_the_sensor_query_and_the_summary_leave_ambiguous_rows_alone(db, fakes):
     engine, ids = db
     _ambiguous(engine, fakes, ids[:1])
     deliver(make(engine, fakes), ids[1:])
-    assert ledger.undelivered_invoices(engine, ledger.CHANNELS) == {}
+    assert delivery_views.undelivered_invoices(engine, ledger.CHANNELS) == {}
     batch = deliver(make(engine, fakes), ids)
     summary = batch.summary()
     assert summary.ambiguous == {"alpha": "<m0@x>"} and summary.failed == 1

@@ -12,9 +12,9 @@ from billing_pipeline.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / ".env.example"
-# every way the package reads a variable: the settings reader, EnvVar, os.environ / getenv
+# every way the package reads a variable: the settings table, EnvVar, os.environ / getenv
 READS = re.compile(
-    r"""(?:\br\.\w+\(\s*|EnvVar\(\s*|_env\(\s*|environ\.get\(\s*|environ\[\s*|getenv\(\s*)["']([A-Z][A-Z0-9_]+)["']"""
+    r"""(?:\b_Var\(\s*|\br\.\w+\(\s*|EnvVar\(\s*|_env\(\s*|environ\.get\(\s*|environ\[\s*|getenv\(\s*)["']([A-Z][A-Z0-9_]+)["']"""
 )
 NOT_OURS = {"DAGSTER_DEPLOYMENT"}  # read by nothing here; listed only if the code starts to
 

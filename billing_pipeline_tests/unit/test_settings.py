@@ -1,5 +1,7 @@
 """Bad configuration fails at load with the variable's name."""
 
+import dataclasses
+
 import pytest
 
 from billing_pipeline.settings import Settings, SettingsError
@@ -12,6 +14,22 @@ def test_defaults_are_embedded(tmp_path):
     assert s.monthly_invoice_cron == "0 0 1 * *" and s.hourly_usage_cron == "5 * * * *"
     assert s.dry_run is False and s.enable_email is True
     assert s.s3_conditional_writes is True
+
+
+def test_every_field_is_read_from_one_variable():
+    from billing_pipeline import settings
+
+    table = {**settings._VARS, **{f"seller.{k}": v for k, v in settings._SELLER_VARS.items()}}
+    assert set(settings._VARS) | {"seller"} == {f.name for f in dataclasses.fields(Settings)}
+    names = [var.name for var in table.values()]
+    assert len(names) == len(set(names)), "a variable read for two settings"
+
+
+def test_derived_defaults_follow_the_settings_they_come_from(tmp_path):
+    s = Settings.from_env({"BILLING_HOME": str(tmp_path), "SMTP_SECURITY": "ssl", "EMAIL_FROM": "bills@seller.test"})
+    assert (s.documents_dir, s.outbox_dir) == (tmp_path / "documents", tmp_path / "outbox")
+    assert s.smtp_port == 465 and s.seller["email"] == "bills@seller.test"
+    assert Settings.from_env({"SMTP_SECURITY": "ssl", "SMTP_PORT": "2525"}).smtp_port == 2525
 
 
 def test_s3_conditional_writes_and_rate_limit_reach_the_document_store():

@@ -33,7 +33,12 @@ No Dagster here.
 
 from billing_pipeline.db.deliveries import CHANNELS
 from billing_pipeline.services.delivery.items import Item, PdfSpool, load_items
-from billing_pipeline.services.delivery.options import DeliveryOptions, RetryPolicy, seller_from_settings
+from billing_pipeline.services.delivery.options import (
+    DeliveryOptions,
+    RetryPolicy,
+    charges_automatically,
+    seller_from_settings,
+)
 from billing_pipeline.services.delivery.render import render_job, render_pool, warm_up
 from billing_pipeline.services.delivery.results import (
     ChannelReport,
@@ -58,6 +63,7 @@ __all__ = [
     "Item",
     "PdfSpool",
     "RetryPolicy",
+    "charges_automatically",
     "format_summary",
     "load_items",
     "render_job",

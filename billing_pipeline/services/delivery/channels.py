@@ -17,6 +17,7 @@ from billing_pipeline.clients.errors import DeliveryError, DocumentNotFound, Gat
 from billing_pipeline.clients.mailer import Mailer
 from billing_pipeline.clients.payments import PaymentGateway
 from billing_pipeline.domain import money
+from billing_pipeline.domain.settlement import gateway_skip_reason
 from billing_pipeline.rendering.email import build_invoice_email
 from billing_pipeline.rendering.seller import Seller
 from billing_pipeline.services.delivery.items import Item, PdfSpool, sha256
@@ -121,6 +122,8 @@ class PaymentChannel:
     def perform(self, item: Item, prepared: Any) -> tuple[str | None, str | None]:
         inv, org = item.invoice, item.org
         assert inv is not None and org is not None
+        if (reason := gateway_skip_reason(inv)) is not None:
+            raise Skip(reason)  # e.g. a zero total paid at finalization: no gateway call at all
         synced = self.gateway.sync_invoice(inv, org, idempotency_prefix=self.idempotency_prefix)
         ours = money.to_minor(inv.total, inv.currency)
         if synced.total_minor != ours or synced.currency.upper() != inv.currency.upper():

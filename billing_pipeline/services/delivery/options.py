@@ -81,7 +81,13 @@ class DeliveryOptions:
         return self.message_id_domain or self.email_from.rsplit("@", 1)[-1].strip(" >")
 
 
-def seller_from_settings(seller: dict[str, str]) -> Seller:
+def charges_automatically(settings: Any) -> bool:
+    """A payment gateway will charge auto-pay organizations: Stripe configured and its channel on.
+    Only then does an invoice say it will be charged automatically (``domain.settlement``)."""
+    return settings.payment_gateway == "stripe" and settings.enable_stripe
+
+
+def seller_from_settings(seller: dict[str, str], *, charges_automatically: bool = False) -> Seller:
     return Seller(
         name=seller.get("name", ""),
         address_lines=tuple(p.strip() for p in seller.get("address", "").split(",") if p.strip()),
@@ -89,4 +95,5 @@ def seller_from_settings(seller: dict[str, str]) -> Seller:
         email=seller.get("email", ""),
         payment_instructions=seller.get("payment_instructions", ""),
         website=seller.get("website") or None,
+        charges_automatically=charges_automatically,
     )

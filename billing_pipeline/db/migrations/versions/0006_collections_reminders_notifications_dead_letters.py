@@ -1,12 +1,12 @@
 """Collections: organizations' dunning settings; payment_reminders, notifications, dead_letters
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-01
 
 New columns on organizations carry defaults (not excluded, no account manager, UTC), so every
 existing organization keeps being billed as before and is reminded in UTC days. The three new
-tables start empty. Independent of 0005 (written in parallel): only new tables and new columns.
+tables start empty. After 0005 (re-chained when main was merged in): only new tables and new columns.
 """
 
 import sqlalchemy as sa
@@ -15,7 +15,7 @@ from alembic import op
 import billing_pipeline.db.types
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
