@@ -17,19 +17,21 @@ from sqlalchemy import Engine, select, update
 
 from billing_pipeline.clock import utc_now
 from billing_pipeline.db.engine import dialect_insert
+from billing_pipeline.db.lifecycle import receivables as invoice_receivables
 from billing_pipeline.db.reference import get_organizations
-from billing_pipeline.db.schema import invoices, organizations, payment_reminders, payments
-from billing_pipeline.domain.dunning import Decision, PaymentRecord, Receivable, Reminder
+from billing_pipeline.db.schema import invoices, organizations, payment_reminders
+from billing_pipeline.domain.dunning import Decision, DunnedInvoice, Reminder
 from billing_pipeline.domain.dunning_policy import StepAction
 from billing_pipeline.domain.model import InvoiceStatus, Organization
+from billing_pipeline.domain.receivables import Receivable
 
 _CHUNK = 1000
 
 
 @dataclass(frozen=True)
 class Receivables:
-    invoices: list[Receivable]
-    payments: list[PaymentRecord]
+    invoices: list[DunnedInvoice]
+    balances: dict[int, Receivable]  # db.lifecycle.receivables: payments and credit notes
     organizations: dict[str, Organization]
 
 
@@ -53,8 +55,8 @@ def dedupe_key(invoice_id: int, step: str, audience: str) -> str:
     return f"reminder:{invoice_id}:{step}:{audience}"
 
 
-def _receivable(r) -> Receivable:
-    return Receivable(r.id, r.org_id, r.number, InvoiceStatus(r.status), r.currency, r.total_minor, r.due_at)
+def _receivable(r) -> DunnedInvoice:
+    return DunnedInvoice(r.id, r.org_id, r.number, InvoiceStatus(r.status), r.currency, r.total_minor, r.due_at)
 
 
 _INVOICE_COLUMNS = (
@@ -69,29 +71,20 @@ _INVOICE_COLUMNS = (
 
 
 def load_receivables(engine: Engine, invoice_ids: Sequence[int] | None = None) -> Receivables:
-    """Finalized invoices with a due date (or exactly ``invoice_ids``, any status), their payments, orgs."""
+    """Finalized invoices with a due date (or exactly ``invoice_ids``, any status), their balances, orgs."""
     query = select(*_INVOICE_COLUMNS).order_by(invoices.c.id)
-    if invoice_ids is None:
-        query = query.where(invoices.c.status == InvoiceStatus.FINALIZED.value, invoices.c.due_at.is_not(None))
-    found: list[Receivable] = []
+    found: list[DunnedInvoice] = []
     with engine.connect() as conn:
         if invoice_ids is None:
+            query = query.where(invoices.c.status == InvoiceStatus.FINALIZED.value, invoices.c.due_at.is_not(None))
             found = [_receivable(r) for r in conn.execute(query)]
         else:
             ids = list(invoice_ids)
             for i in range(0, len(ids), _CHUNK):
                 found += [_receivable(r) for r in conn.execute(query.where(invoices.c.id.in_(ids[i : i + _CHUNK])))]
-        ids = [inv.invoice_id for inv in found]
-        paid: list[PaymentRecord] = []
-        for i in range(0, len(ids), _CHUNK):
-            rows = conn.execute(
-                select(payments.c.invoice_id, payments.c.amount_minor, payments.c.currency, payments.c.status).where(
-                    payments.c.invoice_id.in_(ids[i : i + _CHUNK])
-                )
-            )
-            paid += [PaymentRecord(r.invoice_id, r.amount_minor, r.currency, r.status) for r in rows]
+        balances = invoice_receivables(conn, [inv.invoice_id for inv in found]) if found else {}
     orgs = get_organizations(engine, sorted({inv.org_id for inv in found})) if found else {}
-    return Receivables(found, paid, orgs)
+    return Receivables(found, balances, orgs)
 
 
 def _reminder_row(r) -> ReminderRow:
@@ -179,27 +172,17 @@ def finish_reminder(
 
 
 def apply_step_action(engine: Engine, invoice_id: int, org_id: str, action: StepAction) -> bool:
-    """Do a step's action; guarded by the current status, so doing it again changes nothing.
-
-    ``mark_invoice_uncollectible``: finalized -> uncollectible; ``suspend_organization``:
-    active -> suspended. Returns whether a row changed.
-    """
-    if action is StepAction.NONE:
+    """``suspend_organization``: active -> suspended, guarded by the status (doing it again changes
+    nothing). Returns whether a row changed. (``mark_invoice_uncollectible`` goes through
+    ``services.lifecycle``: audit trail and gateway mirror.)"""
+    if action is not StepAction.SUSPEND_ORGANIZATION:
         return False
-    now = utc_now()
     with engine.begin() as conn:
-        if action is StepAction.MARK_INVOICE_UNCOLLECTIBLE:
-            statement = (
-                update(invoices)
-                .where(invoices.c.id == invoice_id, invoices.c.status == InvoiceStatus.FINALIZED.value)
-                .values(status=InvoiceStatus.UNCOLLECTIBLE.value, updated_at=now)
-            )
-        else:
-            statement = (
-                update(organizations)
-                .where(organizations.c.id == org_id, organizations.c.status == "active")
-                .values(status="suspended", updated_at=now)
-            )
+        statement = (
+            update(organizations)
+            .where(organizations.c.id == org_id, organizations.c.status == "active")
+            .values(status="suspended", updated_at=utc_now())
+        )
         return conn.execute(statement).rowcount == 1
 
 

@@ -1,6 +1,6 @@
 """Which payment reminder is due for which invoice and audience on a date (pure).
 
-``due_reminders(invoices, payments, policy, as_of, organizations, recorded)`` is evaluated by
+``due_reminders(invoices, balances, policy, as_of, organizations, recorded)`` is evaluated by
 every reminders run; it is a function of its inputs only, so re-running a day decides the same.
 
 * **Anchor: each invoice's own due date**, in its organization's time zone (``due_on``): a step
@@ -15,8 +15,9 @@ every reminders run; it is a function of its inputs only, so re-running a day de
   unrecorded ones as ``skip`` (superseded) so the ledger records them; ``all_missed`` sends all
   of them, oldest first.
 * **Stop conditions** (``stop_reason``, also re-checked right before each send): the invoice is
-  not ``finalized`` (paid, void, uncollectible), nothing is left to pay once succeeded payments
-  are deducted, the organization is excluded from dunning. An account-manager notice is
+  not ``finalized`` (paid, void, uncollectible), nothing is left to pay (``balances``: the
+  ``domain.receivables`` amount due, after succeeded payments and credit notes), the
+  organization is excluded from dunning. An account-manager notice is
   skipped when the organization has no account manager.
 * ``recorded``: the ``(invoice id, step code, audience)`` already in the ledger (sent, skipped
   or pending): never returned again.
@@ -32,10 +33,10 @@ import zoneinfo
 from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass
 
+from . import money
 from .dunning_policy import Audience, CatchUp, DunningPolicy, DunningStep, StepAction
 from .model import InvoiceStatus, Organization
-
-SUCCEEDED = "succeeded"  # the only payment status that reduces the amount due
+from .receivables import Receivable
 
 
 class Decision(str, enum.Enum):
@@ -44,8 +45,8 @@ class Decision(str, enum.Enum):
 
 
 @dataclass(frozen=True)
-class Receivable:
-    """An invoice as dunning sees it."""
+class DunnedInvoice:
+    """An invoice as dunning sees it (its money: ``domain.receivables.Receivable``)."""
 
     invoice_id: int
     org_id: str
@@ -54,14 +55,6 @@ class Receivable:
     currency: str
     total_minor: int
     due_at: dt.datetime | None  # aware, UTC
-
-
-@dataclass(frozen=True)
-class PaymentRecord:
-    invoice_id: int
-    amount_minor: int
-    currency: str
-    status: str
 
 
 @dataclass(frozen=True)
@@ -92,23 +85,25 @@ def local_date(instant: dt.datetime, time_zone: str) -> dt.date:
     return instant.astimezone(zoneinfo.ZoneInfo(time_zone)).date()
 
 
-def amounts_due(invoices: Iterable[Receivable], payments: Iterable[PaymentRecord]) -> dict[int, int]:
-    """Invoice id -> total minus its succeeded payments (minor units; negative if overpaid)."""
-    by_id = {inv.invoice_id: inv for inv in invoices}
-    due = {inv.invoice_id: inv.total_minor for inv in by_id.values()}
-    for payment in payments:
-        invoice = by_id.get(payment.invoice_id)
-        if invoice is None or payment.status != SUCCEEDED:
-            continue
-        if payment.currency != invoice.currency:
+def amounts_due(invoices: Iterable[DunnedInvoice], balances: Mapping[int, Receivable]) -> dict[int, int]:
+    """Invoice id -> what it still asks for, in minor units: ``domain.receivables``' one rule (total minus
+    succeeded payments minus credit notes, never below zero); an invoice without a balance owes its total."""
+    due = {}
+    for invoice in invoices:
+        balance = balances.get(invoice.invoice_id)
+        if balance is None:
+            due[invoice.invoice_id] = invoice.total_minor
+        elif balance.currency != invoice.currency:
             raise ValueError(
-                f"payment of invoice {payment.invoice_id} is in {payment.currency}, the invoice in {invoice.currency}"
+                f"the balance of invoice {invoice.invoice_id} is in {balance.currency}, "
+                f"the invoice in {invoice.currency}"
             )
-        due[payment.invoice_id] -= payment.amount_minor
+        else:
+            due[invoice.invoice_id] = money.to_minor(balance.amount_due, invoice.currency)
     return due
 
 
-def stop_reason(invoice: Receivable, amount_due_minor: int, org: Organization | None) -> str | None:
+def stop_reason(invoice: DunnedInvoice, amount_due_minor: int, org: Organization | None) -> str | None:
     """Why no reminder may go out for ``invoice`` (checked at plan and at send time), or None."""
     if invoice.status is not InvoiceStatus.FINALIZED:
         return f"invoice is {invoice.status.value}"
@@ -123,15 +118,15 @@ def stop_reason(invoice: Receivable, amount_due_minor: int, org: Organization | 
     return None
 
 
-def step_date(invoice: Receivable, step: DunningStep, org: Organization) -> dt.date:
+def step_date(invoice: DunnedInvoice, step: DunningStep, org: Organization) -> dt.date:
     """The local day ``step`` becomes due for ``invoice``."""
     assert invoice.due_at is not None
     return local_date(invoice.due_at, org.time_zone) + dt.timedelta(days=step.offset_days)
 
 
 def due_reminders(
-    invoices: Iterable[Receivable],
-    payments: Iterable[PaymentRecord],
+    invoices: Iterable[DunnedInvoice],
+    balances: Mapping[int, Receivable],
     policy: DunningPolicy,
     as_of: dt.datetime,
     organizations: Mapping[str, Organization],
@@ -139,7 +134,7 @@ def due_reminders(
 ) -> list[Reminder]:
     """The reminders to send or record as skipped at ``as_of``, by invoice, audience and offset."""
     invoices = list(invoices)
-    due = amounts_due(invoices, payments)
+    due = amounts_due(invoices, balances)
     out: list[Reminder] = []
     for invoice in sorted(invoices, key=lambda i: i.invoice_id):
         org = organizations.get(invoice.org_id)
@@ -153,7 +148,7 @@ def due_reminders(
 
 
 def _for_audience(
-    invoice: Receivable,
+    invoice: DunnedInvoice,
     org: Organization,
     policy: DunningPolicy,
     audience: Audience,
@@ -198,8 +193,7 @@ def _for_audience(
 
 __all__ = [
     "Decision",
-    "PaymentRecord",
-    "Receivable",
+    "DunnedInvoice",
     "Reminder",
     "amounts_due",
     "due_reminders",

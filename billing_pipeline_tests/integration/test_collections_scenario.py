@@ -131,5 +131,5 @@ def _describe(world: World, message) -> tuple[str, str, str]:
 
 def _final(world: World) -> dict[str, tuple[str, int]]:
     data = collections.load_receivables(world.engine, list(world.invoice.values()))
-    due = amounts_due(data.invoices, data.payments)
+    due = amounts_due(data.invoices, data.balances)
     return {world.org_of[i.invoice_id]: (i.status.value, due[i.invoice_id]) for i in data.invoices}

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from billing_pipeline.cli import main
-from billing_pipeline.db import collections, dead_letters, notifications
+from billing_pipeline.db import collections, dead_letters, lifecycle, notifications
 from billing_pipeline.db.schema import invoices
 from billing_pipeline.domain.dunning import due_reminders
 from billing_pipeline.domain.dunning_policy import StepAction
@@ -174,6 +174,9 @@ def test_a_step_action_marks_the_invoice_uncollectible_once(engine, acme_invoice
             "uncollectible"
         )
     assert send_payment_reminders(engine, sender, at("2026-05-30")).actions == 0
+    [event] = lifecycle.history(engine, acme_invoice)  # through the lifecycle commands: audited once
+    assert (event.from_status, event.to_status, event.actor) == ("finalized", "uncollectible", "dunning")
+    assert event.reason == "dunning policy version 1, step final_30"
 
 
 def test_one_channel_failing_never_blocks_the_others(engine, smtp_server):
@@ -201,7 +204,7 @@ def test_one_channel_failing_never_blocks_the_others(engine, smtp_server):
 def test_a_run_that_died_after_its_claim_leaves_an_ambiguous_notice_never_resent(engine, acme_invoice, smtp_server):
     sender = smtp_sender(engine, smtp_server)
     data = collections.load_receivables(engine)
-    decided = due_reminders(data.invoices, data.payments, sender.policy, at("2026-04-01"), data.organizations)
+    decided = due_reminders(data.invoices, data.balances, sender.policy, at("2026-04-01"), data.organizations)
     collections.record_reminders(engine, decided, sender.policy.version)
     key = collections.dedupe_key(acme_invoice, "overdue", "customer")
     # what a run leaves when it is killed between its claim and the SMTP reply

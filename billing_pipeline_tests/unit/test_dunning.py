@@ -8,9 +8,11 @@ from decimal import Decimal
 
 import pytest
 
-from billing_pipeline.domain.dunning import Decision, PaymentRecord, Receivable, due_reminders, stop_reason
+from billing_pipeline.domain import money
+from billing_pipeline.domain.dunning import Decision, DunnedInvoice, due_reminders, stop_reason
 from billing_pipeline.domain.dunning_policy import CatchUp
 from billing_pipeline.domain.model import BillingInterval, InvoiceStatus, Organization, OrganizationStatus
+from billing_pipeline.domain.receivables import Payment, receivable
 from billing_pipeline.services.collections.policy import load_policy
 
 UTC = dt.UTC
@@ -34,8 +36,8 @@ def org(org_id="acme", **changes) -> Organization:
     return dataclasses.replace(base, **changes)
 
 
-def invoice(invoice_id=1, *, due_at=DUE, total=10_000, status=InvoiceStatus.FINALIZED, org_id="acme") -> Receivable:
-    return Receivable(invoice_id, org_id, f"INV-2026-{invoice_id:06d}", status, "USD", total, due_at)
+def invoice(invoice_id=1, *, due_at=DUE, total=10_000, status=InvoiceStatus.FINALIZED, org_id="acme") -> DunnedInvoice:
+    return DunnedInvoice(invoice_id, org_id, f"INV-2026-{invoice_id:06d}", status, "USD", total, due_at)
 
 
 def at(day: str, time: str = "09:00") -> dt.datetime:
@@ -59,7 +61,7 @@ def run_days(first: str, last: str, invoices, payments_on=(), organizations=None
     day = dt.date.fromisoformat(first)
     while day <= dt.date.fromisoformat(last):
         paid = [p for since, p in payments_on if dt.date.fromisoformat(since) <= day]
-        out = due_reminders(invoices, paid, policy, at(day.isoformat()), organizations, recorded)
+        out = due_reminders(invoices, bal(invoices, paid), policy, at(day.isoformat()), organizations, recorded)
         recorded |= {r.key for r in out}
         if sends(out):
             calendar[day.isoformat()] = sends(out)
@@ -99,10 +101,10 @@ def test_each_step_boundary_the_day_before_is_not_due_the_day_itself_is(day, ste
     }
     before = dt.date.fromisoformat(day) - dt.timedelta(days=1)
     assert (
-        sends(due_reminders([invoice()], [], POLICY, at(before.isoformat(), "23:59"), {"acme": org()}, earlier)) == []
+        sends(due_reminders([invoice()], {}, POLICY, at(before.isoformat(), "23:59"), {"acme": org()}, earlier)) == []
     )
     assert (1, step, "customer") in sends(
-        due_reminders([invoice()], [], POLICY, at(day, "00:00"), {"acme": org()}, earlier)
+        due_reminders([invoice()], {}, POLICY, at(day, "00:00"), {"acme": org()}, earlier)
     )
 
 
@@ -111,67 +113,97 @@ def _offset(code: str) -> int:
 
 
 def test_catch_up_most_severe_sends_the_latest_due_step_and_records_the_missed_ones_skipped():
-    out = due_reminders([invoice()], [], POLICY, at("2026-04-07"), {"acme": org()})
+    out = due_reminders([invoice()], {}, POLICY, at("2026-04-07"), {"acme": org()})
     assert sends(out) == [(1, "escalation_7", "customer")]
     assert skips(out) == [(1, "upcoming", "customer"), (1, "overdue", "customer")]
     assert all("superseded by escalation_7" in r.reason for r in out if r.decision is Decision.SKIP)
 
 
 def test_catch_up_most_severe_boundary_one_day_before_the_next_step_sends_the_previous_one():
-    out = due_reminders([invoice()], [], POLICY, at("2026-04-06"), {"acme": org()})
+    out = due_reminders([invoice()], {}, POLICY, at("2026-04-06"), {"acme": org()})
     assert sends(out) == [(1, "overdue", "customer")]
     assert skips(out) == [(1, "upcoming", "customer")]
 
 
 def test_catch_up_all_missed_sends_every_missed_step_oldest_first():
     policy = dataclasses.replace(POLICY, catch_up=CatchUp.ALL_MISSED)
-    out = due_reminders([invoice()], [], policy, at("2026-04-07"), {"acme": org()})
+    out = due_reminders([invoice()], {}, policy, at("2026-04-07"), {"acme": org()})
     assert sends(out) == [(1, "upcoming", "customer"), (1, "overdue", "customer"), (1, "escalation_7", "customer")]
     assert skips(out) == []
-    out = due_reminders([invoice()], [], policy, at("2026-04-06"), {"acme": org()})
+    out = due_reminders([invoice()], {}, policy, at("2026-04-06"), {"acme": org()})
     assert sends(out) == [(1, "upcoming", "customer"), (1, "overdue", "customer")]
 
 
 def test_a_run_weeks_late_sends_the_final_step_to_both_audiences_only():
-    out = due_reminders([invoice()], [], POLICY, at("2026-05-20"), {"acme": org()})
+    out = due_reminders([invoice()], {}, POLICY, at("2026-05-20"), {"acme": org()})
     assert sends(out) == [(1, "final_30", "customer"), (1, "final_30", "account_manager")]
     assert (1, "escalation_14", "account_manager") in skips(out)
 
 
 def test_recorded_reminders_are_never_returned_again():
-    first = due_reminders([invoice()], [], POLICY, at("2026-04-01"), {"acme": org()})
-    again = due_reminders([invoice()], [], POLICY, at("2026-04-01"), {"acme": org()}, {r.key for r in first})
+    first = due_reminders([invoice()], {}, POLICY, at("2026-04-01"), {"acme": org()})
+    again = due_reminders([invoice()], {}, POLICY, at("2026-04-01"), {"acme": org()}, {r.key for r in first})
     assert first and again == []
 
 
-def paid(amount: int, status: str = "succeeded", invoice_id: int = 1, currency: str = "USD") -> PaymentRecord:
-    return PaymentRecord(invoice_id, amount, currency, status)
+def paid(amount: int, status: str = "succeeded", invoice_id: int = 1, currency: str = "USD"):
+    return (invoice_id, Payment(money.from_minor(amount, currency), currency, status))
+
+
+def bal(invoices, payments=(), credits=()):
+    """The ``domain.receivables`` balances of ``invoices``: payments and credit notes (minor units)."""
+    return {
+        inv.invoice_id: receivable(
+            money.from_minor(inv.total_minor, inv.currency),
+            inv.currency,
+            [p for i, p in payments if i == inv.invoice_id],
+            [money.from_minor(c, inv.currency) for i, c in credits if i == inv.invoice_id],
+            inv.status,
+        )
+        for inv in invoices
+    }
 
 
 def test_partial_payments_reduce_the_amount_and_a_zero_balance_stops_reminders():
-    out = due_reminders([invoice()], [paid(4_000), paid(1_000, "failed")], POLICY, at("2026-04-01"), {"acme": org()})
+    out = due_reminders(
+        [invoice()], bal([invoice()], [paid(4_000), paid(1_000, "failed")]), POLICY, at("2026-04-01"), {"acme": org()}
+    )
     assert sends(out) == [(1, "overdue", "customer")] and out[-1].amount_due_minor == 6_000
-    assert due_reminders([invoice()], [paid(4_000), paid(6_000)], POLICY, at("2026-04-01"), {"acme": org()}) == []
-    assert due_reminders([invoice()], [paid(12_000)], POLICY, at("2026-04-01"), {"acme": org()}) == []
+    assert (
+        due_reminders(
+            [invoice()], bal([invoice()], [paid(4_000), paid(6_000)]), POLICY, at("2026-04-01"), {"acme": org()}
+        )
+        == []
+    )
+    assert due_reminders([invoice()], bal([invoice()], [paid(12_000)]), POLICY, at("2026-04-01"), {"acme": org()}) == []
 
 
 def test_a_payment_in_another_currency_is_refused():
     with pytest.raises(ValueError, match="in EUR, the invoice in USD"):
-        due_reminders([invoice()], [paid(100, currency="EUR")], POLICY, at("2026-04-01"), {"acme": org()})
+        due_reminders(
+            [invoice()], bal([invoice()], [paid(100, currency="EUR")]), POLICY, at("2026-04-01"), {"acme": org()}
+        )
+
+
+def test_credit_notes_reduce_the_amount_due_and_a_full_credit_stops_reminders():
+    out = due_reminders([invoice()], bal([invoice()], credits=[(1, 2_500)]), POLICY, at("2026-04-01"), {"acme": org()})
+    assert sends(out) == [(1, "overdue", "customer")] and out[-1].amount_due_minor == 7_500
+    both = bal([invoice()], [paid(5_000)], credits=[(1, 5_000)])
+    assert due_reminders([invoice()], both, POLICY, at("2026-04-01"), {"acme": org()}) == []
 
 
 @pytest.mark.parametrize(
     "status", [InvoiceStatus.PAID, InvoiceStatus.VOID, InvoiceStatus.UNCOLLECTIBLE, InvoiceStatus.DRAFT]
 )
 def test_invoices_not_open_get_no_reminder(status):
-    assert due_reminders([invoice(status=status)], [], POLICY, at("2026-04-14"), {"acme": org()}) == []
+    assert due_reminders([invoice(status=status)], {}, POLICY, at("2026-04-14"), {"acme": org()}) == []
     assert stop_reason(invoice(status=status), 10_000, org()) == f"invoice is {status.value}"
 
 
 def test_an_excluded_organization_gets_nothing_and_no_account_manager_means_skipped():
-    assert due_reminders([invoice()], [], POLICY, at("2026-04-14"), {"acme": org(dunning_excluded=True)}) == []
+    assert due_reminders([invoice()], {}, POLICY, at("2026-04-14"), {"acme": org(dunning_excluded=True)}) == []
     recorded = {(1, "upcoming", "customer"), (1, "overdue", "customer"), (1, "escalation_7", "customer")}
-    out = due_reminders([invoice()], [], POLICY, at("2026-04-14"), {"acme": org(account_manager_email=None)}, recorded)
+    out = due_reminders([invoice()], {}, POLICY, at("2026-04-14"), {"acme": org(account_manager_email=None)}, recorded)
     assert sends(out) == [(1, "escalation_14", "customer")]
     assert [(r.step, r.reason) for r in out if r.decision is Decision.SKIP] == [
         ("escalation_14", "organization has no account manager")
@@ -220,10 +252,10 @@ def test_the_day_boundary_is_the_organizations_midnight(time_zone, last_before, 
     orgs = {"acme": org(time_zone=time_zone)}
     before = dt.datetime.fromisoformat(last_before + ":00+00:00")
     on = dt.datetime.fromisoformat(first_on + ":00+00:00")
-    assert due_reminders([invoice()], [], POLICY, before, orgs) == []
-    assert sends(due_reminders([invoice()], [], POLICY, on, orgs)) == [(1, "upcoming", "customer")]
+    assert due_reminders([invoice()], {}, POLICY, before, orgs) == []
+    assert sends(due_reminders([invoice()], {}, POLICY, on, orgs)) == [(1, "upcoming", "customer")]
 
 
 def test_as_of_must_be_aware():
     with pytest.raises(ValueError, match="timezone-aware"):
-        due_reminders([invoice()], [], POLICY, dt.datetime(2026, 4, 1), {"acme": org()})
+        due_reminders([invoice()], {}, POLICY, dt.datetime(2026, 4, 1), {"acme": org()})

@@ -23,7 +23,7 @@ from billing_pipeline.db import collections as ledger
 from billing_pipeline.domain import money
 from billing_pipeline.domain.dunning import (
     Decision,
-    Receivable,
+    DunnedInvoice,
     amounts_due,
     due_reminders,
     local_date,
@@ -33,6 +33,7 @@ from billing_pipeline.domain.dunning_policy import Audience, DunningPolicy, Step
 from billing_pipeline.domain.model import Organization
 from billing_pipeline.rendering.reminders import ReminderFacts, render_reminder
 from billing_pipeline.rendering.seller import Seller
+from billing_pipeline.services.lifecycle import LifecycleError, LifecycleService
 from billing_pipeline.services.notifications import Notification, NotificationDispatcher, Recipient
 
 logger = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ def send_payment_reminders(engine, sender: ReminderSender, as_of: dt.datetime) -
     policy = sender.policy
     data = ledger.load_receivables(engine)
     decisions = due_reminders(
-        data.invoices, data.payments, policy, as_of, data.organizations, ledger.recorded_reminders(engine)
+        data.invoices, data.balances, policy, as_of, data.organizations, ledger.recorded_reminders(engine)
     )
     summary.decided = ledger.record_reminders(engine, decisions, policy.version)
     for rem in decisions:
@@ -109,18 +110,32 @@ def send_payment_reminders(engine, sender: ReminderSender, as_of: dt.datetime) -
     with sender.dispatcher.session():
         for row in ledger.reminder_rows(engine, status="pending"):
             _send_one(engine, sender, row, steps, as_of, summary)
-    acted = {(r.invoice_id, r.org_id, r.action) for r in decisions if r.action is not StepAction.NONE}
-    for invoice_id, org_id, action in sorted(acted, key=lambda a: (a[0], a[2].value)):
-        summary.actions += ledger.apply_step_action(engine, invoice_id, org_id, action)
+    numbers = {inv.invoice_id: inv.number for inv in data.invoices}
+    acted = {(r.invoice_id, r.org_id, r.step, r.action) for r in decisions if r.action is not StepAction.NONE}
+    for invoice_id, org_id, step, action in sorted(acted, key=lambda a: (a[0], a[2], a[3].value)):
+        summary.actions += _act(engine, policy, numbers.get(invoice_id), invoice_id, org_id, step, action)
     logger.info(summary.describe())
     return summary
+
+
+def _act(engine, policy: DunningPolicy, number, invoice_id: int, org_id: str, step: str, action: StepAction) -> bool:
+    """A step's action, once: an invoice written off goes through the lifecycle commands (audit trail,
+    gateway mirror); an organization is suspended by a guarded update."""
+    if action is StepAction.MARK_INVOICE_UNCOLLECTIBLE and number:
+        reason = f"dunning policy version {policy.version}, step {step}"
+        try:
+            return LifecycleService(engine).mark_uncollectible(number, actor="dunning", reason=reason).changed
+        except LifecycleError as exc:  # e.g. nothing due any more: a person settled it meanwhile
+            logger.info("invoice %s not marked uncollectible: %s", number, exc)
+            return False
+    return ledger.apply_step_action(engine, invoice_id, org_id, action)
 
 
 def _send_one(engine, sender: ReminderSender, row: ledger.ReminderRow, steps, as_of, summary) -> None:
     """Re-check one pending reminder on a fresh read, then send it (or record it stopped)."""
     fresh = ledger.load_receivables(engine, [row.invoice_id])
     invoice = fresh.invoices[0]
-    due = amounts_due(fresh.invoices, fresh.payments)[invoice.invoice_id]
+    due = amounts_due(fresh.invoices, fresh.balances)[invoice.invoice_id]
     org = fresh.organizations.get(invoice.org_id)
     step, audience = steps.get(row.step), Audience(row.audience)
     reason = stop_reason(invoice, due, org)
@@ -151,7 +166,9 @@ def _send_one(engine, sender: ReminderSender, row: ledger.ReminderRow, steps, as
         summary.failed += 1
 
 
-def _notification(sender, row, invoice: Receivable, org: Organization, step, audience, due: int, as_of) -> Notification:
+def _notification(
+    sender, row, invoice: DunnedInvoice, org: Organization, step, audience, due: int, as_of
+) -> Notification:
     assert invoice.due_at is not None
     notice = next(n for n in step.notify if n.audience is audience)
     facts = ReminderFacts(
