@@ -44,7 +44,7 @@ AUTOMATION_SETTINGS = {
     "HOURLY_USAGE_CRON": "* * * * *",
     "MONTHLY_INVOICE_CRON": "* * * * *",
     "WEEKLY_INVOICE_CRON": "* * * * *",
-    "PAYMENT_REMINDERS_CRON": "* * * * *",
+    "PAYMENT_REMINDERS_CRON": "*/2 * * * *",  # every 2 minutes: it must fire, not crowd the run queue
     "HEALTH_CHECK_CRON": "* * * * *",
     "INVOICE_GRACE_HOURS": "0",  # the schedules finalize at once, and so does invoice_finalization_sensor
     "SCHEDULES_RUNNING": "true",
