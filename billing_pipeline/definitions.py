@@ -11,13 +11,14 @@ import os
 
 import dagster as dg
 
-from billing_pipeline.defs import automation, health, invoicing, partitions, reports, usage
+from billing_pipeline.defs import automation, health, invoicing, partitions, reminders, reports, usage
 from billing_pipeline.defs.automation import organizations_sensor
 from billing_pipeline.defs.delivery import build_delivery_asset, build_delivery_job, build_invoice_delivery_sensor
 from billing_pipeline.defs.resources import BillingDatabaseResource
 from billing_pipeline.defs.usage import hourly_usage_job
 from billing_pipeline.domain.model import BillingInterval
 from billing_pipeline.launch import PeriodJob
+from billing_pipeline.services.collections.policy import load_policy
 from billing_pipeline.services.delivery import DeliveryOptions, charges_automatically, seller_from_settings
 from billing_pipeline.settings import Settings, delivery_resources
 
@@ -106,6 +107,23 @@ invoice_finalization_sensor = automation.invoice_finalization_sensor(
     grace=settings.invoice_grace,  # INVOICE_GRACE_HOURS after a period ends, default 72
     first_period=settings.partitions_start,
     batch_size=settings.invoice_batch_size,
+    running=settings.schedules_running,
+)
+payment_reminders = reminders.payment_reminders_asset(
+    policy=load_policy(settings.dunning_policy_file),  # DUNNING_POLICY_FILE: a bad policy fails the load
+    seller=seller_from_settings(settings.seller),
+    email_from=settings.email_from,
+    max_attempts=settings.notification_max_attempts,
+)
+send_payment_reminders_job = dg.define_asset_job(
+    name="send_payment_reminders_job",
+    selection=dg.AssetSelection.assets(payment_reminders),
+    description="Sends the payment reminders due today, each invoice x step x audience once.",
+)
+send_payment_reminders_job_schedule = reminders.payment_reminders_schedule(
+    name="send_payment_reminders_job_schedule",
+    job=send_payment_reminders_job,
+    cron=settings.payment_reminders_cron,  # default "0 9 * * *": daily 09:00 UTC
     running=settings.schedules_running,
 )
 service_health = health.service_health_asset(timeout_seconds=settings.health_probe_timeout_seconds)
@@ -202,12 +220,12 @@ def build_definitions(settings: Settings = settings) -> dg.Definitions:
         assets=[hourly_usage, monthly_invoice_drafts, monthly_invoices, weekly_invoice_drafts, weekly_invoices]
         + [ar_aging_report, mrr_report, daily_analytics_report, weekly_bi_report]
         + delivery["assets"]
-        + [service_health],
+        + [service_health, payment_reminders],
         asset_checks=[monthly_usage_reconciliation, weekly_usage_reconciliation],
         jobs=[hourly_usage_job, monthly_invoices_job, weekly_invoices_job]
         + [ar_aging_report_job, mrr_report_job, daily_analytics_report_job, weekly_bi_report_job]
         + delivery["jobs"]
-        + [service_health_job],
+        + [service_health_job, send_payment_reminders_job],
         schedules=[
             hourly_usage_job_schedule,
             monthly_invoices_job_schedule,
@@ -217,6 +235,7 @@ def build_definitions(settings: Settings = settings) -> dg.Definitions:
             daily_analytics_report_schedule,
             weekly_bi_report_schedule,
             service_health_schedule,
+            send_payment_reminders_job_schedule,
         ],
         sensors=[organizations_sensor, late_usage_sensor, invoice_finalization_sensor] + delivery["sensors"],
         resources=resources(settings),

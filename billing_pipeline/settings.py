@@ -157,6 +157,11 @@ def _path(name: str, raw: str | None, default: str) -> Path:
     return Path(_text(name, raw, default)).resolve()
 
 
+def _optional_path(name: str, raw: str | None, default: None) -> Path | None:
+    value = _optional(name, raw, default)
+    return Path(value).expanduser().resolve() if value else None
+
+
 def _home(name: str, raw: str | None, default: str) -> Path:
     return Path(_text(name, raw, default)).expanduser().resolve()
 
@@ -263,6 +268,10 @@ class Settings:
     daily_analytics_report_cron: str = "0 2 * * *"  # every day, 02:00 UTC
     weekly_bi_report_cron: str = "0 3 * * 0"  # Sunday 03:00 UTC
     report_recipients: tuple[str, ...] = ()  # who gets the AR aging and MRR reports (none: stored only)
+    # collections: reminders (services.collections, defs.reminders)
+    payment_reminders_cron: str = "0 9 * * *"  # send_payment_reminders_job_schedule, UTC
+    dunning_policy_file: Path | None = None  # None: the packaged billing_pipeline/catalog/dunning.yaml
+    notification_max_attempts: int = 3  # per notice x channel (one try per run), then a dead letter
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -327,6 +336,9 @@ _VARS: dict[str, _Var] = {
     "daily_analytics_report_cron": _Var("DAILY_ANALYTICS_REPORT_CRON", _cron, "0 2 * * *"),
     "weekly_bi_report_cron": _Var("WEEKLY_BI_REPORT_CRON", _cron, "0 3 * * 0"),
     "report_recipients": _Var("REPORT_RECIPIENTS", _recipients, ""),
+    "payment_reminders_cron": _Var("PAYMENT_REMINDERS_CRON", _cron, "0 9 * * *"),
+    "dunning_policy_file": _Var("DUNNING_POLICY_FILE", _optional_path),
+    "notification_max_attempts": _Var("NOTIFICATION_MAX_ATTEMPTS", _int(1, 100), 3),
 }
 #: ``Settings.seller``: the seller block on invoices and e-mails.
 _SELLER_VARS: dict[str, _Var] = {

@@ -28,6 +28,7 @@ E2E_SETTINGS = {
     "MRR_REPORT_CRON": "0 0 1 1 *",
     "DAILY_ANALYTICS_REPORT_CRON": "0 0 1 1 *",
     "WEEKLY_BI_REPORT_CRON": "0 0 1 1 *",
+    "PAYMENT_REMINDERS_CRON": "0 0 1 1 *",
     "HEALTH_CHECK_CRON": "0 0 1 1 *",
     "SCHEDULES_RUNNING": "true",
     "INVOICE_BATCH_SIZE": "3",
@@ -51,6 +52,7 @@ AUTOMATION_SETTINGS = {
     "MRR_REPORT_CRON": "* * * * *",
     "DAILY_ANALYTICS_REPORT_CRON": "* * * * *",
     "WEEKLY_BI_REPORT_CRON": "* * * * *",
+    "PAYMENT_REMINDERS_CRON": "*/2 * * * *",  # every 2 minutes: it must fire, not crowd the run queue
     "HEALTH_CHECK_CRON": "* * * * *",
     "INVOICE_GRACE_HOURS": "0",  # the schedules finalize at once, and so does invoice_finalization_sensor
     "SCHEDULES_RUNNING": "true",

@@ -32,6 +32,7 @@ ASSETS = {
     "mrr_report",
     "daily_analytics_report",
     "weekly_bi_report",
+    "payment_reminders",
     "service_health",
 }
 CHECKS = {
@@ -52,6 +53,7 @@ JOBS = {
     "mrr_report_job",
     "daily_analytics_report_job",
     "weekly_bi_report_job",
+    "send_payment_reminders_job",
     "service_health_job",
 }
 SCHEDULES = {
@@ -62,6 +64,7 @@ SCHEDULES = {
     ("mrr_report_schedule", "mrr_report_job", "0 8 1 * *", "UTC"),  # the 1st, 08:00 UTC
     ("daily_analytics_report_schedule", "daily_analytics_report_job", "0 2 * * *", "UTC"),  # 02:00 UTC
     ("weekly_bi_report_schedule", "weekly_bi_report_job", "0 3 * * 0", "UTC"),  # Sunday 03:00 UTC
+    ("send_payment_reminders_job_schedule", "send_payment_reminders_job", "0 9 * * *", "UTC"),
     ("service_health_schedule", "service_health_job", "*/15 * * * *", "UTC"),
 }
 SENSORS = {"organizations_sensor", "late_usage_sensor", "invoice_delivery_sensor", "invoice_finalization_sensor"}
@@ -98,9 +101,10 @@ def test_module_level_names_match_their_variables():
         "weekly_bi_report",
     ]:
         assert getattr(definitions, name).key.to_user_string() == name
+    assert definitions.payment_reminders.key.to_user_string() == "payment_reminders"
     jobs = ["hourly_usage_job", "monthly_invoices_job", "weekly_invoices_job", "service_health_job"]
     jobs += ["ar_aging_report_job", "mrr_report_job", "daily_analytics_report_job", "weekly_bi_report_job"]
-    for name in jobs:
+    for name in [*jobs, "send_payment_reminders_job"]:
         assert getattr(definitions, name).name == name
     for name, *_ in SCHEDULES:
         assert getattr(definitions, name).name == name
@@ -118,12 +122,14 @@ def test_crons_come_from_the_environment(tmp_path):
         **os.environ,
         "BILLING_HOME": str(tmp_path),
         "MONTHLY_INVOICE_CRON": "*/5 * * * *",
+        "PAYMENT_REMINDERS_CRON": "0 10 * * *",
         "HEALTH_CHECK_CRON": "*/5 * * * *",
     }
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     crons = json.loads(out.stdout.strip().splitlines()[-1])
     assert crons["monthly_invoices_job_schedule"] == "*/5 * * * *"
     assert crons["weekly_invoices_job_schedule"] == "0 0 * * 1"
+    assert crons["send_payment_reminders_job_schedule"] == "0 10 * * *"
     assert crons["service_health_schedule"] == "*/5 * * * *"
 
 
