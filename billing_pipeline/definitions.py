@@ -11,13 +11,14 @@ import os
 
 import dagster as dg
 
-from billing_pipeline.defs import automation, health, invoicing, partitions, usage
+from billing_pipeline.defs import automation, health, invoicing, partitions, reminders, usage
 from billing_pipeline.defs.automation import organizations_sensor
 from billing_pipeline.defs.delivery import build_delivery_asset, build_delivery_job, build_invoice_delivery_sensor
 from billing_pipeline.defs.resources import BillingDatabaseResource
 from billing_pipeline.defs.usage import hourly_usage_job
 from billing_pipeline.domain.model import BillingInterval
 from billing_pipeline.launch import PeriodJob
+from billing_pipeline.services.collections.policy import load_policy
 from billing_pipeline.services.delivery import DeliveryOptions, charges_automatically, seller_from_settings
 from billing_pipeline.settings import Settings, delivery_resources
 
@@ -120,6 +121,23 @@ service_health_schedule = health.service_health_schedule(
     cron=settings.health_check_cron,  # default "*/15 * * * *": every 15 minutes, UTC
     running=settings.schedules_running,
 )
+payment_reminders = reminders.payment_reminders_asset(
+    policy=load_policy(settings.dunning_policy_file),  # DUNNING_POLICY_FILE: a bad policy fails the load
+    seller=seller_from_settings(settings.seller),
+    email_from=settings.email_from,
+    max_attempts=settings.notification_max_attempts,
+)
+send_payment_reminders_job = dg.define_asset_job(
+    name="send_payment_reminders_job",
+    selection=dg.AssetSelection.assets(payment_reminders),
+    description="Sends the payment reminders due today, each invoice x step x audience once.",
+)
+send_payment_reminders_job_schedule = reminders.payment_reminders_schedule(
+    name="send_payment_reminders_job_schedule",
+    job=send_payment_reminders_job,
+    cron=settings.payment_reminders_cron,  # default "0 9 * * *": daily 09:00 UTC
+    running=settings.schedules_running,
+)
 late_usage_sensor = usage.late_usage_sensor(
     name="late_usage_sensor", job=hourly_usage_job, partitions_def=hourly_usage_partitions
 )
@@ -137,15 +155,19 @@ def build_definitions(settings: Settings = settings) -> dg.Definitions:
     delivery = _delivery_definitions(settings)
     return dg.Definitions(
         assets=[hourly_usage, monthly_invoice_drafts, monthly_invoices, weekly_invoice_drafts, weekly_invoices]
+        + [payment_reminders]
         + delivery["assets"]
         + [service_health],
         asset_checks=[monthly_usage_reconciliation, weekly_usage_reconciliation],
-        jobs=[hourly_usage_job, monthly_invoices_job, weekly_invoices_job] + delivery["jobs"] + [service_health_job],
+        jobs=[hourly_usage_job, monthly_invoices_job, weekly_invoices_job, send_payment_reminders_job]
+        + delivery["jobs"]
+        + [service_health_job],
         schedules=[
             hourly_usage_job_schedule,
             monthly_invoices_job_schedule,
             weekly_invoices_job_schedule,
             service_health_schedule,
+            send_payment_reminders_job_schedule,
         ],
         sensors=[organizations_sensor, late_usage_sensor, invoice_finalization_sensor] + delivery["sensors"],
         resources=resources(settings),

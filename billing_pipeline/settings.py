@@ -157,6 +157,11 @@ def _path(name: str, raw: str | None, default: str) -> Path:
     return Path(_text(name, raw, default)).resolve()
 
 
+def _optional_path(name: str, raw: str | None, default: None) -> Path | None:
+    value = _optional(name, raw, default)
+    return Path(value).expanduser().resolve() if value else None
+
+
 def _home(name: str, raw: str | None, default: str) -> Path:
     return Path(_text(name, raw, default)).expanduser().resolve()
 
@@ -249,6 +254,10 @@ class Settings:
     zero_total_invoices: str = ZeroTotalPolicy.FINALIZE_PAID.value  # finalize_paid | finalize | skip
     health_check_cron: str = "*/15 * * * *"  # service_health_schedule, UTC
     health_probe_timeout_seconds: int = 5  # each health probe's connect/read timeout
+    # collections: reminders (services.collections, defs.reminders)
+    payment_reminders_cron: str = "0 9 * * *"
+    dunning_policy_file: Path | None = None  # None: the packaged billing_pipeline/catalog/dunning.yaml
+    notification_max_attempts: int = 3
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -308,6 +317,9 @@ _VARS: dict[str, _Var] = {
     ),
     "health_check_cron": _Var("HEALTH_CHECK_CRON", _cron, "*/15 * * * *"),
     "health_probe_timeout_seconds": _Var("HEALTH_PROBE_TIMEOUT_SECONDS", _int(1, 60), 5),
+    "payment_reminders_cron": _Var("PAYMENT_REMINDERS_CRON", _cron, "0 9 * * *"),
+    "dunning_policy_file": _Var("DUNNING_POLICY_FILE", _optional_path),
+    "notification_max_attempts": _Var("NOTIFICATION_MAX_ATTEMPTS", _int(1, 100), 3),
 }
 #: ``Settings.seller``: the seller block on invoices and e-mails.
 _SELLER_VARS: dict[str, _Var] = {

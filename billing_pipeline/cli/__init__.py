@@ -5,7 +5,16 @@ in DAGSTER_HOME, so they show in the UI like runs launched from it. One module p
 group of commands; importing them registers the commands on ``main``.
 """
 
-from billing_pipeline.cli import data, deliveries, health, invoices, payments, runs, status  # noqa: F401  (registers the commands)
+from billing_pipeline.cli import (  # noqa: F401  (registers the commands)
+    collections,
+    data,
+    deliveries,
+    health,
+    invoices,
+    payments,
+    runs,
+    status,
+)
 from billing_pipeline.cli.base import main
 
 __all__ = ["main"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -17,6 +18,8 @@ from billing_pipeline.db.schema import catalog_versions, organizations, subscrip
 from billing_pipeline.db.types import rate_from_row
 from billing_pipeline.domain.catalog import Catalog, CatalogError, parse_catalog
 from billing_pipeline.domain.customers import (
+    OPTIONAL_FIELDS,
+    Customer,
     CustomersInvalid,
     Problem,
     SourceRecord,
@@ -44,6 +47,9 @@ def _org_from_row(row: Any) -> Organization:
         billing_interval=BillingInterval(row.billing_interval),
         auto_pay=bool(row.auto_pay),
         payment_terms_days=row.payment_terms_days,
+        dunning_excluded=bool(row.dunning_excluded),
+        account_manager_email=row.account_manager_email,
+        time_zone=row.time_zone,
     )
 
 
@@ -78,6 +84,9 @@ def _write_organizations(conn: Connection, orgs: Sequence[Organization], now: dt
             "billing_interval": org.billing_interval.value,
             "auto_pay": org.auto_pay,
             "payment_terms_days": org.payment_terms_days,
+            "dunning_excluded": org.dunning_excluded,
+            "account_manager_email": org.account_manager_email,
+            "time_zone": org.time_zone,
         }
         before = stored.get(org.id)
         if before is None:
@@ -182,7 +191,8 @@ def import_customers(
         customers, found = parse_customers(records, catalog.plans, stored, problems)
         if found:
             raise CustomersInvalid(source, found)
-        org_outcomes = _write_organizations(conn, [c.organization for c in customers], utc_now())
+        orgs = _keep_omitted_optional_fields(conn, customers)
+        org_outcomes = _write_organizations(conn, orgs, utc_now())
         sub_outcomes = [
             _write_subscription(conn, c.organization.id, sub, stored.get(c.organization.id, ()))
             for c in customers
@@ -193,6 +203,17 @@ def import_customers(
     return CustomersImported(
         organizations=Counter(org_outcomes.values()), subscriptions=Counter(sub_outcomes), dry_run=dry_run
     )
+
+
+def _keep_omitted_optional_fields(conn: Connection, customers: Sequence[Customer]) -> list[Organization]:
+    """The customers' organizations, with the stored value of each optional field the file omits."""
+    stored = _organizations_in(conn, [c.organization.id for c in customers])
+    orgs = []
+    for customer in customers:
+        before = stored.get(customer.organization.id)
+        kept = {name: getattr(before, name) for name in OPTIONAL_FIELDS if before and name not in customer.given}
+        orgs.append(dataclasses.replace(customer.organization, **kept))
+    return orgs
 
 
 def _write_subscription(conn: Connection, org_id: str, sub: Subscription, stored: Sequence[Subscription]) -> str:

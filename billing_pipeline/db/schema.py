@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy import false as sa_false
 
 from billing_pipeline.db.types import UTCDateTime
 
@@ -50,6 +51,10 @@ organizations = Table(
     Column("payment_terms_days", Integer, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # collections (0006): no reminders at all, who is told at escalations, whose calendar days count
+    Column("dunning_excluded", Boolean, nullable=False, server_default=sa_false()),
+    Column("account_manager_email", String(320), nullable=True),
+    Column("time_zone", String(64), nullable=False, server_default="UTC"),
     CheckConstraint("status IN ('active', 'suspended', 'closed')", name="status"),
     CheckConstraint("billing_interval IN ('monthly', 'weekly')", name="interval"),
 )
@@ -328,4 +333,66 @@ invoice_mirror_effects = Table(
         "action IN ('void', 'mark_uncollectible', 'mark_paid_out_of_band', 'create_credit_note')", name="action"
     ),
     CheckConstraint("status IN ('pending', 'succeeded', 'failed', 'skipped')", name="status"),
+)
+
+# The reminder ledger: one row per (invoice, dunning step, audience), written before anything is
+# sent. status: pending (notification not settled yet) | sent | skipped (superseded by catch-up,
+# no account manager) | stopped (paid, void... found at send time).
+payment_reminders = Table(
+    "payment_reminders",
+    metadata,
+    Column("invoice_id", Integer, ForeignKey("invoices.id"), primary_key=True),
+    Column("step", String(40), primary_key=True),
+    Column("audience", String(16), primary_key=True),
+    Column("org_id", String(64), nullable=False),
+    Column("policy_version", Integer, nullable=False),
+    Column("step_date", String(10), nullable=False),  # the organization's local day, ISO
+    Column("status", String(16), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("dedupe_key", String(255), nullable=False),
+    Column("amount_due_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("decided_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint("audience IN ('customer', 'account_manager')", name="audience"),
+    CheckConstraint("status IN ('pending', 'sent', 'skipped', 'stopped')", name="status"),
+    Index("ix_payment_reminders_status", "status"),
+)
+
+# The notification ledger (services.notifications): one row per notice x channel, claimed
+# before the side effect. dead: gave up (a dead letter holds why); dismissed: an operator closed it.
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("dedupe_key", String(255), primary_key=True),
+    Column("channel", String(16), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("recipient", String(320), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("external_id", String(1024), nullable=True),  # e-mail: the Message-ID
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime, nullable=True),
+    CheckConstraint("status IN ('pending', 'sent', 'failed', 'ambiguous', 'dead', 'dismissed')", name="status"),
+)
+
+# Every side effect that failed for good (notifications now; charges, payment syncs and
+# deliveries later), one row per business key, for an operator to retry or dismiss.
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("business_key", String(512), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("error", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("kind", "business_key", name="uq_dead_letters_kind_business_key"),
+    CheckConstraint("status IN ('open', 'retried', 'dismissed')", name="status"),
+    Index("ix_dead_letters_status", "status"),
 )

@@ -10,6 +10,8 @@ A record (README, "Customers"): the nine organization fields, all required so th
 omitted column never resets a stored value (``org_id name billing_email status currency
 tax_rate billing_interval auto_pay payment_terms_days``), and optionally one subscription
 (``plan starts_at ends_at``) or, in JSON Lines and YAML, a ``subscriptions`` list of them.
+Optional, for collections (``OPTIONAL_FIELDS``): ``dunning_excluded``, ``account_manager_email``
+(``none`` removes it) and ``time_zone``; omitted (or empty), the stored value is kept.
 Field rules are ``domain.organizations``'; besides:
 
 * ``tax_rate`` is parsed by ``money.to_decimal`` (the one decimal parser; floats refused:
@@ -41,6 +43,7 @@ from .organizations import (
     payment_terms_problem,
     show,
     tax_rate_problem,
+    time_zone_problem,
 )
 
 UTC = dt.UTC
@@ -55,9 +58,13 @@ ORGANIZATION_FIELDS = (
     "auto_pay",
     "payment_terms_days",
 )
+#: Optional (collections): a record that omits one keeps the stored value (new organization: the default).
+OPTIONAL_FIELDS = ("dunning_excluded", "account_manager_email", "time_zone")
 SUBSCRIPTION_FIELDS = ("plan", "starts_at", "ends_at")
 #: Every field a record may have (``subscriptions`` only where values can be lists).
-FIELDS = (*ORGANIZATION_FIELDS, *SUBSCRIPTION_FIELDS, "subscriptions")
+FIELDS = (*ORGANIZATION_FIELDS, *OPTIONAL_FIELDS, *SUBSCRIPTION_FIELDS, "subscriptions")
+#: ``account_manager_email: none`` removes a stored account manager.
+NO_ACCOUNT_MANAGER = "none"
 #: At most this many problems are reported (all are counted).
 MAX_REPORTED_PROBLEMS = 50
 _EARLIEST, _LATEST = dt.datetime(1970, 1, 1, tzinfo=UTC), dt.datetime(3000, 1, 1, tzinfo=UTC)
@@ -100,6 +107,7 @@ class Customer:
     organization: Organization
     subscriptions: tuple[Subscription, ...]
     line: int | None
+    given: frozenset[str] = frozenset()  # the OPTIONAL_FIELDS the record sets
 
 
 class CustomersInvalid(ValueError):
@@ -237,6 +245,23 @@ _ORGANIZATION_PARSERS = {
 }
 
 
+def _manager(value: object) -> str | None:
+    text = _text(value).strip()
+    if text.lower() == NO_ACCOUNT_MANAGER:
+        return None
+    message = address_problem(text)
+    if message:
+        raise _Bad(f"{message} (or {NO_ACCOUNT_MANAGER} to remove the account manager)")
+    return text
+
+
+_OPTIONAL_PARSERS = {
+    "dunning_excluded": _boolean,
+    "account_manager_email": _manager,
+    "time_zone": _checked(lambda v: _text(v).strip(), time_zone_problem),
+}
+
+
 def _organization(row: _Row) -> tuple[Organization | None, dict[str, object]]:
     """The record's organization (None if any field is bad) and the values that did parse."""
     node = row.record.fields
@@ -244,6 +269,9 @@ def _organization(row: _Row) -> tuple[Organization | None, dict[str, object]]:
         row.fail(str(name), f"unknown field (allowed: {', '.join(FIELDS)})")
     before = len(row.problems)
     values = {attr: row.get(node, name, parse) for name, (attr, parse) in _ORGANIZATION_PARSERS.items()}
+    values |= {
+        name: row.get(node, name, parse) for name, parse in _OPTIONAL_PARSERS.items() if _present(node.get(name))
+    }
     if len(row.problems) > before:
         return None, values
     org = Organization(**values)  # type: ignore[arg-type]
@@ -371,6 +399,7 @@ def parse_customers(
             listed = _present(record.fields.get("subscriptions"))
             for name, message in history_problems(org, given, (stored or {}).get(org.id, ()), plans):
                 row.fail("subscriptions" if listed and name == "starts_at" else name, message)
-            customers.append(Customer(org, tuple(sorted(given)), record.line))
+            optional = frozenset(name for name in OPTIONAL_FIELDS if _present(record.fields.get(name)))
+            customers.append(Customer(org, tuple(sorted(given)), record.line, optional))
     found.sort(key=lambda p: (p.line is None, p.line or 0))
     return customers, found

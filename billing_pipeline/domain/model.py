@@ -71,6 +71,10 @@ class Organization:
     billing_interval: BillingInterval
     auto_pay: bool
     payment_terms_days: int = 30
+    # collections (domain.dunning): reminders off, who is told at escalations, whose days count
+    dunning_excluded: bool = False
+    account_manager_email: str | None = None
+    time_zone: str = "UTC"  # IANA name: the day boundary of the organization's reminders
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,16 @@ customers import, ``seed-demo``, tests) writes one. The rules:
   renderer applies (``rendering.email``), with no leading, trailing or doubled dots.
 * ``currency`` known to ``domain.money``; ``tax_rate`` a fraction in ``[0, 1]`` with at most
   6 decimals (``NUMERIC(7, 6)``); ``payment_terms_days`` 0-365.
+* collections: ``dunning_excluded`` true/false; ``account_manager_email`` none or one address
+  (the ``billing_email`` rule); ``time_zone`` an IANA time zone name (``Europe/Paris``), at
+  most 64 characters.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+import zoneinfo
 from decimal import Decimal
 
 from . import money
@@ -38,6 +42,7 @@ MAX_NAME_UTF8_BYTES = 500
 MAX_EMAIL_LENGTH = 254
 TAX_RATE_DECIMALS = 6
 MAX_PAYMENT_TERMS_DAYS = 365
+MAX_TIME_ZONE_LENGTH = 64
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -120,6 +125,17 @@ def payment_terms_problem(days: int) -> str | None:
     return None
 
 
+def time_zone_problem(name: str) -> str | None:
+    """Why ``name`` is not an IANA time zone this machine knows, or None."""
+    if not isinstance(name, str) or not name or len(name) > MAX_TIME_ZONE_LENGTH or unsafe_character(name):
+        return f"must be an IANA time zone name such as Europe/Paris or UTC, got {show(name)}"
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return f"unknown time zone {show(name)} (IANA names such as Europe/Paris, America/New_York, UTC)"
+    return None
+
+
 def currency_problem(code: str) -> str | None:
     try:
         money.exponent(code)
@@ -153,6 +169,20 @@ def organization_problems(org: Organization) -> list[tuple[str, str]]:
         problems.append(("billing_interval", f"must be a BillingInterval, got {show(org.billing_interval)}"))
     if not isinstance(org.auto_pay, bool):
         problems.append(("auto_pay", f"must be true or false, got {show(org.auto_pay)}"))
+    return problems + _collection_problems(org)
+
+
+def _collection_problems(org: Organization) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    if not isinstance(org.dunning_excluded, bool):
+        problems.append(("dunning_excluded", f"must be true or false, got {show(org.dunning_excluded)}"))
+    manager = org.account_manager_email
+    if manager is not None:
+        message = address_problem(manager) if isinstance(manager, str) else f"must be a string, got {show(manager)}"
+        if message:
+            problems.append(("account_manager_email", message))
+    if message := time_zone_problem(org.time_zone):
+        problems.append(("time_zone", message))
     return problems
 
 

@@ -25,6 +25,7 @@ E2E_SETTINGS = {
     "HOURLY_USAGE_CRON": "0 0 1 1 *",
     "WEEKLY_INVOICE_CRON": "0 0 1 1 *",
     "HEALTH_CHECK_CRON": "0 0 1 1 *",
+    "PAYMENT_REMINDERS_CRON": "0 0 1 1 *",
     "SCHEDULES_RUNNING": "true",
     "INVOICE_BATCH_SIZE": "3",
     "INVOICE_GRACE_HOURS": "0",  # the schedule's tick finalizes: the scenario watches it do so
@@ -44,6 +45,7 @@ AUTOMATION_SETTINGS = {
     "MONTHLY_INVOICE_CRON": "* * * * *",
     "WEEKLY_INVOICE_CRON": "* * * * *",
     "HEALTH_CHECK_CRON": "* * * * *",
+    "PAYMENT_REMINDERS_CRON": "* * * * *",
     "INVOICE_GRACE_HOURS": "0",  # the schedules finalize at once, and so does invoice_finalization_sensor
     "SCHEDULES_RUNNING": "true",
     "INVOICE_BATCH_SIZE": "10",

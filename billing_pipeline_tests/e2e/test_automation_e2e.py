@@ -38,6 +38,7 @@ SCHEDULES = {
     "monthly_invoices_job_schedule",
     "weekly_invoices_job_schedule",
     "service_health_schedule",
+    "send_payment_reminders_job_schedule",
 }
 SENSORS = {"organizations_sensor", "invoice_delivery_sensor", "late_usage_sensor", "invoice_finalization_sensor"}
 INVOICE_SCHEDULES = ("monthly_invoices_job_schedule", "weekly_invoices_job_schedule")
@@ -205,6 +206,21 @@ def test_late_usage_sensor_reaggregates_an_hour_that_got_a_late_event(stack, tmp
     stack.wait_for(lambda: late_hour_events(stack) == 2, 240, "the late-usage sensor to re-aggregate", interval=3)
     [run] = [r for r in runs(stack, **{"billing/trigger": "late_usage_sensor"}) if r.is_success]
     assert run.tags["dagster/sensor_name"] == "late_usage_sensor"
+
+
+def test_reminders_schedule_runs_the_payment_reminders(stack):
+    def reminder_runs():
+        return [
+            r for r in runs(stack, **{"dagster/schedule_name": "send_payment_reminders_job_schedule"}) if r.is_success
+        ]
+
+    stack.wait_for(lambda: reminder_runs(), 240, "the reminders schedule to run", interval=3)
+    run = reminder_runs()[0]
+    assert run.job_name == "send_payment_reminders_job" and run.tags["billing/as_of"].endswith("+00:00")
+    record = stack.instance().get_latest_materialization_event(dg.AssetKey("payment_reminders"))
+    assert record is not None and "sent" in record.asset_materialization.metadata
+    # nothing is due yet (the invoices were just finalized, net 30): nothing sent, nothing dead
+    assert record.asset_materialization.metadata["dead_letters"].value == 0
 
 
 def test_every_schedule_and_sensor_fired_and_nothing_was_sent_twice(stack):

@@ -29,6 +29,7 @@ ASSETS = {
     "weekly_invoices",
     "weekly_invoice_deliveries",
     "service_health",
+    "payment_reminders",
 }
 CHECKS = {
     ("monthly_invoice_drafts", "usage_reconciles_with_hourly_usage"),
@@ -45,12 +46,14 @@ JOBS = {
     "deliver_monthly_invoices_job",
     "deliver_weekly_invoices_job",
     "service_health_job",
+    "send_payment_reminders_job",
 }
 SCHEDULES = {
     ("hourly_usage_job_schedule", "hourly_usage_job", "5 * * * *", "UTC"),
     ("monthly_invoices_job_schedule", "monthly_invoices_job", "0 0 1 * *", "UTC"),
     ("weekly_invoices_job_schedule", "weekly_invoices_job", "0 0 * * 1", "UTC"),
     ("service_health_schedule", "service_health_job", "*/15 * * * *", "UTC"),
+    ("send_payment_reminders_job_schedule", "send_payment_reminders_job", "0 9 * * *", "UTC"),
 }
 SENSORS = {"organizations_sensor", "late_usage_sensor", "invoice_delivery_sensor", "invoice_finalization_sensor"}
 
@@ -80,7 +83,14 @@ def test_module_level_names_match_their_variables():
         "service_health",
     ]:
         assert getattr(definitions, name).key.to_user_string() == name
-    for name in ["hourly_usage_job", "monthly_invoices_job", "weekly_invoices_job", "service_health_job"]:
+    assert definitions.payment_reminders.key.to_user_string() == "payment_reminders"
+    for name in [
+        "hourly_usage_job",
+        "monthly_invoices_job",
+        "weekly_invoices_job",
+        "service_health_job",
+        "send_payment_reminders_job",
+    ]:
         assert getattr(definitions, name).name == name
     for name, *_ in SCHEDULES:
         assert getattr(definitions, name).name == name
@@ -99,12 +109,14 @@ def test_crons_come_from_the_environment(tmp_path):
         "BILLING_HOME": str(tmp_path),
         "MONTHLY_INVOICE_CRON": "*/5 * * * *",
         "HEALTH_CHECK_CRON": "*/5 * * * *",
+        "PAYMENT_REMINDERS_CRON": "0 10 * * *",
     }
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     crons = json.loads(out.stdout.strip().splitlines()[-1])
     assert crons["monthly_invoices_job_schedule"] == "*/5 * * * *"
     assert crons["weekly_invoices_job_schedule"] == "0 0 * * 1"
     assert crons["service_health_schedule"] == "*/5 * * * *"
+    assert crons["send_payment_reminders_job_schedule"] == "0 10 * * *"
 
 
 def test_hourly_schedule_requests_the_last_closed_hour():
