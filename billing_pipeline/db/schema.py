@@ -396,3 +396,35 @@ dead_letters = Table(
     CheckConstraint("status IN ('open', 'retried', 'dismissed')", name="status"),
     Index("ix_dead_letters_status", "status"),
 )
+
+# The charge ledger (services.collections.charges): one row per (invoice, attempt), written with its
+# deterministic idempotency key before the gateway is called. status: pending (called, answer not
+# recorded yet: the next run asks find_charge) | succeeded | processing (left to the payment sync) |
+# declined | requires_action | settled (processing, then succeeded) | failed (processing, then failed)
+# | dead (given up: a dead letter holds why). notified: the receipt / failure notice went out.
+charge_attempts = Table(
+    "charge_attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("invoice_id", Integer, ForeignKey("invoices.id"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("idempotency_key", String(255), nullable=False, unique=True),
+    Column("status", String(16), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("gateway_payment_id", String(255), nullable=True),
+    Column("decline_code", String(64), nullable=True),
+    Column("hard_decline", Boolean, nullable=False, server_default=sa_false()),
+    Column("message", Text, nullable=True),
+    Column("sync_checks", Integer, nullable=False, server_default="0"),
+    Column("notified", Boolean, nullable=False, server_default=sa_false()),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("invoice_id", "attempt", name="uq_charge_attempts_invoice_attempt"),
+    CheckConstraint(
+        "status IN ('pending', 'succeeded', 'processing', 'declined', 'requires_action', 'settled', 'failed', 'dead')",
+        name="status",
+    ),
+    CheckConstraint("attempt >= 1", name="attempt"),
+    Index("ix_charge_attempts_status", "status"),
+)
