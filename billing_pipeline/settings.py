@@ -162,6 +162,16 @@ def _optional_path(name: str, raw: str | None, default: None) -> Path | None:
     return Path(value).expanduser().resolve() if value else None
 
 
+def _retry_days(name: str, value: str) -> None:
+    from billing_pipeline.domain.charges import parse_retry_days
+
+    if value.strip():
+        try:
+            parse_retry_days(value)
+        except ValueError as exc:
+            raise SettingsError(f"{name}: {exc}") from None
+
+
 def _home(name: str, raw: str | None, default: str) -> Path:
     return Path(_text(name, raw, default)).expanduser().resolve()
 
@@ -258,6 +268,12 @@ class Settings:
     payment_reminders_cron: str = "0 9 * * *"
     dunning_policy_file: Path | None = None  # None: the packaged billing_pipeline/catalog/dunning.yaml
     notification_max_attempts: int = 3
+    # collections: auto-charge and payment sync (services.collections.charges / payment_sync, defs.charges)
+    charge_due_invoices_cron: str = "0 6 * * *"
+    charge_retry_days: str = ""  # days after the due date of attempts 2, 3...; empty: from the dunning policy
+    charge_max_attempts: int = 4
+    payment_sync_cron: str = "*/30 * * * *"
+    payment_sync_max_checks: int = 48
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -320,6 +336,11 @@ _VARS: dict[str, _Var] = {
     "payment_reminders_cron": _Var("PAYMENT_REMINDERS_CRON", _cron, "0 9 * * *"),
     "dunning_policy_file": _Var("DUNNING_POLICY_FILE", _optional_path),
     "notification_max_attempts": _Var("NOTIFICATION_MAX_ATTEMPTS", _int(1, 100), 3),
+    "charge_due_invoices_cron": _Var("CHARGE_DUE_INVOICES_CRON", _cron, "0 6 * * *"),
+    "charge_retry_days": _Var("CHARGE_RETRY_DAYS", _text, "", check=_retry_days),
+    "charge_max_attempts": _Var("CHARGE_MAX_ATTEMPTS", _int(1, 20), 4),
+    "payment_sync_cron": _Var("PAYMENT_SYNC_CRON", _cron, "*/30 * * * *"),
+    "payment_sync_max_checks": _Var("PAYMENT_SYNC_MAX_CHECKS", _int(1, 10_000), 48),
 }
 #: ``Settings.seller``: the seller block on invoices and e-mails.
 _SELLER_VARS: dict[str, _Var] = {

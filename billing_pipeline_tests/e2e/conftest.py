@@ -26,6 +26,8 @@ E2E_SETTINGS = {
     "WEEKLY_INVOICE_CRON": "0 0 1 1 *",
     "HEALTH_CHECK_CRON": "0 0 1 1 *",
     "PAYMENT_REMINDERS_CRON": "0 0 1 1 *",
+    "CHARGE_DUE_INVOICES_CRON": "0 0 1 1 *",
+    "PAYMENT_SYNC_CRON": "0 0 1 1 *",
     "SCHEDULES_RUNNING": "true",
     "INVOICE_BATCH_SIZE": "3",
     "INVOICE_GRACE_HOURS": "0",  # the schedule's tick finalizes: the scenario watches it do so
@@ -46,6 +48,8 @@ AUTOMATION_SETTINGS = {
     "WEEKLY_INVOICE_CRON": "* * * * *",
     "HEALTH_CHECK_CRON": "* * * * *",
     "PAYMENT_REMINDERS_CRON": "* * * * *",
+    "CHARGE_DUE_INVOICES_CRON": "* * * * *",
+    "PAYMENT_SYNC_CRON": "* * * * *",
     "INVOICE_GRACE_HOURS": "0",  # the schedules finalize at once, and so does invoice_finalization_sensor
     "SCHEDULES_RUNNING": "true",
     "INVOICE_BATCH_SIZE": "10",
