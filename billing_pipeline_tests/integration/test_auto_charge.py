@@ -199,3 +199,18 @@ def test_invoices_paid_in_stripe_are_recorded_once(world, stripe_server, smtp_se
     assert sync_payment_status(engine, gateway, notices, SyncOptions(), now).paid_elsewhere == 0
     assert _payments(engine, ids["manual"]) == [(f"stripe-paid:{stripe_id}", 12_000, "succeeded")]
     assert lifecycle.find_invoice(engine, "INV-2026-000003").status.value == "paid"
+
+
+def test_status_shows_receivables_by_age_and_open_dead_letters(world, stripe_server, capsys):
+    from billing_pipeline.cli.status import _print_receivables
+
+    engine, gateway, notices, ids = world
+    mirror(engine, gateway, stripe_server, ids["acme"], "acme", payment_method="pm_card_chargeDeclinedLostCard")
+    charge_due_invoices(engine, gateway, notices, OPTIONS, day("2026-03-15"))  # globex: never synced, dead letter
+    _print_receivables(engine, day("2026-04-20"))
+    out = capsys.readouterr().out.splitlines()
+    assert out[-3:] == [
+        "Receivables:",
+        "  overdue 31-60 days   3 invoice(s) 360.00 USD",
+        "Open dead letters: charge: 1",
+    ]
