@@ -96,21 +96,45 @@ def charge_due_invoices(
     ids = [inv.invoice_id for inv in candidates]
     attempts = ledger.attempts_of(engine, ids)
     stripe_ids = ledger.stripe_invoice_ids(engine, ids)
+    due_now = {
+        inv.invoice_id
+        for inv in candidates
+        if plan_charge(
+            _records(attempts[inv.invoice_id]), inv.due_at, as_of, options.retry_days, options.max_attempts
+        ).action
+        in (NextCharge.CHARGE, NextCharge.RESOLVE)
+    }
+    loaded = load_invoices(engine, sorted(due_now))  # one read for the run, not one per invoice
     for inv in candidates:
-        records = [AttemptRecord(a.attempt, a.status, a.hard_decline) for a in attempts[inv.invoice_id]]
-        plan = plan_charge(records, inv.due_at, as_of, options.retry_days, options.max_attempts)
+        plan = plan_charge(
+            _records(attempts[inv.invoice_id]), inv.due_at, as_of, options.retry_days, options.max_attempts
+        )
         if plan.action is NextCharge.GIVE_UP:
             row = attempts[inv.invoice_id][-1]
             summary.dead += ledger.give_up(engine, ledger.CHARGE_KIND, row, inv.number, plan.reason)
         elif plan.action in (NextCharge.CHARGE, NextCharge.RESOLVE):
-            _attempt(engine, gateway, options, inv, plan, due[inv.invoice_id], stripe_ids.get(inv.invoice_id), summary)
+            invoice = loaded[inv.invoice_id].invoice
+            _attempt(
+                engine,
+                gateway,
+                options,
+                inv,
+                invoice,
+                plan,
+                due[inv.invoice_id],
+                stripe_ids.get(inv.invoice_id),
+                summary,
+            )
     summary.notices = notify_attempts(engine, notices)
     logger.info(summary.describe())
     return summary
 
 
-def _attempt(engine, gateway, options: ChargeOptions, inv, plan, amount_due: int, stripe_id, summary) -> None:
-    invoice = load_invoices(engine, [inv.invoice_id])[inv.invoice_id].invoice
+def _records(rows: list[ledger.AttemptRow]) -> list[AttemptRecord]:
+    return [AttemptRecord(a.attempt, a.status, a.hard_decline) for a in rows]
+
+
+def _attempt(engine, gateway, options: ChargeOptions, inv, invoice, plan, amount_due: int, stripe_id, summary) -> None:
     prefix = options.idempotency_prefix
     key = charge_key(inv.number, plan.attempt, prefix)
     try:
