@@ -76,3 +76,15 @@ def test_aging_buckets_by_whole_days_overdue_per_currency():
     ]
     due = {1: 1000, 2: 200, 3: 700, 4: 0}
     assert aging(invoices, due, at(3)) == {"1-30": {"USD": (2, 1200)}, "not due": {"EUR": (1, 700)}}
+
+
+def test_the_charge_settings_refuse_bad_values_by_name():
+    from billing_pipeline.settings import Settings, SettingsError
+
+    assert Settings.from_env({"CHARGE_RETRY_DAYS": "2, 4"}).charge_retry_days == "2, 4"
+    with pytest.raises(SettingsError, match=r"CHARGE_RETRY_DAYS: retry days must increase"):
+        Settings.from_env({"CHARGE_RETRY_DAYS": "7,3"})
+    with pytest.raises(SettingsError, match="CHARGE_MAX_ATTEMPTS"):
+        Settings.from_env({"CHARGE_MAX_ATTEMPTS": "0"})
+    with pytest.raises(SettingsError, match="PAYMENT_SYNC_CRON"):
+        Settings.from_env({"PAYMENT_SYNC_CRON": "every minute"})
