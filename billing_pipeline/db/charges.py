@@ -121,7 +121,7 @@ def record_outcome(engine: Engine, number: str, attempt: int, outcome: Outcome, 
             .values(
                 status=outcome.status, gateway_payment_id=outcome.gateway_payment_id,
                 decline_code=outcome.decline_code, hard_decline=outcome.hard_decline,
-                message=(outcome.message or None) and outcome.message[:2000], updated_at=utc_now(),
+                message=(outcome.message or None) and outcome.message[:2000], updated_at=at,  # the run's clock
             )
         )  # fmt: skip
         if outcome.gateway_payment_id is None or outcome.status not in ("succeeded", "processing", "settled"):
@@ -222,12 +222,13 @@ def mark_notified(engine: Engine, invoice_id: int, attempt: int) -> None:
         )
 
 
-def count_sync_check(engine: Engine, invoice_id: int, attempt: int) -> int:
+def count_sync_check(engine: Engine, invoice_id: int, attempt: int, at: dt.datetime) -> int:
+    """One more re-read of a processing payment at ``at`` (the run's clock: the next is an hour later)."""
     with engine.begin() as conn:
         conn.execute(
             update(charge_attempts)
             .where(_a.invoice_id == invoice_id, _a.attempt == attempt)
-            .values(sync_checks=_a.sync_checks + 1, updated_at=utc_now())
+            .values(sync_checks=_a.sync_checks + 1, updated_at=at)
         )
         return conn.execute(
             select(_a.sync_checks).where(_a.invoice_id == invoice_id, _a.attempt == attempt)

@@ -165,10 +165,11 @@ def test_processing_payments_settle_through_the_sync(world, stripe_server, smtp_
     [(pi, _, status)] = _payments(engine, ids["acme"])
     assert status == "processing" and lifecycle.find_invoice(engine, "INV-2026-000001").status.value == "finalized"
     options = SyncOptions(max_checks=2)
-    first = sync_payment_status(engine, gateway, notices, options, dt.datetime.now(UTC) + dt.timedelta(minutes=30))
+    first = sync_payment_status(engine, gateway, notices, options, day("2026-03-15", 6) + dt.timedelta(minutes=30))
     assert first.checked == 0  # younger than an hour
-    later = dt.datetime.now(UTC) + dt.timedelta(hours=2)
+    later = day("2026-03-15", 8)
     assert sync_payment_status(engine, gateway, notices, options, later).still_processing == 1
+    assert sync_payment_status(engine, gateway, notices, options, later + dt.timedelta(minutes=30)).checked == 0
     stripe_server.settle(pi)
     synced = sync_payment_status(engine, gateway, notices, options, later + dt.timedelta(hours=2))
     assert (synced.settled, synced.paid_elsewhere) == (1, 0)  # our own payment id is not recorded twice
@@ -181,7 +182,7 @@ def test_unsettled_payments_are_dead_lettered_after_the_check_cap(world, stripe_
     engine, gateway, notices, ids = world
     mirror(engine, gateway, stripe_server, ids["acme"], "acme", payment_method="pm_usBankAccount")
     charge_due_invoices(engine, gateway, notices, OPTIONS, day("2026-03-15"))
-    start = dt.datetime.now(UTC) + dt.timedelta(hours=2)
+    start = day("2026-03-15", 8)
     for n in range(3):
         sync_payment_status(engine, gateway, notices, SyncOptions(max_checks=2), start + dt.timedelta(hours=2 * n))
     [letter] = dead_letters.open_dead_letters(engine, ledger.SYNC_KIND)

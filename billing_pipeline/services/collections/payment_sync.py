@@ -113,7 +113,7 @@ def _check(engine, gateway: ChargeGateway, options: SyncOptions, row: ledger.Att
         ledger.fail_payment(engine, row.gateway_payment_id or "")
         summary.failed += 1
         return
-    checks = ledger.count_sync_check(engine, row.invoice_id, row.attempt)
+    checks = ledger.count_sync_check(engine, row.invoice_id, row.attempt, summary.as_of)
     if checks >= options.max_checks:
         error = (
             f"payment {row.gateway_payment_id} still {status.status if status else 'unreadable'} after {checks} checks"
