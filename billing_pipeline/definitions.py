@@ -11,7 +11,7 @@ import os
 
 import dagster as dg
 
-from billing_pipeline.defs import automation, charges, health, invoicing, partitions, reminders, usage
+from billing_pipeline.defs import automation, charges, health, invoicing, partitions, reminders, reports, usage
 from billing_pipeline.defs.automation import organizations_sensor
 from billing_pipeline.defs.delivery import build_delivery_asset, build_delivery_job, build_invoice_delivery_sensor
 from billing_pipeline.defs.resources import BillingDatabaseResource
@@ -192,6 +192,69 @@ late_usage_sensor = usage.late_usage_sensor(
     name="late_usage_sensor", job=hourly_usage_job, partitions_def=hourly_usage_partitions
 )
 
+# Finance reports: partitioned assets, their jobs and the schedules built from them.
+ar_aging_report_partitions = partitions.ar_aging_report_partitions(settings.partitions_start)
+mrr_report_partitions = partitions.mrr_report_partitions(settings.partitions_start)
+daily_analytics_report_partitions = partitions.daily_analytics_report_partitions(settings.partitions_start)
+weekly_bi_report_partitions = partitions.weekly_bi_report_partitions(settings.partitions_start)
+_report_mail = {"recipients": settings.report_recipients, "sender": settings.email_from}
+ar_aging_report = reports.ar_aging_report_asset(ar_aging_report_partitions, **_report_mail)
+mrr_report = reports.mrr_report_asset(mrr_report_partitions, **_report_mail)
+daily_analytics_report = reports.daily_analytics_report_asset(daily_analytics_report_partitions, **_report_mail)
+weekly_bi_report = reports.weekly_bi_report_asset(weekly_bi_report_partitions, **_report_mail)
+ar_aging_report_job = dg.define_asset_job(
+    name="ar_aging_report_job",
+    selection=dg.AssetSelection.assets(ar_aging_report),
+    partitions_def=ar_aging_report_partitions,
+    description="AR aging as of Monday: PDF and CSV stored, e-mailed once to REPORT_RECIPIENTS.",
+)
+mrr_report_job = dg.define_asset_job(
+    name="mrr_report_job",
+    selection=dg.AssetSelection.assets(mrr_report),
+    partitions_def=mrr_report_partitions,
+    description="MRR/ARR summary of last month: PDF (trend charts) and CSV stored, e-mailed once.",
+)
+daily_analytics_report_job = dg.define_asset_job(
+    name="daily_analytics_report_job",
+    selection=dg.AssetSelection.assets(daily_analytics_report),
+    partitions_def=daily_analytics_report_partitions,
+    description="Daily analytics of yesterday (UTC): PDF and CSV stored, e-mailed once.",
+)
+weekly_bi_report_job = dg.define_asset_job(
+    name="weekly_bi_report_job",
+    selection=dg.AssetSelection.assets(weekly_bi_report),
+    partitions_def=weekly_bi_report_partitions,
+    description="Weekly BI of the Sunday-Saturday week just ended: PDF (charts) and CSV stored, e-mailed once.",
+)
+ar_aging_report_schedule = reports.report_schedule(
+    name="ar_aging_report_schedule",
+    job=ar_aging_report_job,
+    partitions_def=ar_aging_report_partitions,
+    cron=settings.ar_aging_report_cron,  # default "0 7 * * 1": Monday 07:00 UTC, for the week that just ended
+    running=settings.schedules_running,
+)
+mrr_report_schedule = reports.report_schedule(
+    name="mrr_report_schedule",
+    job=mrr_report_job,
+    partitions_def=mrr_report_partitions,
+    cron=settings.mrr_report_cron,  # default "0 8 1 * *": the 1st, 08:00 UTC, for the month that just ended
+    running=settings.schedules_running,
+)
+daily_analytics_report_schedule = reports.report_schedule(
+    name="daily_analytics_report_schedule",
+    job=daily_analytics_report_job,
+    partitions_def=daily_analytics_report_partitions,
+    cron=settings.daily_analytics_report_cron,  # default "0 2 * * *": 02:00 UTC, for the day that just ended
+    running=settings.schedules_running,
+)
+weekly_bi_report_schedule = reports.report_schedule(
+    name="weekly_bi_report_schedule",
+    job=weekly_bi_report_job,
+    partitions_def=weekly_bi_report_partitions,
+    cron=settings.weekly_bi_report_cron,  # default "0 3 * * 0": Sunday 03:00 UTC, for the week that just ended
+    running=settings.schedules_running,
+)
+
 #: What run-month launches per interval: the invoices job and the assets its run config goes to.
 INVOICE_JOBS = {
     MONTHLY: PeriodJob(MONTHLY, monthly_invoices_job.name, (monthly_invoice_drafts.op.name, monthly_invoices.op.name)),
@@ -205,18 +268,24 @@ def build_definitions(settings: Settings = settings) -> dg.Definitions:
     delivery = _delivery_definitions(settings)
     return dg.Definitions(
         assets=[hourly_usage, monthly_invoice_drafts, monthly_invoices, weekly_invoice_drafts, weekly_invoices]
+        + [ar_aging_report, mrr_report, daily_analytics_report, weekly_bi_report]
         + [payment_reminders, auto_charges, payment_status_sync]
         + delivery["assets"]
         + [service_health],
         asset_checks=[monthly_usage_reconciliation, weekly_usage_reconciliation],
-        jobs=[hourly_usage_job, monthly_invoices_job, weekly_invoices_job, send_payment_reminders_job]
-        + [charge_due_invoices_job, sync_payment_status_job]
+        jobs=[hourly_usage_job, monthly_invoices_job, weekly_invoices_job]
+        + [ar_aging_report_job, mrr_report_job, daily_analytics_report_job, weekly_bi_report_job]
+        + [send_payment_reminders_job, charge_due_invoices_job, sync_payment_status_job]
         + delivery["jobs"]
         + [service_health_job],
         schedules=[
             hourly_usage_job_schedule,
             monthly_invoices_job_schedule,
             weekly_invoices_job_schedule,
+            ar_aging_report_schedule,
+            mrr_report_schedule,
+            daily_analytics_report_schedule,
+            weekly_bi_report_schedule,
             service_health_schedule,
             send_payment_reminders_job_schedule,
             charge_due_invoices_job_schedule,

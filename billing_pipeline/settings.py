@@ -176,6 +176,15 @@ def _home(name: str, raw: str | None, default: str) -> Path:
     return Path(_text(name, raw, default)).expanduser().resolve()
 
 
+def _recipients(name: str, raw: str | None, default: str) -> tuple[str, ...]:
+    """Comma-separated e-mail addresses (empty: the reports are stored, not sent)."""
+    out = tuple(a.strip() for a in (raw if raw is not None else default).split(",") if a.strip())
+    for addr in out:
+        if not re.fullmatch(r"[^@\s,<>]+@[^@\s,<>]+\.[^@\s,<>]+", addr):
+            raise SettingsError(f"{name}: not an e-mail address: {addr!r}")
+    return out
+
+
 # --- checks of a parsed value
 
 
@@ -274,6 +283,11 @@ class Settings:
     charge_max_attempts: int = 4
     payment_sync_cron: str = "*/30 * * * *"
     payment_sync_max_checks: int = 48
+    ar_aging_report_cron: str = "0 7 * * 1"  # Monday 07:00 UTC
+    mrr_report_cron: str = "0 8 1 * *"  # the 1st of the month, 08:00 UTC
+    daily_analytics_report_cron: str = "0 2 * * *"  # every day, 02:00 UTC
+    weekly_bi_report_cron: str = "0 3 * * 0"  # Sunday 03:00 UTC
+    report_recipients: tuple[str, ...] = ()  # who gets the AR aging and MRR reports (none: stored only)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -341,6 +355,11 @@ _VARS: dict[str, _Var] = {
     "charge_max_attempts": _Var("CHARGE_MAX_ATTEMPTS", _int(1, 20), 4),
     "payment_sync_cron": _Var("PAYMENT_SYNC_CRON", _cron, "*/30 * * * *"),
     "payment_sync_max_checks": _Var("PAYMENT_SYNC_MAX_CHECKS", _int(1, 10_000), 48),
+    "ar_aging_report_cron": _Var("AR_AGING_REPORT_CRON", _cron, "0 7 * * 1"),
+    "mrr_report_cron": _Var("MRR_REPORT_CRON", _cron, "0 8 1 * *"),
+    "daily_analytics_report_cron": _Var("DAILY_ANALYTICS_REPORT_CRON", _cron, "0 2 * * *"),
+    "weekly_bi_report_cron": _Var("WEEKLY_BI_REPORT_CRON", _cron, "0 3 * * 0"),
+    "report_recipients": _Var("REPORT_RECIPIENTS", _recipients, ""),
 }
 #: ``Settings.seller``: the seller block on invoices and e-mails.
 _SELLER_VARS: dict[str, _Var] = {

@@ -38,18 +38,18 @@ def status(period_value: str | None, interval: str) -> None:
 
 
 def _print_receivables(engine, now) -> None:
-    """Finalized invoices with something due, by age (not due, overdue 1-30 ... 90+ days), and open dead letters."""
+    """Finalized invoices with something due, by age (the AR aging report's buckets), and open dead letters."""
     from billing_pipeline.db import collections, dead_letters
     from billing_pipeline.domain import money
-    from billing_pipeline.domain.aging import BUCKETS, NOT_DUE, aging
+    from billing_pipeline.domain.aging import BUCKETS, aging
     from billing_pipeline.domain.dunning import amounts_due
 
     data = collections.load_receivables(engine)
     buckets = aging(data.invoices, amounts_due(data.invoices, data.payments), now)
     click.echo("Receivables:" + ("" if buckets else " nothing due"))
-    for key in (NOT_DUE, *(b[0] for b in BUCKETS)):
+    for key in BUCKETS:
         per_currency = buckets.get(key, {})
-        label = key if key == NOT_DUE else f"overdue {key} days"
+        label = "not yet overdue" if key == "current" else f"overdue {key} days"
         parts = [
             f"{n} invoice(s) {money.format_amount(money.from_minor(minor, cur), cur)}"
             for cur, (n, minor) in sorted(per_currency.items())

@@ -428,3 +428,21 @@ charge_attempts = Table(
     CheckConstraint("attempt >= 1", name="attempt"),
     Index("ix_charge_attempts_status", "status"),
 )
+
+# The report e-mail ledger: one row per (report, partition) makes each report's e-mail go out once.
+# Claimed (pending, attempts + 1, Message-ID) before the SMTP call, succeeded right after it;
+# a row left pending by a crashed send, or ambiguous, is never sent again by a run.
+report_deliveries = Table(
+    "report_deliveries",
+    metadata,
+    Column("report", String(32), primary_key=True),
+    Column("partition_key", String(32), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("message_id", String(255), nullable=True),
+    Column("recipients", Text, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime, nullable=True),
+    CheckConstraint("status IN ('pending', 'succeeded', 'failed', 'ambiguous', 'dead')", name="status"),
+)

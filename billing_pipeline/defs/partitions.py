@@ -60,3 +60,43 @@ def split_key(key: str | dg.MultiPartitionKey, interval: BillingInterval) -> tup
 
 def billing_key(interval: BillingInterval, period_key: str, org_id: str) -> dg.MultiPartitionKey:
     return dg.MultiPartitionKey({TIME_DIMENSION[interval]: period_key, ORG_DIMENSION: org_id})
+
+
+#: AR aging: weeks from Monday 07:00 UTC; a partition's report is as of the Monday its window
+#: ends on, and its schedule fires then (Monday 07:00 UTC).
+AR_AGING_HOUR = 7
+#: MRR: calendar months shifted to 08:00 UTC; the partition of month M is reported on the 1st of
+#: M + 1 at 08:00 UTC, when its schedule fires.
+MRR_HOUR = 8
+
+
+def ar_aging_report_partitions(start: dt.date) -> dg.WeeklyPartitionsDefinition:
+    return dg.WeeklyPartitionsDefinition(
+        start_date=first_monday(start).isoformat(), day_offset=1, hour_offset=AR_AGING_HOUR, timezone="UTC"
+    )
+
+
+def mrr_report_partitions(start: dt.date) -> dg.MonthlyPartitionsDefinition:
+    return dg.MonthlyPartitionsDefinition(
+        start_date=start.replace(day=1).isoformat(), hour_offset=MRR_HOUR, timezone="UTC"
+    )
+
+
+#: Daily analytics: UTC days shifted to 02:00; the partition of day D is reported at D + 1 02:00 UTC.
+DAILY_ANALYTICS_HOUR = 2
+
+
+def daily_analytics_report_partitions(start: dt.date) -> dg.DailyPartitionsDefinition:
+    return dg.DailyPartitionsDefinition(start_date=start.isoformat(), hour_offset=DAILY_ANALYTICS_HOUR, timezone="UTC")
+
+
+#: Weekly BI: weeks from Sunday 03:00 UTC (after the daily analytics of Saturday); the partition of
+#: the week starting Sunday S covers the days S to S + 6 and is reported at S + 7 03:00 UTC.
+WEEKLY_BI_HOUR = 3
+
+
+def weekly_bi_report_partitions(start: dt.date) -> dg.WeeklyPartitionsDefinition:
+    first_sunday = start + dt.timedelta(days=(6 - start.weekday()) % 7)
+    return dg.WeeklyPartitionsDefinition(
+        start_date=first_sunday.isoformat(), day_offset=0, hour_offset=WEEKLY_BI_HOUR, timezone="UTC"
+    )

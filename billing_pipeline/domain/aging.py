@@ -1,4 +1,5 @@
-"""Receivables by age (pure): what is due, and how long overdue, per currency in minor units."""
+"""Receivables by age for ``status`` (pure): the AR aging report's buckets (``domain.reports.aging``:
+current, 1-30, 31-60, 61-90, 90+ days past the UTC due date), counted per currency in minor units."""
 
 from __future__ import annotations
 
@@ -6,18 +7,13 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 
 from billing_pipeline.domain.dunning import Receivable
+from billing_pipeline.domain.reports.aging import AGING_BUCKETS, aging_bucket, days_past_due
 
-#: (label, first overdue day, last overdue day or None)
-BUCKETS = (("1-30", 1, 30), ("31-60", 31, 60), ("61-90", 61, 90), ("90+", 91, None))
-NOT_DUE = "not due"
+BUCKETS = AGING_BUCKETS
 
 
 def bucket_of(due_at: dt.datetime, now: dt.datetime) -> str:
-    """``not due`` until the due instant, then by whole days overdue (day 1 starts at the due instant)."""
-    if now < due_at:
-        return NOT_DUE
-    days = (now - due_at).days + 1
-    return next(label for label, low, high in BUCKETS if days >= low and (high is None or days <= high))
+    return aging_bucket(days_past_due(due_at.astimezone(dt.UTC).date(), now.astimezone(dt.UTC).date()))
 
 
 def aging(

@@ -24,6 +24,10 @@ E2E_SETTINGS = {
     # 1 January only: no hourly or weekly run sneaks into the scenario
     "HOURLY_USAGE_CRON": "0 0 1 1 *",
     "WEEKLY_INVOICE_CRON": "0 0 1 1 *",
+    "AR_AGING_REPORT_CRON": "0 0 1 1 *",
+    "MRR_REPORT_CRON": "0 0 1 1 *",
+    "DAILY_ANALYTICS_REPORT_CRON": "0 0 1 1 *",
+    "WEEKLY_BI_REPORT_CRON": "0 0 1 1 *",
     "HEALTH_CHECK_CRON": "0 0 1 1 *",
     "PAYMENT_REMINDERS_CRON": "0 0 1 1 *",
     "CHARGE_DUE_INVOICES_CRON": "0 0 1 1 *",
@@ -46,6 +50,10 @@ AUTOMATION_SETTINGS = {
     "HOURLY_USAGE_CRON": "* * * * *",
     "MONTHLY_INVOICE_CRON": "* * * * *",
     "WEEKLY_INVOICE_CRON": "* * * * *",
+    "AR_AGING_REPORT_CRON": "* * * * *",  # the reports' last closed week and month, once each (run_key)
+    "MRR_REPORT_CRON": "* * * * *",
+    "DAILY_ANALYTICS_REPORT_CRON": "* * * * *",
+    "WEEKLY_BI_REPORT_CRON": "* * * * *",
     "HEALTH_CHECK_CRON": "* * * * *",
     "PAYMENT_REMINDERS_CRON": "* * * * *",
     "CHARGE_DUE_INVOICES_CRON": "* * * * *",

@@ -41,6 +41,16 @@ SCHEDULES = {
     "send_payment_reminders_job_schedule",
     "charge_due_invoices_job_schedule",
     "sync_payment_status_job_schedule",
+    "ar_aging_report_schedule",
+    "mrr_report_schedule",
+    "daily_analytics_report_schedule",
+    "weekly_bi_report_schedule",
+}
+REPORT_SCHEDULES = {
+    "ar_aging_report_schedule": "ar_aging",
+    "mrr_report_schedule": "mrr",
+    "daily_analytics_report_schedule": "daily_analytics",
+    "weekly_bi_report_schedule": "weekly_bi",
 }
 SENSORS = {"organizations_sensor", "invoice_delivery_sensor", "late_usage_sensor", "invoice_finalization_sensor"}
 INVOICE_SCHEDULES = ("monthly_invoices_job_schedule", "weekly_invoices_job_schedule")
@@ -272,3 +282,9 @@ def test_every_schedule_and_sensor_fired_and_nothing_was_sent_twice(stack):
         assert sum(invoice.number.encode() in e for e in emails) == 1, invoice.number
     failed = [r for r in stack.instance().get_runs() if r.status == dg.DagsterRunStatus.FAILURE]
     assert not failed, [(r.job_name, r.tags) for r in failed]
+    for name, report in REPORT_SCHEDULES.items():  # each fired once per partition, and stored its PDF
+        fired = runs(stack, **{"dagster/schedule_name": name})
+        assert fired and all(r.is_success for r in fired), name
+        assert len({r.tags["dagster/partition"] for r in fired}) == len(fired), name
+        stored = list((stack.billing_home / "documents" / "reports" / report).rglob("*.pdf"))
+        assert stored and all(p.read_bytes().startswith(b"%PDF") for p in stored), report

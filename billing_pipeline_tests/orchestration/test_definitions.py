@@ -28,6 +28,10 @@ ASSETS = {
     "weekly_invoice_drafts",
     "weekly_invoices",
     "weekly_invoice_deliveries",
+    "ar_aging_report",
+    "mrr_report",
+    "daily_analytics_report",
+    "weekly_bi_report",
     "service_health",
     "payment_reminders",
     "auto_charges",
@@ -47,6 +51,10 @@ JOBS = {
     "weekly_invoices_job",
     "deliver_monthly_invoices_job",
     "deliver_weekly_invoices_job",
+    "ar_aging_report_job",
+    "mrr_report_job",
+    "daily_analytics_report_job",
+    "weekly_bi_report_job",
     "service_health_job",
     "send_payment_reminders_job",
     "charge_due_invoices_job",
@@ -56,6 +64,10 @@ SCHEDULES = {
     ("hourly_usage_job_schedule", "hourly_usage_job", "5 * * * *", "UTC"),
     ("monthly_invoices_job_schedule", "monthly_invoices_job", "0 0 1 * *", "UTC"),
     ("weekly_invoices_job_schedule", "weekly_invoices_job", "0 0 * * 1", "UTC"),
+    ("ar_aging_report_schedule", "ar_aging_report_job", "0 7 * * 1", "UTC"),  # Monday 07:00 UTC
+    ("mrr_report_schedule", "mrr_report_job", "0 8 1 * *", "UTC"),  # the 1st, 08:00 UTC
+    ("daily_analytics_report_schedule", "daily_analytics_report_job", "0 2 * * *", "UTC"),  # 02:00 UTC
+    ("weekly_bi_report_schedule", "weekly_bi_report_job", "0 3 * * 0", "UTC"),  # Sunday 03:00 UTC
     ("service_health_schedule", "service_health_job", "*/15 * * * *", "UTC"),
     ("send_payment_reminders_job_schedule", "send_payment_reminders_job", "0 9 * * *", "UTC"),
     ("charge_due_invoices_job_schedule", "charge_due_invoices_job", "0 6 * * *", "UTC"),
@@ -76,7 +88,9 @@ def test_definitions_load_and_public_names_are_pinned(settings):
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == ASSETS
     assert {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys} == CHECKS
     assert {j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__")} == JOBS
-    assert {(s.name, s.job_name, s.cron_schedule, s.execution_timezone) for s in defs.schedules} == SCHEDULES
+    schedules = [defs.resolve_schedule_def(s.name) for s in defs.schedules]
+    assert {(s.name, s.job_name, s.cron_schedule, s.execution_timezone) for s in schedules} == SCHEDULES
+    assert all(s.default_status is dg.DefaultScheduleStatus.RUNNING for s in schedules)
     assert {s.name for s in defs.sensors} == SENSORS
 
 
@@ -87,19 +101,18 @@ def test_module_level_names_match_their_variables():
         "weekly_invoice_drafts",
         "weekly_invoices",
         "service_health",
+        "ar_aging_report",
+        "mrr_report",
+        "daily_analytics_report",
+        "weekly_bi_report",
     ]:
         assert getattr(definitions, name).key.to_user_string() == name
     for name in ["payment_reminders", "auto_charges", "payment_status_sync"]:
         assert getattr(definitions, name).key.to_user_string() == name
-    for name in [
-        "hourly_usage_job",
-        "monthly_invoices_job",
-        "weekly_invoices_job",
-        "service_health_job",
-        "send_payment_reminders_job",
-        "charge_due_invoices_job",
-        "sync_payment_status_job",
-    ]:
+    jobs = ["hourly_usage_job", "monthly_invoices_job", "weekly_invoices_job", "service_health_job"]
+    jobs += ["ar_aging_report_job", "mrr_report_job", "daily_analytics_report_job", "weekly_bi_report_job"]
+    jobs += ["send_payment_reminders_job", "charge_due_invoices_job", "sync_payment_status_job"]
+    for name in jobs:
         assert getattr(definitions, name).name == name
     for name, *_ in SCHEDULES:
         assert getattr(definitions, name).name == name

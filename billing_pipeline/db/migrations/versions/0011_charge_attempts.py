@@ -1,7 +1,7 @@
 """Auto-charge: the charge_attempts ledger
 
 Revision ID: 0011
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-01
 
 A new table only, empty at first: nothing existing changes.
@@ -13,7 +13,7 @@ from alembic import op
 import billing_pipeline.db.types
 
 revision = "0011"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """Collections: organizations' dunning settings; payment_reminders, notifications, dead_letters
 
-Revision ID: 0006
-Revises: 0004
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-01
 
 New columns on organizations carry defaults (not excluded, no account manager, UTC), so every
@@ -14,8 +14,8 @@ from alembic import op
 
 import billing_pipeline.db.types
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
