@@ -152,6 +152,25 @@ def late_hour_events(stack: DagsterStack) -> int:
         return int(conn.execute(query).scalar_one())
 
 
+@pytest.mark.parametrize(
+    ("schedule", "job", "asset"),
+    [
+        ("charge_due_invoices_job_schedule", "charge_due_invoices_job", "auto_charges"),
+        ("sync_payment_status_job_schedule", "sync_payment_status_job", "payment_status_sync"),
+    ],
+)
+def test_charge_and_payment_sync_schedules_run_first(stack, schedule, job, asset):
+    def succeeded():
+        return [r for r in runs(stack, **{"dagster/schedule_name": schedule}) if r.is_success]
+
+    [run, *_] = stack.wait_for(succeeded, 240, f"a {job} run launched by its schedule", interval=3)
+    assert run.job_name == job and run.tags["billing/as_of"].endswith("+00:00")
+    record = stack.instance().get_latest_materialization_event(dg.AssetKey(asset))
+    # no payment gateway in this stack (INVOICE_ENABLE_STRIPE=false): the run says so and charges nothing
+    assert record.asset_materialization.metadata["skipped"].value == "no payment gateway"
+    stop(stack, schedule)  # first in the module: stopped after one run, its runs do not crowd the invoices' runs
+
+
 def test_invoice_schedules_bill_the_monthly_and_the_weekly_organization(stack):
     def both_billed():  # the finalization sensor (grace 0) may finalize before a schedule's run is launched
         billed = {(r.org_id, r.interval) for r in finalized_invoices(stack)}
@@ -233,25 +252,6 @@ def test_reminders_schedule_runs_the_payment_reminders(stack):
     assert record is not None and "sent" in record.asset_materialization.metadata
     # nothing is due yet (the invoices were just finalized, net 30): nothing sent, nothing dead
     assert record.asset_materialization.metadata["dead_letters"].value == 0
-
-
-@pytest.mark.parametrize(
-    ("schedule", "job", "asset"),
-    [
-        ("charge_due_invoices_job_schedule", "charge_due_invoices_job", "auto_charges"),
-        ("sync_payment_status_job_schedule", "sync_payment_status_job", "payment_status_sync"),
-    ],
-)
-def test_charge_and_payment_sync_schedules_run(stack, schedule, job, asset):
-    def succeeded():
-        return [r for r in runs(stack, **{"dagster/schedule_name": schedule}) if r.is_success]
-
-    [run, *_] = stack.wait_for(succeeded, 240, f"a {job} run launched by its schedule", interval=3)
-    assert run.job_name == job and run.tags["billing/as_of"].endswith("+00:00")
-    record = stack.instance().get_latest_materialization_event(dg.AssetKey(asset))
-    # no payment gateway in this stack (INVOICE_ENABLE_STRIPE=false): the run says so and charges nothing
-    assert record.asset_materialization.metadata["skipped"].value == "no payment gateway"
-    stop(stack, schedule)  # it ticks every minute here: one run is the point
 
 
 def test_every_schedule_and_sensor_fired_and_nothing_was_sent_twice(stack):
