@@ -7,11 +7,12 @@ name literal and equal to its variable. The environment is read once, at load
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 
 import dagster as dg
 
-from billing_pipeline.defs import automation, charges, health, invoicing, partitions, reminders, reports, usage
+from billing_pipeline.defs import alerts, automation, charges, health, invoicing, partitions, reminders, reports, usage
 from billing_pipeline.defs.automation import organizations_sensor
 from billing_pipeline.defs.delivery import build_delivery_asset, build_delivery_job, build_invoice_delivery_sensor
 from billing_pipeline.defs.resources import BillingDatabaseResource
@@ -188,6 +189,21 @@ sync_payment_status_job_schedule = charges.collections_schedule(
     running=settings.schedules_running,
     what="Re-reads processing payments and invoices paid in Stripe (PAYMENT_SYNC_CRON, default every 30 minutes).",
 )
+run_failure_alert_sensor = alerts.run_failure_alert_sensor(
+    name="run_failure_alert_sensor", running=settings.schedules_running
+)
+failure_rate_alert_sensor = alerts.failure_rate_alert_sensor(
+    name="failure_rate_alert_sensor",
+    threshold=settings.alert_failure_threshold,  # ALERT_FAILURE_THRESHOLD, default 10
+    window=dt.timedelta(hours=settings.alert_failure_window_hours),  # ALERT_FAILURE_WINDOW_HOURS, default 24
+    running=settings.schedules_running,
+)
+service_health_alert_sensor = alerts.service_health_alert_sensor(
+    name="service_health_alert_sensor", running=settings.schedules_running
+)
+alert_redelivery_sensor = alerts.alert_redelivery_sensor(
+    name="alert_redelivery_sensor", running=settings.schedules_running
+)
 late_usage_sensor = usage.late_usage_sensor(
     name="late_usage_sensor", job=hourly_usage_job, partitions_def=hourly_usage_partitions
 )
@@ -291,7 +307,9 @@ def build_definitions(settings: Settings = settings) -> dg.Definitions:
             charge_due_invoices_job_schedule,
             sync_payment_status_job_schedule,
         ],
-        sensors=[organizations_sensor, late_usage_sensor, invoice_finalization_sensor] + delivery["sensors"],
+        sensors=[organizations_sensor, late_usage_sensor, invoice_finalization_sensor]
+        + delivery["sensors"]
+        + [run_failure_alert_sensor, failure_rate_alert_sensor, service_health_alert_sensor, alert_redelivery_sensor],
         resources=resources(settings),
         # Steps of a billing run are sequential and cheap; one process per run saves ~2 s per step.
         executor=dg.in_process_executor,
@@ -308,6 +326,15 @@ def resources(settings: Settings) -> dict:
             zero_total_invoices=settings.zero_total_invoices,
         ),
         **delivery_resources(settings),
+        "alerts": alerts.AlertsResource(
+            channels=list(settings.alert_channels),
+            email_to=settings.alert_email_to,
+            email_from=settings.email_from,
+            slack_webhook_url=_env("SLACK_WEBHOOK_URL"),  # a secret: read when a sensor or run starts
+            slack_timeout_seconds=settings.slack_timeout_seconds,
+            max_attempts=settings.notification_max_attempts,
+            webserver_url=settings.dagster_webserver_url,
+        ),
     }
 
 

@@ -145,6 +145,11 @@ def _http_url(name: str, raw: str | None, default: None) -> str | None:
     return url_text
 
 
+def _base_url(name: str, raw: str | None, default: str) -> str:
+    """An http(s) base URL, with a default."""
+    return (_http_url(name, raw, None) or default).rstrip("/")
+
+
 def _date(name: str, raw: str | None, default: str) -> dt.date:
     text = _text(name, raw, default)
     try:
@@ -183,6 +188,20 @@ def _recipients(name: str, raw: str | None, default: str) -> tuple[str, ...]:
         if not re.fullmatch(r"[^@\s,<>]+@[^@\s,<>]+\.[^@\s,<>]+", addr):
             raise SettingsError(f"{name}: not an e-mail address: {addr!r}")
     return out
+#: the channels operator alerts can go to (services.alerts.ALERT_CHANNELS)
+_ALERT_CHANNELS = ("email", "slack", "inapp")
+
+
+def _channels(name: str, raw: str | None, default: str) -> tuple[str, ...]:
+    """A comma-separated list of alert channels, in order, each once ("" or "none": no alerts)."""
+    text = _text(name, raw, default).lower()
+    if text in ("", "none"):
+        return ()
+    names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    for channel in names:
+        if channel not in _ALERT_CHANNELS:
+            raise SettingsError(f"{name}: unknown channel {channel!r}; choose from {', '.join(_ALERT_CHANNELS)}")
+    return names
 
 
 # --- checks of a parsed value
@@ -191,6 +210,11 @@ def _recipients(name: str, raw: str | None, default: str) -> tuple[str, ...]:
 def _email_address(name: str, value: str) -> None:
     if "@" not in value or any(c in value for c in "\r\n"):
         raise SettingsError(f"{name}: must be an email address, got {value!r}")
+
+
+def _optional_email_address(name: str, value: str | None) -> None:
+    if value is not None:
+        _email_address(name, value)
 
 
 def _number_prefix(name: str, value: str) -> None:
@@ -288,6 +312,13 @@ class Settings:
     daily_analytics_report_cron: str = "0 2 * * *"  # every day, 02:00 UTC
     weekly_bi_report_cron: str = "0 3 * * 0"  # Sunday 03:00 UTC
     report_recipients: tuple[str, ...] = ()  # who gets the AR aging and MRR reports (none: stored only)
+    # operator alerts (services.alerts, defs.alerts); SLACK_WEBHOOK_URL is a secret: read at run time
+    alert_channels: tuple[str, ...] = ("inapp",)
+    alert_email_to: str | None = None
+    dagster_webserver_url: str = "http://127.0.0.1:3000"
+    alert_failure_threshold: int = 10
+    alert_failure_window_hours: int = 24
+    slack_timeout_seconds: int = 10
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -296,6 +327,8 @@ class Settings:
         for setting, var in _VARS.items():
             values[setting] = var.read(env, values)
         values["seller"] = {key: var.read(env, values) for key, var in _SELLER_VARS.items()}
+        if "email" in values["alert_channels"] and not values["alert_email_to"]:
+            raise SettingsError("ALERT_EMAIL_TO: required when ALERT_CHANNELS includes email")
         return cls(**values)
 
 
@@ -360,6 +393,12 @@ _VARS: dict[str, _Var] = {
     "daily_analytics_report_cron": _Var("DAILY_ANALYTICS_REPORT_CRON", _cron, "0 2 * * *"),
     "weekly_bi_report_cron": _Var("WEEKLY_BI_REPORT_CRON", _cron, "0 3 * * 0"),
     "report_recipients": _Var("REPORT_RECIPIENTS", _recipients, ""),
+    "alert_channels": _Var("ALERT_CHANNELS", _channels, "inapp"),
+    "alert_email_to": _Var("ALERT_EMAIL_TO", _optional, check=_optional_email_address),
+    "dagster_webserver_url": _Var("DAGSTER_WEBSERVER_URL", _base_url, "http://127.0.0.1:3000"),
+    "alert_failure_threshold": _Var("ALERT_FAILURE_THRESHOLD", _int(0, 100_000), 10),
+    "alert_failure_window_hours": _Var("ALERT_FAILURE_WINDOW_HOURS", _int(1, 24 * 31), 24),
+    "slack_timeout_seconds": _Var("SLACK_TIMEOUT_SECONDS", _int(1, 120), 10),
 }
 #: ``Settings.seller``: the seller block on invoices and e-mails.
 _SELLER_VARS: dict[str, _Var] = {

@@ -11,6 +11,7 @@ from billing_pipeline.cli import (  # noqa: F401  (registers the commands)
     deliveries,
     health,
     invoices,
+    notifications,
     payments,
     runs,
     status,

@@ -479,3 +479,39 @@ report_deliveries = Table(
     Column("sent_at", UTCDateTime, nullable=True),
     CheckConstraint("status IN ('pending', 'succeeded', 'failed', 'ambiguous', 'dead')", name="status"),
 )
+
+# The in-app channel: one row per notice (unique dedupe key, so a re-sent notice is written once),
+# unread while read_at is null (`billing-pipeline notifications`).
+notifications_inbox = Table(
+    "notifications_inbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dedupe_key", String(255), nullable=False, unique=True),
+    Column("kind", String(32), nullable=False),
+    Column("level", String(16), nullable=False),
+    Column("subject", String(500), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("link", String(1024), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("read_at", UTCDateTime, nullable=True),
+    CheckConstraint("level IN ('info', 'warning', 'error')", name="level"),
+    Index("ix_notifications_inbox_read_at", "read_at"),
+)
+# Operator alerts as raised (run failed, failure rate, service health...), with the channels routed
+# at that time: the notification ledger dedupes each (key, channel); settled_at is set once no
+# channel will be tried again, and alert_redelivery_sensor re-sends the others.
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("dedupe_key", String(255), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("level", String(16), nullable=False),
+    Column("subject", String(500), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("link", String(1024), nullable=True),
+    Column("channels", String(64), nullable=False),  # comma-separated, e.g. "email,slack,inapp"
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("settled_at", UTCDateTime, nullable=True),
+    CheckConstraint("level IN ('info', 'warning', 'error')", name="level"),
+    Index("ix_alerts_settled_at", "settled_at"),
+)
