@@ -92,12 +92,15 @@ class SlackReceiver:
                 fault = receiver._record(self.path, body)
                 if fault.stall_seconds:
                     time.sleep(fault.stall_seconds)
-                self.send_response(fault.status)
-                self.send_header("Content-Type", "text/html")
-                if fault.retry_after is not None:
-                    self.send_header("Retry-After", f"{fault.retry_after:g}")
-                self.end_headers()
-                self.wfile.write(fault.body.encode())
+                try:
+                    self.send_response(fault.status)
+                    self.send_header("Content-Type", "text/html")
+                    if fault.retry_after is not None:
+                        self.send_header("Retry-After", f"{fault.retry_after:g}")
+                    self.end_headers()
+                    self.wfile.write(fault.body.encode())
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up waiting (a stalled answer)
+                    pass
 
             def log_message(self, format: str, *args) -> None:  # noqa: A002 (quiet)
                 pass
