@@ -73,6 +73,8 @@ def _run_error(context: dg.RunFailureSensorContext) -> str:
     lines = [context.failure_event.message or ""]
     for event in context.get_step_failure_events():
         error = getattr(event.event_specific_data, "error", None)
+        while error is not None and error.cause is not None:  # Dagster's wrapper -> the user's exception
+            error = error.cause
         if error is not None:
             lines.append(f"{event.step_key}: {error.message.strip()}")
     return "\n".join(line for line in lines if line)

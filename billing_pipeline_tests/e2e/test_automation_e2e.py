@@ -18,7 +18,7 @@ import dagster as dg
 import pytest
 from sqlalchemy import func, select
 
-from billing_pipeline.db import reference
+from billing_pipeline.db import alerts, reference
 from billing_pipeline.db.engine import get_engine
 from billing_pipeline.db.schema import hourly_usage, invoice_deliveries, invoices
 from billing_pipeline.domain.model import BillingInterval
@@ -52,7 +52,19 @@ REPORT_SCHEDULES = {
     "daily_analytics_report_schedule": "daily_analytics",
     "weekly_bi_report_schedule": "weekly_bi",
 }
-SENSORS = {"organizations_sensor", "invoice_delivery_sensor", "late_usage_sensor", "invoice_finalization_sensor"}
+#: alert sensors launch no runs: they tick (skipped: nothing to tell) and raise no alert in this scenario
+ALERT_SENSORS = {
+    "run_failure_alert_sensor",
+    "failure_rate_alert_sensor",
+    "service_health_alert_sensor",
+    "alert_redelivery_sensor",
+}
+SENSORS = {
+    "organizations_sensor",
+    "invoice_delivery_sensor",
+    "late_usage_sensor",
+    "invoice_finalization_sensor",
+} | ALERT_SENSORS
 INVOICE_SCHEDULES = ("monthly_invoices_job_schedule", "weekly_invoices_job_schedule")
 REPOSITORY = {"repositoryLocationName": "billing_pipeline", "repositoryName": "__repository__"}
 
@@ -275,6 +287,8 @@ def test_every_schedule_and_sensor_fired_and_nothing_was_sent_twice(stack):
         if name == "organizations_sensor":  # it adds partitions instead of launching runs
             added = {k for t in ticks for r in t["dynamicPartitionsRequestResults"] or [] for k in r["partitionKeys"]}
             assert {MONTHLY_ORG, WEEKLY_ORG} <= added, (name, ticks[-3:])
+        elif name in ALERT_SENSORS:
+            assert ticks and {t["status"] for t in ticks} <= {"SKIPPED", "SUCCESS"}, (name, ticks[:5])
         else:
             assert any(t["status"] == "SUCCESS" and t["runIds"] for t in ticks), (name, ticks[:5])
     partitions = stack.instance().get_dynamic_partitions
@@ -297,3 +311,4 @@ def test_every_schedule_and_sensor_fired_and_nothing_was_sent_twice(stack):
         assert len({r.tags["dagster/partition"] for r in fired}) == len(fired), name
         stored = list((stack.billing_home / "documents" / "reports" / report).rglob("*.pdf"))
         assert stored and all(p.read_bytes().startswith(b"%PDF") for p in stored), report
+    assert alerts.list_alerts(get_engine(stack.billing_url)) == []  # no run failed, every component stayed healthy

@@ -62,7 +62,9 @@ def test_one_alert_is_one_slack_message_one_email_and_one_inbox_item(engine, sla
     assert alerts.redeliver() == []  # settled
     assert len(slack.messages()) == 1
     assert "*Run failed: monthly_invoices_job (2026-10-01|acme)*" in slack.messages()[0]["text"]
-    assert [m.message["Subject"] for m in smtp_server.messages] == ["Run failed: monthly_invoices_job (2026-10-01|acme)"]
+    assert [m.message["Subject"] for m in smtp_server.messages] == [
+        "Run failed: monthly_invoices_job (2026-10-01|acme)"
+    ]
     assert smtp_server.messages[0].message["To"] == "ops@seller.test"
     items = inbox.list_items(engine)
     assert [(i.dedupe_key, i.level, i.link, i.unread) for i in items] == [

@@ -73,7 +73,16 @@ SCHEDULES = {
     ("charge_due_invoices_job_schedule", "charge_due_invoices_job", "0 6 * * *", "UTC"),
     ("sync_payment_status_job_schedule", "sync_payment_status_job", "*/30 * * * *", "UTC"),
 }
-SENSORS = {"organizations_sensor", "late_usage_sensor", "invoice_delivery_sensor", "invoice_finalization_sensor"}
+SENSORS = {
+    "organizations_sensor",
+    "late_usage_sensor",
+    "invoice_delivery_sensor",
+    "invoice_finalization_sensor",
+    "run_failure_alert_sensor",
+    "failure_rate_alert_sensor",
+    "service_health_alert_sensor",
+    "alert_redelivery_sensor",
+}
 
 
 @pytest.fixture
@@ -116,7 +125,7 @@ def test_module_level_names_match_their_variables():
         assert getattr(definitions, name).name == name
     for name, *_ in SCHEDULES:
         assert getattr(definitions, name).name == name
-    for name in ["organizations_sensor", "late_usage_sensor", "invoice_finalization_sensor"]:
+    for name in SENSORS - {"invoice_delivery_sensor"}:
         assert getattr(definitions, name).name == name
 
 

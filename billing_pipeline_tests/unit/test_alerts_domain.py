@@ -32,7 +32,10 @@ def test_a_failed_run_alert_names_job_partition_error_and_link():
 
 
 def test_a_ranged_run_shows_its_range_and_a_long_error_is_cut():
-    tags = {"dagster/asset_partition_range_start": "2026-10-01|acme", "dagster/asset_partition_range_end": "2026-10-01|zed"}
+    tags = {
+        "dagster/asset_partition_range_start": "2026-10-01|acme",
+        "dagster/asset_partition_range_end": "2026-10-01|zed",
+    }
     alert = run_failure_alert(run_id="r", job_name="j", tags=tags, error="x" * 5000, webserver_url=UI)
     assert "Partitions: 2026-10-01|acme … 2026-10-01|zed" in alert.text
     assert len(alert.text) < 2300
