@@ -196,13 +196,16 @@ failure_rate_alert_sensor = alerts.failure_rate_alert_sensor(
     name="failure_rate_alert_sensor",
     threshold=settings.alert_failure_threshold,  # ALERT_FAILURE_THRESHOLD, default 10
     window=dt.timedelta(hours=settings.alert_failure_window_hours),  # ALERT_FAILURE_WINDOW_HOURS, default 24
+    interval_seconds=settings.alert_sensor_interval_seconds,  # ALERT_SENSOR_INTERVAL_SECONDS, default 300
     running=settings.schedules_running,
 )
 service_health_alert_sensor = alerts.service_health_alert_sensor(
     name="service_health_alert_sensor", running=settings.schedules_running
 )
 alert_redelivery_sensor = alerts.alert_redelivery_sensor(
-    name="alert_redelivery_sensor", running=settings.schedules_running
+    name="alert_redelivery_sensor",
+    interval_seconds=settings.alert_sensor_interval_seconds,
+    running=settings.schedules_running,
 )
 late_usage_sensor = usage.late_usage_sensor(
     name="late_usage_sensor", job=hourly_usage_job, partitions_def=hourly_usage_partitions

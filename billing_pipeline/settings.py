@@ -319,6 +319,7 @@ class Settings:
     alert_failure_threshold: int = 10
     alert_failure_window_hours: int = 24
     slack_timeout_seconds: int = 10
+    alert_sensor_interval_seconds: int = 300  # failure_rate_alert_sensor and alert_redelivery_sensor
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -399,6 +400,7 @@ _VARS: dict[str, _Var] = {
     "alert_failure_threshold": _Var("ALERT_FAILURE_THRESHOLD", _int(0, 100_000), 10),
     "alert_failure_window_hours": _Var("ALERT_FAILURE_WINDOW_HOURS", _int(1, 24 * 31), 24),
     "slack_timeout_seconds": _Var("SLACK_TIMEOUT_SECONDS", _int(1, 120), 10),
+    "alert_sensor_interval_seconds": _Var("ALERT_SENSOR_INTERVAL_SECONDS", _int(30, 3600), 300),
 }
 #: ``Settings.seller``: the seller block on invoices and e-mails.
 _SELLER_VARS: dict[str, _Var] = {

@@ -1,6 +1,7 @@
 """Operator alerts: four sensors that hand notices to ``services.alerts`` (Slack, in-app, e-mail).
 
-* ``run_failure_alert_sensor``: every failed run of this code location, one alert (key
+* ``run_failure_alert_sensor``: every failed run of the instance (this code location's, including
+  runs the CLI executes in process, which have no code-location origin), one alert (key
   ``run_failure:{run_id}``) with job, partition or range, error and a link to the run.
 * ``failure_rate_alert_sensor`` (every 5 min): more than ``ALERT_FAILURE_THRESHOLD`` failed runs
   of a job within ``ALERT_FAILURE_WINDOW_HOURS``: one alert per crossing, one "back under" notice;
@@ -81,7 +82,11 @@ def _run_error(context: dg.RunFailureSensorContext) -> str:
 
 
 def run_failure_alert_sensor(*, name: str, running: bool) -> dg.SensorDefinition:
-    @dg.run_failure_sensor(name=name, default_status=_status(running), minimum_interval_seconds=30)
+    # monitor_all_code_locations: runs started by `billing-pipeline` and `dagster job execute` run in
+    # process and carry no code-location origin, so a sensor limited to its own location skips them.
+    @dg.run_failure_sensor(
+        name=name, default_status=_status(running), minimum_interval_seconds=30, monitor_all_code_locations=True
+    )
     def _sensor(
         context: dg.RunFailureSensorContext,
         billing_db: BillingDatabaseResource,
@@ -115,8 +120,10 @@ def _failed_runs(context: dg.SensorEvaluationContext, since: dt.datetime) -> lis
     ]
 
 
-def failure_rate_alert_sensor(*, name: str, threshold: int, window: dt.timedelta, running: bool):
-    @dg.sensor(name=name, minimum_interval_seconds=300, default_status=_status(running))
+def failure_rate_alert_sensor(
+    *, name: str, threshold: int, window: dt.timedelta, interval_seconds: int = 300, running: bool
+):
+    @dg.sensor(name=name, minimum_interval_seconds=interval_seconds, default_status=_status(running))
     def _sensor(
         context: dg.SensorEvaluationContext,
         billing_db: BillingDatabaseResource,
@@ -164,8 +171,8 @@ def service_health_alert_sensor(*, name: str, running: bool):
     return _sensor
 
 
-def alert_redelivery_sensor(*, name: str, running: bool):
-    @dg.sensor(name=name, minimum_interval_seconds=300, default_status=_status(running))
+def alert_redelivery_sensor(*, name: str, interval_seconds: int = 300, running: bool):
+    @dg.sensor(name=name, minimum_interval_seconds=interval_seconds, default_status=_status(running))
     def _sensor(
         context: dg.SensorEvaluationContext,
         billing_db: BillingDatabaseResource,
