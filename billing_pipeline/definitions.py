@@ -202,6 +202,12 @@ failure_rate_alert_sensor = alerts.failure_rate_alert_sensor(
 service_health_alert_sensor = alerts.service_health_alert_sensor(
     name="service_health_alert_sensor", running=settings.schedules_running
 )
+invoice_failures_alert_sensor = alerts.invoice_failures_alert_sensor(
+    name="invoice_failures_alert_sensor",
+    jobs={MONTHLY: monthly_invoices_job.name, WEEKLY: weekly_invoices_job.name},
+    interval_seconds=settings.alert_sensor_interval_seconds,
+    running=settings.schedules_running,
+)
 alert_redelivery_sensor = alerts.alert_redelivery_sensor(
     name="alert_redelivery_sensor",
     interval_seconds=settings.alert_sensor_interval_seconds,
@@ -312,7 +318,13 @@ def build_definitions(settings: Settings = settings) -> dg.Definitions:
         ],
         sensors=[organizations_sensor, late_usage_sensor, invoice_finalization_sensor]
         + delivery["sensors"]
-        + [run_failure_alert_sensor, failure_rate_alert_sensor, service_health_alert_sensor, alert_redelivery_sensor],
+        + [
+            run_failure_alert_sensor,
+            failure_rate_alert_sensor,
+            service_health_alert_sensor,
+            invoice_failures_alert_sensor,
+            alert_redelivery_sensor,
+        ],
         resources=resources(settings),
         # Steps of a billing run are sequential and cheap; one process per run saves ~2 s per step.
         executor=dg.in_process_executor,

@@ -8,6 +8,9 @@
   the jobs in alarm live in the sensor's cursor (``domain.alerts.failure_rate_changes``).
 * ``service_health_alert_sensor`` (every 60 s): the changes ``service_health`` recorded
   (``defs.health.health_changes``), each under its own dedupe key: down once, recovered once.
+* ``invoice_failures_alert_sensor`` (every 5 min): organizations an invoice run left FAILED
+  (``invoice_errors``) for the last two closed periods, one alert per period listing them, once no
+  run of that invoices job is in progress.
 * ``alert_redelivery_sensor`` (every 5 min): alerts a channel could not send yet, sent again up
   to ``NOTIFICATION_MAX_ATTEMPTS``, then dead letters.
 
@@ -25,10 +28,19 @@ import dagster as dg
 
 from billing_pipeline.clients.slack import SlackWebhookClient
 from billing_pipeline.clock import utc_now
+from billing_pipeline.db.invoices import get_errors
 from billing_pipeline.defs.delivery_resources import MailerResource
 from billing_pipeline.defs.health import health_changes
 from billing_pipeline.defs.resources import BillingDatabaseResource
-from billing_pipeline.domain.alerts import FailedRun, failure_rate_changes, health_alert, run_failure_alert
+from billing_pipeline.domain.alerts import (
+    FailedRun,
+    failure_rate_changes,
+    health_alert,
+    invoice_failures_alert,
+    run_failure_alert,
+)
+from billing_pipeline.domain.model import BillingInterval
+from billing_pipeline.domain.periods import previous_period
 from billing_pipeline.services.alerts import AlertRouting, AlertService, alert_channels
 from billing_pipeline.services.notifications import DeliveryResult, NotificationDispatcher
 
@@ -171,6 +183,49 @@ def service_health_alert_sensor(*, name: str, running: bool):
     return _sensor
 
 
+IN_PROGRESS = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def invoice_failures_alert_sensor(*, name: str, jobs: dict[BillingInterval, str], interval_seconds: int, running: bool):
+    """``jobs``: interval -> the name of its invoices job (its runs in progress postpone the alert)."""
+
+    @dg.sensor(name=name, minimum_interval_seconds=interval_seconds, default_status=_status(running))
+    def _sensor(
+        context: dg.SensorEvaluationContext,
+        billing_db: BillingDatabaseResource,
+        mailer: MailerResource,
+        alerts: AlertsResource,
+    ):
+        """Organizations an invoice run left FAILED for one of the last two closed periods: one alert per
+        period listing them, once no run of that interval's invoices job is in progress."""
+        engine, told, now = billing_db.engine(), [], utc_now()
+        for interval, job_name in jobs.items():
+            busy = context.instance.get_run_records(dg.RunsFilter(job_name=job_name, statuses=IN_PROGRESS), limit=1)
+            if busy:
+                continue
+            last = previous_period(interval, now)
+            for period in (last.previous(), last):
+                errors = get_errors(engine, interval, period.key)
+                if errors:
+                    alert = invoice_failures_alert(
+                        interval=interval.value,
+                        period_key=period.key,
+                        errors=errors,
+                        webserver_url=alerts.webserver_url,
+                    )
+                    told.append(f"{alert.dedupe_key}: {_outcome(alerts.service(engine, mailer).raise_alert(alert))}")
+        for line in told:
+            context.log.info(line)
+        return dg.SkipReason("; ".join(told) if told else "no organization left failed")
+
+    return _sensor
+
+
 def alert_redelivery_sensor(*, name: str, interval_seconds: int = 300, running: bool):
     @dg.sensor(name=name, minimum_interval_seconds=interval_seconds, default_status=_status(running))
     def _sensor(
@@ -192,6 +247,7 @@ __all__ = [
     "AlertsResource",
     "alert_redelivery_sensor",
     "failure_rate_alert_sensor",
+    "invoice_failures_alert_sensor",
     "run_failure_alert_sensor",
     "service_health_alert_sensor",
 ]

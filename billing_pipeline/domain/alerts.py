@@ -22,6 +22,7 @@ from billing_pipeline.domain.health import HealthChange, Transition
 __all__ = [
     "Alert",
     "health_alert",
+    "invoice_failures_alert",
     "FailedRun",
     "FailureRateChange",
     "failure_rate_changes",
@@ -170,5 +171,30 @@ def health_alert(change: HealthChange, webserver_url: str) -> Alert:
         level="error" if down else "info",
         subject=change.subject,
         text=f"{change.subject} (probe at {change.at.isoformat()}): {change.detail}\nService health: {link}",
+        link=link,
+    )
+
+
+MAX_LISTED = 50
+
+
+def invoice_failures_alert(
+    *, interval: str, period_key: str, errors: Mapping[str, tuple[str, str]], webserver_url: str
+) -> Alert:
+    """An invoice run left organizations without an invoice for a period: one alert per period
+    (``invoice_failures:{interval}:{period}``) listing them (org, stage, reason), at most 50."""
+    if not errors:
+        raise ValueError("invoice_failures_alert needs at least one failed organization")
+    orgs = sorted(errors)
+    lines = [f"{org}: {errors[org][0]}: {errors[org][1].splitlines()[0][:300]}" for org in orgs[:MAX_LISTED]]
+    if len(orgs) > MAX_LISTED:
+        lines.append(f"... and {len(orgs) - MAX_LISTED} more (billing-pipeline status --period {period_key})")
+    link = f"{webserver_url.rstrip('/')}/assets/{interval}_invoices"
+    return Alert(
+        dedupe_key=f"invoice_failures:{interval}:{period_key}",
+        kind="invoice_failures",
+        level="error",
+        subject=f"{len(orgs)} organization(s) not invoiced for the {interval} period {period_key}",
+        text="\n".join([f"The {interval} invoices of {period_key} failed for:", *lines, f"Assets: {link}"]),
         link=link,
     )

@@ -8,9 +8,11 @@ import dagster as dg
 import pytest
 
 from billing_pipeline import definitions
+from billing_pipeline.clock import utc_now
 from billing_pipeline.db import alerts as store
 from billing_pipeline.db import inbox
 from billing_pipeline.db.engine import get_engine
+from billing_pipeline.db.invoices import record_error
 from billing_pipeline.defs.alerts import AlertsResource
 from billing_pipeline.defs.delivery_resources import (
     LocalDocumentStoreResource,
@@ -18,6 +20,8 @@ from billing_pipeline.defs.delivery_resources import (
     OutboxMailerResource,
 )
 from billing_pipeline.defs.resources import BillingDatabaseResource
+from billing_pipeline.domain.model import BillingInterval
+from billing_pipeline.domain.periods import previous_period
 from billing_pipeline_tests.builders import setup_database
 
 
@@ -133,3 +137,23 @@ def test_a_health_flip_is_one_alert_down_and_one_back(local):
         result, _ = evaluate(definitions.alert_redelivery_sensor, instance, resources, None)
     assert result.skip_message == "every alert is settled"
     assert [i.subject for i in reversed(inbox.list_items(engine))] == ["mailer is unhealthy", "mailer is healthy again"]
+
+
+def test_organizations_left_failed_are_one_alert_per_period_listing_them(local):
+    resources, engine, tmp_path = local
+    period = previous_period(BillingInterval.MONTHLY, utc_now())  # the sensor looks at the last closed ones
+    with engine.begin() as conn:
+        for org in ("globex", "acme"):
+            record_error(conn, org, BillingInterval.MONTHLY, period.key, "pricing", f"{org}: no plan on {period.key}")
+    sensor = definitions.invoice_failures_alert_sensor
+    with dg.instance_for_test() as instance:
+        for _ in range(3):
+            result, _ = evaluate(sensor, instance, resources, None)
+    assert result.skip_message.startswith(f"invoice_failures:monthly:{period.key}: ")
+    (alert,) = store.list_alerts(engine)
+    assert alert.subject == f"2 organization(s) not invoiced for the monthly period {period.key}"
+    assert alert.text.splitlines()[1:3] == [
+        f"acme: pricing: acme: no plan on {period.key}",
+        f"globex: pricing: globex: no plan on {period.key}",
+    ]
+    assert len(inbox.list_items(engine)) == 1 and len(outbox(tmp_path)) == 1

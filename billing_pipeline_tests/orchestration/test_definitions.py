@@ -81,6 +81,7 @@ SENSORS = {
     "run_failure_alert_sensor",
     "failure_rate_alert_sensor",
     "service_health_alert_sensor",
+    "invoice_failures_alert_sensor",
     "alert_redelivery_sensor",
 }
 

@@ -92,3 +92,16 @@ def test_bad_alerts_are_refused():
         Alert("k", "run_failure", "fatal", "s", "t")
     with pytest.raises(ValueError, match="dedupe_key"):
         Alert("a key", "run_failure", "error", "s", "t")
+
+
+def test_invoice_failures_list_the_organizations_sorted_and_cut_at_fifty():
+    from billing_pipeline.domain.alerts import invoice_failures_alert
+
+    errors = {f"org{i:03d}": ("pricing", f"no plan\nTraceback line {i}") for i in range(60)}
+    alert = invoice_failures_alert(interval="monthly", period_key="2026-10-01", errors=errors, webserver_url=UI)
+    lines = alert.text.splitlines()
+    assert alert.dedupe_key == "invoice_failures:monthly:2026-10-01"
+    assert lines[1] == "org000: pricing: no plan" and lines[50] == "org049: pricing: no plan"
+    assert lines[51] == "... and 10 more (billing-pipeline status --period 2026-10-01)"
+    with pytest.raises(ValueError, match="at least one"):
+        invoice_failures_alert(interval="monthly", period_key="2026-10-01", errors={}, webserver_url=UI)
