@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable, Sequence
 
 import dagster as dg
+from sqlalchemy import Engine
 
 from billing_pipeline.clients.slack import SlackWebhookClient
 from billing_pipeline.clock import utc_now
@@ -34,9 +36,11 @@ from billing_pipeline.defs.health import health_changes
 from billing_pipeline.defs.resources import BillingDatabaseResource
 from billing_pipeline.domain.alerts import (
     FailedRun,
+    PendingLateUsageLike,
     failure_rate_changes,
     health_alert,
     invoice_failures_alert,
+    late_usage_alert,
     run_failure_alert,
 )
 from billing_pipeline.domain.model import BillingInterval
@@ -226,6 +230,36 @@ def invoice_failures_alert_sensor(*, name: str, jobs: dict[BillingInterval, str]
     return _sensor
 
 
+def late_usage_alert_sensor(
+    *,
+    name: str,
+    pending_late_usage: Callable[[Engine], Sequence[PendingLateUsageLike]],
+    interval_seconds: int,
+    running: bool,
+):
+    """HOOK, not in the definitions yet: wire it with ``db.late_usage_ledger.pending_late_usage``
+    (branch ``lateusage``) once that is merged. Tells the pending late-usage adjustments, once per
+    distinct backlog (``domain.alerts.late_usage_alert``)."""
+
+    @dg.sensor(name=name, minimum_interval_seconds=interval_seconds, default_status=_status(running))
+    def _sensor(
+        context: dg.SensorEvaluationContext,
+        billing_db: BillingDatabaseResource,
+        mailer: MailerResource,
+        alerts: AlertsResource,
+    ):
+        """Late-usage adjustments that no finalized invoice carries yet: one alert per distinct backlog."""
+        engine = billing_db.engine()
+        alert = late_usage_alert(pending_late_usage(engine), webserver_url=alerts.webserver_url)
+        if alert is None:
+            return dg.SkipReason("no late-usage adjustment pending")
+        outcome = _outcome(alerts.service(engine, mailer).raise_alert(alert))
+        context.log.info(f"{alert.dedupe_key}: {outcome}")
+        return dg.SkipReason(f"{alert.dedupe_key}: {outcome}")
+
+    return _sensor
+
+
 def alert_redelivery_sensor(*, name: str, interval_seconds: int = 300, running: bool):
     @dg.sensor(name=name, minimum_interval_seconds=interval_seconds, default_status=_status(running))
     def _sensor(
@@ -248,6 +282,7 @@ __all__ = [
     "alert_redelivery_sensor",
     "failure_rate_alert_sensor",
     "invoice_failures_alert_sensor",
+    "late_usage_alert_sensor",
     "run_failure_alert_sensor",
     "service_health_alert_sensor",
 ]

@@ -14,15 +14,20 @@ named by the newest failed run at the moment it was seen, so its over and under 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
+from typing import Protocol
 
+from billing_pipeline.domain import money
 from billing_pipeline.domain.health import HealthChange, Transition
 
 __all__ = [
     "Alert",
     "health_alert",
     "invoice_failures_alert",
+    "late_usage_alert",
     "FailedRun",
     "FailureRateChange",
     "failure_rate_changes",
@@ -197,4 +202,41 @@ def invoice_failures_alert(
         subject=f"{len(orgs)} organization(s) not invoiced for the {interval} period {period_key}",
         text="\n".join([f"The {interval} invoices of {period_key} failed for:", *lines, f"Assets: {link}"]),
         link=link,
+    )
+
+
+class PendingLateUsageLike(Protocol):
+    """What ``db.late_usage_ledger.pending_late_usage`` yields (branch ``lateusage``)."""
+
+    org_id: str
+    source_number: str
+    period_label: str
+    charge_code: str
+    amount: Decimal
+    currency: str
+    state: str
+
+
+def late_usage_alert(pending: Sequence[PendingLateUsageLike], *, webserver_url: str) -> Alert | None:
+    """Late-usage adjustments no finalized invoice carries yet: one alert per distinct set (the key is a
+    hash of the set), so the same backlog is told once and a changed one again; None when empty."""
+    if not pending:
+        return None
+    rows = sorted(pending, key=lambda p: (p.org_id, p.source_number, p.charge_code, p.state))
+    identity = "\n".join(f"{p.org_id}|{p.source_number}|{p.charge_code}|{p.state}|{p.amount}" for p in rows)
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    lines = [
+        f"{p.org_id} {p.period_label} {p.source_number} {p.charge_code} "
+        f"{money.format_amount(p.amount, p.currency)}: {p.state}"
+        for p in rows[:MAX_LISTED]
+    ]
+    if len(rows) > MAX_LISTED:
+        lines.append(f"... and {len(rows) - MAX_LISTED} more (billing-pipeline status)")
+    return Alert(
+        dedupe_key=f"late_usage_pending:{digest}",
+        kind="late_usage_pending",
+        level="warning",
+        subject=f"{len(rows)} late-usage adjustment(s) pending",
+        text="\n".join(["Late usage of finalized periods that no finalized invoice carries yet:", *lines]),
+        link=f"{webserver_url.rstrip('/')}/assets/hourly_usage",
     )

@@ -157,3 +157,34 @@ def test_organizations_left_failed_are_one_alert_per_period_listing_them(local):
         f"globex: pricing: globex: no plan on {period.key}",
     ]
     assert len(inbox.list_items(engine)) == 1 and len(outbox(tmp_path)) == 1
+
+
+def test_the_late_usage_hook_tells_a_backlog_once(local):
+    from dataclasses import dataclass
+    from decimal import Decimal
+
+    from billing_pipeline.defs.alerts import late_usage_alert_sensor
+
+    @dataclass(frozen=True)
+    class Pending:  # the shape of db.late_usage_ledger.PendingLateUsage (branch lateusage)
+        org_id: str
+        source_number: str
+        period_label: str
+        charge_code: str
+        amount: Decimal
+        currency: str
+        state: str
+
+    resources, engine, tmp_path = local
+    backlog: list = []
+    sensor = late_usage_alert_sensor(
+        name="late_usage_alert_sensor", pending_late_usage=lambda e: backlog, interval_seconds=300, running=False
+    )
+    with dg.instance_for_test() as instance:
+        result, _ = evaluate(sensor, instance, resources, None)
+        assert result.skip_message == "no late-usage adjustment pending"
+        backlog.append(Pending("acme", "INV-1", "October 2026", "api_calls", Decimal("1.50"), "USD", "not invoiced"))
+        for _ in range(2):
+            evaluate(sensor, instance, resources, None)
+    assert [a.subject for a in store.list_alerts(engine)] == ["1 late-usage adjustment(s) pending"]
+    assert len(outbox(tmp_path)) == 1

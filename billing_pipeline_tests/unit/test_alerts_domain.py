@@ -105,3 +105,31 @@ def test_invoice_failures_list_the_organizations_sorted_and_cut_at_fifty():
     assert lines[51] == "... and 10 more (billing-pipeline status --period 2026-10-01)"
     with pytest.raises(ValueError, match="at least one"):
         invoice_failures_alert(interval="monthly", period_key="2026-10-01", errors={}, webserver_url=UI)
+
+
+def test_late_usage_pending_is_one_alert_per_distinct_backlog():
+    from dataclasses import dataclass
+    from decimal import Decimal
+
+    from billing_pipeline.domain.alerts import late_usage_alert
+
+    @dataclass(frozen=True)
+    class Pending:
+        org_id: str
+        source_number: str
+        period_label: str
+        charge_code: str
+        amount: Decimal
+        currency: str
+        state: str
+
+    a = Pending("acme", "INV-2026-000001", "October 2026", "api_calls", Decimal("1.50"), "USD", "not on an invoice yet")
+    b = Pending(
+        "zed", "INV-2026-000002", "October 2026", "storage", Decimal("-2.00"), "EUR", "review: less than billed"
+    )
+    first = late_usage_alert([b, a], webserver_url=UI)
+    assert first is not None and first.subject == "2 late-usage adjustment(s) pending"
+    assert first.text.splitlines()[1] == "acme October 2026 INV-2026-000001 api_calls 1.50 USD: not on an invoice yet"
+    assert late_usage_alert([a, b], webserver_url=UI).dedupe_key == first.dedupe_key  # order does not matter
+    assert late_usage_alert([a], webserver_url=UI).dedupe_key != first.dedupe_key  # a changed backlog is told
+    assert late_usage_alert([], webserver_url=UI) is None
