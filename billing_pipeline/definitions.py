@@ -12,6 +12,7 @@ import os
 
 import dagster as dg
 
+from billing_pipeline.db.late_usage_ledger import pending_late_usage
 from billing_pipeline.defs import alerts, automation, charges, health, invoicing, partitions, reminders, reports, usage
 from billing_pipeline.defs.automation import organizations_sensor
 from billing_pipeline.defs.delivery import build_delivery_asset, build_delivery_job, build_invoice_delivery_sensor
@@ -208,6 +209,12 @@ invoice_failures_alert_sensor = alerts.invoice_failures_alert_sensor(
     interval_seconds=settings.alert_sensor_interval_seconds,
     running=settings.schedules_running,
 )
+late_usage_alert_sensor = alerts.late_usage_alert_sensor(
+    name="late_usage_alert_sensor",
+    pending_late_usage=pending_late_usage,  # late usage no finalized invoice carries yet
+    interval_seconds=settings.alert_sensor_interval_seconds,
+    running=settings.schedules_running,
+)
 alert_redelivery_sensor = alerts.alert_redelivery_sensor(
     name="alert_redelivery_sensor",
     interval_seconds=settings.alert_sensor_interval_seconds,
@@ -323,6 +330,7 @@ def build_definitions(settings: Settings = settings) -> dg.Definitions:
             failure_rate_alert_sensor,
             service_health_alert_sensor,
             invoice_failures_alert_sensor,
+            late_usage_alert_sensor,
             alert_redelivery_sensor,
         ],
         resources=resources(settings),

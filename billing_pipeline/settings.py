@@ -188,6 +188,8 @@ def _recipients(name: str, raw: str | None, default: str) -> tuple[str, ...]:
         if not re.fullmatch(r"[^@\s,<>]+@[^@\s,<>]+\.[^@\s,<>]+", addr):
             raise SettingsError(f"{name}: not an e-mail address: {addr!r}")
     return out
+
+
 #: the channels operator alerts can go to (services.alerts.ALERT_CHANNELS)
 _ALERT_CHANNELS = ("email", "slack", "inapp")
 

@@ -237,9 +237,8 @@ def late_usage_alert_sensor(
     interval_seconds: int,
     running: bool,
 ):
-    """HOOK, not in the definitions yet: wire it with ``db.late_usage_ledger.pending_late_usage``
-    (branch ``lateusage``) once that is merged. Tells the pending late-usage adjustments, once per
-    distinct backlog (``domain.alerts.late_usage_alert``)."""
+    """Tells the pending late-usage adjustments (``db.late_usage_ledger.pending_late_usage``), once
+    per distinct backlog (``domain.alerts.late_usage_alert``)."""
 
     @dg.sensor(name=name, minimum_interval_seconds=interval_seconds, default_status=_status(running))
     def _sensor(

@@ -58,6 +58,7 @@ ALERT_SENSORS = {
     "failure_rate_alert_sensor",
     "service_health_alert_sensor",
     "invoice_failures_alert_sensor",
+    "late_usage_alert_sensor",
     "alert_redelivery_sensor",
 }
 SENSORS = {

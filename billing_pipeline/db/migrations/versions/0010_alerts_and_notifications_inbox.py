@@ -1,7 +1,7 @@
 """Alerts: the operator alert store (alerts) and the in-app channel (notifications_inbox)
 
-Revision ID: 0012
-Revises: 0006
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-01
 
 Two new tables, empty at first; nothing existing changes.
@@ -12,8 +12,8 @@ from alembic import op
 
 import billing_pipeline.db.types
 
-revision = "0012"
-down_revision = "0006"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
