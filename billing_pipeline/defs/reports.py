@@ -180,8 +180,8 @@ def report_schedule(
     *, name: str, job: dg.UnresolvedAssetJobDefinition, partitions_def: dg.TimeWindowPartitionsDefinition,
     cron: str, running: bool,
 ) -> dg.ScheduleDefinition:  # fmt: skip
-    """Each tick requests the job's last closed partition at the tick's time, once (``run_key`` = the
-    partition key: a second tick in the same week or month launches nothing). What
+    """Each tick requests the job's last closed partition at the tick's time, once (a run of this
+    schedule for that partition on the instance: a second tick in the same week or month launches nothing). What
     ``build_schedule_from_partitioned_job`` does, with the cron a setting (the e2e suite ticks it
     every minute); the default crons are the partitions' own (Monday 07:00, 1st 08:00 UTC)."""
 
@@ -196,6 +196,13 @@ def report_schedule(
         keys = partitions_def.get_partition_keys(current_time=context.scheduled_execution_time)
         if not keys:
             return dg.SkipReason(f"no closed {partitions_def.cron_schedule!r} partition before the first one ends")
+        # Dagster dedupes a run key within one tick only: a later tick in the same week or month
+        # would launch the partition again, so the instance is asked (as the invoice schedules do)
+        launched = context.instance.get_runs(
+            dg.RunsFilter(tags={"dagster/schedule_name": name, "dagster/partition": keys[-1]}), limit=1
+        )
+        if launched:
+            return dg.SkipReason(f"{keys[-1]} was already launched (run {launched[0].run_id[:8]})")
         return dg.RunRequest(run_key=keys[-1], partition_key=keys[-1])
 
     return _schedule

@@ -113,7 +113,15 @@ def test_report_schedules_request_the_last_closed_partition_once(name, tick, par
         ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick,
                                         repository_def=defs.get_repository_def())  # fmt: skip
         (request,) = schedule.evaluate_tick(ctx).run_requests
-    assert (request.partition_key, request.run_key) == (partition, partition)
+        assert (request.partition_key, request.run_key) == (partition, partition)
+        # a run of this schedule for the partition exists: another tick requesting it (a run key is
+        # deduped within one tick only) launches nothing
+        tags = {"dagster/schedule_name": name, "dagster/partition": partition}
+        instance.add_run(dg.DagsterRun(job_name=schedule.job_name, run_id="r1", tags=tags))
+        later = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick + dt.timedelta(seconds=30),
+                                          repository_def=defs.get_repository_def())  # fmt: skip
+        result = schedule.evaluate_tick(later)
+        assert not result.run_requests and "already launched" in result.skip_message
 
 
 def test_weekly_bi_report_week_by_hand(env):
