@@ -27,16 +27,26 @@ A 30-day month with an upgrade on the 10th: 9 days on the old plan, 21 on the ne
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
 from . import money
 from .catalog import FlatParams, Plan
+from .customers import Subscription
 from .model import InvoiceLine
 from .periods import BillingPeriod, to_utc
 
-__all__ = ["PlanSegment", "ProrationError", "days_split", "prorated_amount", "prorated_flat_lines", "segments"]
+__all__ = [
+    "PlanSegment",
+    "ProrationError",
+    "change_lines",
+    "cut_by_change",
+    "days_split",
+    "prorated_amount",
+    "prorated_flat_lines",
+    "segments",
+]
 
 
 class ProrationError(ValueError):
@@ -124,3 +134,28 @@ def prorated_flat_lines(period: BillingPeriod, parts: Sequence[PlanSegment], cur
                 )
             )
     return tuple(lines)
+
+
+def cut_by_change(period: BillingPeriod, subs: Sequence[Subscription]) -> bool:
+    """Whether ``subs`` (one organization's, overlapping ``period``, in start order) change plan or stop inside it.
+
+    A subscription that only *starts* inside the period is not a change: its first period
+    is billed whole, as before.
+    """
+    return len(subs) > 1 or bool(subs and subs[-1].ends_at is not None and subs[-1].ends_at < period.end)
+
+
+def change_lines(
+    period: BillingPeriod, subs: Sequence[Subscription], plans: Mapping[str, Plan], currency: str
+) -> tuple[InvoiceLine, ...] | None:
+    """The prorated flat lines of a period cut by a change (``None`` when it is not cut).
+
+    ``ProrationError`` if a plan of ``subs`` is not in ``plans``.
+    """
+    if not cut_by_change(period, subs):
+        return None
+    missing = sorted({s.plan_code for s in subs} - set(plans))
+    if missing:
+        raise ProrationError(f"plan(s) {', '.join(map(repr, missing))} of {period.label} are not in the catalog")
+    parts = segments(period, [(plans[s.plan_code], s.starts_at, s.ends_at) for s in subs])
+    return prorated_flat_lines(period, parts, currency)
