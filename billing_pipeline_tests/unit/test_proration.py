@@ -70,6 +70,15 @@ def test_monthly_changes_prorated_by_day_to_the_cent(period, at, split, old, new
     assert [(line.charge_code, line.quantity, line.amount) for line in lines] == expected
 
 
+def test_lagos_published_example_january_upgrade_on_the_15th():
+    """Lago (upgrades-downgrades, paid in arrears): Plan A 100/month, upgrade on 15 January:
+    "14 days prorated = 45.16 (14/31 x 100)"."""
+    january = periods.monthly_period(2026, 1)
+    assert days_split(january, _day(2026, 1, 15)) == (14, 17)
+    assert prorated_amount(D(100), 14, 31, "EUR") == D("45.16")
+    assert prorated_amount(D(200), 17, 31, "EUR") == D("109.68")
+
+
 def test_weekly_interval_prorates_over_seven_days():
     week = periods.weekly_period(dt.date(2026, 10, 5))
     weekly_basic = _plan("wbasic", "10", interval=BillingInterval.WEEKLY)
