@@ -11,9 +11,8 @@ The rule (README "Subscription changes and proration"):
   has no line;
 * **usage** charges are priced once, over the whole period's usage, on the plan in force
   at the period's end (the new plan): quantities are never split, so a tier or a free
-  allowance is never counted twice, and nothing is billed for usage on a plan whose
-  prices the customer has left (Lago bills an upgrade's usage on the new plan too);
-  the new plan's ``minimum_spend`` applies to the invoice;
+  allowance is never counted twice on one invoice (Lago instead bills the old plan's usage
+  when it terminates the old subscription); the new plan's ``minimum_spend`` applies;
 * an upgrade (``when="now"``) takes effect on its date; a downgrade is asked for
   ``when="period_end"`` and takes effect at the next period's start, so it is never
   prorated; cancel at period end ends the subscription at the period's end (no
