@@ -13,15 +13,13 @@ from decimal import Decimal
 import pytest
 import time_machine
 import yaml
-from click.testing import CliRunner
 
-from billing_pipeline.cli import main
 from billing_pipeline.db import invoices as invoice_rows
 from billing_pipeline.db import reference, usage
 from billing_pipeline.db.engine import get_engine
 from billing_pipeline.domain.periods import monthly_period
 from billing_pipeline.services import invoicing
-from billing_pipeline_tests.builders import CATALOG_FILE, add_events, org, setup_database, subscribe
+from billing_pipeline_tests.builders import CATALOG_FILE, add_events, cli_invoker, org, setup_database, subscribe
 
 pytestmark = pytest.mark.integration
 UTC = dt.UTC
@@ -57,14 +55,7 @@ def billing(request, tmp_path, monkeypatch):
     reference.upsert_organizations(engine, [org("acme"), org("eur", currency="EUR")])
     subscribe(url, "acme", "basic_usd", OCT.start)
     monkeypatch.setenv("BILLING_DATABASE_URL", url)
-    runner = CliRunner()
-
-    def run(*args, code=0):
-        result = runner.invoke(main, list(args), catch_exceptions=False)
-        assert result.exit_code == code, result.output
-        return result.output
-
-    return engine, url, run
+    return engine, url, cli_invoker()
 
 
 def draft(engine, period):

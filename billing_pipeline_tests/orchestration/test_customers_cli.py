@@ -5,9 +5,8 @@ from pathlib import Path
 
 import pytest
 import time_machine
-from click.testing import CliRunner
 
-from billing_pipeline.cli import main
+from billing_pipeline_tests.builders import cli_invoker
 
 EXAMPLES = Path(__file__).parents[2] / "billing_pipeline" / "examples"
 CATALOG = Path(__file__).parents[2] / "billing_pipeline" / "catalog" / "plans.yaml"
@@ -18,13 +17,7 @@ def run(tmp_path, monkeypatch):
     monkeypatch.setenv("BILLING_HOME", str(tmp_path / "billing"))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
     monkeypatch.delenv("BILLING_DATABASE_URL", raising=False)
-    runner = CliRunner()
-
-    def invoke(*args, code=0):
-        result = runner.invoke(main, list(args), catch_exceptions=False)
-        assert result.exit_code == code, result.output
-        return result.output
-
+    invoke = cli_invoker()
     invoke("init-db")
     invoke("load-catalog", str(CATALOG))
     invoke("import-customers", str(EXAMPLES / "customers.csv"))
