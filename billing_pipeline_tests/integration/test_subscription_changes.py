@@ -165,3 +165,19 @@ def test_cancel_at_period_end_and_the_preview_of_the_open_month(billing):
     assert ["Total", "60.00", "USD"] in lines
     assert "nothing was written" in out
     assert invoice_rows.get_invoice_states(engine, NOV.interval, NOV.key, ["acme"]) == {}
+
+
+def test_late_usage_of_an_upgraded_month_adjusts_only_the_usage(billing):
+    """Re-pricing a prorated month for late usage keeps its billed flat lines: no flat-fee delta."""
+    engine, url, run = billing
+    run("subscriptions", "change", "acme", "--plan", "pro_usd", "--at", "2026-11-10")
+    draft(engine, NOV)
+    invoicing.finalize_batch(
+        engine, NOV, ["acme"], prefix="INV", now=dt.datetime(2026, 12, 3, tzinfo=UTC), dry_run=False
+    )
+    add_events(url, [("acme", "late", "api_calls", "1", dt.datetime(2026, 11, 25, tzinfo=UTC))])
+    catalog = reference.latest_catalog(engine)
+    usage.aggregate_hours(engine, NOV.start, NOV.end - usage.HOUR, catalog.metrics)
+    _, december = draft(engine, monthly_period(2026, 12))
+    adjustments = [line for line in december.lines if line.description.startswith("Adjustment for")]
+    assert [(line.charge_code, line.amount) for line in adjustments] == [("api", Decimal("0.50"))]
