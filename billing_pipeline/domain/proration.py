@@ -33,12 +33,14 @@ from decimal import Decimal
 from . import money
 from .catalog import FlatParams, Plan
 from .customers import Subscription
-from .model import InvoiceLine
+from .invoices import not_billable_reason
+from .model import InvoiceLine, Organization, OrganizationStatus
 from .periods import BillingPeriod, to_utc
 
 __all__ = [
     "PlanSegment",
     "ProrationError",
+    "billing_refusal",
     "change_lines",
     "cut_by_change",
     "days_split",
@@ -142,6 +144,14 @@ def cut_by_change(period: BillingPeriod, subs: Sequence[Subscription]) -> bool:
     is billed whole, as before.
     """
     return len(subs) > 1 or bool(subs and subs[-1].ends_at is not None and subs[-1].ends_at < period.end)
+
+
+def billing_refusal(org: Organization, period: BillingPeriod, subs: Sequence[Subscription]) -> str | None:
+    """``invoices.not_billable_reason``, except that a suspended or closed organization still gets
+    the period its subscription stopped in (the days before the suspension, prorated)."""
+    reason = not_billable_reason(org, period.interval)
+    stopped = org.billing_interval is period.interval and cut_by_change(period, subs)
+    return None if reason and org.status is not OrganizationStatus.ACTIVE and stopped else reason
 
 
 def change_lines(

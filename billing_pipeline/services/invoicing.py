@@ -19,11 +19,10 @@ from billing_pipeline.db import invoices as invoice_rows
 from billing_pipeline.db import late_usage, late_usage_ledger, lifecycle, reference, subscriptions, usage
 from billing_pipeline.domain import money
 from billing_pipeline.domain.catalog import Catalog
-from billing_pipeline.domain.customers import Subscription
-from billing_pipeline.domain.invoices import PricingError, build_invoice, not_billable_reason, reconcile_usage
-from billing_pipeline.domain.model import Invoice, InvoiceStatus, Organization, OrganizationStatus
+from billing_pipeline.domain.invoices import PricingError, build_invoice, reconcile_usage
+from billing_pipeline.domain.model import Invoice, InvoiceStatus, Organization
 from billing_pipeline.domain.periods import BillingPeriod
-from billing_pipeline.domain.proration import change_lines, cut_by_change
+from billing_pipeline.domain.proration import billing_refusal, change_lines
 from billing_pipeline.domain.settlement import ZERO_TOTAL_SKIP_REASON, ZeroTotalPolicy, zero_total_status
 
 if TYPE_CHECKING:
@@ -144,14 +143,6 @@ def _with_late_usage(engine: Engine, result: OrgResult, draft: Draft) -> OrgResu
 def _drafted(result: OrgResult, invoice: Invoice, adjustment_lines: int) -> OrgResult:
     message = f"{adjustment_lines} late-usage adjustment line(s)" if adjustment_lines else result.message
     return replace(result, message=message, total=invoice.total, lines=len(invoice.lines))
-
-
-def billing_refusal(org: Organization, period: BillingPeriod, subs: Sequence[Subscription]) -> str | None:
-    """``not_billable_reason``, except that a suspended or closed organization still gets the period
-    its subscription stopped in (the days before the suspension, ``domain.proration``)."""
-    reason = not_billable_reason(org, period.interval)
-    stopped = org.billing_interval is period.interval and cut_by_change(period, subs)
-    return None if reason and org.status is not OrganizationStatus.ACTIVE and stopped else reason
 
 
 def skip_reason(org: Organization, period: BillingPeriod, plan_code: str | None, subs=()) -> str | None:

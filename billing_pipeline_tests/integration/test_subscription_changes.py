@@ -18,7 +18,7 @@ from billing_pipeline.db import invoices as invoice_rows
 from billing_pipeline.db import reference, usage
 from billing_pipeline.db.engine import get_engine
 from billing_pipeline.domain.periods import monthly_period
-from billing_pipeline.services import invoicing
+from billing_pipeline.services import invoicing, reporting
 from billing_pipeline_tests.builders import CATALOG_FILE, add_events, cli_invoker, org, setup_database, subscribe
 
 pytestmark = pytest.mark.integration
@@ -136,6 +136,8 @@ def test_suspension_bills_the_days_before_it_then_nothing(billing):
     engine, _, run = billing
     out = run("organizations", "suspend", "acme", "--at", "2026-11-16")
     assert "acme: active -> suspended from 2026-11-16" in out
+    [before] = [row for row in reporting.period_states(engine, NOV) if row.org_id == "acme"]
+    assert (before.state, before.detail) == ("missing", "not invoiced yet")  # its last invoice is due
     result, invoice = draft(engine, NOV)
     assert [(line.quantity, line.amount) for line in invoice.lines] == [(Decimal(15), Decimal("24.50")), (0, 0)]
     december = invoicing.draft_batch(engine, monthly_period(2026, 12), ["acme"], dry_run=False)

@@ -8,11 +8,13 @@ import pytest
 from billing_pipeline.domain import periods
 from billing_pipeline.domain.catalog import Charge, ChargeModel, FlatParams, Plan
 from billing_pipeline.domain.catalog.types import PerUnitParams
+from billing_pipeline.domain.customers import Subscription
 from billing_pipeline.domain.invoices import build_invoice
-from billing_pipeline.domain.model import BillingInterval
+from billing_pipeline.domain.model import BillingInterval, OrganizationStatus
 from billing_pipeline.domain.pricing import MetricUsage
 from billing_pipeline.domain.proration import (
     ProrationError,
+    billing_refusal,
     days_split,
     prorated_amount,
     prorated_flat_lines,
@@ -129,3 +131,20 @@ def test_overlapping_spans_and_bad_day_counts_refused():
         prorated_amount(D(10), 31, 30, "USD")
     with pytest.raises(ValueError, match="naive"):
         days_split(NOVEMBER, dt.datetime(2026, 11, 10))
+
+
+@pytest.mark.parametrize(
+    ("status", "ends_at", "expected"),
+    [
+        (OrganizationStatus.ACTIVE, None, None),
+        (OrganizationStatus.SUSPENDED, _day(2026, 11, 16), None),  # the days before the suspension are billed
+        (OrganizationStatus.CLOSED, _day(2026, 11, 16), None),
+        (OrganizationStatus.SUSPENDED, None, "organization is suspended"),
+        (OrganizationStatus.SUSPENDED, _day(2026, 12, 1), "organization is suspended"),  # stopped at the period end
+    ],
+)
+def test_billing_refusal_bills_the_period_a_suspension_cut(status, ends_at, expected):
+    subs = [Subscription(_day(2026, 1, 1), ends_at, "pro")]
+    assert billing_refusal(organization(status=status), NOVEMBER, subs) == expected
+    weekly = organization(status=status, billing_interval=BillingInterval.WEEKLY)
+    assert billing_refusal(weekly, NOVEMBER, subs) is not None  # never a monthly period for a weekly organization
