@@ -11,13 +11,16 @@ import os
 
 import dagster as dg
 
-from billing_pipeline.defs import automation, health, invoicing, partitions, reminders, reports, usage
+from billing_pipeline.defs import automation, charges, health, invoicing, partitions, reminders, reports, usage
 from billing_pipeline.defs.automation import organizations_sensor
 from billing_pipeline.defs.delivery import build_delivery_asset, build_delivery_job, build_invoice_delivery_sensor
 from billing_pipeline.defs.resources import BillingDatabaseResource
 from billing_pipeline.defs.usage import hourly_usage_job
+from billing_pipeline.domain.charges import parse_retry_days, retry_days_from_policy
 from billing_pipeline.domain.model import BillingInterval
 from billing_pipeline.launch import PeriodJob
+from billing_pipeline.services.collections.charges import ChargeOptions
+from billing_pipeline.services.collections.payment_sync import SyncOptions
 from billing_pipeline.services.collections.policy import load_policy
 from billing_pipeline.services.delivery import DeliveryOptions, charges_automatically, seller_from_settings
 from billing_pipeline.settings import Settings, delivery_resources
@@ -109,6 +112,18 @@ invoice_finalization_sensor = automation.invoice_finalization_sensor(
     batch_size=settings.invoice_batch_size,
     running=settings.schedules_running,
 )
+service_health = health.service_health_asset(timeout_seconds=settings.health_probe_timeout_seconds)
+service_health_job = dg.define_asset_job(
+    name="service_health_job",
+    selection=dg.AssetSelection.assets(service_health),
+    description="Probe the database, payment gateway, document store and mailer (one asset check each).",
+)
+service_health_schedule = health.service_health_schedule(
+    name="service_health_schedule",
+    job=service_health_job,
+    cron=settings.health_check_cron,  # default "*/15 * * * *": every 15 minutes, UTC
+    running=settings.schedules_running,
+)
 payment_reminders = reminders.payment_reminders_asset(
     policy=load_policy(settings.dunning_policy_file),  # DUNNING_POLICY_FILE: a bad policy fails the load
     seller=seller_from_settings(settings.seller),
@@ -126,17 +141,52 @@ send_payment_reminders_job_schedule = reminders.payment_reminders_schedule(
     cron=settings.payment_reminders_cron,  # default "0 9 * * *": daily 09:00 UTC
     running=settings.schedules_running,
 )
-service_health = health.service_health_asset(timeout_seconds=settings.health_probe_timeout_seconds)
-service_health_job = dg.define_asset_job(
-    name="service_health_job",
-    selection=dg.AssetSelection.assets(service_health),
-    description="Probe the database, payment gateway, document store and mailer (one asset check each).",
+_policy = load_policy(settings.dunning_policy_file)
+_gateway_charges = charges_automatically(settings)  # PAYMENT_GATEWAY=stripe and INVOICE_ENABLE_STRIPE
+auto_charges = charges.auto_charges_asset(
+    options=ChargeOptions(
+        DeliveryOptions().idempotency_prefix,
+        # CHARGE_RETRY_DAYS; default one day before each dunning step after the overdue notice (6, 13, 29)
+        parse_retry_days(settings.charge_retry_days) if settings.charge_retry_days else retry_days_from_policy(_policy),
+        max_attempts=settings.charge_max_attempts,  # CHARGE_MAX_ATTEMPTS, default 4: then a dead letter
+    ),
+    seller=seller_from_settings(settings.seller),
+    email_from=settings.email_from,
+    max_attempts=settings.notification_max_attempts,
+    enabled=_gateway_charges,
 )
-service_health_schedule = health.service_health_schedule(
-    name="service_health_schedule",
-    job=service_health_job,
-    cron=settings.health_check_cron,  # default "*/15 * * * *": every 15 minutes, UTC
+charge_due_invoices_job = dg.define_asset_job(
+    name="charge_due_invoices_job",
+    selection=dg.AssetSelection.assets(auto_charges),
+    description="Charges auto-pay organizations' due invoices through the payment gateway, each attempt once.",
+)
+charge_due_invoices_job_schedule = charges.collections_schedule(
+    name="charge_due_invoices_job_schedule",
+    job=charge_due_invoices_job,
+    asset_name=charges.CHARGES_ASSET,
+    cron=settings.charge_due_invoices_cron,  # default "0 6 * * *": daily 06:00 UTC, before the reminders
     running=settings.schedules_running,
+    what="Charges the due invoices of auto-pay organizations (CHARGE_DUE_INVOICES_CRON, default daily 06:00 UTC).",
+)
+payment_status_sync = charges.payment_status_sync_asset(
+    options=SyncOptions(max_checks=settings.payment_sync_max_checks),
+    seller=seller_from_settings(settings.seller),
+    email_from=settings.email_from,
+    max_attempts=settings.notification_max_attempts,
+    enabled=_gateway_charges,
+)
+sync_payment_status_job = dg.define_asset_job(
+    name="sync_payment_status_job",
+    selection=dg.AssetSelection.assets(payment_status_sync),
+    description="Settles processing payments and records invoices paid in Stripe outside our charges.",
+)
+sync_payment_status_job_schedule = charges.collections_schedule(
+    name="sync_payment_status_job_schedule",
+    job=sync_payment_status_job,
+    asset_name=charges.SYNC_ASSET,
+    cron=settings.payment_sync_cron,  # default "*/30 * * * *": every 30 minutes, UTC
+    running=settings.schedules_running,
+    what="Re-reads processing payments and invoices paid in Stripe (PAYMENT_SYNC_CRON, default every 30 minutes).",
 )
 late_usage_sensor = usage.late_usage_sensor(
     name="late_usage_sensor", job=hourly_usage_job, partitions_def=hourly_usage_partitions
@@ -219,13 +269,15 @@ def build_definitions(settings: Settings = settings) -> dg.Definitions:
     return dg.Definitions(
         assets=[hourly_usage, monthly_invoice_drafts, monthly_invoices, weekly_invoice_drafts, weekly_invoices]
         + [ar_aging_report, mrr_report, daily_analytics_report, weekly_bi_report]
+        + [payment_reminders, auto_charges, payment_status_sync]
         + delivery["assets"]
-        + [service_health, payment_reminders],
+        + [service_health],
         asset_checks=[monthly_usage_reconciliation, weekly_usage_reconciliation],
         jobs=[hourly_usage_job, monthly_invoices_job, weekly_invoices_job]
         + [ar_aging_report_job, mrr_report_job, daily_analytics_report_job, weekly_bi_report_job]
+        + [send_payment_reminders_job, charge_due_invoices_job, sync_payment_status_job]
         + delivery["jobs"]
-        + [service_health_job, send_payment_reminders_job],
+        + [service_health_job],
         schedules=[
             hourly_usage_job_schedule,
             monthly_invoices_job_schedule,
@@ -236,6 +288,8 @@ def build_definitions(settings: Settings = settings) -> dg.Definitions:
             weekly_bi_report_schedule,
             service_health_schedule,
             send_payment_reminders_job_schedule,
+            charge_due_invoices_job_schedule,
+            sync_payment_status_job_schedule,
         ],
         sensors=[organizations_sensor, late_usage_sensor, invoice_finalization_sensor] + delivery["sensors"],
         resources=resources(settings),

@@ -162,6 +162,16 @@ def _optional_path(name: str, raw: str | None, default: None) -> Path | None:
     return Path(value).expanduser().resolve() if value else None
 
 
+def _retry_days(name: str, value: str) -> None:
+    from billing_pipeline.domain.charges import parse_retry_days
+
+    if value.strip():
+        try:
+            parse_retry_days(value)
+        except ValueError as exc:
+            raise SettingsError(f"{name}: {exc}") from None
+
+
 def _home(name: str, raw: str | None, default: str) -> Path:
     return Path(_text(name, raw, default)).expanduser().resolve()
 
@@ -263,15 +273,21 @@ class Settings:
     zero_total_invoices: str = ZeroTotalPolicy.FINALIZE_PAID.value  # finalize_paid | finalize | skip
     health_check_cron: str = "*/15 * * * *"  # service_health_schedule, UTC
     health_probe_timeout_seconds: int = 5  # each health probe's connect/read timeout
+    # collections: reminders (services.collections, defs.reminders)
+    payment_reminders_cron: str = "0 9 * * *"
+    dunning_policy_file: Path | None = None  # None: the packaged billing_pipeline/catalog/dunning.yaml
+    notification_max_attempts: int = 3
+    # collections: auto-charge and payment sync (services.collections.charges / payment_sync, defs.charges)
+    charge_due_invoices_cron: str = "0 6 * * *"
+    charge_retry_days: str = ""  # days after the due date of attempts 2, 3...; empty: from the dunning policy
+    charge_max_attempts: int = 4
+    payment_sync_cron: str = "*/30 * * * *"
+    payment_sync_max_checks: int = 48
     ar_aging_report_cron: str = "0 7 * * 1"  # Monday 07:00 UTC
     mrr_report_cron: str = "0 8 1 * *"  # the 1st of the month, 08:00 UTC
     daily_analytics_report_cron: str = "0 2 * * *"  # every day, 02:00 UTC
     weekly_bi_report_cron: str = "0 3 * * 0"  # Sunday 03:00 UTC
     report_recipients: tuple[str, ...] = ()  # who gets the AR aging and MRR reports (none: stored only)
-    # collections: reminders (services.collections, defs.reminders)
-    payment_reminders_cron: str = "0 9 * * *"  # send_payment_reminders_job_schedule, UTC
-    dunning_policy_file: Path | None = None  # None: the packaged billing_pipeline/catalog/dunning.yaml
-    notification_max_attempts: int = 3  # per notice x channel (one try per run), then a dead letter
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -331,14 +347,19 @@ _VARS: dict[str, _Var] = {
     ),
     "health_check_cron": _Var("HEALTH_CHECK_CRON", _cron, "*/15 * * * *"),
     "health_probe_timeout_seconds": _Var("HEALTH_PROBE_TIMEOUT_SECONDS", _int(1, 60), 5),
+    "payment_reminders_cron": _Var("PAYMENT_REMINDERS_CRON", _cron, "0 9 * * *"),
+    "dunning_policy_file": _Var("DUNNING_POLICY_FILE", _optional_path),
+    "notification_max_attempts": _Var("NOTIFICATION_MAX_ATTEMPTS", _int(1, 100), 3),
+    "charge_due_invoices_cron": _Var("CHARGE_DUE_INVOICES_CRON", _cron, "0 6 * * *"),
+    "charge_retry_days": _Var("CHARGE_RETRY_DAYS", _text, "", check=_retry_days),
+    "charge_max_attempts": _Var("CHARGE_MAX_ATTEMPTS", _int(1, 20), 4),
+    "payment_sync_cron": _Var("PAYMENT_SYNC_CRON", _cron, "*/30 * * * *"),
+    "payment_sync_max_checks": _Var("PAYMENT_SYNC_MAX_CHECKS", _int(1, 10_000), 48),
     "ar_aging_report_cron": _Var("AR_AGING_REPORT_CRON", _cron, "0 7 * * 1"),
     "mrr_report_cron": _Var("MRR_REPORT_CRON", _cron, "0 8 1 * *"),
     "daily_analytics_report_cron": _Var("DAILY_ANALYTICS_REPORT_CRON", _cron, "0 2 * * *"),
     "weekly_bi_report_cron": _Var("WEEKLY_BI_REPORT_CRON", _cron, "0 3 * * 0"),
     "report_recipients": _Var("REPORT_RECIPIENTS", _recipients, ""),
-    "payment_reminders_cron": _Var("PAYMENT_REMINDERS_CRON", _cron, "0 9 * * *"),
-    "dunning_policy_file": _Var("DUNNING_POLICY_FILE", _optional_path),
-    "notification_max_attempts": _Var("NOTIFICATION_MAX_ATTEMPTS", _int(1, 100), 3),
 }
 #: ``Settings.seller``: the seller block on invoices and e-mails.
 _SELLER_VARS: dict[str, _Var] = {

@@ -33,7 +33,31 @@ def status(period_value: str | None, interval: str) -> None:
     period = parse_period(period_value, interval) if period_value else previous_period(BillingInterval(interval), now)
     click.echo(format_period_report(period, period_states(engine, period)))
     click.echo(format_ambiguous(ambiguous_deliveries(engine)))
+    _print_receivables(engine, now)
     _print_quarantine(engine)
+
+
+def _print_receivables(engine, now) -> None:
+    """Finalized invoices with something due, by age (the AR aging report's buckets), and open dead letters."""
+    from billing_pipeline.db import collections, dead_letters
+    from billing_pipeline.domain import money
+    from billing_pipeline.domain.aging import BUCKETS, aging
+    from billing_pipeline.domain.dunning import amounts_due
+
+    data = collections.load_receivables(engine)
+    buckets = aging(data.invoices, amounts_due(data.invoices, data.balances), now)
+    click.echo("Receivables:" + ("" if buckets else " nothing due"))
+    for key in BUCKETS:
+        per_currency = buckets.get(key, {})
+        label = "not yet overdue" if key == "current" else f"overdue {key} days"
+        parts = [
+            f"{n} invoice(s) {money.format_amount(money.from_minor(minor, cur), cur)}"
+            for cur, (n, minor) in sorted(per_currency.items())
+        ]
+        if parts:
+            click.echo(f"  {label:<20} " + ", ".join(parts))
+    letters = dead_letters.count_open(engine)
+    click.echo("Open dead letters: " + (", ".join(f"{k}: {v}" for k, v in sorted(letters.items())) or "none"))
 
 
 def _print_runs(instance, limit: int = 8) -> None:

@@ -40,7 +40,7 @@ class KindHandlers:
 
 _KINDS: dict[str, KindHandlers] = {}
 #: Modules whose ledgers register their kinds when imported (loaded before any retry or dismiss).
-LEDGER_MODULES = ("billing_pipeline.db.notifications",)
+LEDGER_MODULES = ("billing_pipeline.db.notifications", "billing_pipeline.db.charges")
 
 
 def register_kind(kind: str, *, reset: Handler, dismiss: Handler) -> None:

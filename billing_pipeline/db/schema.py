@@ -291,68 +291,6 @@ late_usage_checks = Table(
     Index("ix_late_usage_checks_source", "source_invoice_id"),
 )
 
-# The reminder ledger: one row per (invoice, dunning step, audience), written before anything is
-# sent. status: pending (notification not settled yet) | sent | skipped (superseded by catch-up,
-# no account manager) | stopped (paid, void... found at send time).
-payment_reminders = Table(
-    "payment_reminders",
-    metadata,
-    Column("invoice_id", Integer, ForeignKey("invoices.id"), primary_key=True),
-    Column("step", String(40), primary_key=True),
-    Column("audience", String(16), primary_key=True),
-    Column("org_id", String(64), nullable=False),
-    Column("policy_version", Integer, nullable=False),
-    Column("step_date", String(10), nullable=False),  # the organization's local day, ISO
-    Column("status", String(16), nullable=False),
-    Column("reason", Text, nullable=True),
-    Column("dedupe_key", String(255), nullable=False),
-    Column("amount_due_minor", BigInteger, nullable=False),
-    Column("currency", String(3), nullable=False),
-    Column("decided_at", UTCDateTime, nullable=False),
-    Column("updated_at", UTCDateTime, nullable=False),
-    CheckConstraint("audience IN ('customer', 'account_manager')", name="audience"),
-    CheckConstraint("status IN ('pending', 'sent', 'skipped', 'stopped')", name="status"),
-    Index("ix_payment_reminders_status", "status"),
-)
-
-# The notification ledger (services.notifications): one row per notice x channel, claimed
-# before the side effect. dead: gave up (a dead letter holds why); dismissed: an operator closed it.
-notifications = Table(
-    "notifications",
-    metadata,
-    Column("dedupe_key", String(255), primary_key=True),
-    Column("channel", String(16), primary_key=True),
-    Column("kind", String(32), nullable=False),
-    Column("recipient", String(320), nullable=False),
-    Column("status", String(16), nullable=False),
-    Column("attempts", Integer, nullable=False),
-    Column("last_error", Text, nullable=True),
-    Column("external_id", String(1024), nullable=True),  # e-mail: the Message-ID
-    Column("created_at", UTCDateTime, nullable=False),
-    Column("updated_at", UTCDateTime, nullable=False),
-    Column("sent_at", UTCDateTime, nullable=True),
-    CheckConstraint("status IN ('pending', 'sent', 'failed', 'ambiguous', 'dead', 'dismissed')", name="status"),
-)
-
-# Every side effect that failed for good (notifications now; charges, payment syncs and
-# deliveries later), one row per business key, for an operator to retry or dismiss.
-dead_letters = Table(
-    "dead_letters",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("kind", String(32), nullable=False),
-    Column("business_key", String(512), nullable=False),
-    Column("payload", JSON, nullable=False),
-    Column("error", Text, nullable=False),
-    Column("attempts", Integer, nullable=False),
-    Column("status", String(16), nullable=False),
-    Column("created_at", UTCDateTime, nullable=False),
-    Column("updated_at", UTCDateTime, nullable=False),
-    UniqueConstraint("kind", "business_key", name="uq_dead_letters_kind_business_key"),
-    CheckConstraint("status IN ('open', 'retried', 'dismissed')", name="status"),
-    Index("ix_dead_letters_status", "status"),
-)
-
 # The audit trail of an invoice after finalization: status changes (from != to), payments
 # recorded and credit notes issued (from == to), each with who, why and when; written in the
 # same transaction as the change it describes. Append-only.
@@ -428,6 +366,100 @@ invoice_mirror_effects = Table(
         "action IN ('void', 'mark_uncollectible', 'mark_paid_out_of_band', 'create_credit_note')", name="action"
     ),
     CheckConstraint("status IN ('pending', 'succeeded', 'failed', 'skipped')", name="status"),
+)
+
+# The reminder ledger: one row per (invoice, dunning step, audience), written before anything is
+# sent. status: pending (notification not settled yet) | sent | skipped (superseded by catch-up,
+# no account manager) | stopped (paid, void... found at send time).
+payment_reminders = Table(
+    "payment_reminders",
+    metadata,
+    Column("invoice_id", Integer, ForeignKey("invoices.id"), primary_key=True),
+    Column("step", String(40), primary_key=True),
+    Column("audience", String(16), primary_key=True),
+    Column("org_id", String(64), nullable=False),
+    Column("policy_version", Integer, nullable=False),
+    Column("step_date", String(10), nullable=False),  # the organization's local day, ISO
+    Column("status", String(16), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("dedupe_key", String(255), nullable=False),
+    Column("amount_due_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("decided_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint("audience IN ('customer', 'account_manager')", name="audience"),
+    CheckConstraint("status IN ('pending', 'sent', 'skipped', 'stopped')", name="status"),
+    Index("ix_payment_reminders_status", "status"),
+)
+
+# The notification ledger (services.notifications): one row per notice x channel, claimed
+# before the side effect. dead: gave up (a dead letter holds why); dismissed: an operator closed it.
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("dedupe_key", String(255), primary_key=True),
+    Column("channel", String(16), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("recipient", String(320), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("external_id", String(1024), nullable=True),  # e-mail: the Message-ID
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime, nullable=True),
+    CheckConstraint("status IN ('pending', 'sent', 'failed', 'ambiguous', 'dead', 'dismissed')", name="status"),
+)
+
+# Every side effect that failed for good (notifications now; charges, payment syncs and
+# deliveries later), one row per business key, for an operator to retry or dismiss.
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("business_key", String(512), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("error", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("kind", "business_key", name="uq_dead_letters_kind_business_key"),
+    CheckConstraint("status IN ('open', 'retried', 'dismissed')", name="status"),
+    Index("ix_dead_letters_status", "status"),
+)
+
+# The charge ledger (services.collections.charges): one row per (invoice, attempt), written with its
+# deterministic idempotency key before the gateway is called. status: pending (called, answer not
+# recorded yet: the next run asks find_charge) | succeeded | processing (left to the payment sync) |
+# declined | requires_action | settled (processing, then succeeded) | failed (processing, then failed)
+# | dead (given up: a dead letter holds why). notified: the receipt / failure notice went out.
+charge_attempts = Table(
+    "charge_attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("invoice_id", Integer, ForeignKey("invoices.id"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("idempotency_key", String(255), nullable=False, unique=True),
+    Column("status", String(16), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("gateway_payment_id", String(255), nullable=True),
+    Column("decline_code", String(64), nullable=True),
+    Column("hard_decline", Boolean, nullable=False, server_default=sa_false()),
+    Column("message", Text, nullable=True),
+    Column("sync_checks", Integer, nullable=False, server_default="0"),
+    Column("notified", Boolean, nullable=False, server_default=sa_false()),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("invoice_id", "attempt", name="uq_charge_attempts_invoice_attempt"),
+    CheckConstraint(
+        "status IN ('pending', 'succeeded', 'processing', 'declined', 'requires_action', 'settled', 'failed', 'dead')",
+        name="status",
+    ),
+    CheckConstraint("attempt >= 1", name="attempt"),
+    Index("ix_charge_attempts_status", "status"),
 )
 
 # The report e-mail ledger: one row per (report, partition) makes each report's e-mail go out once.

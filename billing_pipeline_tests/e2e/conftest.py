@@ -7,6 +7,7 @@ the webserver and daemon log tails are attached to the report.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import shutil
 import tempfile
 import uuid
@@ -30,6 +31,8 @@ E2E_SETTINGS = {
     "WEEKLY_BI_REPORT_CRON": "0 0 1 1 *",
     "PAYMENT_REMINDERS_CRON": "0 0 1 1 *",
     "HEALTH_CHECK_CRON": "0 0 1 1 *",
+    "CHARGE_DUE_INVOICES_CRON": "0 0 1 1 *",
+    "PAYMENT_SYNC_CRON": "0 0 1 1 *",
     "SCHEDULES_RUNNING": "true",
     "INVOICE_BATCH_SIZE": "3",
     "INVOICE_GRACE_HOURS": "0",  # the schedule's tick finalizes: the scenario watches it do so
@@ -52,8 +55,6 @@ AUTOMATION_SETTINGS = {
     "MRR_REPORT_CRON": "* * * * *",
     "DAILY_ANALYTICS_REPORT_CRON": "* * * * *",
     "WEEKLY_BI_REPORT_CRON": "* * * * *",
-    "PAYMENT_REMINDERS_CRON": "*/2 * * * *",  # every 2 minutes: it must fire, not crowd the run queue
-    "HEALTH_CHECK_CRON": "* * * * *",
     "INVOICE_GRACE_HOURS": "0",  # the schedules finalize at once, and so does invoice_finalization_sensor
     "SCHEDULES_RUNNING": "true",
     "INVOICE_BATCH_SIZE": "10",
@@ -109,9 +110,25 @@ def e2e_stack(postgres_server):
         yield stack
 
 
+# Schedules whose every tick launches a run (no run key per period): each fires at a few minutes
+# of the hour, a few minutes after the stack starts, so they fire but do not crowd the run queue
+# (every-minute ticks of four such jobs kept the queue full on a loaded machine).
+REPEATING_CRONS = ("HEALTH_CHECK_CRON", "PAYMENT_REMINDERS_CRON", "CHARGE_DUE_INVOICES_CRON", "PAYMENT_SYNC_CRON")
+
+
+def soon_crons(now: dt.datetime, first_minutes: int = 3, every: int = 5, times: int = 4) -> dict[str, str]:
+    """``REPEATING_CRONS``, each firing ``times`` times, ``every`` minutes apart, staggered by a minute."""
+    crons = {}
+    for offset, name in enumerate(REPEATING_CRONS):
+        minutes = sorted({(now.minute + first_minutes + offset + k * every) % 60 for k in range(times)})
+        crons[name] = f"{','.join(map(str, minutes))} * * * *"
+    return crons
+
+
 @pytest.fixture(scope="module")
 def automation_stack(postgres_server):
-    with dagster_stack(postgres_server, AUTOMATION_SETTINGS, "e2e-automation-logs") as stack:
+    settings = AUTOMATION_SETTINGS | soon_crons(dt.datetime.now(dt.UTC))
+    with dagster_stack(postgres_server, settings, "e2e-automation-logs") as stack:
         yield stack
 
 

@@ -37,8 +37,10 @@ SCHEDULES = {
     "hourly_usage_job_schedule",
     "monthly_invoices_job_schedule",
     "weekly_invoices_job_schedule",
-    "send_payment_reminders_job_schedule",
     "service_health_schedule",
+    "send_payment_reminders_job_schedule",
+    "charge_due_invoices_job_schedule",
+    "sync_payment_status_job_schedule",
     "ar_aging_report_schedule",
     "mrr_report_schedule",
     "daily_analytics_report_schedule",
@@ -150,6 +152,25 @@ def late_hour_events(stack: DagsterStack) -> int:
         return int(conn.execute(query).scalar_one())
 
 
+@pytest.mark.parametrize(
+    ("schedule", "job", "asset"),
+    [
+        ("charge_due_invoices_job_schedule", "charge_due_invoices_job", "auto_charges"),
+        ("sync_payment_status_job_schedule", "sync_payment_status_job", "payment_status_sync"),
+    ],
+)
+def test_charge_and_payment_sync_schedules_run_first(stack, schedule, job, asset):
+    def succeeded():
+        return [r for r in runs(stack, **{"dagster/schedule_name": schedule}) if r.is_success]
+
+    [run, *_] = stack.wait_for(succeeded, 240, f"a {job} run launched by its schedule", interval=3)
+    assert run.job_name == job and run.tags["billing/as_of"].endswith("+00:00")
+    record = stack.instance().get_latest_materialization_event(dg.AssetKey(asset))
+    # no payment gateway in this stack (INVOICE_ENABLE_STRIPE=false): the run says so and charges nothing
+    assert record.asset_materialization.metadata["skipped"].value == "no payment gateway"
+    stop(stack, schedule)  # first in the module: stopped after one run, its runs do not crowd the invoices' runs
+
+
 def test_invoice_schedules_bill_the_monthly_and_the_weekly_organization(stack):
     def both_billed():  # the finalization sensor (grace 0) may finalize before a schedule's run is launched
         billed = {(r.org_id, r.interval) for r in finalized_invoices(stack)}
@@ -200,7 +221,9 @@ def test_delivery_sensor_delivers_every_invoice_once(stack):
     assert runs(stack, **{"dagster/sensor_name": "invoice_delivery_sensor"})
     outbox = sorted((stack.billing_home / "outbox").glob("*.eml"))
     assert len(outbox) == len(billed), [p.name for p in outbox]
-    assert len(sorted((stack.billing_home / "documents").rglob("*.pdf"))) == len(billed)
+    documents = stack.billing_home / "documents"
+    invoice_pdfs = [p for p in documents.rglob("*.pdf") if not p.is_relative_to(documents / "reports")]
+    assert len(invoice_pdfs) == len(billed), invoice_pdfs  # the reports keep theirs under reports/
 
 
 def test_late_usage_sensor_reaggregates_an_hour_that_got_a_late_event(stack, tmp_path):

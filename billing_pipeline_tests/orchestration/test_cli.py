@@ -52,6 +52,12 @@ def test_demo_flow_and_idempotent_reruns(cli):
     assert re.search(r"weekly_invoices_job_schedule +RUNNING \(default\) +0 0 \* \* 1 +next 2026-11-09 00:00", status)
     assert "daemon: not running" in status and "Deliveries not done: none" in status
     assert "Ambiguous deliveries: none" in status
+    assert re.search(
+        r"charge_due_invoices_job_schedule +RUNNING \(default\) +0 6 \* \* \* +next 2026-11-06 06:00", status
+    )
+    receivables = status[status.index("Receivables:") :].splitlines()[:3]  # issued 11-01, net 30: none overdue
+    assert re.fullmatch(r"  not yet overdue +\d+ invoice\(s\) .*", receivables[1]), receivables
+    assert "Open dead letters: none" in status
     out = run("deliver", "2026-10", "--org", "acme")  # the ledger of that organization only
     assert "    acme             pdf=succeeded" in out and "globex" not in out
 

@@ -34,6 +34,8 @@ ASSETS = {
     "weekly_bi_report",
     "payment_reminders",
     "service_health",
+    "auto_charges",
+    "payment_status_sync",
 }
 CHECKS = {
     ("monthly_invoice_drafts", "usage_reconciles_with_hourly_usage"),
@@ -55,6 +57,8 @@ JOBS = {
     "weekly_bi_report_job",
     "send_payment_reminders_job",
     "service_health_job",
+    "charge_due_invoices_job",
+    "sync_payment_status_job",
 }
 SCHEDULES = {
     ("hourly_usage_job_schedule", "hourly_usage_job", "5 * * * *", "UTC"),
@@ -66,6 +70,8 @@ SCHEDULES = {
     ("weekly_bi_report_schedule", "weekly_bi_report_job", "0 3 * * 0", "UTC"),  # Sunday 03:00 UTC
     ("send_payment_reminders_job_schedule", "send_payment_reminders_job", "0 9 * * *", "UTC"),
     ("service_health_schedule", "service_health_job", "*/15 * * * *", "UTC"),
+    ("charge_due_invoices_job_schedule", "charge_due_invoices_job", "0 6 * * *", "UTC"),
+    ("sync_payment_status_job_schedule", "sync_payment_status_job", "*/30 * * * *", "UTC"),
 }
 SENSORS = {"organizations_sensor", "late_usage_sensor", "invoice_delivery_sensor", "invoice_finalization_sensor"}
 
@@ -101,10 +107,12 @@ def test_module_level_names_match_their_variables():
         "weekly_bi_report",
     ]:
         assert getattr(definitions, name).key.to_user_string() == name
-    assert definitions.payment_reminders.key.to_user_string() == "payment_reminders"
+    for name in ["payment_reminders", "auto_charges", "payment_status_sync"]:
+        assert getattr(definitions, name).key.to_user_string() == name
     jobs = ["hourly_usage_job", "monthly_invoices_job", "weekly_invoices_job", "service_health_job"]
     jobs += ["ar_aging_report_job", "mrr_report_job", "daily_analytics_report_job", "weekly_bi_report_job"]
-    for name in [*jobs, "send_payment_reminders_job"]:
+    jobs += ["send_payment_reminders_job", "charge_due_invoices_job", "sync_payment_status_job"]
+    for name in jobs:
         assert getattr(definitions, name).name == name
     for name, *_ in SCHEDULES:
         assert getattr(definitions, name).name == name
@@ -122,15 +130,18 @@ def test_crons_come_from_the_environment(tmp_path):
         **os.environ,
         "BILLING_HOME": str(tmp_path),
         "MONTHLY_INVOICE_CRON": "*/5 * * * *",
-        "PAYMENT_REMINDERS_CRON": "0 10 * * *",
         "HEALTH_CHECK_CRON": "*/5 * * * *",
+        "PAYMENT_REMINDERS_CRON": "0 10 * * *",
+        "CHARGE_DUE_INVOICES_CRON": "30 5 * * *",
     }
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     crons = json.loads(out.stdout.strip().splitlines()[-1])
     assert crons["monthly_invoices_job_schedule"] == "*/5 * * * *"
     assert crons["weekly_invoices_job_schedule"] == "0 0 * * 1"
-    assert crons["send_payment_reminders_job_schedule"] == "0 10 * * *"
     assert crons["service_health_schedule"] == "*/5 * * * *"
+    assert crons["send_payment_reminders_job_schedule"] == "0 10 * * *"
+    assert crons["charge_due_invoices_job_schedule"] == "30 5 * * *"
+    assert crons["sync_payment_status_job_schedule"] == "*/30 * * * *"
 
 
 def test_hourly_schedule_requests_the_last_closed_hour():
