@@ -28,7 +28,9 @@ FORCED_NOWS := 2027-01-01T00:00:00Z 2028-02-29T12:00:00Z 2026-12-31T23:59:00Z
 DATED_TESTS := billing_pipeline_tests/unit/test_periods.py billing_pipeline_tests/unit/test_invoices.py \
 	billing_pipeline_tests/orchestration/test_definitions.py billing_pipeline_tests/orchestration/test_invoice_assets.py \
 	billing_pipeline_tests/orchestration/test_cli.py billing_pipeline_tests/unit/test_late_usage.py \
-	billing_pipeline_tests/unit/test_reports_aging.py billing_pipeline_tests/unit/test_lifecycle_domain.py
+	billing_pipeline_tests/unit/test_reports_aging.py billing_pipeline_tests/unit/test_lifecycle_domain.py \
+	billing_pipeline_tests/unit/test_proration.py billing_pipeline_tests/unit/test_subscription_changes.py \
+	billing_pipeline_tests/orchestration/test_customers_cli.py
 
 ## Lint, format check, the layer contracts, the one module allowed Dagster internals.
 check: setup

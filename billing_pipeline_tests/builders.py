@@ -143,3 +143,19 @@ def store_unchecked_subscription(url: str, org_id: str, plan: str, since: dt.dat
     with get_engine(url).begin() as conn:
         conn.execute(subscriptions.delete().where(subscriptions.c.org_id == org_id))
         conn.execute(insert(subscriptions).values(org_id=org_id, plan_code=plan, starts_at=since))
+
+
+def cli_invoker():
+    """``invoke(*args, code=0) -> output``: the ``billing-pipeline`` CLI in-process, asserting its exit code."""
+    from click.testing import CliRunner
+
+    from billing_pipeline.cli import main
+
+    runner = CliRunner()
+
+    def invoke(*args: str, code: int = 0) -> str:
+        result = runner.invoke(main, list(args), catch_exceptions=False)
+        assert result.exit_code == code, result.output
+        return result.output
+
+    return invoke

@@ -7,6 +7,7 @@ group of commands; importing them registers the commands on ``main``.
 
 from billing_pipeline.cli import (  # noqa: F401  (registers the commands)
     collections,
+    customers,
     data,
     deliveries,
     health,

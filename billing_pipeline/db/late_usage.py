@@ -36,7 +36,7 @@ from billing_pipeline.db.schema import (
     usage_events,
 )
 from billing_pipeline.db.types import UTCDateTime
-from billing_pipeline.domain.catalog import Plan
+from billing_pipeline.domain.catalog import MINIMUM_SPEND_CODE, Plan
 from billing_pipeline.domain.invoices import PricingError, build_invoice
 from billing_pipeline.domain.late_usage import Billed, PeriodAdjustment, period_adjustment
 from billing_pipeline.domain.model import BillingInterval, Invoice, InvoiceStatus
@@ -251,8 +251,11 @@ def _source(stored, period: BillingPeriod, catalog, org, quantities, read_at, *,
 def _repriced(source: LateSource, plan: Plan, org, quantities) -> LateSource:
     old = source.invoice
     as_invoiced = dataclasses.replace(org, currency=old.currency, tax_rate=old.tax_rate)
+    # Flat charges do not depend on usage: the billed ones are kept (a month cut by a plan
+    # change billed them prorated, domain.proration), so re-pricing moves only usage charges.
+    flat = tuple(line for line in old.lines if line.metric_code is None and line.charge_code != MINIMUM_SPEND_CODE)
     try:
-        repriced = build_invoice(as_invoiced, plan, source.period, quantities)
+        repriced = build_invoice(as_invoiced, plan, source.period, quantities, flat_lines=flat or None)
     except (PricingError, ArithmeticError, ValueError) as exc:
         return dataclasses.replace(source, problem=f"re-pricing failed: {exc}")
     return dataclasses.replace(source, plan=plan, repriced=repriced)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
 from . import money
 from .aggregation import MetricUsage
-from .catalog import MINIMUM_SPEND_CODE, Plan
+from .catalog import MINIMUM_SPEND_CODE, FlatParams, Plan
 from .model import BillingInterval, Invoice, InvoiceLine, InvoiceStatus, Organization, OrganizationStatus
 from .periods import BillingPeriod, previous_period
 from .pricing import PricingError, price_charge
@@ -104,10 +104,13 @@ def build_invoice(
     plan: Plan,
     period: BillingPeriod,
     usage: Mapping[str, MetricUsage],
+    *,
+    flat_lines: Sequence[InvoiceLine] | None = None,
 ) -> Invoice:
     """Draft invoice for ``org`` on ``plan`` over ``period``; ``usage`` is keyed by metric code.
 
-    Metrics missing from ``usage`` had no events. Raises ``PricingError`` if the plan's
+    Metrics missing from ``usage`` had no events. ``flat_lines`` (a plan change inside the
+    period, ``domain.proration``) replace the plan's flat charges and come first. Raises ``PricingError`` if the plan's
     currency or interval does not match the organization or period, or the tax rate is
     out of range.
     """
@@ -122,9 +125,11 @@ def build_invoice(
     if not Decimal(0) <= org.tax_rate <= Decimal(1):
         raise PricingError(f"organization {org.id!r} has tax rate {org.tax_rate} outside [0, 1]")
 
-    lines: list[InvoiceLine] = []
+    lines: list[InvoiceLine] = list(flat_lines or ())
     billed_usage: dict[str, Decimal] = {}
     for charge in plan.charges:
+        if flat_lines is not None and isinstance(charge.params, FlatParams):
+            continue
         metric_usage = usage.get(charge.metric_code) if charge.metric_code else None
         lines.append(price_charge(charge, metric_usage, plan.currency, period))
         if charge.metric_code is not None:

@@ -16,12 +16,13 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from billing_pipeline.db import invoices as invoice_rows
-from billing_pipeline.db import late_usage, late_usage_ledger, lifecycle, reference, usage
+from billing_pipeline.db import late_usage, late_usage_ledger, lifecycle, reference, subscriptions, usage
 from billing_pipeline.domain import money
 from billing_pipeline.domain.catalog import Catalog
-from billing_pipeline.domain.invoices import PricingError, build_invoice, not_billable_reason, reconcile_usage
+from billing_pipeline.domain.invoices import PricingError, build_invoice, reconcile_usage
 from billing_pipeline.domain.model import Invoice, InvoiceStatus, Organization
 from billing_pipeline.domain.periods import BillingPeriod
+from billing_pipeline.domain.proration import billing_refusal, change_lines
 from billing_pipeline.domain.settlement import ZERO_TOTAL_SKIP_REASON, ZeroTotalPolicy, zero_total_status
 
 if TYPE_CHECKING:
@@ -110,15 +111,15 @@ def compute_drafts(
     catalog = _catalog(engine)
     orgs = reference.get_organizations(engine, org_ids)
     states = invoice_rows.get_invoice_states(engine, period.interval, period.key, org_ids)
-    plans = reference.plans_for_period(engine, org_ids, period.start, period.end)
-    billable = [o for o in org_ids if o in orgs and not_billable_reason(orgs[o], period.interval) is None]
+    spans = subscriptions.subscriptions_in_period(engine, org_ids, period.start, period.end)
+    billable = [o for o in org_ids if o in orgs and billing_refusal(orgs[o], period, spans.get(o, [])) is None]
     usage_by_org = usage.period_usage(engine, billable, period.start, period.end, catalog.metrics)
     late = late_usage.late_sources(engine, billable, before=period.start, target=(period.interval, period.key))
     results: list[OrgResult] = []
     drafts: dict[str, Draft] = {}
     for org_id in org_ids:
         result, draft = _draft(
-            org_id, orgs.get(org_id), states.get(org_id), plans.get(org_id), catalog, period, usage_by_org
+            org_id, orgs.get(org_id), states.get(org_id), spans.get(org_id, []), catalog, period, usage_by_org
         )
         if draft is not None:
             drafts[org_id] = Draft(draft[0], draft[1], tuple(late.get(org_id, ())))
@@ -144,22 +145,23 @@ def _drafted(result: OrgResult, invoice: Invoice, adjustment_lines: int) -> OrgR
     return replace(result, message=message, total=invoice.total, lines=len(invoice.lines))
 
 
-def skip_reason(org: Organization, period: BillingPeriod, plan_code: str | None) -> str | None:
+def skip_reason(org: Organization, period: BillingPeriod, plan_code: str | None, subs=()) -> str | None:
     """Why ``org`` gets no invoice for ``period`` (not billable, or no subscription in it); ``None`` when billed."""
-    reason = not_billable_reason(org, period.interval)
+    reason = billing_refusal(org, period, subs)
     if reason is None and plan_code is None:
         reason = f"not subscribed in {period.label}"
     return reason
 
 
-def _draft(org_id, org, state, plan_code, catalog, period, usage_by_org) -> tuple[OrgResult, tuple | None]:
-    """One organization's draft (or why there is none), and the draft with its plan code."""
+def _draft(org_id, org, state, subs, catalog, period, usage_by_org) -> tuple[OrgResult, tuple | None]:
+    """One organization's draft (or why there is none), with the plan code (the last one in the period)."""
+    plan_code = subs[-1].plan_code if subs else None
     if org is None:
         return OrgResult(org_id, Outcome.FAILED, f"organization {org_id!r} does not exist"), None
     if state is not None and state[1] != InvoiceStatus.DRAFT.value:
         message = f"invoice {state[2]} is {state[1]}; left unchanged"
         return OrgResult(org_id, Outcome.ALREADY_FINALIZED, message, invoice_id=state[0], number=state[2]), None
-    reason = skip_reason(org, period, plan_code)
+    reason = skip_reason(org, period, plan_code, subs)
     if reason:
         return OrgResult(org_id, Outcome.SKIPPED, reason), None
     plan = catalog.plans.get(plan_code)
@@ -167,7 +169,8 @@ def _draft(org_id, org, state, plan_code, catalog, period, usage_by_org) -> tupl
         message = f"plan {plan_code!r} is not in catalog version {catalog.version}"
         return OrgResult(org_id, Outcome.FAILED, message), None
     try:
-        invoice = build_invoice(org, plan, period, usage_by_org.get(org_id, {}))
+        flat_lines = change_lines(period, subs, catalog.plans, plan.currency)
+        invoice = build_invoice(org, plan, period, usage_by_org.get(org_id, {}), flat_lines=flat_lines)
     except (PricingError, ArithmeticError, ValueError) as exc:
         return OrgResult(org_id, Outcome.FAILED, f"pricing failed: {exc}"), None
     drafted = OrgResult(

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from billing_pipeline.db import delivery_views, reference
+from billing_pipeline.db import delivery_views, reference, subscriptions
 from billing_pipeline.db import invoices as invoice_rows
 from billing_pipeline.db.deliveries import AMBIGUOUS
 from billing_pipeline.domain import money
-from billing_pipeline.domain.invoices import not_billable_reason
 from billing_pipeline.domain.periods import BillingPeriod
+from billing_pipeline.domain.proration import billing_refusal
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -35,6 +35,7 @@ def period_states(engine: Engine, period: BillingPeriod) -> list[OrgPeriodState]
     states = invoice_rows.get_invoice_states(engine, period.interval, period.key)
     errors = invoice_rows.get_errors(engine, period.interval, period.key)
     stored = invoice_rows.load_invoices(engine, [s[0] for s in states.values()])
+    spans = subscriptions.subscriptions_in_period(engine, list(orgs), period.start, period.end)
     rows = []
     for org_id, org in sorted(orgs.items()):
         if org_id in errors:
@@ -44,7 +45,7 @@ def period_states(engine: Engine, period: BillingPeriod) -> list[OrgPeriodState]
             inv_id, status, number = states[org_id]
             inv = stored[inv_id].invoice
             rows.append(OrgPeriodState(org_id, org.name, status, number, inv.total, inv.currency, ""))
-        elif reason := not_billable_reason(org, period.interval):
+        elif reason := billing_refusal(org, period, spans.get(org_id, [])):
             rows.append(OrgPeriodState(org_id, org.name, "skipped", None, None, org.currency, reason))
         else:
             rows.append(OrgPeriodState(org_id, org.name, "missing", None, None, org.currency, "not invoiced yet"))
