@@ -148,7 +148,8 @@ def finalized_invoices(stack: DagsterStack) -> list:
     with get_engine(stack.billing_url).connect() as conn:
         return conn.execute(
             select(invoices.c.id, invoices.c.org_id, invoices.c.interval, invoices.c.number).where(
-                invoices.c.status == "finalized"
+                # the weekly organization's week totals 0.00: ZERO_TOTAL_INVOICES=finalize_paid makes it paid
+                invoices.c.status.in_(["finalized", "paid"])
             )
         ).all()
 
