@@ -44,7 +44,8 @@ class NotAmbiguous(ValueError):
 def undelivered_invoices(
     engine: Engine, channels: Iterable[str], *, interval: str | None = None, limit: int | None = None
 ) -> dict[tuple[str, str], list[str]]:
-    """Finalized invoices missing a final ledger row for any of ``channels``.
+    """Finalized (or already paid: a zero total under ``finalize_paid``) invoices missing a final
+    ledger row for any of ``channels``; the delivery job delivers the same set.
 
     Returns ``{(interval, period key): [org ids]}`` (sorted). Rows that ``failed`` or are
     ``ambiguous`` do not count: the sensor does not loop on failures (see ``defs.delivery``)
@@ -66,7 +67,7 @@ def undelivered_invoices(
         )
         conditions.append(~done)
     query = select(invoices.c.interval, invoices.c.period_key, invoices.c.org_id).where(
-        invoices.c.status == "finalized", or_(*conditions)
+        invoices.c.status.in_(("finalized", "paid")), or_(*conditions)
     )
     if interval is not None:
         query = query.where(invoices.c.interval == interval)

@@ -142,8 +142,11 @@ def test_default_finalizes_zero_invoices_paid_without_a_gateway_call(tmp_path, i
     events = [(e.kind, e.from_status, e.to_status, e.actor) for e in lifecycle.history(engine, free_id)]
     assert events == [("transition", "finalized", "paid", "billing-pipeline")]  # once, across both runs
 
+    # the delivery sensor's view picks the paid zero invoice too (it is e-mailed as a statement)
+    assert delivery_views.undelivered_invoices(engine, ["email"]) == {("monthly", PERIOD): ["alpha", "free"]}
     for _ in range(2):
         assert deliver(defs, instance, settings).success
+    assert delivery_views.undelivered_invoices(engine, ["email"]) == {}
     assert SYNCED == ["INV-2026-000001"]  # alpha once; free's paid zero invoice never reached the gateway
     ids = delivery_views.finalized_invoice_ids(engine, "monthly", PERIOD)
     rows = ledger.get_rows(engine, list(ids.values()))
