@@ -126,8 +126,9 @@ service_health_schedule = health.service_health_schedule(
     cron=settings.health_check_cron,  # default "*/15 * * * *": every 15 minutes, UTC
     running=settings.schedules_running,
 )
+_policy = load_policy(settings.dunning_policy_file)  # DUNNING_POLICY_FILE: a bad policy fails the load
 payment_reminders = reminders.payment_reminders_asset(
-    policy=load_policy(settings.dunning_policy_file),  # DUNNING_POLICY_FILE: a bad policy fails the load
+    policy=_policy,
     seller=seller_from_settings(settings.seller),
     email_from=settings.email_from,
     max_attempts=settings.notification_max_attempts,
@@ -143,7 +144,6 @@ send_payment_reminders_job_schedule = reminders.payment_reminders_schedule(
     cron=settings.payment_reminders_cron,  # default "0 9 * * *": daily 09:00 UTC
     running=settings.schedules_running,
 )
-_policy = load_policy(settings.dunning_policy_file)
 _gateway_charges = charges_automatically(settings)  # PAYMENT_GATEWAY=stripe and INVOICE_ENABLE_STRIPE
 auto_charges = charges.auto_charges_asset(
     options=ChargeOptions(
