@@ -19,11 +19,11 @@ from billing_pipeline.clock import utc_now
 def health(timeout: int | None) -> None:
     """Probe the billing database, payment gateway, document store and mailer, as configured;
     print each one's status, latency and detail. Exit code 1 when any is down."""
+    settings = load_settings()  # first: importing the definitions reads the settings too, past this handler
     from billing_pipeline.clients.health import run_probes
     from billing_pipeline.definitions import resources
     from billing_pipeline.defs.health import health_probes
 
-    settings = load_settings()
     seconds = timeout or settings.health_probe_timeout_seconds
     try:
         ready = {name: resource.process_config_and_initialize() for name, resource in resources(settings).items()}

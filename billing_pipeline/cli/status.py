@@ -17,6 +17,7 @@ def status(period_value: str | None, interval: str) -> None:
     """The deployment (daemon, schedules and sensors as the instance stores them, undelivered
     invoices, late usage), last runs, per-organization invoice state, ambiguous e-mails,
     quarantine counts."""
+    settings = load_settings()  # first: importing the definitions reads the settings too, past this handler
     from billing_pipeline import definitions
     from billing_pipeline.db.delivery_views import ambiguous_deliveries
     from billing_pipeline.domain.model import BillingInterval
@@ -24,7 +25,6 @@ def status(period_value: str | None, interval: str) -> None:
     from billing_pipeline.services.reporting import format_ambiguous, format_period_report, period_states
     from billing_pipeline.status import deployment_report
 
-    settings = load_settings()
     engine = billing_engine(settings)
     now = utc_now()
     instance = dagster_instance()

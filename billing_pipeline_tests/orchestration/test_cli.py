@@ -1,7 +1,10 @@
 """The billing-pipeline CLI on embedded defaults (SQLite billing DB and Dagster instance)."""
 
 import datetime as dt
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 import time_machine
@@ -134,3 +137,18 @@ def test_run_month_inside_the_grace_window_drafts_and_waits(cli, monkeypatch):
         assert not list((tmp_path / "billing" / "outbox").glob("*.eml"))
         out = run("run-month", "2026-10", "--org", "acme", "--finalize-now", "--no-delivery")
         assert "acme             finalized  INV-2026-000001" in out
+
+
+@pytest.mark.parametrize("command", ["status", "health"])
+def test_a_bad_setting_is_one_line_in_a_fresh_process(tmp_path, command):
+    """Not in-process: there ``billing_pipeline.definitions`` is imported already, and its
+    module-level ``Settings.from_env()`` is what raised past the CLI's handler."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BILLING_", "S3_", "STRIPE_", "SMTP_"))}
+    env.update(BILLING_HOME=str(tmp_path / "billing"), DAGSTER_HOME=str(tmp_path), S3_ENDPOINT_URL="not a url")
+    done = subprocess.run(
+        [sys.executable, "-m", "billing_pipeline.cli", command], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "Error: configuration error: S3_ENDPOINT_URL: must be an http:// or https:// URL with a host, got 'not a url'"
+    ]
