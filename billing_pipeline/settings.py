@@ -125,7 +125,25 @@ def _database_url(name: str, raw: str | None, default: str) -> str:
         raise SettingsError(f"{name}: a postgresql URL needs a host and a database name, got {_shown(url_text)}")
     if port is not None and not 1 <= port <= 65535:
         raise SettingsError(f"{name}: port must be from 1 to 65535, got {port}")
+    _database_driver(name, url_text)
     return url_text
+
+
+def _database_driver(name: str, url_text: str) -> None:
+    """The URL's driver loads here (``postgresql+nodriver://`` would fail at the first query)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import NoSuchModuleError
+
+    from billing_pipeline.db.engine import normalize_url
+
+    url = make_url(normalize_url(url_text))
+    try:
+        url.get_dialect().import_dbapi()
+    except (NoSuchModuleError, ImportError):
+        raise SettingsError(
+            f"{name}: no database driver {url.drivername!r} here (sqlite:/// or postgresql://, which is psycopg 3), "
+            f"got {_shown(url_text)}"
+        ) from None
 
 
 def _http_url(name: str, raw: str | None, default: None) -> str | None:
