@@ -15,6 +15,7 @@ any further check; the variable goes into ``.env.example`` too.
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
 import os
 import re
 import urllib.parse
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from billing_pipeline.domain.events import DEFAULT_MAX_PROPERTIES_BYTES
+from billing_pipeline.domain.organizations import address_problem, name_problem, unsafe_character
 from billing_pipeline.domain.settlement import ZeroTotalPolicy
 
 
@@ -228,8 +230,25 @@ def _channels(name: str, raw: str | None, default: str) -> tuple[str, ...]:
 
 
 def _email_address(name: str, value: str) -> None:
-    if "@" not in value or any(c in value for c in "\r\n"):
-        raise SettingsError(f"{name}: must be an email address, got {value!r}")
+    """One address, or ``Name <address>``: what the e-mail renderer takes (the organizations' rules)."""
+    display, address = email.utils.parseaddr(value) if "<" in value else (None, value)
+    problem = unsafe_character(value)
+    if not problem and display and (problem := name_problem(display)):
+        problem = f"its name {problem}"
+    if problem:
+        raise SettingsError(f"{name}: must be an email address: {problem}")
+    _plain_address(name, address)
+
+
+def _plain_address(name: str, value: str) -> None:
+    if problem := address_problem(value):
+        raise SettingsError(f"{name}: must be an email address: {problem}")
+
+
+def _display_name(name: str, value: str) -> None:
+    """A name shown in From/Reply-To headers and on PDFs (an organization name's rule)."""
+    if problem := name_problem(value):
+        raise SettingsError(f"{name}: {problem}")
 
 
 def _optional_email_address(name: str, value: str | None) -> None:
@@ -424,9 +443,9 @@ _VARS: dict[str, _Var] = {
 }
 #: ``Settings.seller``: the seller block on invoices and e-mails.
 _SELLER_VARS: dict[str, _Var] = {
-    "name": _Var("SELLER_NAME", _text, "Example Cloud Ltd"),
+    "name": _Var("SELLER_NAME", _text, "Example Cloud Ltd", check=_display_name),
     "address": _Var("SELLER_ADDRESS", _text, "1 Example Street, London EC1A 1AA"),
-    "email": _Var("SELLER_EMAIL", _text, lambda s: s["email_from"]),
+    "email": _Var("SELLER_EMAIL", _text, lambda s: email.utils.parseaddr(s["email_from"])[1], check=_plain_address),
     "tax_id": _Var("SELLER_TAX_ID", _text, ""),
     "payment_instructions": _Var(
         "SELLER_PAYMENT_INSTRUCTIONS", _text, "Pay by bank transfer, quoting the invoice number."

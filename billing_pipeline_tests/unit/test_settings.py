@@ -4,7 +4,10 @@ import dataclasses
 
 import pytest
 
+from billing_pipeline.rendering.email import build_invoice_email
+from billing_pipeline.services.delivery import seller_from_settings
 from billing_pipeline.settings import Settings, SettingsError
+from billing_pipeline_tests.builders import finalized_invoice, org
 
 
 def test_defaults_are_embedded(tmp_path):
@@ -74,7 +77,25 @@ def test_one_resource_class_per_implementation_chosen_by_settings(tmp_path, monk
         ({"MAILER": "smtp"}, "SMTP_HOST: required"),
         ({"BILLING_DATABASE_URL": "mysql://x"}, "BILLING_DATABASE_URL: must be"),
         ({"BILLING_PARTITIONS_START": "2026-13-01"}, "BILLING_PARTITIONS_START: must be a date"),
-        ({"EMAIL_FROM": "billing\r\nBcc: x@y"}, "EMAIL_FROM: must be an email"),
+        ({"EMAIL_FROM": "billing\r\nBcc: x@y"}, "EMAIL_FROM: must be an email address: contains a control character"),
+        ({"EMAIL_FROM": "billing@@example.com"}, "EMAIL_FROM: must be an email address: must be one address"),
+        ({"EMAIL_FROM": "billing@example"}, "EMAIL_FROM: must be an email address: must be a plain address"),
+        (
+            {"EMAIL_FROM": "Billing \u202eTeam <billing@example.com>"},
+            "EMAIL_FROM: must be an email address: contains a bidi control",
+        ),
+        ({"SELLER_EMAIL": "billing at example.com"}, "SELLER_EMAIL: must be an email address: must be one address"),
+        (
+            {"SELLER_EMAIL": "Billing <billing@example.com>"},
+            "SELLER_EMAIL: must be an email address: must be one address",
+        ),
+        (
+            {"EMAIL_FROM": "N" * 256 + " <billing@example.com>"},
+            "EMAIL_FROM: must be an email address: its name must be at most 255",
+        ),
+        ({"SELLER_NAME": "Example\u202eCloud"}, "SELLER_NAME: contains a bidi control character, U\\+202E"),
+        ({"SELLER_NAME": "N" * 256}, "SELLER_NAME: must be at most 255 characters"),
+        ({"SELLER_NAME": "株" * 200}, "SELLER_NAME: must be at most 500 bytes"),
         ({"INVOICE_NUMBER_PREFIX": "INV/1"}, "INVOICE_NUMBER_PREFIX"),
         ({"SMTP_PORT": "70000"}, "SMTP_PORT: must be an integer from 1 to 65535"),
         ({"S3_CONDITIONAL_WRITES": "sometimes"}, "S3_CONDITIONAL_WRITES: must be true or false"),
@@ -97,6 +118,25 @@ def test_one_resource_class_per_implementation_chosen_by_settings(tmp_path, monk
 def test_bad_values_name_the_variable(env, message):
     with pytest.raises(SettingsError, match=message.replace("(", r"\(")):
         Settings.from_env(env)
+
+
+def test_a_named_sender_gives_the_seller_its_address_and_every_email_builds():
+    """EMAIL_FROM may be "Name <address>": SELLER_EMAIL (the Reply-To) defaults to its address alone."""
+    settings = Settings.from_env({"EMAIL_FROM": "Billing Team <billing@example.com>"})
+    assert settings.seller["email"] == "billing@example.com"
+    message = build_invoice_email(
+        finalized_invoice("INV-2026-000001"),
+        org("acme"),
+        seller_from_settings(settings.seller),
+        pdf=None,
+        pdf_url=None,
+        from_addr=settings.email_from,
+        message_id_domain="example.com",
+    )
+    assert (message["From"], message["Reply-To"]) == (
+        "Billing Team <billing@example.com>",
+        "Example Cloud Ltd <billing@example.com>",
+    )
 
 
 def test_a_bad_database_url_error_masks_its_password():
