@@ -57,6 +57,39 @@ def redact_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-@click.group()
+_NO_SCHEMA_SQLSTATES = {"42P01", "42703"}  # PostgreSQL: undefined table, undefined column
+
+
+def database_problem(exc: Exception) -> str | None:
+    """What a database error says about BILLING_DATABASE_URL (unreachable, no schema), or None for others."""
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    if not isinstance(exc, OperationalError | ProgrammingError):
+        return None
+    first_line = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+    if getattr(exc.orig, "sqlstate", None) in _NO_SCHEMA_SQLSTATES or first_line.startswith(
+        ("no such table", "no such column")
+    ):
+        return f"has no schema ({first_line}); run billing-pipeline init-db"
+    if isinstance(exc, OperationalError) and exc.statement is None:  # raised while connecting
+        return f"cannot connect: {first_line}"
+    return None
+
+
+class _Commands(click.Group):
+    """A billing database that cannot be reached or has no schema is one line naming its variable."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            problem = database_problem(exc)
+            if problem is None:
+                raise
+            url = redact_url(load_settings().database_url)
+            raise click.ClickException(f"BILLING_DATABASE_URL ({url}) {problem}") from None
+
+
+@click.group(cls=_Commands)
 def main() -> None:
     """Usage events in, exact invoices out. See README.md."""

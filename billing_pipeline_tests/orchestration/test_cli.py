@@ -152,3 +152,21 @@ def test_a_bad_setting_is_one_line_in_a_fresh_process(tmp_path, command):
     assert done.stderr.strip().splitlines() == [
         "Error: configuration error: S3_ENDPOINT_URL: must be an http:// or https:// URL with a host, got 'not a url'"
     ]
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        (
+            "sqlite:///{tmp}/never-initialized.db",
+            "has no schema (no such table: organizations); run billing-pipeline init-db",
+        ),
+        ("postgresql://billing:s3cret@127.0.0.1:1/billing", "cannot connect: connection failed"),
+    ],
+)
+def test_a_database_that_cannot_be_used_is_one_line_naming_the_variable(cli, tmp_path, monkeypatch, url, problem):
+    run, _ = cli
+    monkeypatch.setenv("BILLING_DATABASE_URL", url.format(tmp=tmp_path))
+    out = run("customers", "list", code=1)
+    assert out.startswith("Error: BILLING_DATABASE_URL ") and problem in out and "Traceback" not in out, out
+    assert "s3cret" not in out and len(out.strip().splitlines()) == 1
