@@ -139,7 +139,10 @@ def _open_file(path: Path | str) -> TextIO:
 
 def _verify_gzip(path: Path | str) -> None:
     """Read a gzip file through once before importing it: its CRC is only checked at the
-    end, and damaged deflate data can decode to plausible lines that must not be stored."""
+    end, and damaged deflate data can decode to plausible lines that must not be stored.
+    An empty file is no gzip file at all (Python reads it as no data; ``gzip -t`` refuses it)."""
+    if Path(path).stat().st_size == 0:
+        raise EventFileError(f"{path}: truncated gzip file (0 bytes: not even a gzip header)")
     with gzip.open(path, "rb") as stream:
         while stream.read(1 << 22):
             pass

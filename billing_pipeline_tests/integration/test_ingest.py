@@ -780,6 +780,7 @@ def _corrupt_middle(data: bytes) -> bytes:
         ("truncated.csv.gz", lambda data: data[: len(data) * 2 // 3], "truncated gzip file"),
         ("corrupt.csv.gz", _corrupt_middle, "corrupt gzip data"),
         ("plain.csv.gz", lambda data: gzip.decompress(data), "not a gzip file"),
+        ("empty.csv.gz", lambda data: b"", "truncated gzip file"),  # what a killed `gzip > file` leaves
     ],
 )
 def test_a_broken_gzip_fails_the_import_with_one_line_and_a_rerun_completes(engine, tmp_path, name, make, problem):
