@@ -11,7 +11,9 @@ why it cannot be billed. Raw fields:
   exactly (``domain.quantity``): more than 6 decimals is ``too_precise``, a magnitude of
   10**12 or more ``value_out_of_range``; nothing is ever rounded;
 * ``occurred_at`` — ISO 8601 **with** a UTC offset (``Z`` or ``+02:00``), stored in UTC
-  (an instant outside years 1..9999 once in UTC is ``invalid_timestamp``);
+  (an instant outside years 1..9999 once in UTC is ``invalid_timestamp``); the microsecond
+  is the store's precision: digits of a second beyond it are cut (never rounded up, so an
+  event keeps its hour), and two stamps that differ only there are the same instant;
 * ``properties`` — optional object, or a JSON string holding one (CSV), at most
   ``max_properties_bytes`` of compact JSON (``canonical_properties``).
 

@@ -95,6 +95,15 @@ def test_negative_allowed_when_metric_says_so():
     assert check(raw(metric="credits", value="-5")).value == D(-5)
 
 
+@pytest.mark.parametrize("fraction", ["9999999", "999999999", "9999999999999999"])
+def test_fractions_of_a_second_beyond_the_microsecond_are_cut(fraction):
+    """The store's precision is the microsecond (datetime, PostgreSQL timestamptz): nanosecond stamps
+    (Go's RFC3339Nano, Java's Instant) are cut toward the earlier instant, never rounded up, so an
+    event stays in its second, hour and period."""
+    result = check(raw(occurred_at=f"2026-10-15T09:59:59.{fraction}Z"))
+    assert result.occurred_at == utc(2026, 10, 15, 9, 59, 59, 999999)
+
+
 def test_future_tolerance():
     assert isinstance(check(raw(occurred_at="2026-10-15T13:00:00Z")), UsageEvent)
     assert isinstance(check(raw(occurred_at="2026-10-15T20:00:00Z"), max_future=dt.timedelta(hours=8)), UsageEvent)
