@@ -40,6 +40,7 @@ def load_catalog(file: Path, replacements: tuple[str, ...]) -> None:
     """
     import yaml
 
+    from billing_pipeline import yaml_input
     from billing_pipeline.db.reference import CatalogVersionConflict, save_catalog
     from billing_pipeline.domain.catalog import CatalogError, decode_catalog
 
@@ -49,12 +50,14 @@ def load_catalog(file: Path, replacements: tuple[str, ...]) -> None:
         if not sep or not old or not new:
             raise click.BadParameter(f"expected OLD=NEW, got {item!r}", param_hint="--replace")
         moves[old] = new
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C parser when libyaml is there
     try:
-        document = yaml.load(decode_catalog(file.read_bytes(), str(file)), Loader=loader)  # noqa: S506
+        document = yaml_input.load(decode_catalog(file.read_bytes(), str(file)))
         catalog, created = save_catalog(billing_engine(load_settings()), document, str(file), replacements=moves)
     except CatalogError as exc:
         raise click.ClickException(str(exc) if str(exc).startswith(str(file)) else f"{file}: {exc}") from None
+    except yaml.MarkedYAMLError as exc:
+        where = f"{file}:{exc.problem_mark.line + 1}" if exc.problem_mark else str(file)
+        raise click.ClickException(f"{where}: {exc.problem or exc}") from None
     except (CatalogVersionConflict, yaml.YAMLError) as exc:
         raise click.ClickException(f"{file}: {exc}") from None
     state = "loaded" if created else "already loaded (unchanged)"

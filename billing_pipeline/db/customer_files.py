@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from billing_pipeline import yaml_input
 from billing_pipeline.domain.customers import FIELDS, Problem, SourceRecord
 from billing_pipeline.domain.organizations import show
 
@@ -111,7 +112,7 @@ def _jsonl_records(text: str) -> tuple[list[SourceRecord], list[Problem]]:
 
 def _yaml_records(text: str, path: Path) -> tuple[list[SourceRecord], list[Problem]]:
     """Records of ``customers: [...]``, each with its item's line and its fields' lines."""
-    loader = yaml.SafeLoader(text)
+    loader = yaml_input.SafeLoader(text)
     try:
         root = loader.get_single_node()
         document = loader.construct_document(root) if root is not None else None

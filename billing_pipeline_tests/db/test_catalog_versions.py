@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import time
 
 import pytest
 import yaml
@@ -156,3 +157,20 @@ def test_load_catalog_replace_option(run, tmp_path):
     assert "expected OLD=NEW" in run("load-catalog", str(path), "--replace", "starter", code=2)
     out = run("load-catalog", str(path), "--replace", "starter=payments_usd")
     assert "catalog version 3 loaded" in out and "subscriptions of plan starter moved to plan payments_usd" in out
+
+
+def test_load_catalog_refuses_yaml_aliases_that_would_multiply_it_past_the_size_limit(run, tmp_path):
+    """51 KB of YAML: one plan of 100 charges x 100 tiers, then `*p` 9,999 times (10^8 tiers, tens of GB)."""
+    tiers = [f"{{up_to: {i + 1}, unit_price: '0.1'}}" for i in range(99)] + ["{up_to: null, unit_price: '1'}"]
+    charge = "{{code: c{}, description: C, model: graduated, metric: api_calls, tiers: {}}}"
+    charges = [charge.format(0, f"&t [{', '.join(tiers)}]")] + [charge.format(i, "*t") for i in range(1, 100)]
+    plan = f"&p {{code: p, name: P, currency: USD, interval: monthly, charges: [{', '.join(charges)}]}}"
+    path = tmp_path / "aliases.yaml"
+    path.write_text(
+        "version: 3\nmetrics:\n  - {code: api_calls, name: API calls, aggregation: count}\n"
+        f"plans: [{', '.join([plan] + ['*p'] * 9_999)}]\n"
+    )
+    started = time.monotonic()
+    out = run("load-catalog", str(path), code=1)
+    assert f"{path}:4:" in out and "YAML aliases" in out and "Traceback" not in out, out
+    assert time.monotonic() - started < 20

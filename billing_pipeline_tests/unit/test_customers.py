@@ -301,6 +301,7 @@ def test_jsonl_and_yaml_readers_lines(tmp_path):
         ("c.csv", b"org_id\n\xff\n", "c.csv:2: not UTF-8"),
         ("c.yaml", b"customers: [\n", "invalid YAML"),
         ("c.yaml", b"- org_id: a\n", "expected a mapping with one key, customers"),
+        ("c.yaml", b"customers:\n  - &c {org_id: a}\n  - *c\n", "c.yaml:2: invalid YAML: YAML aliases"),
     ],
 )
 def test_unreadable_files(tmp_path, name, content, expected):

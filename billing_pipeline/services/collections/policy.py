@@ -6,6 +6,7 @@ from pathlib import Path
 
 import yaml
 
+from billing_pipeline import yaml_input
 from billing_pipeline.domain.dunning_policy import DunningPolicy, DunningPolicyError, parse_policy
 from billing_pipeline.rendering.reminders import missing_templates
 
@@ -27,7 +28,7 @@ def load_policy(path: Path | str | None = None) -> DunningPolicy:
     if len(data) > MAX_POLICY_BYTES:
         raise DunningPolicyError(f"{source}: larger than {MAX_POLICY_BYTES} bytes")
     try:
-        document = yaml.safe_load(data.decode("utf-8"))
+        document = yaml_input.load(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise DunningPolicyError(f"{source}: not UTF-8 (byte {exc.start})") from None
     except yaml.YAMLError as exc:
