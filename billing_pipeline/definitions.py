@@ -25,7 +25,7 @@ from billing_pipeline.services.collections.charges import ChargeOptions
 from billing_pipeline.services.collections.payment_sync import SyncOptions
 from billing_pipeline.services.collections.policy import load_policy
 from billing_pipeline.services.delivery import DeliveryOptions, charges_automatically, seller_from_settings
-from billing_pipeline.settings import Settings, delivery_resources
+from billing_pipeline.settings import Settings, delivery_resources, sms_resource
 
 MONTHLY, WEEKLY = BillingInterval.MONTHLY, BillingInterval.WEEKLY
 
@@ -349,6 +349,7 @@ def resources(settings: Settings) -> dict:
             zero_total_invoices=settings.zero_total_invoices,
         ),
         **delivery_resources(settings),
+        "sms": sms_resource(settings),  # SMS_PROVIDER: none | twilio (payment reminders' sms channel)
         "alerts": alerts.AlertsResource(
             channels=list(settings.alert_channels),
             email_to=settings.alert_email_to,

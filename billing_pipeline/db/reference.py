@@ -50,6 +50,7 @@ def _org_from_row(row: Any) -> Organization:
         dunning_excluded=bool(row.dunning_excluded),
         account_manager_email=row.account_manager_email,
         time_zone=row.time_zone,
+        sms_phone=row.sms_phone,
     )
 
 
@@ -87,6 +88,7 @@ def _write_organizations(conn: Connection, orgs: Sequence[Organization], now: dt
             "dunning_excluded": org.dunning_excluded,
             "account_manager_email": org.account_manager_email,
             "time_zone": org.time_zone,
+            "sms_phone": org.sms_phone,
         }
         before = stored.get(org.id)
         if before is None:
