@@ -1,7 +1,8 @@
 """A local Twilio Messages API: a threaded HTTP server on 127.0.0.1 that checks and records SMS.
 
     with SmsReceiver() as sms:
-        TwilioSmsClient(sms.account_sid, sms.auth_token, sms.from_number, api_base=sms.api_base).send("+14155550100", "hi")
+        client = TwilioSmsClient(sms.account_sid, sms.auth_token, sms.from_number, api_base=sms.api_base)
+        client.send("+14155550100", "hi")
         sms.messages()                         # [{"To": "+14155550100", "From": ..., "Body": "hi", "sid": "SM..."}]
         sms.fail_next(2, 429, retry_after=1)   # the next two requests: 429, error 20429
         sms.fail_next(1, 503)                  # 503, error 20500
