@@ -195,6 +195,21 @@ def _one_line(value: str) -> str:
     return " ".join(str(value).split())
 
 
+@contextlib.contextmanager
+def channel_errors(
+    transient: type[Exception], ambiguous: type[Exception], permanent: type[Exception]
+) -> Iterator[None]:
+    """A client's three failure kinds as the dispatcher's (Slack, SMS: each client has its own classes)."""
+    try:
+        yield
+    except transient as exc:
+        raise TransientChannelError(str(exc)) from None
+    except ambiguous as exc:
+        raise AmbiguousChannelError(str(exc)) from None
+    except permanent as exc:
+        raise PermanentChannelError(str(exc)) from None
+
+
 class SmsChannel:
     """A short text to the recipient's phone through an ``SmsSender`` (``clients.sms``: Twilio)."""
 
@@ -213,14 +228,8 @@ class SmsChannel:
         phone = notification.recipient.phone
         if not phone:
             raise PermanentChannelError(f"{notification.dedupe_key}: the recipient has no phone number for SMS")
-        try:
+        with channel_errors(TransientSmsError, AmbiguousSmsError, PermanentSmsError):
             return self.sender.send(phone, fit_sms(notification.sms_text or notification.subject))
-        except TransientSmsError as exc:
-            raise TransientChannelError(str(exc)) from None
-        except AmbiguousSmsError as exc:
-            raise AmbiguousChannelError(str(exc)) from None
-        except PermanentSmsError as exc:
-            raise PermanentChannelError(str(exc)) from None
 
 
 class NotificationDispatcher:
@@ -322,4 +331,5 @@ __all__ = [
     "Recipient",
     "SmsChannel",
     "TransientChannelError",
+    "channel_errors",
 ]
