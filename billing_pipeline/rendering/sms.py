@@ -25,16 +25,18 @@ _GSM_EXTENDED = frozenset("^{}\\[~]|€\f")
 _ELLIPSIS = "..."
 
 
+def _septets(char: str) -> int:
+    """1 or 2 for a GSM-7 character (basic, or escape + extension), 0 when it is not in GSM-7."""
+    return 1 if char in _GSM_BASIC else 2 if char in _GSM_EXTENDED else 0
+
+
 def gsm7_length(text: str) -> int | None:
     """Septets ``text`` takes in GSM-7, or None when a character is not in GSM-7."""
     total = 0
     for char in text:
-        if char in _GSM_BASIC:
-            total += 1
-        elif char in _GSM_EXTENDED:
-            total += 2
-        else:
+        if not (cost := _septets(char)):
             return None
+        total += cost
     return total
 
 
@@ -52,12 +54,15 @@ def fit_sms(text: str) -> str:
     used, limit = sms_length(text)
     if used <= limit:
         return text
-    room = limit - len(_ELLIPSIS)
-    cut = ""
-    for char in text:  # the longest prefix that fits (escapes count 2, astral characters 2 units)
-        if sms_length(cut + char)[0] > room:
+    end, septets, units = 0, 0, 0  # the longest prefix that fits, in its own encoding (escapes 2, astral 2 units)
+    for char in text:
+        septets = septets + _septets(char) if septets is not None and _septets(char) else None
+        units += 2 if ord(char) > 0xFFFF else 1
+        used, limit = (septets, GSM_SEGMENT) if septets is not None else (units, UCS2_SEGMENT)
+        if used > limit - len(_ELLIPSIS):
             break
-        cut += char
+        end += 1
+    cut = text[:end]
     if " " in cut[len(cut) // 2 :]:
         cut = cut[: cut.rindex(" ")]
     return cut.rstrip(" ,.;:-") + _ELLIPSIS

@@ -159,6 +159,8 @@ def test_fit_sms_keeps_one_segment_and_cuts_at_a_word_without_splitting_escapes_
     assert gsm7_length(braces) <= 160 and braces == "{" * 78 + "..."
     emoji = fit_sms("😀" * 50)
     assert sms_length(emoji)[0] <= 70 and emoji == "😀" * 33 + "..."
+    mixed = fit_sms("a" * 150 + " 東京 " + "b" * 20)  # the cut drops the one non-GSM word: GSM-7 again
+    assert mixed == "a" * 150 + "..." and sms_length(mixed) == (153, 160)
 
 
 def facts(today: str, organization: Organization | None = None) -> ReminderFacts:
