@@ -247,33 +247,28 @@ _ORGANIZATION_PARSERS = {
 }
 
 
-def _manager(value: object) -> str | None:
-    text = _text(value).strip()
-    if text.lower() == NO_ACCOUNT_MANAGER:
-        return None
-    message = address_problem(text)
-    if message:
-        raise _Bad(f"{message} (or {NO_ACCOUNT_MANAGER} to remove the account manager)")
-    return text
+def _removable(rule, what: str, *, phone: bool = False):
+    """A text checked by ``rule``, or ``none``: None (the stored value removed)."""
 
+    def parse(value: object) -> str | None:
+        if phone and isinstance(value, int) and not isinstance(value, bool):  # YAML reads +14155550123 as 14155550123
+            raise _Bad(f"must be text (quote it in YAML: '+{value}'), got the number {value}")
+        text = _text(value).strip()
+        if text.lower() == NO_ACCOUNT_MANAGER:
+            return None
+        message = rule(text)
+        if message:
+            raise _Bad(f"{message} (or {NO_ACCOUNT_MANAGER} to remove {what})")
+        return text
 
-def _phone(value: object) -> str | None:
-    if isinstance(value, int) and not isinstance(value, bool):
-        raise _Bad(f"must be text starting with + (quote it in YAML: '+{value}'), got the number {value}")
-    text = _text(value).strip()
-    if text.lower() == NO_ACCOUNT_MANAGER:
-        return None
-    message = phone_problem(text)
-    if message:
-        raise _Bad(f"{message} (or {NO_ACCOUNT_MANAGER} to remove it)")
-    return text
+    return parse
 
 
 _OPTIONAL_PARSERS = {
     "dunning_excluded": _boolean,
-    "account_manager_email": _manager,
+    "account_manager_email": _removable(address_problem, "the account manager"),
     "time_zone": _checked(lambda v: _text(v).strip(), time_zone_problem),
-    "sms_phone": _phone,
+    "sms_phone": _removable(phone_problem, "it", phone=True),
 }
 
 
