@@ -16,7 +16,8 @@ the first problem (``steps[3].notify[1].audience: must be one of customer | acco
   ``mark_invoice_uncollectible`` or ``suspend_organization``.
 * ``channels``: ``email`` (the default policy's only one), ``sms`` (a short text to the
   organization's ``sms_phone``, customer notices only: an account manager has only an address;
-  an organization without a phone gets the step's other channels), ``slack``, ``in_app``.
+  an organization without a phone gets the step's other channels). Slack and the in-app inbox
+  are operators' alert channels (``ALERT_CHANNELS``), not customers'.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from .catalog.types import CatalogError
 
 MAX_STEPS = 50
 MAX_OFFSET_DAYS = 3650
-CHANNELS = ("email", "sms", "slack", "in_app")
+CHANNELS = ("email", "sms")
 _CODE = re.compile(r"[a-z0-9][a-z0-9_]{0,39}")
 _TEMPLATE = re.compile(r"[a-z0-9][a-z0-9_]{0,63}")
 

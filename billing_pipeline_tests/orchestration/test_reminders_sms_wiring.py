@@ -70,3 +70,20 @@ def test_sms_off_dead_letters_the_channel_and_sends_the_email(tmp_path):
     [letter] = dead_letters.open_dead_letters(get_engine(settings.database_url))
     assert "no 'sms' channel is configured" in letter.error
     assert len(list(settings.outbox_dir.glob("*.eml"))) == 1
+
+
+def test_a_policy_naming_sms_without_an_sms_provider_stops_the_load(tmp_path):
+    """The code location refuses it, naming the field and the setting, instead of dead-lettering every notice."""
+    import os
+    import subprocess
+    import sys
+
+    world(tmp_path, {})  # writes dunning.yaml with sms on steps[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SMS_", "TWILIO_"))}
+    env.update(BILLING_HOME=str(tmp_path), DUNNING_POLICY_FILE=str(tmp_path / "dunning.yaml"))
+    load = [sys.executable, "-c", "import billing_pipeline.definitions"]
+    refused = subprocess.run(load, env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0
+    assert "steps[1].notify[0].channels[1]: sms is not configured (set SMS_PROVIDER=twilio" in refused.stderr
+    env.update(SMS_PROVIDER="twilio", TWILIO_ACCOUNT_SID="AC" + "0" * 32, TWILIO_FROM="+14155550199")
+    assert subprocess.run(load, env=env, capture_output=True, text=True, timeout=120).returncode == 0

@@ -87,7 +87,8 @@ def test_a_customer_step_may_name_sms():
 @pytest.mark.parametrize(
     ("channels", "message"),
     [
-        (["email", "sms", "sms"], "steps[0].notify[0].channels[2]: is listed twice, got 'sms'"),
+        (["sms", "sms"], "steps[0].notify[0].channels[1]: is listed twice, got 'sms'"),
+        (["email", "slack"], "steps[0].notify[0].channels[1]: must be one of email | sms"),  # an operators' channel
         (["SMS"], "steps[0].notify[0].channels[0]: must be one of email | sms"),
     ],
 )
