@@ -99,7 +99,9 @@ def close_open(conn: Connection, kind: str, business_key: str) -> None:
     """The ledger retries the row behind an open letter on its own (an operator's run): ``retried``."""
     conn.execute(
         update(dead_letters)
-        .where(dead_letters.c.kind == kind, dead_letters.c.business_key == business_key, dead_letters.c.status == "open")
+        .where(
+            dead_letters.c.kind == kind, dead_letters.c.business_key == business_key, dead_letters.c.status == "open"
+        )
         .values(status="retried", updated_at=utc_now())
     )
 
