@@ -19,7 +19,7 @@ from billing_pipeline.db import dead_letters, reference
 from billing_pipeline.db.engine import get_engine
 from billing_pipeline.db.schema import invoice_deliveries, invoices
 from billing_pipeline.definitions import build_definitions
-from billing_pipeline.defs.delivery import run_delivery
+from billing_pipeline.defs.delivery import delivery_run_requests, run_delivery
 from billing_pipeline.domain.model import BillingInterval
 from billing_pipeline.settings import Settings
 from billing_pipeline_tests.builders import (
@@ -135,6 +135,9 @@ def test_a_failed_channel_is_one_dead_letter_retried_once_by_the_sensor(world):
     assert request.run_config["ops"]["monthly_invoice_deliveries"]["ops"]["upload_monthly_invoice_pdfs"]["config"][
         "organizations"
     ] == ["alpha"]
+    all_orgs = instance.get_dynamic_partitions("monthly_billed_organizations")
+    first_key = delivery_run_requests(all_orgs, MONTHLY, PERIOD, ["alpha"], 1000)[0].run_key
+    assert request.run_key != first_key  # a run key the sensor has not used for alpha before (Dagster dedupes)
     launch_requests(defs, instance, tick)
     rows = ledger(engine)
     assert rows[("alpha", "pdf")] == ("succeeded", 1)  # not rendered again
