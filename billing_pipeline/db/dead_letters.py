@@ -1,15 +1,17 @@
 """Dead letters: one row per side effect that failed for good, for an operator to retry or dismiss.
 
-Any ledger that gives up (notifications, charges, payment syncs, invoice deliveries) calls ``record_dead_letter(bind, kind, business_key, payload, error, attempts)``,
-preferably in the transaction that marks its own row dead. ``business_key`` is the ledger's
-unique key as text (``"reminder:42:overdue:customer|email"``); the same key dying again reopens
-its row (one row per key, attempts and error updated).
+Any ledger that gives up (notifications, charges, payment syncs, invoice deliveries) calls
+``record_dead_letter(bind, kind, business_key, payload, error, attempts)``, preferably in the
+transaction that marks its own row dead. ``business_key`` is the ledger's unique key as text
+(``"reminder:42:overdue:customer|email"``); the same key dying again reopens its row (one row per
+key, attempts and error updated).
 
 ``retry_dead_letter`` and ``dismiss_dead_letter`` run the ``kind``'s handlers (``register_kind``)
 in the same transaction as the status change: ``reset`` puts the ledger row back where the next
 run takes it exactly once (and refuses if it is no longer dead), ``dismiss`` closes it for good.
 A kind without handlers cannot be retried (``LookupError``); its owner registers them where its
-ledger lives (``db.notifications`` does for ``notification``).
+ledger lives (``db.notifications`` does for ``notification``, ``db.delivery_dead_letters`` for
+``invoice_delivery``; ``LEDGER_MODULES`` lists them).
 """
 
 from __future__ import annotations
