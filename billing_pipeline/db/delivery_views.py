@@ -45,7 +45,7 @@ def undelivered_invoices(
     engine: Engine, channels: Iterable[str], *, interval: str | None = None, limit: int | None = None
 ) -> dict[tuple[str, str], list[str]]:
     """Finalized (or already paid: a zero total under ``finalize_paid``) invoices missing a final
-    ledger row for any of ``channels``; the delivery job delivers the same set.
+    ledger row for any of ``channels``: what the sensor launches delivery runs for.
 
     Returns ``{(interval, period key): [org ids]}`` (sorted). An invoice with a ``failed`` or
     ``ambiguous`` row is left out: the sensor never retries a failure (its dead letter does, see
