@@ -87,3 +87,33 @@ def test_retry_refuses_a_row_that_is_no_longer_failed(db, fakes):
     assert still.status == "open" and rows(engine)[(ids[0], "email")].status == "succeeded"
     assert dead_letters.dismiss_dead_letter(engine, letter.id).status == "dismissed"
     assert rows(engine)[(ids[0], "email")].status == "succeeded"  # dismissing never touches a delivered row
+
+
+def test_a_failed_pdf_retried_delivers_the_invoice_s_later_channels_once(db, fakes):
+    engine, ids = db
+    store, gateway, mailer = fakes
+
+    def broken_render(invoice, org, seller) -> bytes:
+        raise RuntimeError("font missing")
+
+    svc = make(engine, fakes)
+    svc.render = broken_render
+    deliver(svc, ids[:1])
+    assert {c: (r.status, r.attempts) for (i, c), r in rows(engine).items() if i == ids[0]} == {"pdf": ("failed", 1)}
+    [letter] = dead_letters.open_dead_letters(engine, KIND)
+    assert letter.payload["channel"] == "pdf" and "font missing" in letter.error
+    assert "alpha" not in delivery_views.undelivered_invoices(engine, ledger.CHANNELS)[MONTH]
+
+    dead_letters.retry_dead_letter(engine, letter.id)
+    assert "alpha" in delivery_views.undelivered_invoices(engine, ledger.CHANNELS)[MONTH]
+    for _ in range(3):
+        assert deliver(make(engine, fakes), ids[:1]).results[0].ok
+    mine = {c: (r.status, r.attempts) for (i, c), r in rows(engine).items() if i == ids[0]}
+    assert mine == {
+        "pdf": ("succeeded", 2),
+        "s3": ("succeeded", 1),
+        "stripe": ("succeeded", 1),
+        "email": ("succeeded", 1),
+    }
+    assert store.puts == 1 and len(mailer.sent) == 1 and gateway.calls == 1
+    assert dead_letters.open_dead_letters(engine) == []
