@@ -89,7 +89,7 @@ def outbox(settings) -> list[Path]:
 
 
 def sensor_tick(defs, instance):
-    sensor = defs.get_sensor_def("invoice_delivery_sensor")
+    sensor = defs.resolve_sensor_def("invoice_delivery_sensor")
     resources = {"billing_db": defs.resources["billing_db"]}
     with dg.build_sensor_context(instance=instance, definitions=defs, resources=resources) as context:
         return sensor(context)
