@@ -23,9 +23,9 @@ from billing_pipeline.domain.model import BillingInterval
 from billing_pipeline.launch import PeriodJob
 from billing_pipeline.services.collections.charges import ChargeOptions
 from billing_pipeline.services.collections.payment_sync import SyncOptions
-from billing_pipeline.services.collections.policy import load_policy
+from billing_pipeline.services.collections.policy import check_channels, load_policy
 from billing_pipeline.services.delivery import DeliveryOptions, charges_automatically, seller_from_settings
-from billing_pipeline.settings import Settings, delivery_resources
+from billing_pipeline.settings import Settings, delivery_resources, sms_resource
 
 MONTHLY, WEEKLY = BillingInterval.MONTHLY, BillingInterval.WEEKLY
 
@@ -127,6 +127,9 @@ service_health_schedule = health.service_health_schedule(
     running=settings.schedules_running,
 )
 _policy = load_policy(settings.dunning_policy_file)  # DUNNING_POLICY_FILE: a bad policy fails the load
+check_channels(
+    _policy, {"email", "sms"} if settings.sms_provider != "none" else {"email"}, settings.dunning_policy_file
+)
 payment_reminders = reminders.payment_reminders_asset(
     policy=_policy,
     seller=seller_from_settings(settings.seller),
@@ -349,6 +352,7 @@ def resources(settings: Settings) -> dict:
             zero_total_invoices=settings.zero_total_invoices,
         ),
         **delivery_resources(settings),
+        "sms": sms_resource(settings),  # SMS_PROVIDER: none | twilio (payment reminders' sms channel)
         "alerts": alerts.AlertsResource(
             channels=list(settings.alert_channels),
             email_to=settings.alert_email_to,

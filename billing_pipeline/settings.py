@@ -256,6 +256,18 @@ def _optional_email_address(name: str, value: str | None) -> None:
         _email_address(name, value)
 
 
+def _optional_phone(name: str, value: str | None) -> None:
+    from billing_pipeline.domain.organizations import phone_problem
+
+    if value is not None and (message := phone_problem(value)):
+        raise SettingsError(f"{name}: {message}")
+
+
+def _account_sid(name: str, value: str | None) -> None:
+    if value is not None and not re.fullmatch(r"AC[0-9a-fA-F]{32}", value):
+        raise SettingsError(f"{name}: must be a Twilio Account SID, AC and 32 hex digits, got {_shown(value)}")
+
+
 def _number_prefix(name: str, value: str) -> None:
     if not value.replace("-", "").isalnum() or len(value) > 12:
         raise SettingsError(f"{name}: letters, digits and '-' only, at most 12, got {value!r}")
@@ -359,6 +371,12 @@ class Settings:
     alert_failure_window_hours: int = 24
     slack_timeout_seconds: int = 10
     alert_sensor_interval_seconds: int = 300  # failure_rate_alert_sensor and alert_redelivery_sensor
+    # SMS (clients.sms, defs.sms): off by default; TWILIO_AUTH_TOKEN is a secret, read at run time
+    sms_provider: str = "none"  # none | twilio
+    twilio_account_sid: str | None = None
+    twilio_from: str | None = None
+    twilio_api_base: str = "https://api.twilio.com"
+    sms_timeout_seconds: int = 10
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -440,6 +458,13 @@ _VARS: dict[str, _Var] = {
     "alert_failure_window_hours": _Var("ALERT_FAILURE_WINDOW_HOURS", _int(1, 24 * 31), 24),
     "slack_timeout_seconds": _Var("SLACK_TIMEOUT_SECONDS", _int(1, 120), 10),
     "alert_sensor_interval_seconds": _Var("ALERT_SENSOR_INTERVAL_SECONDS", _int(30, 3600), 300),
+    "sms_provider": _Var("SMS_PROVIDER", _one_of("none", "twilio"), "none"),
+    "twilio_account_sid": _Var(
+        "TWILIO_ACCOUNT_SID", _optional, check=_account_sid, required_when=("sms_provider", "twilio")
+    ),
+    "twilio_from": _Var("TWILIO_FROM", _optional, check=_optional_phone, required_when=("sms_provider", "twilio")),
+    "twilio_api_base": _Var("TWILIO_API_BASE", _base_url, "https://api.twilio.com"),
+    "sms_timeout_seconds": _Var("SMS_TIMEOUT_SECONDS", _int(1, 120), 10),
 }
 #: ``Settings.seller``: the seller block on invoices and e-mails.
 _SELLER_VARS: dict[str, _Var] = {
@@ -502,3 +527,20 @@ def delivery_resources(settings: Settings) -> dict:
     else:
         mailer = r.OutboxMailerResource(outbox_dir=str(settings.outbox_dir))
     return {"document_store": document_store, "payment_gateway": payment_gateway, "mailer": mailer}
+
+
+def sms_resource(settings: Settings):
+    """The SMS sender (``SMS_PROVIDER``): none, or Twilio with its Auth Token read when a run starts."""
+    import dagster as dg
+
+    from billing_pipeline.defs import sms
+
+    if settings.sms_provider == "twilio":
+        return sms.TwilioSmsResource(
+            account_sid=settings.twilio_account_sid or "",
+            auth_token=dg.EnvVar("TWILIO_AUTH_TOKEN"),
+            from_number=settings.twilio_from or "",
+            api_base=settings.twilio_api_base,
+            timeout_seconds=settings.sms_timeout_seconds,
+        )
+    return sms.NoSmsResource()

@@ -15,7 +15,12 @@ from billing_pipeline.db.schema import invoices, payments
 from billing_pipeline.rendering.seller import Seller
 from billing_pipeline.services.collections.policy import load_policy
 from billing_pipeline.services.collections.reminders import ReminderSender
-from billing_pipeline.services.notifications import EmailChannel, NotificationDispatcher
+from billing_pipeline.services.notifications import (
+    EmailChannel,
+    NotificationChannel,
+    NotificationDispatcher,
+    SmsChannel,
+)
 from billing_pipeline_tests.builders import org, setup_database
 
 UTC = dt.UTC
@@ -94,13 +99,20 @@ def reminders_database(url: str, orgs) -> object:
     return engine
 
 
-def smtp_sender(engine, smtp, *, port: int | None = None, max_attempts: int = 3, policy=None) -> ReminderSender:
-    """Reminders through the SMTP test server (``port``: another port, e.g. one nothing listens on)."""
+def smtp_sender(
+    engine, smtp, *, port: int | None = None, max_attempts: int = 3, policy=None, sms=None
+) -> ReminderSender:
+    """Reminders through the SMTP test server (``port``: another port, e.g. one nothing listens on),
+    and through ``sms`` (an ``SmsSender``) when given."""
     mailer = SMTPMailer(
         smtp.host, port or smtp.port, smtp.username, smtp.password, "starttls", 5.0, ca_file=smtp.cert_path
     )
-    channel = EmailChannel(mailer, "billing@seller.test", "seller.test", reply_to=SELLER.email)
-    dispatcher = NotificationDispatcher(engine, {"email": channel}, max_attempts=max_attempts)
+    channels: dict[str, NotificationChannel] = {
+        "email": EmailChannel(mailer, "billing@seller.test", "seller.test", reply_to=SELLER.email)
+    }
+    if sms is not None:
+        channels["sms"] = SmsChannel(sms)
+    dispatcher = NotificationDispatcher(engine, channels, max_attempts=max_attempts)
     return ReminderSender(policy or load_policy(), dispatcher, SELLER)
 
 

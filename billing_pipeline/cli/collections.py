@@ -17,7 +17,8 @@ def _dead_letters_api():
 
 @main.group("dead-letters")
 def dead_letters_group() -> None:
-    """Side effects that failed for good: reminders now; charges, syncs and deliveries as they are wired."""
+    """Side effects that failed for good: notifications (reminders, notices), charges, payment syncs,
+    invoice deliveries (kind invoice_delivery, one per invoice x channel)."""
 
 
 @dead_letters_group.command("list")

@@ -172,9 +172,10 @@ def show(org_id: str) -> None:
     engine = _engine()
     org = _organization(engine, org_id)
     fields = ("name", "billing_email", "status", "currency", "tax_rate", "billing_interval", "auto_pay")
-    for name in (*fields, "payment_terms_days", "time_zone"):
+    collections = ("dunning_excluded", "account_manager_email", "sms_phone")
+    for name in (*fields, "payment_terms_days", "time_zone", *collections):
         value = getattr(org, name)
-        click.echo(f"{name + ':':<20} {getattr(value, 'value', value)}")
+        click.echo(f"{name + ':':<22} {'none' if value is None else getattr(value, 'value', value)}")
     with engine.connect() as conn:
         subs = reference.stored_subscriptions(conn, [org_id]).get(org_id, [])
     click.echo(f"Subscriptions ({len(subs)}):")

@@ -1,16 +1,17 @@
 """Dead letters: one row per side effect that failed for good, for an operator to retry or dismiss.
 
-Any ledger that gives up (notifications today; charges, payment syncs and deliveries when they
-are wired) calls ``record_dead_letter(bind, kind, business_key, payload, error, attempts)``,
-preferably in the transaction that marks its own row dead. ``business_key`` is the ledger's
-unique key as text (``"reminder:42:overdue:customer|email"``); the same key dying again reopens
-its row (one row per key, attempts and error updated).
+Any ledger that gives up (notifications, charges, payment syncs, invoice deliveries) calls
+``record_dead_letter(bind, kind, business_key, payload, error, attempts)``, preferably in the
+transaction that marks its own row dead. ``business_key`` is the ledger's unique key as text
+(``"reminder:42:overdue:customer|email"``); the same key dying again reopens its row (one row per
+key, attempts and error updated).
 
 ``retry_dead_letter`` and ``dismiss_dead_letter`` run the ``kind``'s handlers (``register_kind``)
 in the same transaction as the status change: ``reset`` puts the ledger row back where the next
 run takes it exactly once (and refuses if it is no longer dead), ``dismiss`` closes it for good.
 A kind without handlers cannot be retried (``LookupError``); its owner registers them where its
-ledger lives (``db.notifications`` does for ``notification``).
+ledger lives (``db.notifications`` does for ``notification``, ``db.delivery_dead_letters`` for
+``invoice_delivery``; ``LEDGER_MODULES`` lists them).
 """
 
 from __future__ import annotations
@@ -40,7 +41,11 @@ class KindHandlers:
 
 _KINDS: dict[str, KindHandlers] = {}
 #: Modules whose ledgers register their kinds when imported (loaded before any retry or dismiss).
-LEDGER_MODULES = ("billing_pipeline.db.notifications", "billing_pipeline.db.charges")
+LEDGER_MODULES = (
+    "billing_pipeline.db.notifications",
+    "billing_pipeline.db.charges",
+    "billing_pipeline.db.delivery_dead_letters",
+)
 
 
 def register_kind(kind: str, *, reset: Handler, dismiss: Handler) -> None:
@@ -90,6 +95,30 @@ def record_dead_letter(
     conn.execute(
         statement.on_conflict_do_update(index_elements=["kind", "business_key"], set_={**values, "updated_at": now})
     )
+
+
+def close_open(conn: Connection, kind: str, business_key: str) -> None:
+    """The ledger retries the row behind an open letter on its own (an operator's run): ``retried``."""
+    conn.execute(
+        update(dead_letters)
+        .where(
+            dead_letters.c.kind == kind, dead_letters.c.business_key == business_key, dead_letters.c.status == "open"
+        )
+        .values(status="retried", updated_at=utc_now())
+    )
+
+
+def keys_with_status(conn: Connection, kind: str, business_keys: Sequence[str], status: str) -> set[str]:
+    """The business keys among ``business_keys`` whose letter of ``kind`` has ``status``."""
+    found: set[str] = set()
+    for i in range(0, len(business_keys), 1000):
+        query = select(dead_letters.c.business_key).where(
+            dead_letters.c.kind == kind,
+            dead_letters.c.status == status,
+            dead_letters.c.business_key.in_(list(business_keys[i : i + 1000])),
+        )
+        found.update(conn.execute(query).scalars())
+    return found
 
 
 def list_dead_letters(
@@ -152,8 +181,10 @@ __all__: Sequence[str] = [
     "DeadLetter",
     "DeadLetterStateError",
     "STATUSES",
+    "close_open",
     "count_open",
     "dismiss_dead_letter",
+    "keys_with_status",
     "list_dead_letters",
     "open_dead_letters",
     "record_dead_letter",

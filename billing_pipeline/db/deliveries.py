@@ -11,6 +11,13 @@ E-mail has one more step (``mark_sending``): the Message-ID is written to ``exte
 while the row is still ``pending`` right before the SMTP DATA command, which marks the one
 window where a crash leaves it unknown whether the server accepted the message.
 
+``failed`` is written only when a run gives up on a channel (``mark_failed``: a permanent error,
+or the last of its transient retries; the retries in between keep the row ``pending`` with the
+error, ``mark_retrying``), and that transaction opens the row's dead letter
+(``db.delivery_dead_letters``, kind ``invoice_delivery``). The sensor never takes a ``failed``
+row; an operator's run does (unless its letter was dismissed), and so does the next run after
+``dead-letters retry`` resets it to ``pending``.
+
 ``ambiguous`` (e-mail only) is that unknown made explicit (``mark_ambiguous``): the message may
 have been delivered. No claim takes such a row unless the caller explicitly resends
 (``claim(..., resend_ambiguous=True)``), so no run, sensor or re-materialization sends it
@@ -23,6 +30,7 @@ period's invoice ids, per-period states, ambiguous e-mails) are in ``db.delivery
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -30,6 +38,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, Integer, bindparam, insert, literal_column, select, update
 
 from billing_pipeline.clock import utc_now
+from billing_pipeline.db import delivery_dead_letters as letters
 from billing_pipeline.db.engine import dialect_insert
 from billing_pipeline.db.schema import invoice_deliveries
 from billing_pipeline.db.types import UTCDateTime
@@ -50,6 +59,7 @@ class LedgerRow:
     external_id: str | None
     checksum: str | None
     delivered_at: dt.datetime | None
+    dismissed: bool = False  # failed, and an operator dismissed its dead letter: no run takes it again
 
     @property
     def done(self) -> bool:
@@ -71,6 +81,9 @@ def get_rows(engine: Engine, invoice_ids: Sequence[int]) -> dict[tuple[int, str]
             query = select(invoice_deliveries).where(invoice_deliveries.c.invoice_id.in_(ids[i : i + 1000]))
             for r in conn.execute(query):
                 out[(r.invoice_id, r.channel)] = _row(r)
+        failed = [key for key, row in out.items() if row.status == "failed"]
+        for key in letters.dismissed_rows(conn, failed) if failed else ():
+            out[key] = dataclasses.replace(out[key], dismissed=True)
     return out
 
 
@@ -141,16 +154,18 @@ _FINISH = {
     )
     for count in (False, True)
 }
-_FAIL = (
-    update(invoice_deliveries)
-    .where(_ROW)
+_FAIL = {
+    status: update(invoice_deliveries)
+    .where(_ROW, _t.status == literal_column("'pending'"))
     .values(
-        status="failed",
+        status=status,
         last_error=bindparam("w_error"),
         updated_at=bindparam("w_now", type_=UTCDateTime()),
         external_id=None,
     )
-)
+    .returning(_t.attempts)
+    for status in ("failed", "pending")
+}
 
 
 def _claim_insert(dialect: str):
@@ -184,6 +199,7 @@ def claim(
     finish: Finish | None = None,
     sending: str | None = None,
     resend_ambiguous: bool = False,
+    retrying_failed: bool = False,
 ) -> int:
     """Mark the row ``pending`` with one more attempt; returns the new attempt count.
 
@@ -194,7 +210,8 @@ def claim(
     ``finish`` (the previous channel's outcome, whose side effect is done) is written in the
     same transaction and is committed even when the claim is lost. ``sending`` also records
     the e-mail Message-ID marker (``mark_sending``) with the claim: only pass it right before
-    the side effect.
+    the side effect. ``retrying_failed``: the row read was ``failed`` (an operator's run retries
+    it), so its open dead letter is closed with the claim.
     """
     if channel not in CHANNELS:
         raise ValueError(f"unknown delivery channel {channel!r}")
@@ -202,6 +219,8 @@ def claim(
         if finish is not None:
             _mark_succeeded(conn, finish)
         attempts = _claim(conn, invoice_id, channel, seen_attempts, sending, resend_ambiguous)
+        if attempts is not None and retrying_failed:
+            letters.close(conn, invoice_id, channel)
     if attempts is None:
         if seen_attempts is None:
             raise ClaimLost(f"invoice {invoice_id} {channel}: claimed by another run")
@@ -303,15 +322,26 @@ def mark_failed(
     *,
     finish: Finish | None = None,
 ) -> None:
-    """Set the row ``failed`` (retried by the next run); an e-mail that may have been sent is
-    ``mark_ambiguous`` instead."""
+    """The run gives up on the claimed row: ``failed``, and its dead letter opened in the same
+    transaction (attempts and error). An e-mail that may have been sent is ``mark_ambiguous`` instead."""
     with _transaction(bind) as conn:
         if finish is not None:
             _mark_succeeded(conn, finish)
-        conn.execute(
-            _FAIL,
-            {"w_invoice_id": invoice_id, "w_channel": channel, "w_error": error[:4000], "w_now": utc_now()},
-        )
+        attempts = _fail(conn, "failed", invoice_id, channel, error)
+        if attempts is not None:
+            letters.record(conn, invoice_id, channel, error[:4000], attempts)
+
+
+def mark_retrying(bind: Bind, invoice_id: int, channel: str, error: str) -> None:
+    """A transient failure the run retries after a backoff: the row stays ``pending`` (nothing was
+    delivered, no Message-ID) with the error, so a run that dies meanwhile leaves it to the next run."""
+    with _transaction(bind) as conn:
+        _fail(conn, "pending", invoice_id, channel, error)
+
+
+def _fail(conn: Connection, status: str, invoice_id: int, channel: str, error: str) -> int | None:
+    params = {"w_invoice_id": invoice_id, "w_channel": channel, "w_error": error[:4000], "w_now": utc_now()}
+    return conn.execute(_FAIL[status], params).scalar()
 
 
 def mark_ambiguous(
@@ -355,5 +385,6 @@ __all__ = [
     "write_finish",
     "write_finishes",
     "mark_failed",
+    "mark_retrying",
     "mark_ambiguous",
 ]

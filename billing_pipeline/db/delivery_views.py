@@ -16,7 +16,7 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, or_, select, update
+from sqlalchemy import Engine, func, or_, select, update
 
 from billing_pipeline.clock import utc_now
 from billing_pipeline.db.deliveries import AMBIGUOUS, CHANNELS, FINAL_STATUSES
@@ -45,39 +45,47 @@ def undelivered_invoices(
     engine: Engine, channels: Iterable[str], *, interval: str | None = None, limit: int | None = None
 ) -> dict[tuple[str, str], list[str]]:
     """Finalized (or already paid: a zero total under ``finalize_paid``) invoices missing a final
-    ledger row for any of ``channels``; the delivery job delivers the same set.
+    ledger row for any of ``channels``: what the sensor launches delivery runs for.
 
-    Returns ``{(interval, period key): [org ids]}`` (sorted). Rows that ``failed`` or are
-    ``ambiguous`` do not count: the sensor does not loop on failures (see ``defs.delivery``)
+    Returns ``{(interval, period key): [org ids]}`` (sorted). An invoice with a ``failed`` or
+    ``ambiguous`` row is left out: the sensor never retries a failure (its dead letter does, see
+    ``db.delivery_dead_letters``; a ``pending`` row, which a dead-letter retry leaves, is taken)
     and leaves ambiguous e-mails to an operator.
+    """
+    found = undelivered_invoice_attempts(engine, channels, interval=interval, limit=limit)
+    return {period: list(orgs) for period, orgs in found.items()}
+
+
+def undelivered_invoice_attempts(
+    engine: Engine, channels: Iterable[str], *, interval: str | None = None, limit: int | None = None
+) -> dict[tuple[str, str], dict[str, int]]:
+    """``undelivered_invoices`` with each invoice's ledger attempts so far (all channels).
+
+    Every claim adds one, so the count tells a sensor the invoice is wanted again after more
+    work (a dead-letter retry of a row that failed) rather than still the same request.
     """
     channels = [c for c in channels if c in CHANNELS]
     if not channels:
         return {}
-    conditions = []
-    for channel in channels:
-        done = (
-            select(invoice_deliveries.c.invoice_id)
-            .where(
-                invoice_deliveries.c.invoice_id == invoices.c.id,
-                invoice_deliveries.c.channel == channel,
-                invoice_deliveries.c.status.in_((*FINAL_STATUSES, "failed", AMBIGUOUS)),
-            )
-            .exists()
-        )
-        conditions.append(~done)
-    query = select(invoices.c.interval, invoices.c.period_key, invoices.c.org_id).where(
-        invoices.c.status.in_(("finalized", "paid")), or_(*conditions)
+    mine = (_d.invoice_id == invoices.c.id) & _d.channel.in_(channels)
+    blocked = select(_d.invoice_id).where(mine, _d.status.in_(("failed", AMBIGUOUS))).exists()
+    undone = [
+        ~select(_d.invoice_id).where(mine, _d.channel == channel, _d.status.in_(FINAL_STATUSES)).exists()
+        for channel in channels
+    ]
+    attempts = select(func.coalesce(func.sum(_d.attempts), 0)).where(_d.invoice_id == invoices.c.id).scalar_subquery()
+    query = select(invoices.c.interval, invoices.c.period_key, invoices.c.org_id, attempts.label("attempts")).where(
+        invoices.c.status.in_(("finalized", "paid")), ~blocked, or_(*undone)
     )
     if interval is not None:
         query = query.where(invoices.c.interval == interval)
     query = query.order_by(invoices.c.interval, invoices.c.period_key, invoices.c.org_id)
     if limit is not None:
         query = query.limit(limit)
-    out: dict[tuple[str, str], list[str]] = {}
+    out: dict[tuple[str, str], dict[str, int]] = {}
     with engine.connect() as conn:
         for r in conn.execute(query):
-            out.setdefault((r.interval, r.period_key), []).append(r.org_id)
+            out.setdefault((r.interval, r.period_key), {})[r.org_id] = int(r.attempts)
     return out
 
 
@@ -179,5 +187,6 @@ __all__ = [
     "finalized_invoice_ids",
     "find_invoice",
     "resolve_ambiguous",
+    "undelivered_invoice_attempts",
     "undelivered_invoices",
 ]

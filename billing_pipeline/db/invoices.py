@@ -343,6 +343,24 @@ def clear_error(conn: Connection, org_id: str, interval: BillingInterval, period
     )
 
 
+def drafts_of_ended_periods(engine: Engine, interval: BillingInterval, ended_by: dt.datetime) -> dict[str, list[str]]:
+    """period key -> organization ids with a draft still unfinalized in a period that ended by ``ended_by``."""
+    query = (
+        select(invoices.c.period_key, invoices.c.org_id)
+        .where(
+            invoices.c.interval == interval.value,
+            invoices.c.status == InvoiceStatus.DRAFT.value,
+            invoices.c.period_end <= ended_by,
+        )
+        .order_by(invoices.c.period_key, invoices.c.org_id)
+    )
+    drafts: dict[str, list[str]] = {}
+    with engine.connect() as conn:
+        for row in conn.execute(query):
+            drafts.setdefault(row.period_key, []).append(row.org_id)
+    return drafts
+
+
 def get_errors(
     engine: Engine, interval: BillingInterval, period_key: str, org_ids: Sequence[str] | None = None
 ) -> dict[str, tuple[str, str]]:

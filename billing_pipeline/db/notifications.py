@@ -28,7 +28,7 @@ from sqlalchemy import Connection, Engine, select, update
 
 from billing_pipeline.clock import utc_now
 from billing_pipeline.db import dead_letters
-from billing_pipeline.db.engine import dialect_insert
+from billing_pipeline.db.ledger import claim_row
 from billing_pipeline.db.schema import notifications
 
 KIND = "notification"  # dead-letter kind
@@ -87,44 +87,18 @@ def claim(
     external_id: str | None,
 ) -> int:
     """Mark the row ``pending`` with one more attempt (committed); returns the attempt number."""
-    now = utc_now()
     with engine.begin() as conn:
-        if seen is None:
-            inserted = conn.execute(
-                dialect_insert(conn.dialect.name)(notifications)
-                .values(
-                    dedupe_key=dedupe_key,
-                    channel=channel,
-                    kind=kind,
-                    recipient=recipient,
-                    status="pending",
-                    attempts=1,
-                    external_id=external_id,
-                    created_at=now,
-                    updated_at=now,
-                )
-                .on_conflict_do_nothing(index_elements=["dedupe_key", "channel"])
-                .returning(notifications.c.attempts)
-            ).first()
-            if inserted is None:
-                raise ClaimLost(f"{dedupe_key} {channel}: claimed by another run")
-            return 1
-        changed = conn.execute(
-            update(notifications)
-            .where(_where(dedupe_key, channel), notifications.c.status == "failed")
-            .where(notifications.c.attempts == seen.attempts)
-            .values(
-                status="pending",
-                attempts=seen.attempts + 1,
-                recipient=recipient,
-                last_error=None,
-                external_id=external_id,
-                updated_at=now,
-            )
-        ).rowcount
-    if changed != 1:
+        attempt = claim_row(
+            conn,
+            notifications,
+            {"dedupe_key": dedupe_key, "channel": channel},
+            seen_attempts=None if seen is None else seen.attempts,
+            values={"recipient": recipient, "external_id": external_id},
+            first_values={"kind": kind, "created_at": utc_now()},
+        )
+    if attempt is None:
         raise ClaimLost(f"{dedupe_key} {channel}: claimed by another run or no longer retryable")
-    return seen.attempts + 1
+    return attempt
 
 
 def mark_sent(engine: Engine, dedupe_key: str, channel: str, attempts: int, external_id: str | None) -> None:

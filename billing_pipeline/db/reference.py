@@ -36,7 +36,7 @@ class CatalogVersionConflict(ValueError):
     pass
 
 
-def _org_from_row(row: Any) -> Organization:
+def org_from_row(row: Any) -> Organization:
     return Organization(
         id=row.id,
         name=row.name,
@@ -50,6 +50,7 @@ def _org_from_row(row: Any) -> Organization:
         dunning_excluded=bool(row.dunning_excluded),
         account_manager_email=row.account_manager_email,
         time_zone=row.time_zone,
+        sms_phone=row.sms_phone,
     )
 
 
@@ -87,6 +88,7 @@ def _write_organizations(conn: Connection, orgs: Sequence[Organization], now: dt
             "dunning_excluded": org.dunning_excluded,
             "account_manager_email": org.account_manager_email,
             "time_zone": org.time_zone,
+            "sms_phone": org.sms_phone,
         }
         before = stored.get(org.id)
         if before is None:
@@ -102,9 +104,7 @@ def _write_organizations(conn: Connection, orgs: Sequence[Organization], now: dt
 
 
 def _organizations_in(conn: Connection, ids: Sequence[str]) -> dict[str, Organization]:
-    return {
-        row.id: _org_from_row(row) for row in conn.execute(select(organizations).where(organizations.c.id.in_(ids)))
-    }
+    return {row.id: org_from_row(row) for row in conn.execute(select(organizations).where(organizations.c.id.in_(ids)))}
 
 
 def get_organizations(engine: Engine, ids: Sequence[str] | None = None) -> dict[str, Organization]:
@@ -112,7 +112,7 @@ def get_organizations(engine: Engine, ids: Sequence[str] | None = None) -> dict[
     if ids is not None:
         query = query.where(organizations.c.id.in_(list(ids)))
     with engine.connect() as conn:
-        return {row.id: _org_from_row(row) for row in conn.execute(query)}
+        return {row.id: org_from_row(row) for row in conn.execute(query)}
 
 
 def organization_ids_by_interval(engine: Engine) -> dict[BillingInterval, list[str]]:
@@ -137,7 +137,7 @@ def add_subscription(
     sub = Subscription(starts_at, ends_at, plan_code)
     with engine.begin() as conn:
         org = _organizations_in(conn, [org_id]).get(org_id)
-        catalog = _latest_catalog_in(conn)
+        catalog = latest_catalog_in(conn)
         if org is None or catalog is None:
             raise LookupError(f"organization {org_id!r} is not stored" if org is None else "no plan catalog loaded")
         stored = stored_subscriptions(conn, [org_id]).get(org_id, [])
@@ -184,7 +184,7 @@ def import_customers(
     """
     org_ids = [r.fields["org_id"] for r in records if isinstance(r.fields.get("org_id"), str)]
     with engine.connect() as conn, conn.begin() as transaction:
-        catalog = _latest_catalog_in(conn)
+        catalog = latest_catalog_in(conn)
         if catalog is None:
             raise LookupError("no plan catalog loaded: run `billing-pipeline load-catalog FILE` first")
         stored = stored_subscriptions(conn, org_ids)
@@ -365,10 +365,10 @@ def _check_subscribed_plans(conn: Connection, catalog: Catalog, replacements: Ma
 
 def latest_catalog(engine: Engine) -> Catalog | None:
     with engine.connect() as conn:
-        return _latest_catalog_in(conn)
+        return latest_catalog_in(conn)
 
 
-def _latest_catalog_in(conn: Connection) -> Catalog | None:
+def latest_catalog_in(conn: Connection) -> Catalog | None:
     row = conn.execute(select(catalog_versions.c.document).order_by(catalog_versions.c.version.desc()).limit(1)).first()
     return parse_catalog(row.document) if row else None
 

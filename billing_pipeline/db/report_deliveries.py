@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, select, update
 
 from billing_pipeline.clock import utc_now
-from billing_pipeline.db.engine import dialect_insert
+from billing_pipeline.db.ledger import claim_row
 from billing_pipeline.db.schema import report_deliveries
 
 MAX_ATTEMPTS = 5
@@ -48,42 +48,15 @@ def claim(engine: Engine, report: str, partition_key: str, seen: ReportDelivery 
           recipients: str) -> bool:  # fmt: skip
     """``pending`` with one more attempt and the Message-ID about to be sent; False: lost the race
     (or the row is not ``failed``: succeeded, pending, ambiguous, dead)."""
-    now = utc_now()
     with engine.begin() as conn:
-        if seen is None:
-            inserted = conn.execute(
-                dialect_insert(conn.dialect.name)(report_deliveries)
-                .values(
-                    report=report,
-                    partition_key=partition_key,
-                    status="pending",
-                    attempts=1,
-                    message_id=message_id,
-                    recipients=recipients,
-                    updated_at=now,
-                )  # fmt: skip
-                .on_conflict_do_nothing(index_elements=["report", "partition_key"])
-                .returning(_r.attempts)
-            ).first()
-            return inserted is not None
-        changed = conn.execute(
-            update(report_deliveries)
-            .where(
-                _r.report == report,
-                _r.partition_key == partition_key,
-                _r.attempts == seen.attempts,
-                _r.status == "failed",
-            )  # fmt: skip
-            .values(
-                status="pending",
-                attempts=seen.attempts + 1,
-                message_id=message_id,
-                recipients=recipients,
-                last_error=None,
-                updated_at=now,
-            )  # fmt: skip
-        ).rowcount
-        return changed == 1
+        attempt = claim_row(
+            conn,
+            report_deliveries,
+            {"report": report, "partition_key": partition_key},
+            seen_attempts=None if seen is None else seen.attempts,
+            values={"message_id": message_id, "recipients": recipients},
+        )
+    return attempt is not None
 
 
 def _finish(engine: Engine, report: str, partition_key: str, **values) -> None:

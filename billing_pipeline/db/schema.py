@@ -55,6 +55,7 @@ organizations = Table(
     Column("dunning_excluded", Boolean, nullable=False, server_default=sa_false()),
     Column("account_manager_email", String(320), nullable=True),
     Column("time_zone", String(64), nullable=False, server_default="UTC"),
+    Column("sms_phone", String(16), nullable=True),  # 0011: E.164, for policy steps that name sms
     CheckConstraint("status IN ('active', 'suspended', 'closed')", name="status"),
     CheckConstraint("billing_interval IN ('monthly', 'weekly')", name="interval"),
 )

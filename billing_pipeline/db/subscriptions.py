@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from sqlalchemy import Connection, Engine, and_, or_, select
 
 from billing_pipeline.clock import utc_now
-from billing_pipeline.db.reference import _latest_catalog_in, _org_from_row, stored_subscriptions
+from billing_pipeline.db.reference import latest_catalog_in, org_from_row, stored_subscriptions
 from billing_pipeline.db.schema import invoices, organizations, subscriptions
 from billing_pipeline.domain.customers import Subscription, subscription_problems
 from billing_pipeline.domain.model import InvoiceStatus, Organization, OrganizationStatus
@@ -47,7 +47,7 @@ def _locked_org(conn: Connection, org_id: str) -> Organization:
     row = conn.execute(select(organizations).where(organizations.c.id == org_id).with_for_update()).first()
     if row is None:
         raise LookupError(f"organization {org_id!r} is not stored")
-    return _org_from_row(row)
+    return org_from_row(row)
 
 
 def _refuse_finalized(conn: Connection, org_id: str, at: dt.datetime) -> None:
@@ -85,7 +85,7 @@ def change_plan(engine: Engine, org_id: str, plan_code: str, at: dt.datetime) ->
     """Move ``org_id`` to ``plan_code`` from ``at`` (midnight UTC, already the effective date)."""
     with engine.begin() as conn:
         org = _locked_org(conn, org_id)
-        catalog = _latest_catalog_in(conn)
+        catalog = latest_catalog_in(conn)
         if catalog is None:
             raise LookupError("no plan catalog loaded")
         change = plan_change(stored_subscriptions(conn, [org_id]).get(org_id, []), plan_code, at)

@@ -6,6 +6,7 @@ import dagster as dg
 
 from billing_pipeline import launch
 from billing_pipeline.clock import utc_now
+from billing_pipeline.db import invoices as invoice_rows
 from billing_pipeline.defs.resources import BillingDatabaseResource
 from billing_pipeline.domain.invoices import last_period_to_finalize
 from billing_pipeline.domain.model import BillingInterval
@@ -81,6 +82,11 @@ def invoice_finalization_sensor(
     ``period.end + grace`` has passed, which re-drafts, reconciles and finalizes. Run keys
     name the period and the batch's range, so each batch is launched once (a new
     organization makes a new range).
+
+    Earlier periods are not forgotten: an organization whose draft of an older period is
+    still unfinalized (the daemon was down past a whole period, or its finalizing run
+    failed) is launched again for that period, keyed on the period and the organizations
+    (``finalize-backlog``), so the same backlog is asked for once and a new one again.
     """
 
     @dg.sensor(
@@ -89,23 +95,39 @@ def invoice_finalization_sensor(
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED,
     )
-    def _sensor(context: dg.SensorEvaluationContext):
+    def _sensor(context: dg.SensorEvaluationContext, billing_db: BillingDatabaseResource):
         """Finalizes the last period of each interval once INVOICE_GRACE_HOURS have passed since it ended."""
         requests, waiting = [], []
+        now = utc_now()
         for interval, job in jobs.items():
-            period = last_period_to_finalize(interval, utc_now(), grace)
+            period = last_period_to_finalize(interval, now, grace)
+            all_orgs = launch.billed_organizations(context.instance, interval)
             if period.start.date() < first_period:
                 waiting.append(f"{interval.value}: {period.key} is before the first billing period")
-                continue
-            requests += launch.period_run_requests(
-                launch.billed_organizations(context.instance, interval),
-                interval,
-                period.key,
-                batch_size,
-                run_key_prefix=f"{interval.value}-finalize",
-                trigger=name,
-                job_name=job.name,
-            )
+            else:
+                requests += launch.period_run_requests(
+                    all_orgs,
+                    interval,
+                    period.key,
+                    batch_size,
+                    run_key_prefix=f"{interval.value}-finalize",
+                    trigger=name,
+                    job_name=job.name,
+                )
+            backlog = invoice_rows.drafts_of_ended_periods(billing_db.engine(), interval, now - grace)
+            for period_key, org_ids in backlog.items():
+                if period_key == period.key or dt.date.fromisoformat(period_key) < first_period:
+                    continue
+                requests += launch.period_run_requests(
+                    all_orgs,
+                    interval,
+                    period_key,
+                    batch_size,
+                    run_key_prefix=f"{interval.value}-finalize-backlog",
+                    wanted=set(org_ids),
+                    trigger=name,
+                    job_name=job.name,
+                )
         return requests or dg.SkipReason("; ".join(waiting) or "no organizations to finalize")
 
     return _sensor

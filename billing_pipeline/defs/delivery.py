@@ -22,7 +22,7 @@ delivery runs at a time (``dagster.yaml``), one run renders while the other uplo
 and e-mails.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
@@ -40,10 +40,13 @@ from billing_pipeline.defs.partitions import ORGANIZATION_PARTITIONS
 from billing_pipeline.defs.resources import BillingDatabaseResource
 from billing_pipeline.domain.model import BillingInterval
 from billing_pipeline.launch import (
+    TRIGGER_TAG,
     RunOutcome,
+    batch_run_key,
+    batch_tags,
     execute_batches,
     in_flight_organizations,
-    period_run_requests,
+    organization_batches,
     wanted_batches,
 )
 from billing_pipeline.rendering.seller import Seller
@@ -163,23 +166,27 @@ def delivery_run_requests(
     period_key: str,
     wanted: Sequence[str],
     batch_size: int,
+    attempts: Mapping[str, int] | None = None,
 ) -> list[dg.RunRequest]:
     """Contiguous key ranges covering ``wanted`` (in partition order), at most ``batch_size`` wanted each.
 
-    The run key hashes the organizations, so a sensor tick that sees the same undelivered set
-    launches nothing new; organizations between two wanted ones are re-checked for free (the
-    ledger makes them no-ops).
+    The run key hashes the organizations (with their ledger ``attempts`` so far, when more than
+    zero), so a sensor tick that sees the same undelivered set launches nothing new, while an
+    invoice wanted again after more ledger work (a dead-letter retry) gets a new key. Each run
+    is limited to its wanted organizations (``organizations`` config): the others in its key
+    range are not touched, so a sensor run never retries another invoice's failed row.
     """
-    return period_run_requests(
-        all_orgs,
-        interval,
-        period_key,
-        batch_size,
-        run_key_prefix=f"deliver-{interval.value}",
-        wanted=wanted,
-        trigger="invoice_delivery_sensor",
-        job_name=delivery_job_name(interval),
-    )
+    attempts = attempts or {}
+    requests = []
+    for batch in organization_batches(all_orgs, batch_size, wanted):
+        tags = {**batch_tags(interval, period_key, batch), TRIGGER_TAG: "invoice_delivery_sensor"}
+        members = [f"{org}@{attempts[org]}" if attempts.get(org) else org for org in batch]
+        run_key = batch_run_key(f"deliver-{interval.value}", period_key, members, by_members=True)
+        run_config = delivery_run_config(interval, organizations=list(batch))
+        requests.append(
+            dg.RunRequest(run_key=run_key, job_name=delivery_job_name(interval), tags=tags, run_config=run_config)
+        )
+    return requests
 
 
 def build_invoice_delivery_sensor(
@@ -192,8 +199,9 @@ def build_invoice_delivery_sensor(
         default_status=dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED,
         description=(
             "Launches delivery runs for finalized invoices that have no ledger row yet for an enabled "
-            "channel, per period in contiguous batches. Failed deliveries are not retried here: "
-            "re-materialize their partitions (or run_delivery) once the cause is fixed."
+            "channel (or a row reset by `dead-letters retry`), per period in contiguous batches. Failed "
+            "deliveries are not retried here: each has a dead letter (kind invoice_delivery) to retry "
+            "or dismiss, or re-materialize their partitions (or run_delivery) once the cause is fixed."
         ),
     )
     def invoice_delivery_sensor(context: dg.SensorEvaluationContext, billing_db: BillingDatabaseResource):
@@ -202,7 +210,7 @@ def build_invoice_delivery_sensor(
         channels = options.channels
         if not channels:
             return dg.SkipReason("every delivery channel is disabled")
-        pending = delivery_views.undelivered_invoices(billing_db.engine(), channels)
+        pending = delivery_views.undelivered_invoice_attempts(billing_db.engine(), channels)
         requests, busy = [], {}
         for (interval_value, period_key), orgs in pending.items():
             interval = BillingInterval(interval_value)
@@ -211,7 +219,7 @@ def build_invoice_delivery_sensor(
                 busy[interval] = in_flight_organizations(context.instance, delivery_job_name(interval), all_orgs)
             wanted = [org for org in orgs if f"{period_key}|{org}" not in busy[interval]]
             if wanted:
-                requests += delivery_run_requests(all_orgs, interval, period_key, wanted, batch_size)
+                requests += delivery_run_requests(all_orgs, interval, period_key, wanted, batch_size, orgs)
         if not requests:
             return dg.SkipReason(
                 "every finalized invoice has been delivered, is being delivered by a queued or running "

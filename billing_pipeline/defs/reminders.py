@@ -15,10 +15,16 @@ import dagster as dg
 from billing_pipeline.clock import utc_now
 from billing_pipeline.defs.delivery_resources import MailerResource
 from billing_pipeline.defs.resources import BillingDatabaseResource
+from billing_pipeline.defs.sms import SmsResource
 from billing_pipeline.domain.dunning_policy import DunningPolicy
 from billing_pipeline.rendering.seller import Seller
 from billing_pipeline.services.collections.reminders import ReminderSender, send_payment_reminders
-from billing_pipeline.services.notifications import EmailChannel, NotificationDispatcher
+from billing_pipeline.services.notifications import (
+    EmailChannel,
+    NotificationChannel,
+    NotificationDispatcher,
+    SmsChannel,
+)
 
 ASSET_NAME = "payment_reminders"
 
@@ -50,12 +56,18 @@ def payment_reminders_asset(
         config: SendPaymentRemindersConfig,
         billing_db: BillingDatabaseResource,
         mailer: MailerResource,
+        sms: SmsResource,
     ) -> dg.MaterializeResult:
         """Sends the payment reminders due today (dunning policy: -7 upcoming, +1 overdue, +7, +14, +30
         with the account manager told at +14 and +30), each invoice x step x audience once; retries
         what failed in earlier runs and parks what gives up in the dead letters."""
         engine = billing_db.engine()
-        channels = {"email": EmailChannel(mailer.mailer(), email_from, domain, reply_to=seller.email or None)}
+        channels: dict[str, NotificationChannel] = {
+            "email": EmailChannel(mailer.mailer(), email_from, domain, reply_to=seller.email or None)
+        }
+        sms_sender = sms.sender()  # SMS_PROVIDER; None: a step naming sms dead-letters it (not configured)
+        if sms_sender is not None:
+            channels["sms"] = SmsChannel(sms_sender)
         sender = ReminderSender(policy, NotificationDispatcher(engine, channels, max_attempts=max_attempts), seller)
         summary = send_payment_reminders(engine, sender, _as_of(config.as_of))
         context.log.info(summary.describe())

@@ -11,7 +11,8 @@ omitted column never resets a stored value (``org_id name billing_email status c
 tax_rate billing_interval auto_pay payment_terms_days``), and optionally one subscription
 (``plan starts_at ends_at``) or, in JSON Lines and YAML, a ``subscriptions`` list of them.
 Optional, for collections (``OPTIONAL_FIELDS``): ``dunning_excluded``, ``account_manager_email``
-(``none`` removes it) and ``time_zone``; omitted (or empty), the stored value is kept.
+(``none`` removes it), ``time_zone`` and ``sms_phone`` (E.164; ``none`` removes it); omitted (or
+empty), the stored value is kept.
 Field rules are ``domain.organizations``'; besides:
 
 * ``tax_rate`` is parsed by ``money.to_decimal`` (the one decimal parser; floats refused:
@@ -41,6 +42,7 @@ from .organizations import (
     name_problem,
     organization_problems,
     payment_terms_problem,
+    phone_problem,
     show,
     tax_rate_problem,
     time_zone_problem,
@@ -59,11 +61,11 @@ ORGANIZATION_FIELDS = (
     "payment_terms_days",
 )
 #: Optional (collections): a record that omits one keeps the stored value (new organization: the default).
-OPTIONAL_FIELDS = ("dunning_excluded", "account_manager_email", "time_zone")
+OPTIONAL_FIELDS = ("dunning_excluded", "account_manager_email", "time_zone", "sms_phone")
 SUBSCRIPTION_FIELDS = ("plan", "starts_at", "ends_at")
 #: Every field a record may have (``subscriptions`` only where values can be lists).
 FIELDS = (*ORGANIZATION_FIELDS, *OPTIONAL_FIELDS, *SUBSCRIPTION_FIELDS, "subscriptions")
-#: ``account_manager_email: none`` removes a stored account manager.
+#: ``account_manager_email: none`` removes a stored account manager (``sms_phone: none`` a phone).
 NO_ACCOUNT_MANAGER = "none"
 #: At most this many problems are reported (all are counted).
 MAX_REPORTED_PROBLEMS = 50
@@ -245,20 +247,28 @@ _ORGANIZATION_PARSERS = {
 }
 
 
-def _manager(value: object) -> str | None:
-    text = _text(value).strip()
-    if text.lower() == NO_ACCOUNT_MANAGER:
-        return None
-    message = address_problem(text)
-    if message:
-        raise _Bad(f"{message} (or {NO_ACCOUNT_MANAGER} to remove the account manager)")
-    return text
+def _removable(rule, what: str, *, phone: bool = False):
+    """A text checked by ``rule``, or ``none``: None (the stored value removed)."""
+
+    def parse(value: object) -> str | None:
+        if phone and isinstance(value, int) and not isinstance(value, bool):  # YAML reads +14155550123 as 14155550123
+            raise _Bad(f"must be text (quote it in YAML: '+{value}'), got the number {value}")
+        text = _text(value).strip()
+        if text.lower() == NO_ACCOUNT_MANAGER:
+            return None
+        message = rule(text)
+        if message:
+            raise _Bad(f"{message} (or {NO_ACCOUNT_MANAGER} to remove {what})")
+        return text
+
+    return parse
 
 
 _OPTIONAL_PARSERS = {
     "dunning_excluded": _boolean,
-    "account_manager_email": _manager,
+    "account_manager_email": _removable(address_problem, "the account manager"),
     "time_zone": _checked(lambda v: _text(v).strip(), time_zone_problem),
+    "sms_phone": _removable(phone_problem, "it", phone=True),
 }
 
 

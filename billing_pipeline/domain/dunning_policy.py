@@ -14,6 +14,10 @@ the first problem (``steps[3].notify[1].audience: must be one of customer | acco
   ``notify`` (one entry per audience: ``customer`` or ``account_manager``, its ``channels`` and
   its ``template``) and an ``action`` taken when the step becomes due: ``none``,
   ``mark_invoice_uncollectible`` or ``suspend_organization``.
+* ``channels``: ``email`` (the default policy's only one), ``sms`` (a short text to the
+  organization's ``sms_phone``, customer notices only: an account manager has only an address;
+  an organization without a phone gets the step's other channels). Slack and the in-app inbox
+  are operators' alert channels (``ALERT_CHANNELS``), not customers'.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from .catalog.types import CatalogError
 
 MAX_STEPS = 50
 MAX_OFFSET_DAYS = 3650
-CHANNELS = ("email", "sms", "slack", "in_app")
+CHANNELS = ("email", "sms")
 _CODE = re.compile(r"[a-z0-9][a-z0-9_]{0,39}")
 _TEMPLATE = re.compile(r"[a-z0-9][a-z0-9_]{0,63}")
 
@@ -138,6 +142,11 @@ def _notice(node: object, path: str) -> StepNotice:
         if channel not in CHANNELS or channels.index(channel) != index:
             why = "is listed twice" if channel in CHANNELS else f"must be one of {' | '.join(CHANNELS)}"
             raise fail(f"{path}.channels[{index}]", f"{why}, got {channel!r}")
+    if audience is Audience.ACCOUNT_MANAGER and "sms" in channels:
+        raise fail(
+            f"{path}.channels[{channels.index('sms')}]",
+            "sms goes to the organization's sms_phone: account_manager notices have an e-mail address only",
+        )
     template = _pattern(notice["template"], join(path, "template"), _TEMPLATE, "1-64 characters of a-z 0-9 _")
     return StepNotice(audience, tuple(channels), template)
 

@@ -75,6 +75,7 @@ class Organization:
     dunning_excluded: bool = False
     account_manager_email: str | None = None
     time_zone: str = "UTC"  # IANA name: the day boundary of the organization's reminders
+    sms_phone: str | None = None  # E.164 (+14155550123): where reminders go when a policy step names sms
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ customers import, ``seed-demo``, tests) writes one. The rules:
   6 decimals (``NUMERIC(7, 6)``); ``payment_terms_days`` 0-365.
 * collections: ``dunning_excluded`` true/false; ``account_manager_email`` none or one address
   (the ``billing_email`` rule); ``time_zone`` an IANA time zone name (``Europe/Paris``), at
-  most 64 characters.
+  most 64 characters; ``sms_phone`` none or one E.164 number (``+`` then 8-15 digits, the first
+  not 0: ``+14155550123``), the only form Twilio accepts (its error 21211 otherwise).
 """
 
 from __future__ import annotations
@@ -43,10 +44,12 @@ MAX_EMAIL_LENGTH = 254
 TAX_RATE_DECIMALS = 6
 MAX_PAYMENT_TERMS_DAYS = 365
 MAX_TIME_ZONE_LENGTH = 64
+MAX_PHONE_LENGTH = 16  # "+" and at most 15 digits (ITU-T E.164)
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _ADDRESS = re.compile(rf"[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]{{1,64}}@{_LABEL}(?:\.{_LABEL})+")
+_E164 = re.compile(r"\+[1-9][0-9]{7,14}")
 _BIDI_CONTROLS = frozenset(chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A)))
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
 _SHOWN_CHARS = 80
@@ -136,6 +139,13 @@ def time_zone_problem(name: str) -> str | None:
     return None
 
 
+def phone_problem(value: str) -> str | None:
+    """Why ``value`` is not one phone number in E.164 form (``+14155550123``), or None."""
+    if not isinstance(value, str) or not value.isascii() or not _E164.fullmatch(value):
+        return f"must be an E.164 phone number (+, country code, number; digits only: +14155550123), got {show(value)}"
+    return None
+
+
 def currency_problem(code: str) -> str | None:
     try:
         money.exponent(code)
@@ -183,6 +193,8 @@ def _collection_problems(org: Organization) -> list[tuple[str, str]]:
             problems.append(("account_manager_email", message))
     if message := time_zone_problem(org.time_zone):
         problems.append(("time_zone", message))
+    if org.sms_phone is not None and (message := phone_problem(org.sms_phone)):
+        problems.append(("sms_phone", message))
     return problems
 
 

@@ -28,15 +28,13 @@ from billing_pipeline.db import alerts as store
 from billing_pipeline.db import inbox
 from billing_pipeline.domain.alerts import Alert
 from billing_pipeline.services.notifications import (
-    AmbiguousChannelError,
     DeliveryResult,
     EmailChannel,
     Notification,
     NotificationChannel,
     NotificationDispatcher,
-    PermanentChannelError,
     Recipient,
-    TransientChannelError,
+    channel_errors,
 )
 
 logger = logging.getLogger(__name__)
@@ -59,14 +57,8 @@ class SlackChannel:
     def deliver(self, notification: Notification, external_id: str | None) -> str | None:
         icon = _LEVEL_ICON.get(notification.metadata.get("level", "info"), "")
         text = f"{icon} *{notification.subject}*\n{notification.text}".strip()
-        try:
+        with channel_errors(TransientSlackError, AmbiguousSlackError, PermanentSlackError):
             self.poster.post(text)
-        except TransientSlackError as exc:
-            raise TransientChannelError(str(exc)) from None
-        except AmbiguousSlackError as exc:
-            raise AmbiguousChannelError(str(exc)) from None
-        except PermanentSlackError as exc:
-            raise PermanentChannelError(str(exc)) from None
         return None
 
 

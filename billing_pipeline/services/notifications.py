@@ -16,6 +16,12 @@ dedupe key: the e-mail's Message-ID) and ``deliver``, which raises ``TransientCh
 ``AmbiguousChannelError`` (may have been delivered: never re-sent without an operator). One
 channel failing never stops the others: each one's outcome is in ``DeliveryResult``. A channel
 the notice names but the dispatcher lacks (Slack before it exists) is a dead letter, not a crash.
+
+``SmsChannel`` sends ``Notification.sms_text`` (or the subject) to ``Recipient.phone``, fitted to
+one segment (``rendering.sms.fit_sms``). The SMS provider (Twilio) has no idempotency key, so the
+ledger row claimed before the send is the only guard: a lost answer is ``ambiguous``, never
+re-sent by a run. A channel may name its own address (``address``: the phone for SMS), which the
+ledger and a dead letter record instead of the e-mail address.
 """
 
 from __future__ import annotations
@@ -35,8 +41,10 @@ from typing import Protocol
 
 from billing_pipeline.clients.errors import AmbiguousMailError, MailError, PermanentMailError, TransientMailError
 from billing_pipeline.clients.mailer import Mailer
+from billing_pipeline.clients.sms import AmbiguousSmsError, PermanentSmsError, SmsSender, TransientSmsError
 from billing_pipeline.clock import utc_now
 from billing_pipeline.db import notifications as ledger
+from billing_pipeline.rendering.sms import fit_sms
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +69,7 @@ class AmbiguousChannelError(RuntimeError):
 class Recipient:
     address: str
     name: str = ""
+    phone: str | None = None  # E.164, for the sms channel
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,7 @@ class Notification:
     text: str
     html: str | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
+    sms_text: str | None = None  # the short form for SMS (default: the subject)
 
     def __post_init__(self) -> None:
         if not self.dedupe_key or len(self.dedupe_key) > MAX_DEDUPE_KEY or any(c.isspace() for c in self.dedupe_key):
@@ -185,6 +195,43 @@ def _one_line(value: str) -> str:
     return " ".join(str(value).split())
 
 
+@contextlib.contextmanager
+def channel_errors(
+    transient: type[Exception], ambiguous: type[Exception], permanent: type[Exception]
+) -> Iterator[None]:
+    """A client's three failure kinds as the dispatcher's (Slack, SMS: each client has its own classes)."""
+    try:
+        yield
+    except transient as exc:
+        raise TransientChannelError(str(exc)) from None
+    except ambiguous as exc:
+        raise AmbiguousChannelError(str(exc)) from None
+    except permanent as exc:
+        raise PermanentChannelError(str(exc)) from None
+
+
+class SmsChannel:
+    """A short text to the recipient's phone through an ``SmsSender`` (``clients.sms``: Twilio)."""
+
+    name = "sms"
+
+    def __init__(self, sender: SmsSender) -> None:
+        self.sender = sender
+
+    def address(self, notification: Notification) -> str:
+        return notification.recipient.phone or "(no phone)"
+
+    def external_id(self, notification: Notification) -> None:
+        return None  # Twilio names the message (its sid) only in its answer
+
+    def deliver(self, notification: Notification, external_id: str | None) -> str:
+        phone = notification.recipient.phone
+        if not phone:
+            raise PermanentChannelError(f"{notification.dedupe_key}: the recipient has no phone number for SMS")
+        with channel_errors(TransientSmsError, AmbiguousSmsError, PermanentSmsError):
+            return self.sender.send(phone, fit_sms(notification.sms_text or notification.subject))
+
+
 class NotificationDispatcher:
     """Sends notices through named channels, each exactly once per dedupe key (see the module doc)."""
 
@@ -215,8 +262,13 @@ class NotificationDispatcher:
                 outcomes.append(ChannelOutcome(channel, "failed", 0, f"{type(exc).__name__}: {exc}"))
         return DeliveryResult(notification.dedupe_key, tuple(outcomes))
 
-    def _payload(self, n: Notification) -> dict[str, object]:
-        return {"kind": n.kind, "audience": n.audience, "recipient": n.recipient.address, "subject": n.subject}
+    def _address(self, n: Notification, channel_name: str) -> str:
+        address_of = getattr(self.channels.get(channel_name), "address", None)
+        return address_of(n) if address_of is not None else n.recipient.address
+
+    def _payload(self, n: Notification, channel_name: str) -> dict[str, object]:
+        recipient = self._address(n, channel_name)
+        return {"kind": n.kind, "audience": n.audience, "recipient": recipient, "subject": n.subject}
 
     def _send_one(self, n: Notification, channel_name: str) -> ChannelOutcome:
         key, engine = n.dedupe_key, self.engine
@@ -225,9 +277,10 @@ class NotificationDispatcher:
             return self._settled(n, row)
         channel = self.channels.get(channel_name)
         external_id = channel.external_id(n) if channel is not None else None
+        address = self._address(n, channel_name)
         try:
             attempt = ledger.claim(
-                engine, key, channel_name, kind=n.kind, recipient=n.recipient.address, seen=row, external_id=external_id
+                engine, key, channel_name, kind=n.kind, recipient=address, seen=row, external_id=external_id
             )
         except ledger.ClaimLost as exc:
             return ChannelOutcome(channel_name, "busy", row.attempts if row else 0, str(exc), changed=False)
@@ -241,7 +294,7 @@ class NotificationDispatcher:
             ledger.mark_failed(engine, key, channel_name, attempt, str(exc))
             return ChannelOutcome(channel_name, "failed", attempt, str(exc), external_id)
         except AmbiguousChannelError as exc:
-            ledger.give_up(engine, key, channel_name, str(exc), self._payload(n), status="ambiguous")
+            ledger.give_up(engine, key, channel_name, str(exc), self._payload(n, channel_name), status="ambiguous")
             return ChannelOutcome(channel_name, "ambiguous", attempt, str(exc), external_id)
         except PermanentChannelError as exc:
             return self._dead(n, channel_name, attempt, str(exc))
@@ -252,7 +305,7 @@ class NotificationDispatcher:
         """The outcome of a row no send may claim: already sent, dead, dismissed, ambiguous, or left pending."""
         if row.status == "pending":  # a run stopped between its claim and its result (or one is sending now)
             why = "found pending: an earlier run stopped after claiming it; it may have been delivered"
-            payload = self._payload(n)
+            payload = self._payload(n, row.channel)
             ledger.give_up(
                 self.engine, n.dedupe_key, row.channel, why, payload, status="ambiguous", seen_attempts=row.attempts
             )
@@ -261,7 +314,7 @@ class NotificationDispatcher:
         return ChannelOutcome(row.channel, status, row.attempts, row.last_error, row.external_id, changed=False)
 
     def _dead(self, n: Notification, channel_name: str, attempt: int, error: str) -> ChannelOutcome:
-        ledger.give_up(self.engine, n.dedupe_key, channel_name, error, self._payload(n))
+        ledger.give_up(self.engine, n.dedupe_key, channel_name, error, self._payload(n, channel_name))
         logger.warning("notification %s via %s is a dead letter: %s", n.dedupe_key, channel_name, error)
         return ChannelOutcome(channel_name, "dead", attempt, error)
 
@@ -276,5 +329,7 @@ __all__ = [
     "NotificationDispatcher",
     "PermanentChannelError",
     "Recipient",
+    "SmsChannel",
     "TransientChannelError",
+    "channel_errors",
 ]

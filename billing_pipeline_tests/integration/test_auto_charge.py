@@ -191,14 +191,21 @@ def test_unsettled_payments_are_dead_lettered_after_the_check_cap(world, stripe_
     assert [r.status for r in ledger.attempts_of(engine, [ids["acme"]])[ids["acme"]]] == ["processing"]
 
 
-def test_invoices_paid_in_stripe_are_recorded_once(world, stripe_server, smtp_server):
+def test_invoices_paid_in_stripe_are_recorded_once(world, stripe_server, smtp_server, monkeypatch):
     engine, gateway, notices, ids = world
+    paid_at = day("2026-03-20", 15)
+    monkeypatch.setattr(stripe_server, "clock", paid_at.timestamp)  # Stripe stamps created / paid_at with it
     stripe_id, _ = mirror(engine, gateway, stripe_server, ids["manual"], "manual")
     stripe_server.client().v1.invoices.pay(stripe_id, params={"paid_out_of_band": True})
-    now = dt.datetime.now(UTC) + dt.timedelta(minutes=5)
+    too_late = paid_at + SyncOptions().lookback + dt.timedelta(minutes=1)  # its look-back starts after the payment
+    assert sync_payment_status(engine, gateway, notices, SyncOptions(), too_late).paid_elsewhere == 0
+    now = paid_at + dt.timedelta(minutes=30)
     assert sync_payment_status(engine, gateway, notices, SyncOptions(), now).paid_elsewhere == 1
     assert sync_payment_status(engine, gateway, notices, SyncOptions(), now).paid_elsewhere == 0
     assert _payments(engine, ids["manual"]) == [(f"stripe-paid:{stripe_id}", 12_000, "succeeded")]
+    with engine.connect() as conn:
+        recorded_at = conn.execute(select(payments.c.created_at).where(payments.c.invoice_id == ids["manual"]))
+        assert recorded_at.scalar_one() == paid_at  # the payment is dated when Stripe says it was paid
     assert lifecycle.find_invoice(engine, "INV-2026-000003").status.value == "paid"
 
 

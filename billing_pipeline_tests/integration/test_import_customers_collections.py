@@ -51,3 +51,15 @@ def test_optional_fields_are_stored_kept_when_omitted_and_cleared_with_none(data
     path.write_text(f"{HEADER},account_manager_email,time_zone\n{ROW},none,\n")
     assert do_import(url, path).organizations == {"updated": 1}
     assert stored(url) == (True, None, "Asia/Tokyo")
+
+
+def test_sms_phone_is_stored_kept_when_omitted_and_cleared_with_none(database, tmp_path):
+    url, path = database, tmp_path / "customers.csv"
+    path.write_text(f"{HEADER},sms_phone\n{ROW},+447911123456\n")
+    assert do_import(url, path).organizations == {"created": 1}
+    phone = lambda: reference.get_organizations(get_engine(url), ["acme"])["acme"].sms_phone  # noqa: E731
+    assert phone() == "+447911123456"
+    path.write_text(f"{HEADER}\n{ROW}\n")
+    assert do_import(url, path).organizations == {"unchanged": 1} and phone() == "+447911123456"
+    path.write_text(f"{HEADER},sms_phone\n{ROW},none\n")
+    assert do_import(url, path).organizations == {"updated": 1} and phone() is None

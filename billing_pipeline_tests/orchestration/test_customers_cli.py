@@ -33,7 +33,8 @@ def test_an_upgrade_shows_in_customers_show_and_in_the_preview(run):
     out = run("subscriptions", "change", "acme", "--plan", "payments_usd", "--at", "2026-11-10")
     assert "acme: starter from 2026-01-01 (open-ended) now ends 2026-11-10; payments_usd from 2026-11-10" in out
     show = run("customers", "show", "acme")
-    assert "billing_email:       billing@acme.test" in show and "Invoices (0):" in show
+    assert "billing_email:         billing@acme.test" in show and "Invoices (0):" in show
+    assert "sms_phone:             none" in show and "dunning_excluded:      False" in show
     assert "starter from 2026-01-01 (2026-11-10)" in show and "payments_usd from 2026-11-10 (open-ended)" in show
     with time_machine.travel(dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC), tick=False):
         out = run("preview", "acme")

@@ -276,29 +276,79 @@ def test_late_usage_sensor_requests_contiguous_hour_ranges(settings):
     assert all(r.run_key.startswith(f"late-{s}-{e}-") for r, (s, e) in zip(requests, spans, strict=True))
 
 
-def test_finalization_sensor_launches_the_last_period_once_its_grace_window_closed():
-    import time_machine
-
+def _finalization_sensor():
     from billing_pipeline.defs.automation import invoice_finalization_sensor
 
-    monthly = dg.define_asset_job("monthly_invoices_job")
-    weekly = dg.define_asset_job("weekly_invoices_job")
-    sensor = invoice_finalization_sensor(
+    return invoice_finalization_sensor(
         name="invoice_finalization_sensor",
-        jobs={BillingInterval.MONTHLY: monthly, BillingInterval.WEEKLY: weekly},
+        jobs={
+            BillingInterval.MONTHLY: dg.define_asset_job("monthly_invoices_job"),
+            BillingInterval.WEEKLY: dg.define_asset_job("weekly_invoices_job"),
+        },
         grace=dt.timedelta(hours=72),
         first_period=dt.date(2026, 1, 1),
         batch_size=2,
         running=True,
     )
+
+
+def test_finalization_sensor_launches_the_last_period_once_its_grace_window_closed(settings):
+    import time_machine
+
+    setup_database(settings.database_url)
+    sensor = _finalization_sensor()
+    resources = {"billing_db": BillingDatabaseResource(url=settings.database_url)}
     with dg.DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions(ORGANIZATION_PARTITIONS[BillingInterval.MONTHLY].name, ["a", "b", "c"])
         with time_machine.travel(dt.datetime(2026, 11, 3, 23, 59, tzinfo=UTC), tick=False):
-            early = sensor(dg.build_sensor_context(instance=instance))
+            early = sensor(dg.build_sensor_context(instance=instance, resources=resources))
         with time_machine.travel(dt.datetime(2026, 11, 4, 0, 0, tzinfo=UTC), tick=False):
-            due = sensor(dg.build_sensor_context(instance=instance))
+            due = sensor(dg.build_sensor_context(instance=instance, resources=resources))
     assert {r.tags["billing/period"] for r in early} == {"2026-09-01"}  # October still in its grace window
     assert [(r.job_name, r.tags["billing/period"], r.run_key) for r in due] == [
         ("monthly_invoices_job", "2026-10-01", "monthly-finalize-2026-10-01-a-b"),
         ("monthly_invoices_job", "2026-10-01", "monthly-finalize-2026-10-01-c-c"),
     ]
+
+
+def test_finalization_sensor_finalizes_drafts_left_in_older_periods(settings):
+    """The daemon was down through September's finalization: its drafts are launched again, once per set."""
+    import time_machine
+
+    from billing_pipeline.clock import utc_now
+    from billing_pipeline.domain.periods import monthly_period
+    from billing_pipeline.services import invoicing
+    from billing_pipeline_tests.builders import subscribe
+
+    setup_database(settings.database_url)
+    engine = get_engine(settings.database_url)
+    reference.upsert_organizations(engine, [org("a"), org("b"), org("c")])
+    for o in ("a", "b", "c"):
+        subscribe(settings.database_url, o, "starter", dt.datetime(2026, 8, 1, tzinfo=UTC))
+    with time_machine.travel(dt.datetime(2026, 10, 1, 0, 5, tzinfo=UTC), tick=False):
+        invoicing.draft_batch(engine, monthly_period(2026, 9), ["a", "c"], dry_run=False)
+    sensor = _finalization_sensor()
+    resources = {"billing_db": BillingDatabaseResource(url=settings.database_url)}
+
+    def requests_at(moment):
+        with time_machine.travel(moment, tick=False):
+            return [
+                (r.tags["billing/period"], r.tags["dagster/asset_partition_range_start"], r.run_key)
+                for r in sensor(dg.build_sensor_context(instance=instance, resources=resources))
+            ]
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions(ORGANIZATION_PARTITIONS[BillingInterval.MONTHLY].name, ["a", "b", "c"])
+        within_grace = requests_at(dt.datetime(2026, 10, 3, 23, 59, tzinfo=UTC))
+        december = requests_at(dt.datetime(2026, 12, 10, tzinfo=UTC))
+        with time_machine.travel(dt.datetime(2026, 12, 10, tzinfo=UTC), tick=False):
+            invoicing.finalize_batch(engine, monthly_period(2026, 9), ["c"], prefix="INV", now=utc_now(), dry_run=False)
+        after_c = requests_at(dt.datetime(2026, 12, 10, 0, 1, tzinfo=UTC))
+    # On 3 October September is in its grace window: only August, the last period to finalize, is asked for.
+    assert [p for p, _, _ in within_grace] == ["2026-08-01", "2026-08-01"]
+    backlog = [(p, start, key) for p, start, key in december if p == "2026-09-01"]
+    assert [(p, start) for p, start, _ in backlog] == [("2026-09-01", "2026-09-01|a")]
+    assert backlog[0][2].startswith("monthly-finalize-backlog-2026-09-01-")
+    assert {p for p, _, _ in december} == {"2026-09-01", "2026-11-01"}
+    still = [(p, start, key) for p, start, key in after_c if p == "2026-09-01"]
+    assert [start for _, start, _ in still] == ["2026-09-01|a"] and still[0][2] != backlog[0][2]

@@ -146,7 +146,7 @@ def test_dry_run_sends_and_writes_nothing(env):
 
 def test_sensor_launches_one_run_per_period_batch_and_is_idempotent(env):
     settings, engine, instance, defs = env
-    sensor = defs.get_sensor_def("invoice_delivery_sensor")
+    sensor = defs.resolve_sensor_def("invoice_delivery_sensor")
     with dg.build_sensor_context(
         instance=instance, definitions=defs, resources={"billing_db": defs.resources["billing_db"]}
     ) as context:
@@ -167,7 +167,7 @@ def test_sensor_does_not_request_a_batch_that_is_queued_or_running(env):
     """A batch waiting for a pool slot is not requested again under another run key (the
     10,000-invoice benchmark saw 47 such duplicate runs before)."""
     settings, engine, instance, defs = env
-    sensor = defs.get_sensor_def("invoice_delivery_sensor")
+    sensor = defs.resolve_sensor_def("invoice_delivery_sensor")
     resources = {"billing_db": defs.resources["billing_db"]}
     with dg.build_sensor_context(instance=instance, definitions=defs, resources=resources) as context:
         [request] = sensor(context).run_requests

@@ -45,3 +45,20 @@ def load_policy(path: Path | str | None = None) -> DunningPolicy:
                     f"(missing {', '.join(missing)} in rendering/templates)"
                 )
     return policy
+
+
+def check_channels(policy: DunningPolicy, configured: set[str], source: Path | str | None = None) -> None:
+    """Refuse a policy naming a channel this deployment cannot send (``sms`` with ``SMS_PROVIDER=none``).
+
+    Checked when the definitions load, so a misconfiguration stops the code location with the
+    field path instead of dead-lettering every organization's notice at send time.
+    """
+    where = Path(source) if source is not None else DEFAULT_POLICY_FILE
+    for i, step in enumerate(policy.steps):
+        for j, notice in enumerate(step.notify):
+            for k, channel in enumerate(notice.channels):
+                if channel not in configured:
+                    hint = " (set SMS_PROVIDER=twilio and the TWILIO_* variables)" if channel == "sms" else ""
+                    raise DunningPolicyError(
+                        f"{where}: steps[{i}].notify[{j}].channels[{k}]: {channel} is not configured{hint}"
+                    )

@@ -33,6 +33,7 @@ from billing_pipeline.domain.dunning_policy import Audience, DunningPolicy, Step
 from billing_pipeline.domain.model import Organization
 from billing_pipeline.rendering.reminders import ReminderFacts, render_reminder
 from billing_pipeline.rendering.seller import Seller
+from billing_pipeline.rendering.sms import reminder_sms
 from billing_pipeline.services.lifecycle import LifecycleError, LifecycleService
 from billing_pipeline.services.notifications import Notification, NotificationDispatcher, Recipient
 
@@ -143,6 +144,8 @@ def _send_one(engine, sender: ReminderSender, row: ledger.ReminderRow, steps, as
         reason = f"step {row.step!r} is not in policy version {sender.policy.version}"
     if reason is None and audience is Audience.ACCOUNT_MANAGER and not (org and org.account_manager_email):
         reason = "organization has no account manager"
+    if reason is None and not _channels(step, audience, org):
+        reason = "organization has no sms_phone (the step's only channel is sms)"
     if reason is not None:
         ledger.finish_reminder(engine, row.invoice_id, row.step, row.audience, "stopped", reason=reason)
         summary.stopped += 1
@@ -183,21 +186,30 @@ def _notification(
         invoice.currency,
     )
     rendered = render_reminder(notice.template, facts, sender.seller)
+    channels = _channels(step, audience, org)
     return Notification(
         dedupe_key=row.dedupe_key,
         kind="reminder",
         audience=audience.value,
         recipient=_recipient(org, audience),
-        channels=notice.channels,
+        channels=channels,
         subject=rendered.subject,
         text=rendered.text,
         html=rendered.html,
         metadata={"invoice_id": str(invoice.invoice_id), "step": step.code},
+        sms_text=reminder_sms(facts, sender.seller) if "sms" in channels else None,
     )
+
+
+def _channels(step, audience: Audience, org: Organization | None) -> tuple[str, ...]:
+    """The notice's channels; ``sms`` only for an organization with an ``sms_phone`` (others: e-mail alone)."""
+    notice = next(n for n in step.notify if n.audience is audience)
+    has_phone = org is not None and org.sms_phone is not None
+    return tuple(c for c in notice.channels if c != "sms" or has_phone)
 
 
 def _recipient(org: Organization, audience: Audience) -> Recipient:
     if audience is Audience.ACCOUNT_MANAGER:
         assert org.account_manager_email
         return Recipient(org.account_manager_email, f"Account manager of {org.name}")
-    return Recipient(org.billing_email, org.name)
+    return Recipient(org.billing_email, org.name, org.sms_phone)

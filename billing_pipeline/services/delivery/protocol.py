@@ -13,7 +13,9 @@
   the server had the whole message (``AmbiguousMailError``), becomes an ``ambiguous`` row that
   no later claim takes unless the operator resends;
 * transient errors (``DeliveryError.transient``) retry with exponential backoff and jitter,
-  each retry a new claim; permanent ones are recorded at once. Every error is redacted.
+  each retry a new claim (the row stays ``pending`` in between); permanent ones, and the last
+  retry, set the row ``failed`` and open its dead letter (kind ``invoice_delivery``) in the same
+  transaction. Every error is redacted.
 """
 
 from __future__ import annotations
@@ -97,8 +99,11 @@ class LedgerProtocol:
     def record_failure(self, item: Item, channel: str, error: str) -> None:
         """A failure that happened without a claim (e.g. rendering): claim, then mark failed."""
         row = item.rows.get(channel)
+        retrying_failed = row is not None and row.status == "failed"
         try:
-            ledger.claim(self.bind(), item.invoice_id, channel, row.attempts if row else None)
+            ledger.claim(
+                self.bind(), item.invoice_id, channel, row.attempts if row else None, retrying_failed=retrying_failed
+            )
         except ledger.ClaimLost:
             return
         ledger.mark_failed(self.bind(), item.invoice_id, channel, error)
@@ -132,6 +137,7 @@ class LedgerProtocol:
         name = channel.name
         row = item.rows.get(name)
         seen = row.attempts if row is not None else None
+        retrying_failed = row is not None and row.status == "failed"  # an operator's run: closes its dead letter
         tries = 0
         while True:
             prepared, marker, prepare_error = None, None, None
@@ -148,10 +154,11 @@ class LedgerProtocol:
                     finish=carry,
                     sending=marker,
                     resend_ambiguous=resend_ambiguous,
+                    retrying_failed=retrying_failed,
                 )
             except ledger.ClaimLost as exc:
                 return ChannelResult(name, ChannelStatus.FAILED, tries, error=str(exc)), None
-            carry = None  # committed with the claim
+            carry, retrying_failed = None, False  # committed with the claim
             tries += 1
             try:
                 if prepare_error is not None:
@@ -164,14 +171,15 @@ class LedgerProtocol:
                 return self._ambiguous(item, name, exc, tries), None
             except Exception as exc:  # noqa: BLE001 - classified below, isolated per invoice
                 error = self.error_text(exc)
-                ledger.mark_failed(self.bind(), item.invoice_id, name, error)
                 if isinstance(exc, DeliveryError) and exc.transient and tries < self.retry.max_attempts:
+                    ledger.mark_retrying(self.bind(), item.invoice_id, name, error)
                     delay = self.retry.delay(tries, self.rand())
                     log.info(
                         "invoice %s %s: transient error (%s), retry %d in %.2fs", item.number, name, error, tries, delay
                     )
                     self.sleep(delay)
                     continue
+                ledger.mark_failed(self.bind(), item.invoice_id, name, error)  # and its dead letter
                 log.warning("invoice %s %s failed after %d attempt(s): %s", item.number, name, tries, error)
                 return ChannelResult(name, ChannelStatus.FAILED, tries, error=error), None
             result = ChannelResult(name, ChannelStatus.SUCCEEDED, tries, external_id=external_id)

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _PDF_FINISH_BATCH = 100  # pdf successes written per ledger transaction
+DISMISSED = "failed; its dead letter was dismissed by an operator: never delivered again"
 
 
 class InvoiceDeliveryService:
@@ -85,6 +86,8 @@ class InvoiceDeliveryService:
         row = item.rows.get(channel)
         if row is not None and row.done:
             return ChannelResult(channel, ChannelStatus.ALREADY_DONE, external_id=row.external_id)
+        if row is not None and row.dismissed:
+            return ChannelResult(channel, ChannelStatus.FAILED, error=DISMISSED)
         if row is not None and row.status == ledger.AMBIGUOUS and not self._resends_ambiguous:
             return ChannelResult(channel, ChannelStatus.AMBIGUOUS, external_id=row.external_id, error=row.last_error)
         if self.dry_run:
@@ -116,7 +119,10 @@ class InvoiceDeliveryService:
         items = load_items(self.engine, invoice_ids)
         todo = []
         for item in items:
-            if self._needs_pdf(item):
+            pdf_row = item.rows.get("pdf")
+            if pdf_row is not None and pdf_row.dismissed:
+                report.results[item.invoice_id] = ChannelResult("pdf", ChannelStatus.FAILED, error=DISMISSED)
+            elif self._needs_pdf(item):
                 todo.append(item)
             elif item.error:
                 report.results[item.invoice_id] = ChannelResult("pdf", ChannelStatus.BLOCKED, error=item.error)
@@ -291,5 +297,7 @@ class InvoiceDeliveryService:
                 channel, ChannelStatus.AMBIGUOUS, row.attempts, external_id=row.external_id, error=row.last_error
             )
         if row.status == "pending":
-            return ChannelResult(channel, ChannelStatus.FAILED, row.attempts, error="in progress in another run")
+            return ChannelResult(
+                channel, ChannelStatus.FAILED, row.attempts, error=row.last_error or "in progress in another run"
+            )
         return ChannelResult(channel, ChannelStatus.FAILED, row.attempts, error=row.last_error)
