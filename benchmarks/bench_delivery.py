@@ -372,6 +372,10 @@ def main() -> int:
         "render_workers": args.workers,
         "io_workers": args.io_workers,
         "dagster_env": {"DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "1", "DAGSTER_EVENT_BATCH_SIZE": "1000"},
+        "vendor_rate_limits": {  # per run process (clients/rate_limit.py); 0 = none; defaults 80, 100, 20
+            name: os.environ.get(name, "default")
+            for name in ("STRIPE_REQUESTS_PER_SECOND", "S3_REQUESTS_PER_SECOND", "SMTP_MESSAGES_PER_SECOND")
+        },
         "python_bytecode": "cached (PYTHONPYCACHEPREFIX in the benchmark's folder, warmed before the job)",
         "floor_seconds": round(floor_s, 2),
         "floor_invoices_per_second": round(n / floor_s, 2),

@@ -15,6 +15,7 @@ import dagster as dg
 from billing_pipeline.db.late_usage_ledger import pending_late_usage
 from billing_pipeline.defs import alerts, automation, charges, health, invoicing, partitions, reminders, reports, usage
 from billing_pipeline.defs.automation import organizations_sensor
+from billing_pipeline.defs.dagster_internals import sleep_while_waiting_for_pool_slots
 from billing_pipeline.defs.delivery import build_delivery_asset, build_delivery_job, build_invoice_delivery_sensor
 from billing_pipeline.defs.resources import BillingDatabaseResource
 from billing_pipeline.defs.usage import hourly_usage_job
@@ -28,6 +29,8 @@ from billing_pipeline.services.delivery import DeliveryOptions, charges_automati
 from billing_pipeline.settings import Settings, delivery_resources, sms_resource
 
 MONTHLY, WEEKLY = BillingInterval.MONTHLY, BillingInterval.WEEKLY
+# Runs waiting for a pool slot (pdf, s3, stripe, email) sleep instead of spinning on a core.
+sleep_while_waiting_for_pool_slots()
 
 settings = Settings.from_env()
 
