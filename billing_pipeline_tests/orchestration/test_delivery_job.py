@@ -21,6 +21,7 @@ from billing_pipeline.defs.delivery_resources import (
 )
 from billing_pipeline.defs.partitions import billing_partitions
 from billing_pipeline.defs.resources import BillingDatabaseResource
+from billing_pipeline.defs.sms import NoSmsResource
 from billing_pipeline.domain.model import BillingInterval
 from billing_pipeline.domain.money import to_minor
 from billing_pipeline.domain.periods import period_from_key
@@ -75,6 +76,7 @@ def resources(settings: Settings, failing_org: str = "nobody") -> dict:
         "document_store": LocalDocumentStoreResource(documents_dir=str(settings.documents_dir)),
         "payment_gateway": FailingForOneOrgGatewayResource(failing_org=failing_org),
         "mailer": OutboxMailerResource(outbox_dir=str(settings.outbox_dir)),
+        "sms": NoSmsResource(),  # the reminders asset, among the definitions' assets, needs it
     }
 
 

@@ -29,6 +29,7 @@ from billing_pipeline.defs.delivery_resources import (
     PaymentGatewayResource,
 )
 from billing_pipeline.defs.resources import BillingDatabaseResource
+from billing_pipeline.defs.sms import NoSmsResource
 from billing_pipeline.domain.model import BillingInterval
 from billing_pipeline.domain.money import to_minor
 from billing_pipeline.domain.periods import period_from_key
@@ -92,6 +93,7 @@ def deliver(defs, instance, settings) -> dg.ExecuteInProcessResult:
             "document_store": LocalDocumentStoreResource(documents_dir=str(settings.documents_dir)),
             "payment_gateway": RecordingGatewayResource(),
             "mailer": OutboxMailerResource(outbox_dir=str(settings.outbox_dir)),
+            "sms": NoSmsResource(),  # the reminders asset, among the definitions' assets, needs it
         },
         tags={
             "dagster/asset_partition_range_start": f"{PERIOD}|{ORGS[0]}",
