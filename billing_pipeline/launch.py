@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
 from sqlalchemy import Engine
@@ -84,19 +85,26 @@ def period_run_requests(
     wanted: Collection[str] | None = None,
     trigger: str | None = None,
     job_name: str | None = None,
+    attempts: Mapping[str, int] | None = None,
+    run_config: Callable[[list[str]], Mapping[str, Any]] | None = None,
 ) -> list[dg.RunRequest]:
     """One RunRequest per batch of ``wanted`` organizations (default all) of one period.
 
     With ``wanted`` the run key hashes the batch's organizations (see ``batch_run_key``);
-    organizations between two wanted ones are in the range and re-checked by the run.
+    organizations between two wanted ones are in the range and re-checked by the run, unless
+    ``run_config(batch)`` limits the run to its batch. ``attempts`` (ledger work done so far
+    per organization) goes into the hashed key when above zero, so an organization wanted
+    again after more work gets a new key while the same request stays the same one.
     """
     requests = []
     for batch in organization_batches(all_orgs, batch_size, wanted):
         tags = batch_tags(interval, period_key, batch)
         if trigger:
             tags[TRIGGER_TAG] = trigger
-        run_key = batch_run_key(run_key_prefix, period_key, batch, by_members=wanted is not None)
-        requests.append(dg.RunRequest(run_key=run_key, job_name=job_name, tags=tags))
+        members = [f"{org}@{attempts[org]}" if attempts and attempts.get(org) else org for org in batch]
+        run_key = batch_run_key(run_key_prefix, period_key, members, by_members=wanted is not None)
+        config = run_config(list(batch)) if run_config else None
+        requests.append(dg.RunRequest(run_key=run_key, job_name=job_name, tags=tags, run_config=config))
     return requests
 
 

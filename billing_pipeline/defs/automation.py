@@ -101,30 +101,26 @@ def invoice_finalization_sensor(
         now = utc_now()
         for interval, job in jobs.items():
             period = last_period_to_finalize(interval, now, grace)
-            all_orgs = launch.billed_organizations(context.instance, interval)
+            targets: list[tuple[str, set[str] | None, str]] = []  # (period key, wanted, run key prefix)
             if period.start.date() < first_period:
                 waiting.append(f"{interval.value}: {period.key} is before the first billing period")
             else:
-                requests += launch.period_run_requests(
-                    all_orgs,
-                    interval,
-                    period.key,
-                    batch_size,
-                    run_key_prefix=f"{interval.value}-finalize",
-                    trigger=name,
-                    job_name=job.name,
-                )
+                targets.append((period.key, None, f"{interval.value}-finalize"))
             backlog = invoice_rows.drafts_of_ended_periods(billing_db.engine(), interval, now - grace)
-            for period_key, org_ids in backlog.items():
-                if period_key == period.key or dt.date.fromisoformat(period_key) < first_period:
-                    continue
+            targets += [
+                (key, set(orgs), f"{interval.value}-finalize-backlog")
+                for key, orgs in backlog.items()
+                if key != period.key and dt.date.fromisoformat(key) >= first_period
+            ]
+            all_orgs = launch.billed_organizations(context.instance, interval)
+            for period_key, wanted, prefix in targets:
                 requests += launch.period_run_requests(
                     all_orgs,
                     interval,
                     period_key,
                     batch_size,
-                    run_key_prefix=f"{interval.value}-finalize-backlog",
-                    wanted=set(org_ids),
+                    run_key_prefix=prefix,
+                    wanted=wanted,
                     trigger=name,
                     job_name=job.name,
                 )

@@ -40,13 +40,10 @@ from billing_pipeline.defs.partitions import ORGANIZATION_PARTITIONS
 from billing_pipeline.defs.resources import BillingDatabaseResource
 from billing_pipeline.domain.model import BillingInterval
 from billing_pipeline.launch import (
-    TRIGGER_TAG,
     RunOutcome,
-    batch_run_key,
-    batch_tags,
     execute_batches,
     in_flight_organizations,
-    organization_batches,
+    period_run_requests,
     wanted_batches,
 )
 from billing_pipeline.rendering.seller import Seller
@@ -176,17 +173,18 @@ def delivery_run_requests(
     is limited to its wanted organizations (``organizations`` config): the others in its key
     range are not touched, so a sensor run never retries another invoice's failed row.
     """
-    attempts = attempts or {}
-    requests = []
-    for batch in organization_batches(all_orgs, batch_size, wanted):
-        tags = {**batch_tags(interval, period_key, batch), TRIGGER_TAG: "invoice_delivery_sensor"}
-        members = [f"{org}@{attempts[org]}" if attempts.get(org) else org for org in batch]
-        run_key = batch_run_key(f"deliver-{interval.value}", period_key, members, by_members=True)
-        run_config = delivery_run_config(interval, organizations=list(batch))
-        requests.append(
-            dg.RunRequest(run_key=run_key, job_name=delivery_job_name(interval), tags=tags, run_config=run_config)
-        )
-    return requests
+    return period_run_requests(
+        all_orgs,
+        interval,
+        period_key,
+        batch_size,
+        run_key_prefix=f"deliver-{interval.value}",
+        wanted=wanted,
+        trigger="invoice_delivery_sensor",
+        job_name=delivery_job_name(interval),
+        attempts=attempts,
+        run_config=lambda batch: delivery_run_config(interval, organizations=batch),
+    )
 
 
 def build_invoice_delivery_sensor(
