@@ -154,6 +154,39 @@ _NOT_FOUND_CODES = {"404", "NoSuchKey", "NotFound"}
 _UNSUPPORTED_CODES = {"NotImplemented", "InvalidArgument", "InvalidRequest", "501", "400"}
 
 
+def s3_client(
+    *,
+    endpoint_url: str | None,
+    region: str,
+    access_key_id: str | None,
+    secret_access_key: str | None,
+    max_attempts: int,
+    connect_timeout: float,
+    read_timeout: float,
+    max_connections: int = 10,
+):
+    """A boto3 S3 client as the project uses it: SigV4 (presigned URLs), path-style addressing
+    (S3-compatible servers), botocore's own retries bounded by ``max_attempts``."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name=region,
+        aws_access_key_id=access_key_id,
+        aws_secret_access_key=secret_access_key,
+        config=Config(
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": max_attempts, "mode": "standard"},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_pool_connections=max_connections,
+        ),
+    )
+
+
 def _client_error_info(exc: Exception) -> tuple[str, int | None]:
     response = getattr(exc, "response", None) or {}
     code = str(response.get("Error", {}).get("Code", ""))

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from billing_pipeline.clients.documents import s3_client
 from billing_pipeline.clients.mailer import SMTPMailer
 from billing_pipeline.clients.payments import stripe_client
 from billing_pipeline.clients.redaction import Redactor
@@ -113,22 +114,14 @@ def s3_probe(
     """``HEAD`` of the bucket with the store's credentials: reachable, signed, bucket there."""
 
     def check() -> tuple[HealthStatus, str]:
-        import boto3
-        from botocore.config import Config
-
-        client = boto3.session.Session().client(
-            "s3",
+        client = s3_client(
             endpoint_url=endpoint_url,
-            region_name=region,
-            aws_access_key_id=access_key_id,
-            aws_secret_access_key=secret_access_key,
-            config=Config(
-                signature_version="s3v4",
-                s3={"addressing_style": "path"},
-                retries={"max_attempts": 1, "mode": "standard"},
-                connect_timeout=timeout,
-                read_timeout=timeout,
-            ),
+            region=region,
+            access_key_id=access_key_id,
+            secret_access_key=secret_access_key,
+            max_attempts=1,
+            connect_timeout=timeout,
+            read_timeout=timeout,
         )
         client.head_bucket(Bucket=bucket)
         return HealthStatus.UP, f"S3 bucket {bucket} at {endpoint_url or 'AWS ' + region}: HEAD ok"

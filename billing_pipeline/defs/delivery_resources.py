@@ -20,7 +20,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from billing_pipeline.clients.documents import DocumentStore, LocalDocumentStore, S3DocumentStore
+from billing_pipeline.clients.documents import DocumentStore, LocalDocumentStore, S3DocumentStore, s3_client
 from billing_pipeline.clients.mailer import Mailer, OutboxMailer, SMTPMailer
 from billing_pipeline.clients.payments import NullGateway, PaymentGateway, StripeGateway, stripe_client
 from billing_pipeline.clients.rate_limit import TokenBucket
@@ -42,24 +42,16 @@ def _s3_client(
     store, and building a client (session, service model, endpoint resolution) cost ~0.1-0.3 s of
     CPU each time. boto3 clients are thread-safe; the store's state (token bucket, checksum
     fallback) stays per ``store()``."""
-    import boto3
-    from botocore.config import Config
-
-    return boto3.session.Session().client(
-        "s3",
+    # botocore's own retries stay short: the service retries with backoff
+    return s3_client(
         endpoint_url=endpoint_url,
-        region_name=region,
-        aws_access_key_id=access_key_id,
-        aws_secret_access_key=secret_access_key,
-        # SigV4 presigned URLs; botocore's own retries stay short, the service retries with backoff
-        config=Config(
-            signature_version="s3v4",
-            s3={"addressing_style": "path"},
-            retries={"max_attempts": 2, "mode": "standard"},
-            connect_timeout=10,
-            read_timeout=30,
-            max_pool_connections=max_connections,
-        ),
+        region=region,
+        access_key_id=access_key_id,
+        secret_access_key=secret_access_key,
+        max_attempts=2,
+        connect_timeout=10,
+        read_timeout=30,
+        max_connections=max_connections,
     )
 
 
